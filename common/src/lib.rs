@@ -1,0 +1,15 @@
+//! Types shared by the Palisade control plane (`palisade`) and the runtime
+//! enforcer (`palisade-enforcer`).
+
+pub mod net;
+pub mod path;
+pub mod policy;
+
+/// Label a namespace carries to opt in to injection and validation.
+pub const INJECT_LABEL: &str = "palisade.dev/inject";
+/// Pod annotation; `"false"` opts a single pod out of injection.
+pub const INJECT_ANNOTATION: &str = "palisade.dev/inject";
+/// Pod annotation recording what the injector did.
+pub const STATUS_ANNOTATION: &str = "palisade.dev/status";
+/// Name of the injected enforcer container.
+pub const ENFORCER_CONTAINER: &str = "palisade-enforcer";

@@ -1,0 +1,395 @@
+//! Policy documents: what security teams write and push, what the webhook
+//! evaluates at admission and what the enforcer applies at run time.
+//!
+//! ```yaml
+//! apiVersion: palisade.dev/v1alpha1
+//! kind: RuntimePolicy
+//! metadata: { name: restricted }
+//! spec:
+//!   mode: enforce
+//!   selector: { namespaces: ["*"], excludeNamespaces: [kube-system] }
+//!   admission: { podSecurity: restricted, disallowedTags: [latest] }
+//!   runtime: { deniedProcesses: [sh, bash] }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "palisade.dev/v1alpha1";
+pub const KIND: &str = "RuntimePolicy";
+
+/// A Kubernetes-style policy document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: PolicyMetadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMetadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub selector: Selector,
+    #[serde(default)]
+    pub admission: AdmissionRules,
+    #[serde(default)]
+    pub runtime: RuntimeRules,
+}
+
+/// Audit reports violations (admission warnings, runtime events); enforce
+/// denies admission and stops violating processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Audit,
+    Enforce,
+}
+
+/// Which workloads a policy applies to. Empty means every namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    /// Namespace names; `*` matches all, a trailing `*` matches a prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_namespaces: Vec<String>,
+    /// Pod labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    pub fn matches(&self, namespace: &str, pod_labels: &BTreeMap<String, String>) -> bool {
+        let included = self.namespaces.is_empty()
+            || self.namespaces.iter().any(|p| glob_match(p, namespace));
+        let excluded = self
+            .exclude_namespaces
+            .iter()
+            .any(|p| glob_match(p, namespace));
+        let labels_match = self
+            .pod_labels
+            .iter()
+            .all(|(k, v)| pod_labels.get(k) == Some(v));
+        included && !excluded && labels_match
+    }
+}
+
+/// `*` alone matches everything; a trailing `*` matches a prefix.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionRules {
+    /// Pod Security Standards level to enforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
+    /// Image prefixes allowed, e.g. `registry.k8s.io` or `ghcr.io/acme/`.
+    /// Empty allows every registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_registries: Vec<String>,
+    /// Tags that may not be used, e.g. `latest`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_tags: Vec<String>,
+    /// Images with neither tag nor digest resolve to `latest`; deny them
+    /// when true.
+    #[serde(default)]
+    pub disallow_untagged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_resources: Option<RequiredResources>,
+    /// Pods must carry the enforcer sidecar (catches fail-open injection).
+    #[serde(default)]
+    pub require_enforcer: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<CustomRule>,
+}
+
+/// Resource names (`cpu`, `memory`, ...) every container must set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequiredResources {
+    #[serde(default)]
+    pub limits: Vec<String>,
+    #[serde(default)]
+    pub requests: Vec<String>,
+}
+
+/// A condition over a field path of the Pod, e.g.
+/// `spec.containers[*].imagePullPolicy Equals Always`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomRule {
+    pub name: String,
+    /// Dotted path from the Pod root; `[*]` iterates a list, `[N]` indexes.
+    pub path: String,
+    pub operator: Operator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operator {
+    Equals,
+    NotEquals,
+    In,
+    NotIn,
+    Exists,
+    NotExists,
+    /// The value must be a string matching the regular expression.
+    Matches,
+}
+
+/// What the enforcer watches and allows at run time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeRules {
+    /// Report executables that were not in the image at container start.
+    #[serde(default = "default_true")]
+    pub drift: bool,
+    /// Process names (comm or exe basename) that may never run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_processes: Vec<String>,
+    /// When non-empty, only these process names may run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_processes: Vec<String>,
+    /// Ports the pod may listen on; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_listen_ports: Vec<u16>,
+    /// Egress destinations as `CIDR` or `CIDR:port`; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_allow: Vec<String>,
+    /// Directories watched for new executable files.
+    #[serde(default = "default_watched_paths")]
+    pub watched_paths: Vec<String>,
+}
+
+impl Default for RuntimeRules {
+    fn default() -> Self {
+        Self {
+            drift: true,
+            denied_processes: Vec::new(),
+            allowed_processes: Vec::new(),
+            allowed_listen_ports: Vec::new(),
+            egress_allow: Vec::new(),
+            watched_paths: default_watched_paths(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_watched_paths() -> Vec<String> {
+    ["/tmp", "/var/tmp", "/dev/shm"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// A policy that failed validation, with every problem found.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("policy {name:?} is invalid: {}", problems.join("; "))]
+pub struct InvalidPolicy {
+    pub name: String,
+    pub problems: Vec<String>,
+}
+
+impl PolicyDocument {
+    /// Parses one YAML or JSON document and validates it.
+    pub fn from_yaml(text: &str) -> Result<Self, ParseError> {
+        let doc: PolicyDocument = serde_yaml::from_str(text).map_err(ParseError::Syntax)?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Checks everything serde cannot: names, versions, regexes, CIDRs.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
+        let mut problems = Vec::new();
+        if self.api_version != API_VERSION {
+            problems.push(format!(
+                "apiVersion: expected {API_VERSION:?}, got {:?}",
+                self.api_version
+            ));
+        }
+        if self.kind != KIND {
+            problems.push(format!("kind: expected {KIND:?}, got {:?}", self.kind));
+        }
+        if !is_dns_label(&self.metadata.name) {
+            problems.push(format!(
+                "metadata.name: {:?} must be a DNS label (lowercase alphanumerics and '-', at most 63)",
+                self.metadata.name
+            ));
+        }
+        for (i, rule) in self.spec.admission.custom.iter().enumerate() {
+            let at = format!("spec.admission.custom[{i}]");
+            if let Err(problem) = rule.check() {
+                problems.push(format!("{at}: {problem}"));
+            }
+        }
+        for (i, entry) in self.spec.runtime.egress_allow.iter().enumerate() {
+            if let Err(problem) = crate::net::EgressRule::parse(entry) {
+                problems.push(format!("spec.runtime.egressAllow[{i}]: {problem}"));
+            }
+        }
+        for (i, path) in self.spec.runtime.watched_paths.iter().enumerate() {
+            if !path.starts_with('/') {
+                problems.push(format!(
+                    "spec.runtime.watchedPaths[{i}]: {path:?} must be absolute"
+                ));
+            }
+        }
+        for (i, name) in self.spec.admission.allowed_registries.iter().enumerate() {
+            if name.is_empty() {
+                problems.push(format!("spec.admission.allowedRegistries[{i}]: empty"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidPolicy {
+                name: self.metadata.name.clone(),
+                problems,
+            })
+        }
+    }
+}
+
+impl CustomRule {
+    fn check(&self) -> Result<(), String> {
+        if !is_dns_label(&self.name) {
+            return Err(format!("name {:?} must be a DNS label", self.name));
+        }
+        crate::path::FieldPath::parse(&self.path).map_err(|e| format!("path: {e}"))?;
+        match (self.operator, &self.value) {
+            (Operator::Exists | Operator::NotExists, _) => Ok(()),
+            (_, None) => Err(format!("operator {:?} needs a value", self.operator)),
+            (Operator::In | Operator::NotIn, Some(v)) if !v.is_array() => {
+                Err(format!("operator {:?} needs a list value", self.operator))
+            }
+            (Operator::Matches, Some(serde_json::Value::String(re))) => {
+                regex::Regex::new(re)
+                .map(drop)
+                .map_err(|e| format!("value: invalid regex: {e}"))
+            }
+            (Operator::Matches, Some(_)) => Err("operator Matches needs a string value".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a valid policy document: {0}")]
+    Syntax(#[source] serde_yaml::Error),
+    #[error(transparent)]
+    Invalid(#[from] InvalidPolicy),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: restricted }
+spec:
+  mode: enforce
+  selector: { namespaces: ["team-*"], excludeNamespaces: [team-legacy] }
+  admission:
+    podSecurity: restricted
+    disallowedTags: [latest]
+    custom:
+      - name: pull-always
+        path: spec.containers[*].imagePullPolicy
+        operator: Equals
+        value: Always
+  runtime:
+    deniedProcesses: [sh]
+    egressAllow: ["10.0.0.0/8:443"]
+"#;
+
+    #[test]
+    fn parses_a_full_document() {
+        let doc = PolicyDocument::from_yaml(GOOD).expect("valid");
+        assert_eq!(doc.spec.mode, Mode::Enforce);
+        assert_eq!(
+            doc.spec.admission.pod_security,
+            Some(PodSecurityLevel::Restricted)
+        );
+        assert!(doc.spec.runtime.drift, "drift defaults to on");
+        assert_eq!(doc.spec.runtime.watched_paths.len(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let bad = GOOD.replace("disallowedTags", "disallowedTagz");
+        let err = PolicyDocument::from_yaml(&bad).unwrap_err().to_string();
+        assert!(err.contains("disallowedTagz"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem_with_its_path() {
+        let bad = GOOD
+            .replace("name: restricted", "name: Not_A_Label")
+            .replace("value: Always", "")
+            .replace("10.0.0.0/8:443", "10.0.0.0/33");
+        let err = PolicyDocument::from_yaml(&bad).unwrap_err().to_string();
+        assert!(err.contains("metadata.name"), "{err}");
+        assert!(err.contains("spec.admission.custom[0]"), "{err}");
+        assert!(err.contains("spec.runtime.egressAllow[0]"), "{err}");
+    }
+
+    #[test]
+    fn selector_globs_and_exclusions() {
+        let doc = PolicyDocument::from_yaml(GOOD).unwrap();
+        let none = BTreeMap::new();
+        assert!(doc.spec.selector.matches("team-a", &none));
+        assert!(!doc.spec.selector.matches("team-legacy", &none));
+        assert!(!doc.spec.selector.matches("default", &none));
+        assert!(Selector::default().matches("anything", &none));
+    }
+}

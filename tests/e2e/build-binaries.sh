@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds pinned etcd, kube-apiserver, kube-controller-manager, kubectl and helm
+# from the Go module proxy into a cache directory. Reruns reuse the cache.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
+BIN_DIR="$CACHE_DIR/bin"
+STAMP="$BIN_DIR/.versions"
+WANT="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION"
+
+mkdir -p "$BIN_DIR"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+  for b in etcd kube-apiserver kube-controller-manager kubectl helm; do
+    [[ -x "$BIN_DIR/$b" ]] || { rm -f "$STAMP"; break; }
+  done
+  [[ -f "$STAMP" ]] && { echo "e2e binaries cached in $BIN_DIR ($WANT)"; exit 0; }
+fi
+
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+export CGO_ENABLED=0
+
+build_in_module() {
+  # $1: module dir; rest: go build args
+  local dir="$1"; shift
+  (cd "$dir" && go build -trimpath -ldflags="-s -w" "$@")
+}
+
+# --- etcd: etcdmain from the server module, wrapped in a one-line main. ---
+if [[ ! -x "$BIN_DIR/etcd" || "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]]; then
+  work="$CACHE_DIR/src/etcd"
+  rm -rf "$work" && mkdir -p "$work"
+  cat >"$work/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$work" && go mod init palisade.dev/e2e/etcd >/dev/null 2>&1 \
+    && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy)
+  build_in_module "$work" -o "$BIN_DIR/etcd" .
+fi
+
+# --- Kubernetes: k8s.io/kubernetes replaces its staging modules with local
+# paths, so a consumer module pins each staging module to the matching v0.x tag.
+work="$CACHE_DIR/src/kubernetes"
+rm -rf "$work" && mkdir -p "$work"
+staging_version="v0.${K8S_VERSION#v1.}"
+(cd "$work" && go mod init palisade.dev/e2e/kubernetes >/dev/null 2>&1)
+gomod_url="$(go env GOPROXY | cut -d, -f1)/k8s.io/kubernetes/@v/$K8S_VERSION.mod"
+curl -fsSL "$gomod_url" -o "$work/kubernetes.mod"
+grep -oE 'k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$work/kubernetes.mod" \
+  | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}' >>"$work/go.mod"
+cat >"$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+(cd "$work" && go get "k8s.io/kubernetes@$K8S_VERSION" && go mod tidy)
+for cmd in kube-apiserver kube-controller-manager kubectl; do
+  build_in_module "$work" -o "$BIN_DIR/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+done
+
+# --- helm ---
+work="$CACHE_DIR/src/helm"
+rm -rf "$work" && mkdir -p "$work"
+(cd "$work" && go mod init palisade.dev/e2e/helm >/dev/null 2>&1 \
+  && printf '//go:build tools\n\npackage tools\n\nimport _ "helm.sh/helm/v3/cmd/helm"\n' >tools.go \
+  && go get "helm.sh/helm/v3@$HELM_VERSION" && go mod tidy)
+build_in_module "$work" -o "$BIN_DIR/helm" helm.sh/helm/v3/cmd/helm
+
+echo "$WANT" >"$STAMP"
+echo "e2e binaries built in $BIN_DIR ($WANT)"
