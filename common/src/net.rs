@@ -69,11 +69,15 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
 fn in_network(network: IpAddr, prefix_len: u8, ip: IpAddr) -> bool {
     match (network, ip) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
             u32::from(n) & mask == u32::from(a) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
             u128::from(n) & mask == u128::from(a) & mask
         }
         _ => false,

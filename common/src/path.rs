@@ -60,7 +60,11 @@ impl FieldPath {
                 segments.push(if inner == "*" {
                     Segment::Each
                 } else {
-                    Segment::Index(inner.parse().map_err(|_| fail("index must be * or a number"))?)
+                    Segment::Index(
+                        inner
+                            .parse()
+                            .map_err(|_| fail("index must be * or a number"))?,
+                    )
                 });
                 rest = &stripped[close + 1..];
             }
@@ -80,7 +84,12 @@ impl FieldPath {
     }
 }
 
-fn walk<'a>(segments: &[Segment], node: Option<&'a Value>, at: String, out: &mut Vec<Resolved<'a>>) {
+fn walk<'a>(
+    segments: &[Segment],
+    node: Option<&'a Value>,
+    at: String,
+    out: &mut Vec<Resolved<'a>>,
+) {
     let Some((first, rest)) = segments.split_first() else {
         out.push(Resolved {
             path: at,
@@ -154,9 +163,15 @@ mod tests {
         let path = FieldPath::parse("spec.containers[*].securityContext.privileged").unwrap();
         let found = path.resolve(&pod);
         assert_eq!(found.len(), 2);
-        assert_eq!(found[0].path, "spec.containers[0].securityContext.privileged");
+        assert_eq!(
+            found[0].path,
+            "spec.containers[0].securityContext.privileged"
+        );
         assert_eq!(found[0].value, Some(&json!(true)));
-        assert_eq!(found[1].path, "spec.containers[1].securityContext.privileged");
+        assert_eq!(
+            found[1].path,
+            "spec.containers[1].securityContext.privileged"
+        );
         assert_eq!(found[1].value, None);
     }
 

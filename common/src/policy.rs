@@ -78,8 +78,8 @@ pub struct Selector {
 
 impl Selector {
     pub fn matches(&self, namespace: &str, pod_labels: &BTreeMap<String, String>) -> bool {
-        let included = self.namespaces.is_empty()
-            || self.namespaces.iter().any(|p| glob_match(p, namespace));
+        let included =
+            self.namespaces.is_empty() || self.namespaces.iter().any(|p| glob_match(p, namespace));
         let excluded = self
             .exclude_namespaces
             .iter()
@@ -299,11 +299,9 @@ impl CustomRule {
             (Operator::In | Operator::NotIn, Some(v)) if !v.is_array() => {
                 Err(format!("operator {:?} needs a list value", self.operator))
             }
-            (Operator::Matches, Some(serde_json::Value::String(re))) => {
-                regex::Regex::new(re)
+            (Operator::Matches, Some(serde_json::Value::String(re))) => regex::Regex::new(re)
                 .map(drop)
-                .map_err(|e| format!("value: invalid regex: {e}"))
-            }
+                .map_err(|e| format!("value: invalid regex: {e}")),
             (Operator::Matches, Some(_)) => Err("operator Matches needs a string value".into()),
             _ => Ok(()),
         }

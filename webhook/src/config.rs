@@ -1,0 +1,366 @@
+//! Settings layered as built-in defaults < YAML file < `PALISADE_*`
+//! environment (`__` separates levels: `PALISADE_INJECTION__IMAGE`), then
+//! validated once at start so a typo fails loudly instead of at request time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::is_valid_quantity;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the HTTPS server (admission, health, metrics).
+    pub listen: SocketAddr,
+    pub tls: TlsSettings,
+    pub policies: PolicySettings,
+    pub admission: AdmissionSettings,
+    pub injection: InjectionSettings,
+    pub log: LogSettings,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key_file`. Unset: a self-signed CA and
+    /// serving certificate are generated at start.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Subject names of the generated certificate.
+    pub self_signed_names: Vec<String>,
+    /// Where the generated CA (`ca.crt`, for a webhook's caBundle) is written.
+    pub self_signed_dir: Option<PathBuf>,
+    /// How often certificate files are checked for rotation.
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Directory of policy YAML files (multi-document allowed).
+    pub dir: PathBuf,
+    /// How often the directory is checked for changes.
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// Larger AdmissionReview bodies are refused with 413.
+    pub max_body_bytes: u64,
+    /// Namespaces never mutated or validated, whatever the webhook
+    /// configuration's selector says (the control plane's own, kube-system).
+    pub excluded_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InjectionSettings {
+    pub image: String,
+    pub image_pull_policy: String,
+    /// Inject as an init container with `restartPolicy: Always` (Kubernetes
+    /// native sidecar) so Jobs complete when their main container exits.
+    pub native_sidecar: bool,
+    /// Leave hostNetwork pods alone.
+    pub skip_host_network: bool,
+    /// UID for the enforcer when the app's UID is unknown or root.
+    pub default_run_as_user: i64,
+    /// Policy service URL handed to the enforcer.
+    pub policy_service_url: Option<String>,
+    pub sidecar_resources: ResourceDefaults,
+    /// Applied to application containers that set no requests/limits.
+    pub container_defaults: ResourceDefaults,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceDefaults {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `palisade_webhook=debug`.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls: TlsSettings::default(),
+            policies: PolicySettings::default(),
+            admission: AdmissionSettings::default(),
+            injection: InjectionSettings::default(),
+            log: LogSettings::default(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            self_signed_dir: None,
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("policies"),
+            reload_interval_secs: 2,
+        }
+    }
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            // The apiserver caps objects at ~3 MiB; a review carries two.
+            max_body_bytes: 7 * 1024 * 1024,
+            excluded_namespaces: vec!["kube-system".into(), "palisade-system".into()],
+        }
+    }
+}
+
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Default for InjectionSettings {
+    fn default() -> Self {
+        Self {
+            image: format!(
+                "ghcr.io/palisade-dev/palisade-enforcer:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            image_pull_policy: "IfNotPresent".into(),
+            native_sidecar: false,
+            skip_host_network: false,
+            default_run_as_user: 65532,
+            policy_service_url: None,
+            sidecar_resources: ResourceDefaults {
+                requests: quantities(&[("cpu", "10m"), ("memory", "16Mi")]),
+                limits: quantities(&[("cpu", "100m"), ("memory", "32Mi")]),
+            },
+            container_defaults: ResourceDefaults {
+                requests: quantities(&[("cpu", "100m"), ("memory", "128Mi")]),
+                limits: quantities(&[("cpu", "1"), ("memory", "512Mi")]),
+            },
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Environment variables that select the file rather than set a key.
+const NON_SETTING_VARS: &[&str] = &["PALISADE_CONFIG"];
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `PALISADE_*` variables
+    /// from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env_map: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PALISADE_") && !NON_SETTING_VARS.contains(&k.as_str()))
+            .collect();
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("PALISADE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("admission.excluded_namespaces")
+                    .with_list_parse_key("tls.self_signed_names")
+                    .try_parsing(true)
+                    .source(Some(env_map)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push("tls.cert_file and tls.key_file must be set together".to_string());
+        }
+        if self.tls.cert_file.is_none() && self.tls.self_signed_names.is_empty() {
+            problems.push("tls.self_signed_names must not be empty".to_string());
+        }
+        for (key, secs) in [
+            ("tls.reload_interval_secs", self.tls.reload_interval_secs),
+            (
+                "policies.reload_interval_secs",
+                self.policies.reload_interval_secs,
+            ),
+        ] {
+            if secs == 0 {
+                problems.push(format!("{key} must be at least 1"));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.admission.max_body_bytes) {
+            problems.push("admission.max_body_bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if self.injection.image.trim().is_empty() {
+            problems.push("injection.image must not be empty".into());
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&self.injection.image_pull_policy.as_str())
+        {
+            problems.push(format!(
+                "injection.image_pull_policy {:?} must be Always, IfNotPresent or Never",
+                self.injection.image_pull_policy
+            ));
+        }
+        if self.injection.default_run_as_user <= 0 {
+            problems.push("injection.default_run_as_user must be a non-root UID (> 0)".into());
+        }
+        for (key, defaults) in [
+            (
+                "injection.sidecar_resources",
+                &self.injection.sidecar_resources,
+            ),
+            (
+                "injection.container_defaults",
+                &self.injection.container_defaults,
+            ),
+        ] {
+            for (kind, map) in [
+                ("requests", &defaults.requests),
+                ("limits", &defaults.limits),
+            ] {
+                for (name, q) in map {
+                    if !is_valid_quantity(q) {
+                        problems.push(format!("{key}.{kind}.{name}: {q:?} is not a quantity"));
+                    }
+                }
+            }
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            problems.push(format!(
+                "log.format {:?} must be text or json",
+                self.log.format
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.listen.port(), 8443);
+        assert_eq!(s.policies.dir, PathBuf::from("policies"));
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("palisade.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:9443\ninjection:\n  native_sidecar: true\n  image: file/image:1\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("PALISADE_INJECTION__IMAGE", "env/image:2"),
+                ("PALISADE_ADMISSION__EXCLUDED_NAMESPACES", "a,b"),
+                ("PALISADE_CONFIG", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9443);
+        assert!(s.injection.native_sidecar);
+        assert_eq!(s.injection.image, "env/image:2");
+        assert_eq!(s.admission.excluded_namespaces, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "injection:\n  imagee: x\n").unwrap();
+        let err = Settings::load(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("imagee"), "{err}");
+
+        let err = Settings::load(
+            None,
+            env(&[
+                (
+                    "PALISADE_INJECTION__CONTAINER_DEFAULTS__LIMITS__CPU",
+                    "lots",
+                ),
+                ("PALISADE_LOG__FORMAT", "xml"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("injection.container_defaults.limits.cpu"),
+            "{err}"
+        );
+        assert!(err.contains("log.format"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    /// allowed, patched, denied, warned, skipped, invalid, error
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub admission_requests: Family<RequestLabels, Counter>,
+    pub admission_duration: Family<EndpointLabels, Histogram>,
+    pub policies_loaded: Gauge,
+    pub policy_reloads: Counter,
+    pub policy_reload_failures: Counter,
+    pub tls_reloads: Counter,
+    pub tls_reload_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade");
+        let admission_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "AdmissionReview requests by endpoint and outcome",
+            admission_requests.clone(),
+        );
+        let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 25 µs .. ~400 ms
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_025, 2.0, 15,
+            ))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to decode, evaluate and encode one AdmissionReview",
+            admission_duration.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Policies in the active set",
+            policies_loaded.clone(),
+        );
+        let policy_reloads = Counter::default();
+        registry.register(
+            "policy_reloads",
+            "Successful policy set reloads",
+            policy_reloads.clone(),
+        );
+        let policy_reload_failures = Counter::default();
+        registry.register(
+            "policy_reload_failures",
+            "Policy reloads rejected (previous set kept)",
+            policy_reload_failures.clone(),
+        );
+        let tls_reloads = Counter::default();
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads",
+            tls_reloads.clone(),
+        );
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "tls_reload_failures",
+            "Serving certificate reloads that failed (previous kept)",
+            tls_reload_failures.clone(),
+        );
+        Self {
+            registry,
+            admission_requests,
+            admission_duration,
+            policies_loaded,
+            policy_reloads,
+            policy_reload_failures,
+            tls_reloads,
+            tls_reload_failures,
+        }
+    }
+
+    pub fn count(&self, endpoint: &'static str, outcome: &'static str) {
+        self.admission_requests
+            .get_or_create(&RequestLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn observe(&self, endpoint: &'static str, seconds: f64) {
+        self.admission_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

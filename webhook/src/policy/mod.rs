@@ -1,0 +1,503 @@
+//! The active policy set and its evaluation against a pod template.
+
+pub mod custom;
+pub mod images;
+pub mod pss;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::PodSpec;
+use palisade_common::policy::{Mode, PolicyDocument};
+use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
+use serde::Deserialize;
+use serde_json::Value;
+
+use custom::CompiledRule;
+
+/// A broken rule, relative to the pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// e.g. `podSecurity/privileged`, `images/allowedRegistries`, `custom/x`.
+    pub rule: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// A finding attributed to a policy, with the path in the admitted object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub policy: String,
+    pub mode: Mode,
+    pub rule: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {}: {}: {}",
+            self.policy, self.rule, self.path, self.message
+        )
+    }
+}
+
+/// The pod template under evaluation (a Pod, or a workload's template).
+pub struct PodView<'a> {
+    /// `{metadata, spec}` as JSON; custom rules read it.
+    pub raw: &'a Value,
+    pub spec: PodSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// True for a Pod itself (rules like requireEnforcer only apply there).
+    pub is_pod: bool,
+}
+
+impl<'a> PodView<'a> {
+    pub fn parse(raw: &'a Value, is_pod: bool) -> Result<Self, serde_json::Error> {
+        let spec = match raw.get("spec") {
+            Some(spec) => PodSpec::deserialize(spec)?,
+            None => return Err(serde::de::Error::missing_field("spec")),
+        };
+        let string_map = |key: &str| -> Result<BTreeMap<String, String>, serde_json::Error> {
+            match raw.get("metadata").and_then(|m| m.get(key)) {
+                Some(v) if !v.is_null() => BTreeMap::deserialize(v),
+                _ => Ok(BTreeMap::new()),
+            }
+        };
+        Ok(Self {
+            raw,
+            spec,
+            labels: string_map("labels")?,
+            annotations: string_map("annotations")?,
+            is_pod,
+        })
+    }
+
+    fn images(&self) -> impl Iterator<Item = (String, &str)> {
+        let spec = &self.spec;
+        let lists = [
+            (
+                "spec.initContainers",
+                spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", spec.containers.as_slice()),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(list, cs)| {
+                cs.iter().enumerate().filter_map(move |(i, c)| {
+                    Some((format!("{list}[{i}].image"), c.image.as_deref()?))
+                })
+            })
+            .chain(
+                spec.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        Some((
+                            format!("spec.ephemeralContainers[{i}].image"),
+                            c.image.as_deref()?,
+                        ))
+                    }),
+            )
+    }
+}
+
+struct CompiledPolicy {
+    doc: PolicyDocument,
+    custom: Vec<CompiledRule>,
+}
+
+/// Validated, compiled policies; immutable once built (reload swaps sets).
+#[derive(Default)]
+pub struct PolicySet {
+    policies: Vec<CompiledPolicy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read policy directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index}: {source}")]
+    Document {
+        path: PathBuf,
+        index: usize,
+        source: palisade_common::policy::ParseError,
+    },
+    #[error("{path}: {source}")]
+    Compile {
+        path: PathBuf,
+        source: custom::CompileError,
+    },
+    #[error("policy {name:?} is defined twice ({first} and {second})")]
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
+}
+
+impl PolicySet {
+    /// Compiles validated documents; `origin` names where each came from.
+    pub fn from_documents(
+        docs: impl IntoIterator<Item = (String, PolicyDocument)>,
+    ) -> Result<Self, LoadError> {
+        let mut policies: Vec<CompiledPolicy> = Vec::new();
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        for (origin, doc) in docs {
+            if let Some(first) = origins.insert(doc.metadata.name.clone(), origin.clone()) {
+                return Err(LoadError::Duplicate {
+                    name: doc.metadata.name.clone(),
+                    first,
+                    second: origin,
+                });
+            }
+            let custom = doc
+                .spec
+                .admission
+                .custom
+                .iter()
+                .map(CompiledRule::compile)
+                .collect::<Result<_, _>>()
+                .map_err(|source| LoadError::Compile {
+                    path: PathBuf::from(&origin),
+                    source,
+                })?;
+            policies.push(CompiledPolicy { doc, custom });
+        }
+        policies.sort_by(|a, b| a.doc.metadata.name.cmp(&b.doc.metadata.name));
+        Ok(Self { policies })
+    }
+
+    /// Every `*.yaml`/`*.yml`/`*.json` file in `dir` (multi-document YAML
+    /// allowed). Any bad document fails the whole load, naming file and index.
+    pub fn load_dir(dir: &Path) -> Result<Self, LoadError> {
+        let mut docs = Vec::new();
+        for path in policy_files(dir)? {
+            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            for (index, doc) in split_yaml_documents(&text).into_iter().enumerate() {
+                let parsed =
+                    PolicyDocument::from_yaml(doc).map_err(|source| LoadError::Document {
+                        path: path.clone(),
+                        index,
+                        source,
+                    })?;
+                docs.push((path.display().to_string(), parsed));
+            }
+        }
+        Self::from_documents(docs)
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn documents(&self) -> impl Iterator<Item = &PolicyDocument> {
+        self.policies.iter().map(|p| &p.doc)
+    }
+
+    /// All violations of the policies selecting `namespace` and the pod's
+    /// labels. `prefix` turns template paths into object paths.
+    pub fn evaluate(
+        &self,
+        namespace: &str,
+        pod: &PodView<'_>,
+        prefix: impl Fn(&str) -> String,
+    ) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for policy in &self.policies {
+            let spec = &policy.doc.spec;
+            if !spec.selector.matches(namespace, &pod.labels) {
+                continue;
+            }
+            for finding in findings(policy, pod) {
+                out.push(Violation {
+                    policy: policy.doc.metadata.name.clone(),
+                    mode: spec.mode,
+                    rule: finding.rule,
+                    path: prefix(&finding.path),
+                    message: finding.message,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
+    let rules = &policy.doc.spec.admission;
+    let mut out = Vec::new();
+    if let Some(level) = rules.pod_security {
+        let raw_spec = pod.raw.get("spec").unwrap_or(&Value::Null);
+        out.extend(pss::check(level, &pod.spec, &pod.annotations, raw_spec));
+    }
+    for (path, image) in pod.images() {
+        let parsed = images::parse(image);
+        if !rules.allowed_registries.is_empty()
+            && !rules.allowed_registries.iter().any(|r| parsed.is_from(r))
+        {
+            out.push(Finding {
+                rule: "images/allowedRegistries".into(),
+                path: path.clone(),
+                message: format!(
+                    "image {image:?} is not from an allowed registry ({})",
+                    rules.allowed_registries.join(", ")
+                ),
+            });
+        }
+        if let Some(tag) = parsed
+            .tag
+            .filter(|t| rules.disallowed_tags.iter().any(|d| d == t))
+        {
+            out.push(Finding {
+                rule: "images/disallowedTags".into(),
+                path: path.clone(),
+                message: format!("image tag {tag:?} is not allowed ({image:?})"),
+            });
+        }
+        if rules.disallow_untagged && parsed.tag.is_none() && parsed.digest.is_none() {
+            out.push(Finding {
+                rule: "images/disallowUntagged".into(),
+                path,
+                message: format!("image {image:?} has no tag or digest (implies :latest)"),
+            });
+        }
+    }
+    if let Some(required) = &rules.required_resources {
+        let lists = [
+            (
+                "spec.initContainers",
+                pod.spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", pod.spec.containers.as_slice()),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.iter().enumerate() {
+                let res = c.resources.as_ref();
+                for (section, names, present) in [
+                    (
+                        "limits",
+                        &required.limits,
+                        res.and_then(|r| r.limits.as_ref()),
+                    ),
+                    (
+                        "requests",
+                        &required.requests,
+                        res.and_then(|r| r.requests.as_ref()),
+                    ),
+                ] {
+                    for name in names {
+                        if !present.is_some_and(|m| m.contains_key(name)) {
+                            out.push(Finding {
+                                rule: "resources/required".into(),
+                                path: format!("{list}[{i}].resources.{section}.{name}"),
+                                message: format!(
+                                    "container {:?} must set {section}.{name}",
+                                    c.name
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if rules.require_enforcer
+        && pod.is_pod
+        && pod.annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("false")
+    {
+        let has = pod
+            .spec
+            .containers
+            .iter()
+            .chain(pod.spec.init_containers.iter().flatten())
+            .any(|c| c.name == ENFORCER_CONTAINER);
+        if !has {
+            out.push(Finding {
+                rule: "enforcer/required".into(),
+                path: "spec.containers".into(),
+                message: format!(
+                    "the {ENFORCER_CONTAINER} sidecar is missing (was injection skipped?)"
+                ),
+            });
+        }
+    }
+    for rule in &policy.custom {
+        out.extend(rule.evaluate(pod.raw));
+    }
+    out
+}
+
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let read_dir = |source| LoadError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+        let path = entry.map_err(read_dir)?.path();
+        // Kubernetes ConfigMap mounts hold `..data` symlinks; skip dotfiles.
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !hidden && path.is_file() && matches!(ext, "yaml" | "yml" | "json") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Splits multi-document YAML on `---` lines, dropping empty documents.
+pub fn split_yaml_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    docs.push(&text[start..]);
+    docs.into_iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(yaml: &str) -> PolicySet {
+        let docs = split_yaml_documents(yaml)
+            .into_iter()
+            .map(|d| ("test".to_string(), PolicyDocument::from_yaml(d).unwrap()));
+        PolicySet::from_documents(docs).unwrap()
+    }
+
+    const POLICIES: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: images }
+spec:
+  mode: enforce
+  admission:
+    allowedRegistries: [registry.k8s.io, ghcr.io/acme/]
+    disallowedTags: [latest]
+    disallowUntagged: true
+    requiredResources: { limits: [memory] }
+---
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: audit-only }
+spec:
+  mode: audit
+  selector: { namespaces: [prod] }
+  admission:
+    podSecurity: baseline
+"#;
+
+    fn violations(pod: Value, ns: &str) -> Vec<Violation> {
+        let view = PodView::parse(&pod, true).unwrap();
+        set(POLICIES).evaluate(ns, &view, |p| p.to_string())
+    }
+
+    #[test]
+    fn image_and_resource_rules_name_the_field() {
+        let pod = json!({"metadata": {}, "spec": {"containers": [
+            {"name": "a", "image": "ghcr.io/acme/api:latest", "resources": {"limits": {"memory": "1Gi"}}},
+            {"name": "b", "image": "docker.io/nginx"}
+        ]}});
+        let v = violations(pod, "default");
+        let got: Vec<(&str, &str)> = v
+            .iter()
+            .map(|v| (v.rule.as_str(), v.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("images/disallowedTags", "spec.containers[0].image"),
+                ("images/allowedRegistries", "spec.containers[1].image"),
+                ("images/disallowUntagged", "spec.containers[1].image"),
+                (
+                    "resources/required",
+                    "spec.containers[1].resources.limits.memory"
+                ),
+            ]
+        );
+        assert!(v.iter().all(|v| v.mode == Mode::Enforce));
+        assert_eq!(
+            v[0].to_string(),
+            "[images] images/disallowedTags: spec.containers[0].image: image tag \"latest\" is not allowed (\"ghcr.io/acme/api:latest\")"
+        );
+    }
+
+    #[test]
+    fn selectors_scope_policies() {
+        let pod = json!({"spec": {"hostPID": true, "containers": [
+            {"name": "a", "image": "registry.k8s.io/pause:3.9", "resources": {"limits": {"memory": "1"}}}]}});
+        assert!(violations(pod.clone(), "default").is_empty());
+        let v = violations(pod, "prod");
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].policy.as_str(), v[0].mode),
+            ("audit-only", Mode::Audit)
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let one = PolicyDocument::from_yaml(split_yaml_documents(POLICIES)[0]).unwrap();
+        let err = PolicySet::from_documents([("a".into(), one.clone()), ("b".into(), one)])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn load_dir_names_the_broken_file_and_document() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), POLICIES).unwrap();
+        assert_eq!(PolicySet::load_dir(dir.path()).unwrap().len(), 2);
+        std::fs::write(dir.path().join("b.yaml"), "---\nkind: RuntimePolicy\n").unwrap();
+        let err = PolicySet::load_dir(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("b.yaml: document 0"), "{err}");
+    }
+
+    #[test]
+    fn splits_documents() {
+        assert_eq!(
+            split_yaml_documents("a: 1\n---\nb: 2\n---\n# only a comment\n"),
+            ["a: 1\n", "b: 2\n"]
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! HTTPS server: warp routes served over rustls by hyper, with graceful
+//! shutdown (stop accepting, let in-flight requests finish).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use warp::http::{header, Response, StatusCode};
+use warp::{Filter, Rejection, Reply};
+
+use crate::admission;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub settings: Settings,
+    pub policies: Arc<PolicyStore>,
+    pub metrics: Arc<Metrics>,
+    /// False while starting and once shutdown begins (drains load balancers).
+    pub ready: AtomicBool,
+}
+
+/// Body too large for `admission.max_body_bytes`.
+#[derive(Debug)]
+struct BodyTooLarge;
+impl warp::reject::Reject for BodyTooLarge {}
+
+#[derive(Debug)]
+struct BodyUnreadable(String);
+impl warp::reject::Reject for BodyUnreadable {}
+
+/// All routes: `/mutate`, `/validate`, `/healthz`, `/readyz`, `/metrics`.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let limit = state.settings.admission.max_body_bytes;
+    let review = |path: &'static str| {
+        warp::post()
+            .and(warp::path(path))
+            .and(warp::path::end())
+            .and(limited_body(limit))
+            .and(with_state.clone())
+            .map(move |body: Bytes, state: Arc<AppState>| handle_review(path, &body, &state))
+    };
+    let healthz = warp::get()
+        .and(warp::path("healthz"))
+        .and(warp::path::end())
+        .map(|| "ok");
+    let readyz = warp::get()
+        .and(warp::path("readyz"))
+        .and(warp::path::end())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            if state.ready.load(Ordering::Relaxed) {
+                warp::reply::with_status("ready", StatusCode::OK)
+            } else {
+                warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+            }
+        });
+    let metrics = warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            warp::reply::with_header(
+                state.metrics.render(),
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        });
+    review("mutate")
+        .or(review("validate"))
+        .or(healthz)
+        .or(readyz)
+        .or(metrics)
+        .recover(rejection_reply)
+}
+
+/// The request body, refused early by Content-Length and, for streamed
+/// bodies without one, as soon as `limit` bytes are exceeded.
+fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |length: Option<u64>, stream| async move {
+            if length.is_some_and(|l| l > limit) {
+                return Err(warp::reject::custom(BodyTooLarge));
+            }
+            collect_limited(stream, limit).await
+        })
+}
+
+async fn collect_limited<S, B>(stream: S, limit: u64) -> Result<Bytes, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| warp::reject::custom(BodyUnreadable(e.to_string())))?;
+        if (body.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(BodyTooLarge));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    let body = serde_json::json!({"error": message})
+        .to_string()
+        .into_bytes();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn handle_review(endpoint: &'static str, body: &[u8], state: &AppState) -> Response<Vec<u8>> {
+    let started = Instant::now();
+    let reply = match admission::decode(body) {
+        Err(e) => {
+            state.metrics.count(endpoint, "error");
+            tracing::warn!(endpoint, error = %e, "rejected AdmissionReview");
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Ok(req) => {
+            let span = tracing::info_span!(
+                "admission",
+                endpoint,
+                uid = %req.uid,
+                namespace = req.namespace.as_deref().unwrap_or(""),
+                kind = %req.kind.kind,
+                name = %req.name,
+                operation = ?req.operation,
+                dry_run = req.dry_run,
+            );
+            let _entered = span.enter();
+            let (response, outcome) = if endpoint == "mutate" {
+                admission::mutate(&req, &state.settings)
+            } else {
+                admission::validate(&req, &state.settings, &state.policies.current())
+            };
+            state.metrics.count(endpoint, outcome.as_str());
+            match outcome {
+                admission::Outcome::Denied | admission::Outcome::Invalid => {
+                    tracing::info!(outcome = outcome.as_str(), message = %response.result.message, "admission decided")
+                }
+                _ => tracing::debug!(outcome = outcome.as_str(), "admission decided"),
+            }
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(admission::encode(response))
+                .unwrap_or_default()
+        }
+    };
+    state
+        .metrics
+        .observe(endpoint, started.elapsed().as_secs_f64());
+    reply
+}
+
+async fn rejection_reply(rejection: Rejection) -> Result<Response<Vec<u8>>, Infallible> {
+    let (status, message) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found".to_string())
+    } else if rejection.find::<BodyTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body exceeds admission.max_body_bytes".to_string(),
+        )
+    } else if let Some(BodyUnreadable(e)) = rejection.find::<BodyUnreadable>() {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read request body: {e}"),
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{rejection:?}"))
+    };
+    Ok(json_error(status, &message))
+}
+
+/// Serves `routes` over TLS on `listener` until `shutdown` resolves, then
+/// waits up to `grace` for in-flight connections.
+pub async fn serve<F, R>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    routes: F,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(warp::service(routes.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight connections did not finish within the grace period");
+    }
+}
