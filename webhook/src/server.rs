@@ -50,20 +50,20 @@ pub fn routes(
     };
     let limit = state.settings.admission.max_body_bytes;
     let review = |path: &'static str| {
-        warp::post()
-            .and(warp::path(path))
+        warp::path(path)
             .and(warp::path::end())
+            .and(warp::post())
             .and(limited_body(limit))
             .and(with_state.clone())
             .map(move |body: Bytes, state: Arc<AppState>| handle_review(path, &body, &state))
     };
-    let healthz = warp::get()
-        .and(warp::path("healthz"))
+    let healthz = warp::path("healthz")
         .and(warp::path::end())
+        .and(warp::get())
         .map(|| "ok");
-    let readyz = warp::get()
-        .and(warp::path("readyz"))
+    let readyz = warp::path("readyz")
         .and(warp::path::end())
+        .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| {
             if state.ready.load(Ordering::Relaxed) {
@@ -72,9 +72,9 @@ pub fn routes(
                 warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
             }
         });
-    let metrics = warp::get()
-        .and(warp::path("metrics"))
+    let metrics = warp::path("metrics")
         .and(warp::path::end())
+        .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| {
             warp::reply::with_header(
