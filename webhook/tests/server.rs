@@ -66,13 +66,13 @@ async fn dry_run_requests_are_mutated_too() {
 }
 
 #[tokio::test]
-async fn opt_out_annotation_leaves_the_pod_alone_and_validation_allows_it() {
+async fn opt_out_annotation_skips_the_enforcer_and_validation_allows_it() {
     let server = start(&repo_policies()).await;
     let mut review = fixture("pod-create.json");
     review["request"]["object"]["metadata"]["annotations"] =
         json!({"palisade.dev/inject": "false"});
     let response = server.review("/mutate", &review).await;
-    assert!(response.allowed && response.patch.is_none());
+    assert!(response.allowed);
     assert_eq!(
         response
             .audit_annotations
@@ -80,6 +80,16 @@ async fn opt_out_annotation_leaves_the_pod_alone_and_validation_allows_it() {
             .map(String::as_str),
         Some("opted out by annotation")
     );
+    // No enforcer, but resource defaults still apply (the fixture's
+    // container set none), so the pod passes the resource-limits policy.
+    let pod = patched_object(&review, &response);
+    assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "1"
+    );
+    let validated = server.review("/validate", &with_object(&review, pod)).await;
+    assert!(validated.allowed, "{}", validated.result.message);
     server.running.shutdown().await;
 }
 
@@ -116,8 +126,19 @@ async fn workload_templates_are_validated_with_template_paths() {
         "{}",
         response.result.message
     );
-    // A template is not a pod: the enforcer is injected at pod creation.
+    // A template is judged as its pods will be after injection: no missing
+    // enforcer, no missing limits (defaults apply), the sidecar compliant.
     assert!(!response.result.message.contains("enforcer/required"));
+    assert!(
+        !response.result.message.contains("resources/required"),
+        "{}",
+        response.result.message
+    );
+    let mut fixed = fixture("deployment-latest.json");
+    fixed["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("ghcr.io/acme/api:1.4.2");
+    let response = server.review("/validate", &fixed).await;
+    assert!(response.allowed, "{}", response.result.message);
 
     let response = server
         .review("/validate", &fixture("cronjob-hostpath.json"))

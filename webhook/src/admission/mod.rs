@@ -114,24 +114,35 @@ pub fn mutate(req: &Request, settings: &Settings) -> (AdmissionResponse, Outcome
             )
         }
     };
-    match mutate::patch_for(&pod, &settings.injection) {
-        Ok((_, mutate::Outcome::Skipped(reason))) => {
-            let mut response = allow;
-            response
-                .audit_annotations
-                .insert("injection-skipped".into(), reason.into());
-            (response, Outcome::Skipped)
-        }
-        Ok((patch, _)) if patch.0.is_empty() => (allow, Outcome::Allowed),
-        Ok((patch, _)) => match allow.with_patch(patch) {
-            Ok(response) => (response, Outcome::Patched),
-            Err(e) => (
-                reject(req, 500, "InternalError", e.to_string()),
+    let (patch, outcome) = match mutate::patch_for(&pod, &settings.injection) {
+        Ok(result) => result,
+        Err(e) => {
+            return (
+                reject(req, 400, "BadRequest", e.to_string()),
                 Outcome::Invalid,
-            ),
-        },
+            )
+        }
+    };
+    let mut response = allow;
+    let mut result = Outcome::Patched;
+    if let mutate::Outcome::Skipped { reason, .. } = outcome {
+        response
+            .audit_annotations
+            .insert("injection-skipped".into(), reason.into());
+        result = Outcome::Skipped;
+    }
+    if patch.0.is_empty() {
+        let unchanged = if result == Outcome::Skipped {
+            result
+        } else {
+            Outcome::Allowed
+        };
+        return (response, unchanged);
+    }
+    match response.with_patch(patch) {
+        Ok(response) => (response, result),
         Err(e) => (
-            reject(req, 400, "BadRequest", e.to_string()),
+            reject(req, 500, "InternalError", e.to_string()),
             Outcome::Invalid,
         ),
     }
@@ -192,6 +203,21 @@ pub fn validate(
         }
     }
     let is_pod = location.pointer.is_empty();
+    // A workload's pods will pass through /mutate: judge its template as
+    // those pods will be (enforcer added, resources defaulted), so unchanged
+    // manifests are not refused for what the injector supplies.
+    let effective;
+    let template = if is_pod {
+        template
+    } else {
+        let mut copy = template.clone();
+        if let Err(e) = mutate::inject(&mut copy, &settings.injection) {
+            let msg = format!("{}: {e}", location.field_prefix);
+            return (reject(req, 400, "BadRequest", msg), Outcome::Invalid);
+        }
+        effective = copy;
+        &effective
+    };
     let view = match PodView::parse(template, is_pod) {
         Ok(view) => view,
         Err(e) => {

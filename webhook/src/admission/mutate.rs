@@ -31,8 +31,11 @@ pub enum Outcome {
         /// Containers whose resources were defaulted in this pass.
         defaulted: Vec<String>,
     },
-    /// Left alone, with the reason.
-    Skipped(&'static str),
+    /// No enforcer, for this reason; resources were still defaulted.
+    Skipped {
+        reason: &'static str,
+        defaulted: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,14 +47,22 @@ pub enum MutateError {
 }
 
 /// Injects the enforcer and defaults resources in `pod` (edited in place).
+/// Opting out (annotation, hostNetwork when configured) skips the enforcer
+/// only: resource defaults apply to every pod, as LimitRanger's would.
 pub fn inject(pod: &mut Value, settings: &InjectionSettings) -> Result<Outcome, MutateError> {
-    if annotation(pod, INJECT_ANNOTATION) == Some("false") {
-        return Ok(Outcome::Skipped("opted out by annotation"));
-    }
-    if settings.skip_host_network && pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
-        return Ok(Outcome::Skipped("hostNetwork pod"));
-    }
-    let sidecar_resources = sidecar_resources(pod, &settings.sidecar_resources)?;
+    let skip = if annotation(pod, INJECT_ANNOTATION) == Some("false") {
+        Some("opted out by annotation")
+    } else if settings.skip_host_network
+        && pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true))
+    {
+        Some("hostNetwork pod")
+    } else {
+        None
+    };
+    let sidecar_resources = match skip {
+        None => Some(sidecar_resources(pod, &settings.sidecar_resources)?),
+        Some(_) => None,
+    };
     let run_as_user = app_run_as_user(pod).unwrap_or(settings.default_run_as_user);
     let spec = pod
         .get_mut("spec")
@@ -59,6 +70,12 @@ pub fn inject(pod: &mut Value, settings: &InjectionSettings) -> Result<Outcome, 
         .ok_or(MutateError::NotAnObject("spec"))?;
 
     let defaulted = default_container_resources(spec, &settings.container_defaults);
+    let (Some(sidecar_resources), None) = (sidecar_resources, skip) else {
+        return Ok(Outcome::Skipped {
+            reason: skip.unwrap_or_default(),
+            defaulted,
+        });
+    };
 
     if !has_enforcer(spec) {
         let container = enforcer_container(settings, sidecar_resources, run_as_user);
@@ -395,8 +412,24 @@ mod tests {
         let mut p = pod();
         p["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "false"});
         let (patch, outcome) = patch_for(&p, &settings()).unwrap();
-        assert!(patch.0.is_empty());
-        assert_eq!(outcome, Outcome::Skipped("opted out by annotation"));
+        let out = apply(&p, &patch);
+        assert_eq!(
+            outcome,
+            Outcome::Skipped {
+                reason: "opted out by annotation",
+                defaulted: vec!["app".into()]
+            }
+        );
+        assert_eq!(
+            out["spec"]["containers"].as_array().unwrap().len(),
+            2,
+            "no sidecar"
+        );
+        assert!(out["spec"].get("shareProcessNamespace").is_none());
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "1"
+        );
 
         let mut p = pod();
         p["spec"]["hostNetwork"] = json!(true);
@@ -404,10 +437,13 @@ mod tests {
             skip_host_network: true,
             ..settings()
         };
-        assert_eq!(
+        assert!(matches!(
             patch_for(&p, &s).unwrap().1,
-            Outcome::Skipped("hostNetwork pod")
-        );
+            Outcome::Skipped {
+                reason: "hostNetwork pod",
+                ..
+            }
+        ));
         assert!(matches!(
             patch_for(&p, &settings()).unwrap().1,
             Outcome::Injected { .. }
