@@ -14,8 +14,8 @@ build: ## Build every crate (release)
 run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, policies/)
 	$(CARGO) run --release -p palisade-webhook --bin palisade -- serve
 
-test: ## Unit and integration tests (real server on 127.0.0.1)
-	$(CARGO) test --workspace
+test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
+	bash tests/with-postgres.sh $(CARGO) test --workspace
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

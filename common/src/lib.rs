@@ -4,6 +4,7 @@
 pub mod net;
 pub mod path;
 pub mod policy;
+pub mod wire;
 
 /// Label a namespace carries to opt in to injection and validation.
 pub const INJECT_LABEL: &str = "palisade.dev/inject";

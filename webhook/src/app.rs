@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -15,6 +15,9 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::policy::store::{self, PolicyStore};
 use crate::server::{self, AppState};
+use crate::service::auth::Tokens;
+use crate::service::{sync, ServiceState};
+use crate::store::Store;
 use crate::tls::{self, CertStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,15 @@ pub enum StartError {
     Policies(#[from] crate::policy::LoadError),
     #[error("setting up TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("policy service tokens: {0}")]
+    Tokens(#[from] crate::service::auth::TokenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -68,6 +80,36 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         "policies loaded"
     );
 
+    let (stopping_tx, stopping) = watch::channel(false);
+    let mut background = Vec::new();
+    let service = if settings.service.enabled {
+        let data_dir = &settings.service.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&settings.service.database_url()).await?;
+        // Pushed policies are part of the set before readiness.
+        sync::sync_once(&store, &policies, &metrics).await?;
+        background.push(tokio::spawn(sync::sync_loop(
+            store.clone(),
+            policies.clone(),
+            Duration::from_millis(settings.service.sync_interval_ms),
+            metrics.clone(),
+        )));
+        tracing::info!(database = %redact(&settings.service.database_url()), "policy service enabled");
+        Some(Arc::new(ServiceState {
+            settings: settings.service.clone(),
+            store,
+            policies: policies.clone(),
+            tokens: Tokens::load(&settings.service)?,
+            metrics: metrics.clone(),
+            stopping,
+        }))
+    } else {
+        None
+    };
+
     let certs = CertStore::from_settings(&settings.tls)?;
     let acceptor = TlsAcceptor::from(certs.server_config()?);
     let listener = TcpListener::bind(settings.listen)
@@ -81,8 +123,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         source,
     })?;
 
-    let watchers = [
-        tokio::spawn(store::watch(
+    background.extend([
+        tokio::spawn(store::watch_directory(
             policies.clone(),
             Duration::from_secs(settings.policies.reload_interval_secs),
             metrics.clone(),
@@ -92,26 +134,32 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             Duration::from_secs(settings.tls.reload_interval_secs),
             metrics.clone(),
         )),
-    ];
+    ]);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = Arc::new(AppState {
         settings,
         policies,
         metrics,
         ready: false.into(),
+        service,
     });
     let routes = server::routes(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let serving_state = state.clone();
+    let serving_state_for_close = state.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
             serving_state.ready.store(false, Ordering::Relaxed);
+            let _ = stopping_tx.send(true);
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
         };
         server::serve(listener, acceptor, routes, shutdown, grace).await;
-        for w in watchers {
-            w.abort();
+        for task in background {
+            task.abort();
+        }
+        if let Some(service) = &serving_state_for_close.service {
+            service.store.close().await;
         }
     });
     // Policies are loaded and the socket is bound: ready for traffic.
@@ -123,4 +171,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         stop: Some(stop),
         task,
     })
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }

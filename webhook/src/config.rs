@@ -20,6 +20,7 @@ pub struct Settings {
     pub admission: AdmissionSettings,
     pub injection: InjectionSettings,
     pub log: LogSettings,
+    pub service: ServiceSettings,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -84,6 +85,54 @@ pub struct ResourceDefaults {
     pub limits: BTreeMap<String, String>,
 }
 
+/// The central policy service: policy push API, enforcer policy
+/// distribution, report ingestion and queries (under `/api/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub enabled: bool,
+    /// Holds the SQLite database and generated tokens.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; unset: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Bearer tokens for the policy and query API. Empty: one is generated
+    /// into `data_dir/admin.token`.
+    pub admin_tokens: Vec<String>,
+    /// Bearer tokens enforcers report with. Empty: one is generated into
+    /// `data_dir/report.token`.
+    pub report_tokens: Vec<String>,
+    /// How often pushed policies are re-read from the database (changes made
+    /// through other replicas).
+    pub sync_interval_ms: u64,
+    /// Longest an enforcer's policy long-poll is held open.
+    pub max_wait_secs: u64,
+    /// Largest report batch accepted.
+    pub max_batch_events: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            admin_tokens: Vec::new(),
+            report_tokens: Vec::new(),
+            sync_interval_ms: 1000,
+            max_wait_secs: 60,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+impl ServiceSettings {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("palisade.db").display()))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -102,6 +151,7 @@ impl Default for Settings {
             admission: AdmissionSettings::default(),
             injection: InjectionSettings::default(),
             log: LogSettings::default(),
+            service: ServiceSettings::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -186,8 +236,26 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Environment variables that select the file rather than set a key.
-const NON_SETTING_VARS: &[&str] = &["PALISADE_CONFIG"];
+/// Top-level settings keys, as `PALISADE_<KEY>` prefixes. Other
+/// `PALISADE_*` variables (the config file path, tooling's own) are not
+/// settings and are ignored; typos below a known key are still errors.
+fn is_setting_var(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("PALISADE_") else {
+        return false;
+    };
+    let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+    matches!(
+        top.as_str(),
+        "listen"
+            | "tls"
+            | "policies"
+            | "admission"
+            | "injection"
+            | "log"
+            | "service"
+            | "shutdown_grace_secs"
+    )
+}
 
 impl Settings {
     /// Loads defaults, then `file` if given, then `PALISADE_*` variables
@@ -196,10 +264,8 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let env_map: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("PALISADE_") && !NON_SETTING_VARS.contains(&k.as_str()))
-            .collect();
+        let env_map: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
         let mut builder =
             config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
         if let Some(path) = file {
@@ -213,6 +279,8 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("admission.excluded_namespaces")
                     .with_list_parse_key("tls.self_signed_names")
+                    .with_list_parse_key("service.admin_tokens")
+                    .with_list_parse_key("service.report_tokens")
                     .try_parsing(true)
                     .source(Some(env_map)),
             )
@@ -279,6 +347,23 @@ impl Settings {
                 }
             }
         }
+        if self.service.sync_interval_ms < 50 {
+            problems.push("service.sync_interval_ms must be at least 50".into());
+        }
+        if !(1..=600).contains(&self.service.max_wait_secs) {
+            problems.push("service.max_wait_secs must be between 1 and 600".into());
+        }
+        if self.service.max_batch_events == 0 {
+            problems.push("service.max_batch_events must be at least 1".into());
+        }
+        for (key, tokens) in [
+            ("service.admin_tokens", &self.service.admin_tokens),
+            ("service.report_tokens", &self.service.report_tokens),
+        ] {
+            if tokens.iter().any(|t| t.len() < 16) {
+                problems.push(format!("{key}: tokens must be at least 16 characters"));
+            }
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             problems.push(format!(
                 "log.format {:?} must be text or json",
@@ -305,6 +390,17 @@ mod tests {
     }
 
     #[test]
+    fn every_top_level_key_is_settable_from_the_environment() {
+        let keys = serde_json::to_value(Settings::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                is_setting_var(&format!("PALISADE_{}", key.to_uppercase())),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let s = Settings::load(None, env(&[])).unwrap();
         assert_eq!(s.listen.port(), 8443);
@@ -326,6 +422,7 @@ mod tests {
                 ("PALISADE_INJECTION__IMAGE", "env/image:2"),
                 ("PALISADE_ADMISSION__EXCLUDED_NAMESPACES", "a,b"),
                 ("PALISADE_CONFIG", "ignored"),
+                ("PALISADE_E2E_CACHE", "not a setting"),
             ]),
         )
         .unwrap();

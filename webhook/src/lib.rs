@@ -8,4 +8,6 @@ pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod server;
+pub mod service;
+pub mod store;
 pub mod tls;

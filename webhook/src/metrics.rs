@@ -28,6 +28,8 @@ pub struct Metrics {
     pub policy_reload_failures: Counter,
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
+    pub events_received: Counter,
+    pub events_stored: Counter,
 }
 
 impl Metrics {
@@ -80,8 +82,22 @@ impl Metrics {
             "Serving certificate reloads that failed (previous kept)",
             tls_reload_failures.clone(),
         );
+        let events_received = Counter::default();
+        registry.register(
+            "report_events_received",
+            "Enforcer events received (including retried duplicates)",
+            events_received.clone(),
+        );
+        let events_stored = Counter::default();
+        registry.register(
+            "report_events_stored",
+            "Enforcer events stored (new)",
+            events_stored.clone(),
+        );
         Self {
             registry,
+            events_received,
+            events_stored,
             admission_requests,
             admission_duration,
             policies_loaded,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False while starting and once shutdown begins (drains load balancers).
     pub ready: AtomicBool,
+    /// The policy service, when that role is enabled.
+    pub service: Option<Arc<crate::service::ServiceState>>,
 }
 
 /// Body too large for `admission.max_body_bytes`.
@@ -83,17 +85,26 @@ pub fn routes(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         });
+    let service = match &state.service {
+        Some(service) => crate::service::routes(service.clone(), limit),
+        None => warp::any()
+            .and_then(|| async { Err::<Response<Vec<u8>>, Rejection>(warp::reject::not_found()) })
+            .boxed(),
+    };
     review("mutate")
         .or(review("validate"))
         .or(healthz)
         .or(readyz)
         .or(metrics)
+        .or(service)
         .recover(rejection_reply)
 }
 
 /// The request body, refused early by Content-Length and, for streamed
 /// bodies without one, as soon as `limit` bytes are exceeded.
-fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+pub(crate) fn limited_body(
+    limit: u64,
+) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |length: Option<u64>, stream| async move {
@@ -126,14 +137,15 @@ where
     Ok(body.freeze())
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
-    let body = serde_json::json!({"error": message})
-        .to_string()
-        .into_bytes();
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    json_reply(status, &serde_json::json!({"error": message}))
+}
+
+pub(crate) fn json_reply<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
+        .body(serde_json::to_vec(body).unwrap_or_default())
         .unwrap_or_default()
 }
 

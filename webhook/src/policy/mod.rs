@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use palisade_common::policy::{Mode, PolicyDocument};
+use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use custom::CompiledRule;
 
@@ -186,23 +188,7 @@ impl PolicySet {
     /// Every `*.yaml`/`*.yml`/`*.json` file in `dir` (multi-document YAML
     /// allowed). Any bad document fails the whole load, naming file and index.
     pub fn load_dir(dir: &Path) -> Result<Self, LoadError> {
-        let mut docs = Vec::new();
-        for path in policy_files(dir)? {
-            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
-                path: path.clone(),
-                source,
-            })?;
-            for (index, doc) in split_yaml_documents(&text).into_iter().enumerate() {
-                let parsed =
-                    PolicyDocument::from_yaml(doc).map_err(|source| LoadError::Document {
-                        path: path.clone(),
-                        index,
-                        source,
-                    })?;
-                docs.push((path.display().to_string(), parsed));
-            }
-        }
-        Self::from_documents(docs)
+        Self::from_documents(load_dir_documents(dir)?)
     }
 
     pub fn len(&self) -> usize {
@@ -215,6 +201,28 @@ impl PolicySet {
 
     pub fn documents(&self) -> impl Iterator<Item = &PolicyDocument> {
         self.policies.iter().map(|p| &p.doc)
+    }
+
+    /// Runtime rules of the policies selecting a pod, with a content tag
+    /// that is the same on every replica for the same rules.
+    pub fn runtime_bundle(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> RuntimeBundle {
+        let policies: Vec<RuntimePolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.doc.spec.selector.matches(namespace, labels))
+            .map(|p| RuntimePolicy {
+                name: p.doc.metadata.name.clone(),
+                mode: p.doc.spec.mode,
+                rules: p.doc.spec.runtime.clone(),
+            })
+            .collect();
+        let canonical = serde_json::to_vec(&policies).unwrap_or_default();
+        let etag = hex::encode(&Sha256::digest(&canonical)[..16]);
+        RuntimeBundle { etag, policies }
     }
 
     /// All violations of the policies selecting `namespace` and the pod's
@@ -347,6 +355,26 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         out.extend(rule.evaluate(pod.raw));
     }
     out
+}
+
+/// The documents of every policy file in `dir`, each with its file name.
+pub fn load_dir_documents(dir: &Path) -> Result<Vec<(String, PolicyDocument)>, LoadError> {
+    let mut docs = Vec::new();
+    for path in policy_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        for (index, doc) in split_yaml_documents(&text).into_iter().enumerate() {
+            let parsed = PolicyDocument::from_yaml(doc).map_err(|source| LoadError::Document {
+                path: path.clone(),
+                index,
+                source,
+            })?;
+            docs.push((path.display().to_string(), parsed));
+        }
+    }
+    Ok(docs)
 }
 
 fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
@@ -491,6 +519,27 @@ spec:
         std::fs::write(dir.path().join("b.yaml"), "---\nkind: RuntimePolicy\n").unwrap();
         let err = PolicySet::load_dir(dir.path()).err().unwrap().to_string();
         assert!(err.contains("b.yaml: document 0"), "{err}");
+    }
+
+    #[test]
+    fn runtime_bundles_follow_selectors_and_tag_their_content() {
+        let policies = format!(
+            "{POLICIES}---\napiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: shells}}\nspec:\n  mode: enforce\n  selector: {{podLabels: {{tier: web}}}}\n  runtime: {{deniedProcesses: [sh]}}\n"
+        );
+        let set = set(&policies);
+        let web: BTreeMap<String, String> = [("tier".to_string(), "web".to_string())].into();
+        let prod_web = set.runtime_bundle("prod", &web);
+        let names: Vec<&str> = prod_web.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["audit-only", "images", "shells"]);
+        assert_eq!(prod_web.policies[2].rules.denied_processes, ["sh"]);
+        let other = set.runtime_bundle("default", &BTreeMap::new());
+        assert_eq!(other.policies.len(), 1);
+        assert_ne!(other.etag, prod_web.etag);
+        assert_eq!(
+            set.runtime_bundle("prod", &web).etag,
+            prod_web.etag,
+            "stable"
+        );
     }
 
     #[test]

@@ -1,17 +1,38 @@
-//! The active policy set, reloaded from its directory when files change. A
-//! set that fails to load never replaces the working one.
+//! The active policy set, built from two sources: the policy directory
+//! (re-read when files change) and policies pushed through the API (synced
+//! from the database). A combination that fails to build never replaces the
+//! working set. Subscribers are woken on every change (sidecar long-polls).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use super::{LoadError, PolicySet};
+use palisade_common::policy::PolicyDocument;
+use tokio::sync::watch;
+
+use super::{load_dir_documents, LoadError, PolicySet};
 use crate::metrics::Metrics;
+
+type Documents = Vec<(String, PolicyDocument)>;
 
 pub struct PolicyStore {
     dir: PathBuf,
+    directory: RwLock<Documents>,
+    pushed: RwLock<Documents>,
     current: RwLock<Arc<PolicySet>>,
     fingerprint: RwLock<Vec<(PathBuf, SystemTime, u64)>>,
+    generation: watch::Sender<u64>,
+}
+
+/// Where a pushed policy came from, for conflict messages.
+pub const PUSHED_ORIGIN: &str = "policy API";
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PolicyStore {
@@ -19,19 +40,30 @@ impl PolicyStore {
     /// without policies).
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
         let fingerprint = fingerprint(dir);
-        let set = PolicySet::load_dir(dir)?;
+        let documents = load_dir_documents(dir)?;
+        let set = PolicySet::from_documents(documents.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            directory: RwLock::new(documents),
+            pushed: RwLock::new(Vec::new()),
             current: RwLock::new(Arc::new(set)),
             fingerprint: RwLock::new(fingerprint),
+            generation: watch::channel(0).0,
         })
     }
 
     pub fn current(&self) -> Arc<PolicySet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.current).clone()
+    }
+
+    /// Changes on every new active set.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Names defined by files (pushes may not shadow them).
+    pub fn directory_documents(&self) -> Documents {
+        read(&self.directory).clone()
     }
 
     /// Reloads when a file was added, removed or modified. Ok(true) when a
@@ -39,7 +71,7 @@ impl PolicyStore {
     pub fn reload_if_changed(&self) -> Result<bool, LoadError> {
         let now = fingerprint(&self.dir);
         {
-            let mut seen = self.fingerprint.write().unwrap_or_else(|p| p.into_inner());
+            let mut seen = write(&self.fingerprint);
             if *seen == now {
                 return Ok(false);
             }
@@ -47,9 +79,44 @@ impl PolicyStore {
             // on every tick; fixing it changes the fingerprint again.
             *seen = now;
         }
-        let set = PolicySet::load_dir(&self.dir)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let documents = load_dir_documents(&self.dir)?;
+        let pushed = read(&self.pushed).clone();
+        self.activate(&documents, &pushed)?;
+        *write(&self.directory) = documents;
         Ok(true)
+    }
+
+    /// Replaces the pushed policies (from the database). Ok(true) when the
+    /// active set changed.
+    pub fn set_pushed(&self, pushed: Vec<PolicyDocument>) -> Result<bool, LoadError> {
+        let pushed: Documents = pushed
+            .into_iter()
+            .map(|d| (PUSHED_ORIGIN.to_string(), d))
+            .collect();
+        if *read(&self.pushed) == pushed {
+            return Ok(false);
+        }
+        let directory = read(&self.directory).clone();
+        self.activate(&directory, &pushed)?;
+        *write(&self.pushed) = pushed;
+        Ok(true)
+    }
+
+    /// Would `doc`, pushed, build? Checks compilation and name clashes with
+    /// the directory without changing anything.
+    pub fn check_push(&self, doc: &PolicyDocument) -> Result<(), LoadError> {
+        let mut pushed = read(&self.pushed).clone();
+        pushed.retain(|(_, d)| d.metadata.name != doc.metadata.name);
+        pushed.push((PUSHED_ORIGIN.to_string(), doc.clone()));
+        let directory = read(&self.directory).clone();
+        PolicySet::from_documents(directory.into_iter().chain(pushed)).map(drop)
+    }
+
+    fn activate(&self, directory: &Documents, pushed: &Documents) -> Result<(), LoadError> {
+        let set = PolicySet::from_documents(directory.iter().chain(pushed).cloned())?;
+        *write(&self.current) = Arc::new(set);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
     }
 }
 
@@ -68,24 +135,35 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     out
 }
 
-/// Polls for changes every `every`, forever.
-pub async fn watch(store: Arc<PolicyStore>, every: Duration, metrics: Arc<Metrics>) {
+/// Polls the directory for changes every `every`, forever.
+pub async fn watch_directory(store: Arc<PolicyStore>, every: Duration, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.reload_if_changed() {
-            Ok(true) => {
-                let set = store.current();
-                metrics.policy_reloads.inc();
-                metrics.policies_loaded.set(set.len() as i64);
-                tracing::info!(policies = set.len(), "policy set reloaded");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                metrics.policy_reload_failures.inc();
-                tracing::error!(error = %e, "policy reload rejected; keeping the previous set");
-            }
+        let result = store.reload_if_changed();
+        record_reload(&store, &metrics, result, "policy directory");
+    }
+}
+
+/// Logs and counts the outcome of a reload attempt.
+pub fn record_reload(
+    store: &PolicyStore,
+    metrics: &Metrics,
+    result: Result<bool, LoadError>,
+    source: &str,
+) {
+    match result {
+        Ok(true) => {
+            let set = store.current();
+            metrics.policy_reloads.inc();
+            metrics.policies_loaded.set(set.len() as i64);
+            tracing::info!(policies = set.len(), source, "policy set reloaded");
+        }
+        Ok(false) => {}
+        Err(e) => {
+            metrics.policy_reload_failures.inc();
+            tracing::error!(error = %e, source, "policy reload rejected; keeping the previous set");
         }
     }
 }
@@ -96,17 +174,23 @@ mod tests {
 
     const POLICY: &str = "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: NAME}\nspec: {}\n";
 
+    fn doc(name: &str) -> PolicyDocument {
+        PolicyDocument::from_yaml(&POLICY.replace("NAME", name)).unwrap()
+    }
+
     #[test]
     fn reloads_good_changes_and_keeps_the_last_good_set() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), POLICY.replace("NAME", "a")).unwrap();
         let store = PolicyStore::open(dir.path()).unwrap();
+        let changes = store.subscribe();
         assert_eq!(store.current().len(), 1);
         assert!(!store.reload_if_changed().unwrap());
 
         std::fs::write(dir.path().join("b.yaml"), POLICY.replace("NAME", "b")).unwrap();
         assert!(store.reload_if_changed().unwrap());
         assert_eq!(store.current().len(), 2);
+        assert!(changes.has_changed().unwrap());
 
         std::fs::write(dir.path().join("c.yaml"), "spec: [broken").unwrap();
         assert!(store.reload_if_changed().is_err());
@@ -115,5 +199,26 @@ mod tests {
             !store.reload_if_changed().unwrap(),
             "broken file reported once"
         );
+    }
+
+    #[test]
+    fn pushed_policies_join_the_set_but_cannot_shadow_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), POLICY.replace("NAME", "a")).unwrap();
+        let store = PolicyStore::open(dir.path()).unwrap();
+        assert!(store.check_push(&doc("x")).is_ok());
+        let err = store.check_push(&doc("a")).unwrap_err().to_string();
+        assert!(err.contains("defined twice"), "{err}");
+
+        assert!(store.set_pushed(vec![doc("x")]).unwrap());
+        assert!(
+            !store.set_pushed(vec![doc("x")]).unwrap(),
+            "no change, no reload"
+        );
+        assert_eq!(store.current().len(), 2);
+        assert!(store.set_pushed(vec![doc("a")]).is_err());
+        assert_eq!(store.current().len(), 2, "previous set kept");
+        assert!(store.set_pushed(vec![]).unwrap());
+        assert_eq!(store.current().len(), 1);
     }
 }

@@ -39,6 +39,8 @@ pub fn test_settings(policies: &Path, tls_dir: &Path) -> Settings {
     settings.policies.reload_interval_secs = 1;
     settings.tls.self_signed_dir = Some(tls_dir.to_path_buf());
     settings.tls.reload_interval_secs = 1;
+    settings.service.data_dir = tls_dir.join("data");
+    settings.service.sync_interval_ms = 100;
     settings
 }
 
@@ -75,6 +77,24 @@ pub fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
 }
 
 impl TestServer {
+    /// The generated admin token.
+    pub fn admin_token(&self) -> String {
+        let path = self.tls_dir.path().join("data/admin.token");
+        std::fs::read_to_string(path)
+            .expect("admin token generated")
+            .trim()
+            .to_string()
+    }
+
+    /// The generated enforcer (report) token.
+    pub fn report_token(&self) -> String {
+        let path = self.tls_dir.path().join("data/report.token");
+        std::fs::read_to_string(path)
+            .expect("report token generated")
+            .trim()
+            .to_string()
+    }
+
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))

@@ -1,0 +1,48 @@
+//! Pushed policies live in the database; every replica mirrors them into
+//! its policy set, at start and whenever the database's change marker moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::policy::store::{record_reload, PolicyStore};
+use crate::store::{Store, StoreError};
+
+/// Re-reads the pushed policies into `policies`.
+pub async fn sync_once(
+    store: &Store,
+    policies: &PolicyStore,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    let pushed = store.current_policies().await?;
+    let result = policies.set_pushed(pushed.into_iter().map(|r| r.document).collect());
+    record_reload(policies, metrics, result, "policy database");
+    Ok(())
+}
+
+/// Polls the change marker every `every`, forever.
+pub async fn sync_loop(
+    store: Store,
+    policies: Arc<PolicyStore>,
+    every: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.change_marker().await {
+            Ok(marker) if Some(marker) == seen => {}
+            Ok(marker) => match sync_once(&store, &policies, &metrics).await {
+                Ok(()) => seen = Some(marker),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read pushed policies; keeping the current set")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "policy database unreachable; keeping the current set")
+            }
+        }
+    }
+}

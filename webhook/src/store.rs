@@ -1,0 +1,598 @@
+//! Durable storage for pushed policies (every revision kept) and enforcer
+//! reports: embedded SQLite by default, PostgreSQL when several replicas
+//! share one database. One code path through sqlx's `Any` driver; only the
+//! schema and placeholder syntax differ.
+
+use std::borrow::Cow;
+
+use palisade_common::policy::{Mode, PolicyDocument};
+use palisade_common::wire::{Event, EventKind, PodRef, PolicyRecord, StoredEvent};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
+    Url(String),
+    #[error("stored policy {name:?} revision {revision} is unreadable: {source}")]
+    Corrupt {
+        name: String,
+        revision: i64,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Filters for the event query API; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub kind: Option<EventKind>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: i64,
+}
+
+const SQLITE_SCHEMA: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "CREATE TABLE IF NOT EXISTS policy_revisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
+        document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
+        UNIQUE (name, revision))",
+];
+
+const POSTGRES_SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS policy_revisions (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
+        document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
+        UNIQUE (name, revision))"];
+
+/// Tables whose DDL is the same on both databases.
+const COMMON_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS events (
+        namespace TEXT NOT NULL, pod TEXT NOT NULL, id TEXT NOT NULL,
+        pod_uid TEXT NOT NULL, kind TEXT NOT NULL, rule TEXT NOT NULL,
+        policy TEXT, mode TEXT NOT NULL, action TEXT, message TEXT NOT NULL,
+        time_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY (namespace, pod, id))",
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events (time_ms)",
+    "CREATE INDEX IF NOT EXISTS events_by_pod ON events (namespace, pod, time_ms)",
+];
+
+impl Store {
+    /// Opens (and creates the schema of) `url`: `sqlite://PATH` (the file is
+    /// created) or `postgres://user:pass@host/db`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let options = AnyPoolOptions::new();
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                options
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Writers wait for each other instead of failing.
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let specific = match self.backend {
+            Backend::Sqlite => SQLITE_SCHEMA,
+            Backend::Postgres => POSTGRES_SCHEMA,
+        };
+        // One connection for the whole migration; on PostgreSQL replicas
+        // starting together take turns (CREATE ... IF NOT EXISTS races there).
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock(7411001)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let mut result = Ok(());
+        for ddl in specific.iter().chain(COMMON_SCHEMA) {
+            if let Err(e) = sqlx::query(ddl).execute(&mut *conn).await {
+                result = Err(e.into());
+                break;
+            }
+        }
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock(7411001)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
+    /// Creates database `name` on the PostgreSQL server of `server_url` and
+    /// returns its URL (used to give each test, or each installation, its
+    /// own database).
+    pub async fn create_postgres_database(
+        server_url: &str,
+        name: &str,
+    ) -> Result<String, StoreError> {
+        sqlx::any::install_default_drivers();
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::Url(format!("database name {name:?}")));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(server_url)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// `?` placeholders as the backend wants them (`$1`, `$2`... for PostgreSQL).
+    fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
+        match self.backend {
+            Backend::Sqlite => Cow::Borrowed(query),
+            Backend::Postgres => {
+                let mut out = String::with_capacity(query.len() + 8);
+                let mut n = 0;
+                for c in query.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Stores a new revision of `doc`; returns its revision number.
+    pub async fn put_policy(&self, doc: &PolicyDocument, author: &str) -> Result<i64, StoreError> {
+        let body = serde_json::to_string(doc).map_err(|source| StoreError::Corrupt {
+            name: doc.metadata.name.clone(),
+            revision: 0,
+            source,
+        })?;
+        self.append_revision(&doc.metadata.name, Some(body), author)
+            .await
+    }
+
+    /// Records a deletion (history is kept). False when nothing was active.
+    pub async fn delete_policy(&self, name: &str, author: &str) -> Result<bool, StoreError> {
+        let active = self
+            .current_policies()
+            .await?
+            .iter()
+            .any(|p| p.name == name);
+        if active {
+            self.append_revision(name, None, author).await?;
+        }
+        Ok(active)
+    }
+
+    async fn append_revision(
+        &self,
+        name: &str,
+        body: Option<String>,
+        author: &str,
+    ) -> Result<i64, StoreError> {
+        // Two replicas racing for the same next revision: the UNIQUE
+        // constraint refuses one, which retries.
+        let mut attempts = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                &self.sql("SELECT COALESCE(MAX(revision), 0) FROM policy_revisions WHERE name = ?"),
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            let revision: i64 = row.try_get(0)?;
+            let inserted = sqlx::query(&self.sql(
+                "INSERT INTO policy_revisions (name, revision, deleted, document, author, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(name)
+            .bind(revision + 1)
+            .bind(body.is_none())
+            .bind(body.clone())
+            .bind(author)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(revision + 1);
+                }
+                Err(e) if attempts < 5 && is_unique_violation(&e) => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The latest revision of every policy not deleted.
+    pub async fn current_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.revision, r.created_ms, r.document FROM policy_revisions r
+             JOIN (SELECT name, MAX(revision) AS revision FROM policy_revisions GROUP BY name) latest
+               ON latest.name = r.name AND latest.revision = r.revision
+             WHERE r.deleted = FALSE ORDER BY r.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(policy_record).collect()
+    }
+
+    /// Every revision of `name`, newest first (deletions omitted).
+    pub async fn policy_history(&self, name: &str) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT name, revision, created_ms, document FROM policy_revisions
+             WHERE name = ? AND deleted = FALSE ORDER BY revision DESC",
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(policy_record).collect()
+    }
+
+    /// Grows with every push or delete, on any replica.
+    pub async fn change_marker(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM policy_revisions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Stores the events not stored before (by pod and event id); returns
+    /// how many were new. Retried batches therefore never duplicate.
+    pub async fn insert_events(&self, pod: &PodRef, events: &[Event]) -> Result<usize, StoreError> {
+        let received = now_ms();
+        let insert = self.sql(
+            "INSERT INTO events (namespace, pod, id, pod_uid, kind, rule, policy, mode, action, message, time_ms, received_ms, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        );
+        let mut stored = 0;
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            let body = serde_json::to_string(event).unwrap_or_default();
+            let result = sqlx::query(&insert)
+                .bind(&pod.namespace)
+                .bind(&pod.name)
+                .bind(&event.id)
+                .bind(&pod.uid)
+                .bind(event.kind.as_str())
+                .bind(&event.rule)
+                .bind(event.policy.clone())
+                .bind(mode_str(event.mode))
+                .bind(event.action.clone())
+                .bind(&event.message)
+                .bind(event.time_ms)
+                .bind(received)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            stored += result.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Newest first.
+    pub async fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT namespace, pod, pod_uid, received_ms, body FROM events WHERE 1 = 1",
+        );
+        let mut texts: Vec<String> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        // Text filters bind first, then numeric ones, in this order.
+        if let Some(ns) = &q.namespace {
+            sql.push_str(" AND namespace = ?");
+            texts.push(ns.clone());
+        }
+        if let Some(pod) = &q.pod {
+            sql.push_str(" AND pod = ?");
+            texts.push(pod.clone());
+        }
+        if let Some(kind) = q.kind {
+            sql.push_str(" AND kind = ?");
+            texts.push(kind.as_str().to_string());
+        }
+        if let Some(since) = q.since_ms {
+            sql.push_str(" AND time_ms >= ?");
+            numbers.push(since);
+        }
+        if let Some(until) = q.until_ms {
+            sql.push_str(" AND time_ms < ?");
+            numbers.push(until);
+        }
+        sql.push_str(" ORDER BY time_ms DESC, id LIMIT ?");
+        numbers.push(q.limit.clamp(1, 10_000));
+        let sql = self.sql(&sql);
+        let mut query = sqlx::query(&sql);
+        for t in texts {
+            query = query.bind(t);
+        }
+        for n in numbers {
+            query = query.bind(n);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                let event: Event =
+                    serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+                        name: "event".into(),
+                        revision: 0,
+                        source,
+                    })?;
+                Ok(StoredEvent {
+                    pod: PodRef {
+                        namespace: row.try_get("namespace")?,
+                        name: row.try_get("pod")?,
+                        uid: row.try_get("pod_uid")?,
+                    },
+                    received_ms: row.try_get("received_ms")?,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn policy_record(row: &AnyRow) -> Result<PolicyRecord, StoreError> {
+    let name: String = row.try_get(0)?;
+    let revision: i64 = row.try_get(1)?;
+    let body: String = row.try_get(3)?;
+    let document = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        name: name.clone(),
+        revision,
+        source,
+    })?;
+    Ok(PolicyRecord {
+        name,
+        revision,
+        updated_ms: row.try_get(2)?,
+        source: "api".into(),
+        document,
+    })
+}
+
+fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Audit => "audit",
+        Mode::Enforce => "enforce",
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn policy(name: &str, mode: &str) -> PolicyDocument {
+        PolicyDocument::from_yaml(&format!(
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: {name}}}\nspec: {{mode: {mode}}}\n"
+        ))
+        .unwrap()
+    }
+
+    pub(crate) fn event(id: &str, time_ms: i64, kind: EventKind) -> Event {
+        Event {
+            id: id.into(),
+            time_ms,
+            kind,
+            rule: "drift/exec-from-tmp".into(),
+            policy: Some("runtime-defaults".into()),
+            mode: Mode::Audit,
+            message: "executed /tmp/x".into(),
+            process: None,
+            action: None,
+        }
+    }
+
+    fn unique_name() -> String {
+        use rand::RngCore;
+        format!("palisade_test_{}", rand::rng().next_u64())
+    }
+
+    /// Runs `check` against SQLite, and against PostgreSQL when
+    /// `PALISADE_TEST_POSTGRES_URL` names a database.
+    async fn each_backend<F, Fut>(check: F)
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("palisade.db").display());
+        check(Store::open(&url).await.unwrap()).await;
+        if let Ok(pg) = std::env::var("PALISADE_TEST_POSTGRES_URL") {
+            let url = Store::create_postgres_database(&pg, &unique_name())
+                .await
+                .expect("PostgreSQL reachable");
+            check(Store::open(&url).await.unwrap()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn policies_are_versioned_and_deletions_kept_in_history() {
+        each_backend(|store| async move {
+            assert_eq!(
+                store
+                    .put_policy(&policy("a", "audit"), "admin")
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .put_policy(&policy("a", "enforce"), "admin")
+                    .await
+                    .unwrap(),
+                2
+            );
+            store
+                .put_policy(&policy("b", "audit"), "admin")
+                .await
+                .unwrap();
+            let current = store.current_policies().await.unwrap();
+            assert_eq!(
+                current
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.revision))
+                    .collect::<Vec<_>>(),
+                [("a", 2), ("b", 1)]
+            );
+            assert_eq!(current[0].document.spec.mode, Mode::Enforce);
+
+            let before = store.change_marker().await.unwrap();
+            assert!(store.delete_policy("a", "admin").await.unwrap());
+            assert!(!store.delete_policy("a", "admin").await.unwrap());
+            assert!(store.change_marker().await.unwrap() > before);
+            assert_eq!(store.current_policies().await.unwrap().len(), 1);
+            assert_eq!(store.policy_history("a").await.unwrap().len(), 2);
+            // Re-created after deletion: revisions keep counting.
+            assert_eq!(
+                store
+                    .put_policy(&policy("a", "audit"), "admin")
+                    .await
+                    .unwrap(),
+                4
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn events_are_stored_once_and_queried_by_filters() {
+        each_backend(|store| async move {
+            let pod = PodRef {
+                namespace: "team-a".into(),
+                name: "web-1".into(),
+                uid: "u1".into(),
+            };
+            let batch = vec![
+                event("e1", 1_000, EventKind::Drift),
+                event("e2", 2_000, EventKind::Behavior),
+                event("e3", 3_000, EventKind::Drift),
+            ];
+            assert_eq!(store.insert_events(&pod, &batch).await.unwrap(), 3);
+            // A retried batch stores nothing new.
+            assert_eq!(store.insert_events(&pod, &batch).await.unwrap(), 0);
+            let other = PodRef {
+                namespace: "team-b".into(),
+                name: "api".into(),
+                uid: "u2".into(),
+            };
+            assert_eq!(
+                store.insert_events(&other, &batch[..1]).await.unwrap(),
+                1,
+                "ids are per pod"
+            );
+
+            let all = store
+                .query_events(&EventQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 4);
+            let drift = store
+                .query_events(&EventQuery {
+                    namespace: Some("team-a".into()),
+                    kind: Some(EventKind::Drift),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                drift
+                    .iter()
+                    .map(|e| e.event.id.as_str())
+                    .collect::<Vec<_>>(),
+                ["e3", "e1"]
+            );
+            assert_eq!(drift[0].pod, pod);
+            let window = store
+                .query_events(&EventQuery {
+                    pod: Some("web-1".into()),
+                    since_ms: Some(1_500),
+                    until_ms: Some(3_000),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(window.len(), 1);
+            assert_eq!(window[0].event, batch[1]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused_clearly() {
+        let err = Store::open("mysql://x").await.err().unwrap().to_string();
+        assert!(err.contains("unsupported database URL"), "{err}");
+    }
+}
