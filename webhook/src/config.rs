@@ -163,7 +163,7 @@ impl Default for TlsSettings {
             cert_file: None,
             key_file: None,
             self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
-            self_signed_dir: None,
+            self_signed_dir: Some(PathBuf::from("data/tls")),
             reload_interval_secs: 10,
         }
     }

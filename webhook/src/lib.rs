@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod policy;

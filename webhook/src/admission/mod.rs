@@ -202,32 +202,39 @@ pub fn validate(
             return (allow, Outcome::Allowed);
         }
     }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let violations = match evaluate_template(template, location, namespace, settings, policies) {
+        Ok(v) => v,
+        Err(msg) => return (reject(req, 400, "BadRequest", msg), Outcome::Invalid),
+    };
+    respond(allow, violations)
+}
+
+/// Violations of `policies` by a pod template found at `location` in its
+/// object. A workload's pods will pass through `/mutate`, so its template is
+/// judged as those pods will be (enforcer added, resources defaulted): an
+/// unchanged manifest is not refused for what the injector supplies.
+pub fn evaluate_template(
+    template: &Value,
+    location: template::TemplateLocation,
+    namespace: &str,
+    settings: &Settings,
+    policies: &PolicySet,
+) -> Result<Vec<Violation>, String> {
     let is_pod = location.pointer.is_empty();
-    // A workload's pods will pass through /mutate: judge its template as
-    // those pods will be (enforcer added, resources defaulted), so unchanged
-    // manifests are not refused for what the injector supplies.
     let effective;
     let template = if is_pod {
         template
     } else {
         let mut copy = template.clone();
-        if let Err(e) = mutate::inject(&mut copy, &settings.injection) {
-            let msg = format!("{}: {e}", location.field_prefix);
-            return (reject(req, 400, "BadRequest", msg), Outcome::Invalid);
-        }
+        mutate::inject(&mut copy, &settings.injection)
+            .map_err(|e| format!("{}: {e}", location.field_prefix))?;
         effective = copy;
         &effective
     };
-    let view = match PodView::parse(template, is_pod) {
-        Ok(view) => view,
-        Err(e) => {
-            let msg = format!("cannot read {}: {e}", location.field("spec"));
-            return (reject(req, 400, "BadRequest", msg), Outcome::Invalid);
-        }
-    };
-    let namespace = req.namespace.as_deref().unwrap_or_default();
-    let violations = policies.evaluate(namespace, &view, |p| location.field(p));
-    respond(allow, violations)
+    let view = PodView::parse(template, is_pod)
+        .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
+    Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
 }
 
 /// Enforce-mode violations deny; audit-mode ones become warnings.
