@@ -15,6 +15,9 @@ use crate::quantity::is_valid_quantity;
 /// Volume the enforcer keeps its policy cache and report spool in.
 pub const STATE_VOLUME: &str = "palisade-enforcer-state";
 pub const STATE_DIR: &str = "/var/run/palisade";
+/// Downward API volume with the pod's labels (they select runtime policies).
+pub const PODINFO_VOLUME: &str = "palisade-podinfo";
+pub const PODINFO_DIR: &str = "/etc/palisade/podinfo";
 
 /// Per-pod overrides of the sidecar's resources, merged over the defaults.
 const RESOURCE_OVERRIDES: [(&str, &str, &str); 4] = [
@@ -93,11 +96,15 @@ pub fn inject(pod: &mut Value, settings: &InjectionSettings) -> Result<Outcome, 
         }
     }
     let volumes = array_entry(spec, "volumes");
-    if !volumes
-        .iter()
-        .any(|v| v.get("name").and_then(Value::as_str) == Some(STATE_VOLUME))
-    {
-        volumes.push(json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}));
+    for volume in [
+        json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}),
+        json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
+        ]}}),
+    ] {
+        if !volumes.iter().any(|v| v.get("name") == volume.get("name")) {
+            volumes.push(volume);
+        }
     }
     spec.insert("shareProcessNamespace".into(), Value::Bool(true));
 
@@ -189,6 +196,7 @@ fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_use
         field_env("PALISADE_POD_NAMESPACE", "metadata.namespace"),
         field_env("PALISADE_POD_UID", "metadata.uid"),
         json!({"name": "PALISADE_STATE_DIR", "value": STATE_DIR}),
+        json!({"name": "PALISADE_LABELS_FILE", "value": format!("{PODINFO_DIR}/labels")}),
     ];
     if let Some(url) = &settings.policy_service_url {
         env.push(json!({"name": "PALISADE_POLICY_URL", "value": url}));
@@ -207,7 +215,10 @@ fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_use
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": STATE_VOLUME, "mountPath": STATE_DIR}],
+        "volumeMounts": [
+            {"name": STATE_VOLUME, "mountPath": STATE_DIR},
+            {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": true},
+        ],
     });
     if settings.native_sidecar {
         container["restartPolicy"] = json!("Always");

@@ -1,0 +1,111 @@
+//! Settings from the environment the injector sets (`PALISADE_*`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use palisade_common::wire::PodRef;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub pod: PodRef,
+    /// Policy service base URL; unset: standalone (defaults, stdout reports).
+    pub policy_url: Option<String>,
+    pub token: Option<String>,
+    /// CA certificate of the policy service.
+    pub ca_file: Option<PathBuf>,
+    /// Policy cache and report spool live here (an emptyDir in a pod).
+    pub state_dir: PathBuf,
+    /// `/proc`; tests point it elsewhere only for fixtures.
+    pub proc_root: PathBuf,
+    pub interval: Duration,
+    /// Downward API file with the pod's labels (`key="value"` lines).
+    pub labels_file: Option<PathBuf>,
+    /// Largest spool file before events are dropped (and counted).
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {problem}")]
+    Invalid { var: &'static str, problem: String },
+}
+
+impl Settings {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let path = |var: &str| get(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let interval_ms = match get("PALISADE_INTERVAL_MS") {
+            None => 250,
+            Some(v) => v.parse::<u64>().ok().filter(|n| (10..=10_000).contains(n)).ok_or(
+                ConfigError::Invalid {
+                    var: "PALISADE_INTERVAL_MS",
+                    problem: format!("{v:?} must be 10..=10000"),
+                },
+            )?,
+        };
+        let token = match (get("PALISADE_REPORT_TOKEN"), path("PALISADE_REPORT_TOKEN_FILE")) {
+            (Some(t), _) if !t.is_empty() => Some(t),
+            (_, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| ConfigError::Invalid {
+                        var: "PALISADE_REPORT_TOKEN_FILE",
+                        problem: format!("{}: {e}", file.display()),
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            pod: PodRef {
+                namespace: get("PALISADE_POD_NAMESPACE").unwrap_or_else(|| "default".into()),
+                name: get("PALISADE_POD_NAME").unwrap_or_else(|| "unknown".into()),
+                uid: get("PALISADE_POD_UID").unwrap_or_default(),
+            },
+            policy_url: get("PALISADE_POLICY_URL").filter(|v| !v.is_empty()),
+            token,
+            ca_file: path("PALISADE_CA_FILE"),
+            state_dir: path("PALISADE_STATE_DIR").unwrap_or_else(|| PathBuf::from("/var/run/palisade")),
+            proc_root: path("PALISADE_PROC").unwrap_or_else(|| PathBuf::from("/proc")),
+            interval: Duration::from_millis(interval_ms),
+            labels_file: path("PALISADE_LABELS_FILE"),
+            spool_max_bytes: 8 * 1024 * 1024,
+        })
+    }
+
+    /// `key=value,key2=value2` from the downward API labels file.
+    pub fn labels_query(&self) -> String {
+        let Some(text) = self.labels_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) else {
+            return String::new();
+        };
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| format!("{k}={}", v.trim_matches('"')))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let s = Settings::from_env(|_| None).unwrap();
+        assert_eq!(s.interval, Duration::from_millis(250));
+        assert!(s.policy_url.is_none());
+        let err = Settings::from_env(|k| (k == "PALISADE_INTERVAL_MS").then(|| "1".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PALISADE_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn labels_from_the_downward_api_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("labels");
+        std::fs::write(&file, "app=\"web\"\ntier=\"front\"\n").unwrap();
+        let s = Settings::from_env(|k| (k == "PALISADE_LABELS_FILE").then(|| file.display().to_string())).unwrap();
+        assert_eq!(s.labels_query(), "app=web,tier=front");
+    }
+}

@@ -1,0 +1,13 @@
+//! The Palisade runtime enforcer: runs beside the application in a pod with
+//! a shared process namespace, unprivileged, and reports drift and
+//! behaviour to the policy service (stopping violators under enforce).
+
+pub mod config;
+pub mod drift;
+pub mod files;
+pub mod http;
+pub mod monitor;
+pub mod policy;
+pub mod procfs;
+pub mod report;
+pub mod sockets;
