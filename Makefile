@@ -3,13 +3,14 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build run test lint fmt e2e e2e-binaries bench clean
+.PHONY: help build run test lint fmt e2e e2e-kube e2e-pod e2e-binaries bench clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## Build every crate (release)
-	$(CARGO) build --release --workspace
+build: ## Build every crate (release; the enforcer size-optimised)
+	$(CARGO) build --release -p palisade-webhook
+	$(CARGO) build --profile release-small -p palisade-enforcer
 
 run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, policies/)
 	$(CARGO) run --release -p palisade-webhook --bin palisade -- serve
@@ -27,9 +28,15 @@ fmt:
 e2e-binaries: ## Build pinned etcd, kube-apiserver, kube-controller-manager, kubectl, helm (cached)
 	PALISADE_E2E_CACHE=$(E2E_CACHE) bash tests/e2e/build-binaries.sh
 
-e2e: e2e-binaries ## End-to-end against a real kube-apiserver + controller-manager
+e2e: e2e-kube e2e-pod ## Both end-to-end suites
+
+e2e-kube: e2e-binaries ## End-to-end against a real kube-apiserver + controller-manager
 	$(CARGO) build --release -p palisade-webhook --bin palisade
 	PALISADE_E2E_CACHE=$(E2E_CACHE) bash tests/e2e/run.sh
+
+e2e-pod: build ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
+	PALISADE_BIN=target/release/palisade PALISADE_ENFORCER_BIN=target/release-small/palisade-enforcer \
+	  bash tests/sidecar/run.sh
 
 clean:
 	$(CARGO) clean

@@ -18,6 +18,8 @@ pub struct Settings {
     /// `/proc`; tests point it elsewhere only for fixtures.
     pub proc_root: PathBuf,
     pub interval: Duration,
+    /// How often the pod's socket tables are scanned (listeners, egress).
+    pub socket_interval: Duration,
     /// Downward API file with the pod's labels (`key="value"` lines).
     pub labels_file: Option<PathBuf>,
     /// Largest spool file before events are dropped (and counted).
@@ -35,14 +37,30 @@ impl Settings {
         let path = |var: &str| get(var).filter(|v| !v.is_empty()).map(PathBuf::from);
         let interval_ms = match get("PALISADE_INTERVAL_MS") {
             None => 250,
-            Some(v) => v.parse::<u64>().ok().filter(|n| (10..=10_000).contains(n)).ok_or(
-                ConfigError::Invalid {
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (10..=10_000).contains(n))
+                .ok_or(ConfigError::Invalid {
                     var: "PALISADE_INTERVAL_MS",
                     problem: format!("{v:?} must be 10..=10000"),
-                },
-            )?,
+                })?,
         };
-        let token = match (get("PALISADE_REPORT_TOKEN"), path("PALISADE_REPORT_TOKEN_FILE")) {
+        let socket_interval_ms = match get("PALISADE_SOCKET_INTERVAL_MS") {
+            None => 1000,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (100..=60_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    var: "PALISADE_SOCKET_INTERVAL_MS",
+                    problem: format!("{v:?} must be 100..=60000"),
+                })?,
+        };
+        let token = match (
+            get("PALISADE_REPORT_TOKEN"),
+            path("PALISADE_REPORT_TOKEN_FILE"),
+        ) {
             (Some(t), _) if !t.is_empty() => Some(t),
             (_, Some(file)) => Some(
                 std::fs::read_to_string(&file)
@@ -64,9 +82,11 @@ impl Settings {
             policy_url: get("PALISADE_POLICY_URL").filter(|v| !v.is_empty()),
             token,
             ca_file: path("PALISADE_CA_FILE"),
-            state_dir: path("PALISADE_STATE_DIR").unwrap_or_else(|| PathBuf::from("/var/run/palisade")),
+            state_dir: path("PALISADE_STATE_DIR")
+                .unwrap_or_else(|| PathBuf::from("/var/run/palisade")),
             proc_root: path("PALISADE_PROC").unwrap_or_else(|| PathBuf::from("/proc")),
             interval: Duration::from_millis(interval_ms),
+            socket_interval: Duration::from_millis(socket_interval_ms),
             labels_file: path("PALISADE_LABELS_FILE"),
             spool_max_bytes: 8 * 1024 * 1024,
         })
@@ -74,7 +94,11 @@ impl Settings {
 
     /// `key=value,key2=value2` from the downward API labels file.
     pub fn labels_query(&self) -> String {
-        let Some(text) = self.labels_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) else {
+        let Some(text) = self
+            .labels_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        else {
             return String::new();
         };
         text.lines()
@@ -105,7 +129,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("labels");
         std::fs::write(&file, "app=\"web\"\ntier=\"front\"\n").unwrap();
-        let s = Settings::from_env(|k| (k == "PALISADE_LABELS_FILE").then(|| file.display().to_string())).unwrap();
+        let s = Settings::from_env(|k| {
+            (k == "PALISADE_LABELS_FILE").then(|| file.display().to_string())
+        })
+        .unwrap();
         assert_eq!(s.labels_query(), "app=web,tier=front");
     }
 }

@@ -12,7 +12,15 @@ use sha2::{Digest, Sha256};
 
 /// Directories whose executables make up the image's programs.
 const PROGRAM_DIRS: &[&str] = &[
-    "bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin", "usr/libexec", "opt", "app",
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "usr/local/bin",
+    "usr/local/sbin",
+    "usr/libexec",
+    "opt",
+    "app",
 ];
 const MAX_BASELINE_FILES: usize = 50_000;
 const MAX_DEPTH: usize = 4;
@@ -20,9 +28,16 @@ const MAX_DEPTH: usize = 4;
 /// (inode, size, mtime) of an executable at baseline time.
 type Fingerprint = (u64, u64, i64);
 
+/// Executables by a hash of their path: an image holds thousands, and the
+/// enforcer must stay small (a 64-bit key, not the path, per file).
 #[derive(Debug, Default)]
 pub struct Baseline {
-    files: HashMap<String, Fingerprint>,
+    files: HashMap<u64, Fingerprint>,
+}
+
+fn path_key(path: &str) -> u64 {
+    let digest = Sha256::digest(path.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
 impl Baseline {
@@ -33,6 +48,7 @@ impl Baseline {
         for dir in PROGRAM_DIRS {
             walk(root, &Path::new("/").join(dir), 0, &mut files);
         }
+        files.shrink_to_fit();
         Self { files }
     }
 
@@ -45,7 +61,7 @@ impl Baseline {
     }
 }
 
-fn walk(root: &Path, dir: &Path, depth: usize, files: &mut HashMap<String, Fingerprint>) {
+fn walk(root: &Path, dir: &Path, depth: usize, files: &mut HashMap<u64, Fingerprint>) {
     if depth > MAX_DEPTH || files.len() >= MAX_BASELINE_FILES {
         return;
     }
@@ -55,16 +71,21 @@ fn walk(root: &Path, dir: &Path, depth: usize, files: &mut HashMap<String, Finge
     for entry in entries.flatten() {
         let path = dir.join(entry.file_name());
         // symlink_metadata: links are recorded by their own path below.
-        let Ok(meta) = fs::metadata(entry.path()) else { continue };
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
         if meta.is_dir() {
             walk(root, &path, depth + 1, files);
         } else if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            files.insert(path.to_string_lossy().into_owned(), fingerprint(&meta));
+            files.insert(path_key(&path.to_string_lossy()), fingerprint(&meta));
             // Programs are usually exec'd through symlinks (/bin -> usr/bin);
             // the kernel reports the resolved path, so record that too.
             if let Ok(real) = fs::canonicalize(entry.path()) {
                 if let Ok(rel) = real.strip_prefix(root) {
-                    files.insert(Path::new("/").join(rel).to_string_lossy().into_owned(), fingerprint(&meta));
+                    files.insert(
+                        path_key(&Path::new("/").join(rel).to_string_lossy()),
+                        fingerprint(&meta),
+                    );
                 }
             }
         }
@@ -146,7 +167,7 @@ pub fn classify(
         out.push(Finding::FromTemporaryDir(dir.clone()));
     }
     if let Some(baseline) = baseline {
-        match (baseline.files.get(path), current) {
+        match (baseline.files.get(&path_key(path)), current) {
             (None, _) => out.push(Finding::NotInImage),
             (Some(before), Some(now)) if *before != fingerprint(now) => out.push(Finding::Modified),
             _ => {}
@@ -187,7 +208,10 @@ mod tests {
 
     #[test]
     fn container_paths_strip_roots_and_deleted_markers() {
-        assert_eq!(container_path("/usr/bin/sleep", Some(Path::new("/"))), ("/usr/bin/sleep".into(), false));
+        assert_eq!(
+            container_path("/usr/bin/sleep", Some(Path::new("/"))),
+            ("/usr/bin/sleep".into(), false)
+        );
         assert_eq!(
             container_path("/x/merged/tmp/evil (deleted)", Some(Path::new("/x/merged"))),
             ("/tmp/evil".into(), true)
@@ -206,17 +230,43 @@ mod tests {
         assert_eq!(baseline.len(), 1, "only executables");
 
         let meta = fs::metadata(&tool).unwrap();
-        assert!(classify("/usr/bin/tool", false, &temp(), Some(&baseline), Some(&meta)).is_empty());
-        assert_eq!(classify("/usr/bin/new", false, &temp(), Some(&baseline), None), [Finding::NotInImage]);
+        assert!(classify(
+            "/usr/bin/tool",
+            false,
+            &temp(),
+            Some(&baseline),
+            Some(&meta)
+        )
+        .is_empty());
+        assert_eq!(
+            classify("/usr/bin/new", false, &temp(), Some(&baseline), None),
+            [Finding::NotInImage]
+        );
         assert_eq!(
             classify("/tmp/x", true, &temp(), Some(&baseline), None),
-            [Finding::Deleted, Finding::FromTemporaryDir("/tmp".into()), Finding::NotInImage]
+            [
+                Finding::Deleted,
+                Finding::FromTemporaryDir("/tmp".into()),
+                Finding::NotInImage
+            ]
         );
-        assert_eq!(classify("/memfd:payload", true, &temp(), Some(&baseline), None), [Finding::Fileless]);
+        assert_eq!(
+            classify("/memfd:payload", true, &temp(), Some(&baseline), None),
+            [Finding::Fileless]
+        );
 
         std::fs::write(&tool, b"#!/bin/sh\necho changed\n").unwrap();
         let changed = fs::metadata(&tool).unwrap();
-        assert_eq!(classify("/usr/bin/tool", false, &temp(), Some(&baseline), Some(&changed)), [Finding::Modified]);
+        assert_eq!(
+            classify(
+                "/usr/bin/tool",
+                false,
+                &temp(),
+                Some(&baseline),
+                Some(&changed)
+            ),
+            [Finding::Modified]
+        );
         // Without a baseline (root unreadable), only path-based findings.
         assert!(classify("/usr/bin/new", false, &temp(), None, None).is_empty());
     }

@@ -58,11 +58,14 @@ impl FileWatcher {
                 break;
             }
             for event in events {
-                let (Some(name), Some((host_dir, dir))) = (event.name, self.watches.get(&event.wd)) else {
+                let (Some(name), Some((host_dir, dir))) = (event.name, self.watches.get(&event.wd))
+                else {
                     continue;
                 };
                 let host = host_dir.join(&name);
-                let Ok(meta) = std::fs::metadata(&host) else { continue };
+                let Ok(meta) = std::fs::metadata(&host) else {
+                    continue;
+                };
                 if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                     continue;
                 }
@@ -95,7 +98,13 @@ mod tests {
         std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         let found = watcher.poll();
-        assert_eq!(found, [NewExecutable { path: "/tmp/tool".into(), size: 10 }]);
+        assert_eq!(
+            found,
+            [NewExecutable {
+                path: "/tmp/tool".into(),
+                size: 10
+            }]
+        );
         assert!(watcher.poll().is_empty(), "reported once");
     }
 }

@@ -28,7 +28,10 @@ pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpErr
             path: shown.clone(),
             source,
         })?;
-        let cert = Certificate::from_pem(&pem).map_err(|source| HttpError::Ca { path: shown, source })?;
+        let cert = Certificate::from_pem(&pem).map_err(|source| HttpError::Ca {
+            path: shown,
+            source,
+        })?;
         tls = tls.root_certs(RootCerts::Specific(Arc::new(vec![cert])));
     }
     let tls = tls.build();
@@ -40,5 +43,8 @@ pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpErr
             .build()
             .into()
     };
-    Ok((agent(Duration::from_secs(40)), agent(Duration::from_secs(10))))
+    Ok((
+        agent(Duration::from_secs(40)),
+        agent(Duration::from_secs(10)),
+    ))
 }

@@ -12,6 +12,12 @@ use palisade_enforcer::policy::{self, PolicyHolder};
 use palisade_enforcer::report::{self, now_ms};
 
 fn main() -> anyhow::Result<()> {
+    // One malloc arena for all threads: the enforcer is mostly idle and must
+    // stay within a few MiB of RSS in every pod.
+    // SAFETY: mallopt only tunes the allocator; called before other threads exist.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -19,7 +25,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_ansi(false)
         .init();
-    let settings = Settings::from_env(|k| std::env::var(k).ok()).context("reading PALISADE_* settings")?;
+    let settings =
+        Settings::from_env(|k| std::env::var(k).ok()).context("reading PALISADE_* settings")?;
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("creating state directory {}", settings.state_dir.display()))?;
 
@@ -38,10 +45,14 @@ fn main() -> anyhow::Result<()> {
         let (settings, holder, stop) = (settings.clone(), holder.clone(), stop.clone());
         std::thread::Builder::new()
             .name("policy".into())
+            .stack_size(256 * 1024)
             .spawn(move || policy::fetch_loop(policy_agent, settings, holder, stop))
             .context("starting the policy thread")?
     };
 
+    let mut monitor = Monitor::new(settings.clone(), holder, reporter.clone());
+    // "Started" once the first pass has taken baselines and set watches.
+    monitor.tick();
     let signals = observable_signals(&settings);
     tracing::info!(%signals, "enforcer started");
     reporter.report(Event {
@@ -55,8 +66,7 @@ fn main() -> anyhow::Result<()> {
         process: None,
         action: None,
     });
-
-    let mut monitor = Monitor::new(settings.clone(), holder, reporter);
+    drop(reporter);
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         monitor.tick();

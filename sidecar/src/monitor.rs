@@ -44,11 +44,15 @@ pub struct Monitor {
     reporter: Reporter,
     self_pid: i32,
     known: HashMap<i32, Seen>,
+    /// Rules already reported per process (a re-exec or deletion re-judges
+    /// the process; only what is new is reported).
+    reported: HashSet<(i32, u64, &'static str)>,
     baselines: HashMap<(u64, u64), Baseline>,
     files: Option<FileWatcher>,
     listeners: HashSet<(Proto, u16)>,
     egress: HashSet<(IpAddr, u16)>,
     first_pass: bool,
+    last_socket_scan: Option<std::time::Instant>,
 }
 
 impl Monitor {
@@ -66,11 +70,13 @@ impl Monitor {
             reporter,
             self_pid: std::process::id() as i32,
             known: HashMap::new(),
+            reported: HashSet::new(),
             baselines: HashMap::new(),
             files,
             listeners: HashSet::new(),
             egress: HashSet::new(),
             first_pass: true,
+            last_socket_scan: None,
         }
     }
 
@@ -83,12 +89,15 @@ impl Monitor {
         let pids = procfs::pids(self.proc_root());
         let alive: HashSet<i32> = pids.iter().copied().collect();
         self.known.retain(|pid, _| alive.contains(pid));
+        self.reported.retain(|(pid, _, _)| alive.contains(pid));
         for pid in pids {
             // PID 1 is the pod's infrastructure (pause) process.
             if pid == self.self_pid || pid == 1 {
                 continue;
             }
-            let Some(proc) = procfs::read(self.proc_root(), pid) else { continue };
+            let Some(proc) = procfs::read(self.proc_root(), pid) else {
+                continue;
+            };
             let exe = procfs::exe_link(self.proc_root(), pid).ok();
             let seen = Seen {
                 start: proc.start,
@@ -100,7 +109,15 @@ impl Monitor {
             self.known.insert(pid, seen);
             self.evaluate_process(&proc, exe.as_deref(), &bundle);
         }
-        self.check_sockets(&bundle);
+        // Socket tables are costly to read on big hosts (see sockets.rs):
+        // they are scanned on their own, slower, schedule.
+        if self
+            .last_socket_scan
+            .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
+        {
+            self.last_socket_scan = Some(std::time::Instant::now());
+            self.check_sockets(&bundle);
+        }
         self.check_files(&bundle);
         self.first_pass = false;
     }
@@ -110,10 +127,21 @@ impl Monitor {
         let root_id = procfs::root_id(self.proc_root(), proc.pid);
         if let Some(id) = root_id {
             if !self.baselines.contains_key(&id) {
-                let baseline = Baseline::scan(&root);
-                tracing::info!(pid = proc.pid, executables = baseline.len(), "baseline taken for a container");
-                self.baselines.insert(id, baseline);
+                // Watch first: files dropped while the baseline is taken are seen.
                 self.watch_dirs(&root, bundle);
+                let baseline = Baseline::scan(&root);
+                tracing::info!(
+                    pid = proc.pid,
+                    executables = baseline.len(),
+                    "baseline taken for a container"
+                );
+                self.baselines.insert(id, baseline);
+                // The walk's transient allocations are freed; hand the pages
+                // back so they do not count against the pod's memory.
+                // SAFETY: malloc_trim only releases free heap memory.
+                unsafe {
+                    nix::libc::malloc_trim(0);
+                }
             }
         }
         let mut violations = Vec::new();
@@ -133,10 +161,14 @@ impl Monitor {
             for finding in drift::classify(&path, deleted, &temp_dirs, baseline, current.as_ref()) {
                 let message = match &finding {
                     drift::Finding::Fileless => format!("{} runs from memory ({path})", proc.comm),
-                    drift::Finding::Deleted => format!("{} runs a deleted executable {path}", proc.comm),
+                    drift::Finding::Deleted => {
+                        format!("{} runs a deleted executable {path}", proc.comm)
+                    }
                     drift::Finding::FromTemporaryDir(dir) => format!("{path} executed from {dir}"),
                     drift::Finding::NotInImage => format!("{path} is not in the container image"),
-                    drift::Finding::Modified => format!("{path} changed since the container started"),
+                    drift::Finding::Modified => {
+                        format!("{path} changed since the container started")
+                    }
                 };
                 violations.push(Violation {
                     rule: finding.rule(),
@@ -146,14 +178,19 @@ impl Monitor {
             }
             exe_path = Some(path);
         }
-        let exe_name = exe_path.as_deref().and_then(|p| Path::new(p).file_name()).and_then(|n| n.to_str());
-        let names: Vec<&str> = std::iter::once(proc.comm.as_str()).chain(exe_name).collect();
-        let denied = strictest(
-            bundle
-                .policies
+        let exe_name = exe_path
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .and_then(|n| n.to_str());
+        let names: Vec<&str> = std::iter::once(proc.comm.as_str())
+            .chain(exe_name)
+            .collect();
+        let denied = strictest(bundle.policies.iter().filter(|p| {
+            p.rules
+                .denied_processes
                 .iter()
-                .filter(|p| p.rules.denied_processes.iter().any(|d| names.contains(&d.as_str()))),
-        );
+                .any(|d| names.contains(&d.as_str()))
+        }));
         if let Some(policy) = denied {
             violations.push(Violation {
                 rule: "behavior/denied-process",
@@ -163,7 +200,11 @@ impl Monitor {
         }
         let unexpected = strictest(bundle.policies.iter().filter(|p| {
             !p.rules.allowed_processes.is_empty()
-                && !p.rules.allowed_processes.iter().any(|a| names.contains(&a.as_str()))
+                && !p
+                    .rules
+                    .allowed_processes
+                    .iter()
+                    .any(|a| names.contains(&a.as_str()))
         }));
         if let Some(policy) = unexpected {
             violations.push(Violation {
@@ -172,6 +213,7 @@ impl Monitor {
                 message: format!("process {} is not in the allowed list", proc.comm),
             });
         }
+        violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
         if violations.is_empty() {
             return;
         }
@@ -182,8 +224,15 @@ impl Monitor {
             uid: proc.uid,
             comm: proc.comm.clone(),
             exe: exe_path,
-            cmdline: procfs::cmdline(self.proc_root(), proc.pid).into_iter().take(MAX_ARGS).collect(),
-            sha256: if is_drift { drift::hash_exe(self.proc_root(), proc.pid, HASH_LIMIT) } else { None },
+            cmdline: procfs::cmdline(self.proc_root(), proc.pid)
+                .into_iter()
+                .take(MAX_ARGS)
+                .collect(),
+            sha256: if is_drift {
+                drift::hash_exe(self.proc_root(), proc.pid, HASH_LIMIT)
+            } else {
+                None
+            },
         };
         let action = violations
             .iter()
@@ -195,7 +244,11 @@ impl Monitor {
     }
 
     fn emit(&self, v: &Violation<'_>, process: Option<ProcessInfo>, action: Option<String>) {
-        let kind = if v.rule.starts_with("drift/") { EventKind::Drift } else { EventKind::Behavior };
+        let kind = if v.rule.starts_with("drift/") {
+            EventKind::Drift
+        } else {
+            EventKind::Behavior
+        };
         self.reporter.report(Event {
             id: self.reporter.next_id(),
             time_ms: now_ms(),
@@ -210,16 +263,20 @@ impl Monitor {
     }
 
     fn watch_dirs(&mut self, root: &Path, bundle: &RuntimeBundle) {
-        let Some(files) = self.files.as_mut() else { return };
+        let Some(files) = self.files.as_mut() else {
+            return;
+        };
         for dir in watched_paths(bundle) {
             if let Err(e) = files.watch(root, &dir) {
-                tracing::debug!(dir, error = %e, "cannot watch directory");
+                tracing::warn!(dir, error = %e, "cannot watch directory for new executables");
             }
         }
     }
 
     fn check_files(&mut self, bundle: &RuntimeBundle) {
-        let Some(files) = self.files.as_mut() else { return };
+        let Some(files) = self.files.as_mut() else {
+            return;
+        };
         let found = files.poll();
         let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) else {
             return;
@@ -228,40 +285,69 @@ impl Monitor {
             let v = Violation {
                 rule: "drift/new-executable-file",
                 policy,
-                message: format!("executable file {} ({} bytes) appeared", file.path, file.size),
+                message: format!(
+                    "executable file {} ({} bytes) appeared",
+                    file.path, file.size
+                ),
             };
             self.emit(&v, None, None);
         }
     }
 
     fn check_sockets(&mut self, bundle: &RuntimeBundle) {
-        let own: HashSet<u64> = procfs::socket_inodes(self.proc_root(), self.self_pid).into_iter().collect();
+        let own: HashSet<u64> = procfs::socket_inodes(self.proc_root(), self.self_pid)
+            .into_iter()
+            .collect();
         let egress_rules: Vec<(&RuntimePolicy, Vec<EgressRule>)> = bundle
             .policies
             .iter()
             .filter(|p| !p.rules.egress_allow.is_empty())
-            .map(|p| (p, p.rules.egress_allow.iter().filter_map(|r| EgressRule::parse(r).ok()).collect()))
+            .map(|p| {
+                (
+                    p,
+                    p.rules
+                        .egress_allow
+                        .iter()
+                        .filter_map(|r| EgressRule::parse(r).ok())
+                        .collect(),
+                )
+            })
             .collect();
-        for socket in sockets::all(self.proc_root()) {
+        let sockets = sockets::all(self.proc_root());
+        // Accepted connections share their local port with a listener:
+        // they are inbound, not egress.
+        let listening: HashSet<u16> = sockets
+            .iter()
+            .filter(|s| s.is_listener())
+            .map(|s| s.local.1)
+            .collect();
+        for socket in sockets {
             if own.contains(&socket.inode) {
                 continue;
             }
             if socket.is_listener() && self.listeners.insert((socket.proto, socket.local.1)) {
                 let port = socket.local.1;
                 let policy = strictest(bundle.policies.iter().filter(|p| {
-                    !p.rules.allowed_listen_ports.is_empty() && !p.rules.allowed_listen_ports.contains(&port)
+                    !p.rules.allowed_listen_ports.is_empty()
+                        && !p.rules.allowed_listen_ports.contains(&port)
                 }));
                 if let Some(policy) = policy {
                     let v = Violation {
                         rule: "behavior/unexpected-listener",
                         policy,
-                        message: format!("{:?} listener on {}:{port}", socket.proto, socket.local.0),
+                        message: format!(
+                            "{:?} listener on {}:{port}",
+                            socket.proto, socket.local.0
+                        ),
                     };
                     let (process, action) = self.owner_action(socket.inode, policy.mode);
                     self.emit(&v, process, action);
                 }
             }
-            if socket.is_egress() && self.egress.insert(socket.remote) {
+            if socket.is_egress()
+                && !listening.contains(&socket.local.1)
+                && self.egress.insert(socket.remote)
+            {
                 let (ip, port) = socket.remote;
                 let policy = strictest(
                     egress_rules
@@ -273,7 +359,9 @@ impl Monitor {
                     let v = Violation {
                         rule: "behavior/unexpected-egress",
                         policy,
-                        message: format!("connection to {ip}:{port} is not in the egress allow-list"),
+                        message: format!(
+                            "connection to {ip}:{port} is not in the egress allow-list"
+                        ),
                     };
                     let (process, action) = self.owner_action(socket.inode, policy.mode);
                     self.emit(&v, process, action);
@@ -297,7 +385,10 @@ impl Monitor {
             uid: p.uid,
             comm: p.comm.clone(),
             exe: None,
-            cmdline: procfs::cmdline(self.proc_root(), p.pid).into_iter().take(MAX_ARGS).collect(),
+            cmdline: procfs::cmdline(self.proc_root(), p.pid)
+                .into_iter()
+                .take(MAX_ARGS)
+                .collect(),
             sha256: None,
         });
         let action = (mode == Mode::Enforce).then(|| match &owner {
@@ -353,7 +444,11 @@ pub fn observable_signals(settings: &Settings) -> String {
                 .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         })
         .is_some_and(|caps| caps & (1 << 19) != 0);
-    let others = if ptrace || uid == 0 { "all processes" } else { "processes of the same UID" };
+    let others = if ptrace || uid == 0 {
+        "all processes"
+    } else {
+        "processes of the same UID"
+    };
     let sockets = PathBuf::from(proc_root).join("self/net/tcp").exists();
     format!(
         "uid {uid}: process list, names and command lines of every process; \

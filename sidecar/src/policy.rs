@@ -21,7 +21,9 @@ pub struct PolicyHolder {
 
 /// Audit-only defaults: drift, shells and common attacker tooling.
 pub fn builtin_defaults() -> RuntimeBundle {
-    let denied = ["sh", "bash", "dash", "ash", "zsh", "nc", "ncat", "socat", "curl", "wget"];
+    let denied = [
+        "sh", "bash", "dash", "ash", "zsh", "nc", "ncat", "socat", "curl", "wget",
+    ];
     RuntimeBundle {
         etag: "builtin".into(),
         policies: vec![RuntimePolicy {
@@ -51,7 +53,10 @@ impl PolicyHolder {
     }
 
     pub fn current(&self) -> Arc<RuntimeBundle> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn replace(&self, bundle: RuntimeBundle) {
@@ -77,7 +82,12 @@ fn save_cache(state_dir: &Path, bundle: &RuntimeBundle) -> std::io::Result<()> {
 
 /// Long-polls the service for changes until `stop`; on errors keeps the
 /// current policy and retries with backoff.
-pub fn fetch_loop(agent: ureq::Agent, settings: Settings, holder: Arc<PolicyHolder>, stop: Arc<AtomicBool>) {
+pub fn fetch_loop(
+    agent: ureq::Agent,
+    settings: Settings,
+    holder: Arc<PolicyHolder>,
+    stop: Arc<AtomicBool>,
+) {
     let Some(base) = settings.policy_url.clone() else {
         return;
     };
@@ -96,24 +106,29 @@ pub fn fetch_loop(agent: ureq::Agent, settings: Settings, holder: Arc<PolicyHold
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
         match request.call() {
-            Ok(mut resp) if resp.status() == 200 => match resp.body_mut().read_json::<RuntimeBundle>() {
-                Ok(bundle) => {
-                    tracing::info!(etag = %bundle.etag, policies = bundle.policies.len(), "runtime policy updated");
-                    if let Err(e) = save_cache(&settings.state_dir, &bundle) {
-                        tracing::warn!(error = %e, "cannot cache the policy");
+            Ok(mut resp) if resp.status() == 200 => {
+                match resp.body_mut().read_json::<RuntimeBundle>() {
+                    Ok(bundle) => {
+                        tracing::info!(etag = %bundle.etag, policies = bundle.policies.len(), "runtime policy updated");
+                        if let Err(e) = save_cache(&settings.state_dir, &bundle) {
+                            tracing::warn!(error = %e, "cannot cache the policy");
+                        }
+                        holder.replace(bundle);
+                        backoff = Duration::from_millis(500);
                     }
-                    holder.replace(bundle);
-                    backoff = Duration::from_millis(500);
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable policy from the service; keeping the current one");
+                        sleep_unless_stopped(&stop, backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable policy from the service; keeping the current one");
-                    sleep_unless_stopped(&stop, backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            },
+            }
             Ok(resp) if resp.status() == 304 => backoff = Duration::from_millis(500),
             Ok(resp) => {
-                tracing::warn!(status = resp.status().as_u16(), "policy service refused the policy request");
+                tracing::warn!(
+                    status = resp.status().as_u16(),
+                    "policy service refused the policy request"
+                );
                 sleep_unless_stopped(&stop, backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

@@ -67,7 +67,8 @@ pub fn cmdline(proc_root: &Path, pid: i32) -> Vec<String> {
 /// The executable as the kernel names it: a path, `PATH (deleted)`, or
 /// `/memfd:NAME (deleted)`. Needs the process's UID (or CAP_SYS_PTRACE).
 pub fn exe_link(proc_root: &Path, pid: i32) -> std::io::Result<String> {
-    fs::read_link(proc_root.join(pid.to_string()).join("exe")).map(|p| p.to_string_lossy().into_owned())
+    fs::read_link(proc_root.join(pid.to_string()).join("exe"))
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The process's root directory as seen from here, e.g. `/` or a chroot.
@@ -90,7 +91,10 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Vec<u64> {
         .filter_map(|fd| {
             let target = fs::read_link(fd.path()).ok()?;
             let text = target.to_str()?;
-            text.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -102,7 +106,10 @@ mod tests {
     #[test]
     fn parses_stat_with_awkward_comm() {
         let line = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
-        assert_eq!(parse_stat(line), Some(("my (odd) app".to_string(), 1, 987654)));
+        assert_eq!(
+            parse_stat(line),
+            Some(("my (odd) app".to_string(), 1, 987654))
+        );
         assert_eq!(parse_stat("garbage"), None);
     }
 

@@ -16,7 +16,8 @@ use palisade_common::wire::{Event, EventKind, ReportBatch};
 
 use crate::config::Settings;
 
-const QUEUE: usize = 4096;
+// Slots are allocated up front: 1024 events is about 256 KiB.
+const QUEUE: usize = 1024;
 const BATCH: usize = 500;
 const SPOOL_FILE: &str = "spool.jsonl";
 
@@ -82,6 +83,7 @@ pub fn spawn(settings: Settings, agent: ureq::Agent) -> (Reporter, JoinHandle<()
     };
     let handle = std::thread::Builder::new()
         .name("reporter".into())
+        .stack_size(256 * 1024)
         .spawn(move || Sender::new(settings, agent, dropped, ids).run(rx))
         .expect("spawn reporter thread");
     (reporter, handle)
@@ -99,7 +101,12 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(settings: Settings, agent: ureq::Agent, dropped: Arc<AtomicU64>, ids: Arc<EventIds>) -> Self {
+    fn new(
+        settings: Settings,
+        agent: ureq::Agent,
+        dropped: Arc<AtomicU64>,
+        ids: Arc<EventIds>,
+    ) -> Self {
         let spool = settings.state_dir.join(SPOOL_FILE);
         Self {
             settings,
@@ -204,7 +211,8 @@ impl Sender {
             // A batch the service will never accept is not retried forever.
             Ok(resp) if resp.status() == 400 => {
                 tracing::error!("policy service rejected a report batch as malformed; dropping it");
-                self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.dropped
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Ok(resp) => Err(format!("HTTP {}", resp.status())),
@@ -249,7 +257,9 @@ impl Sender {
             return Vec::new();
         };
         let _ = std::fs::remove_file(&self.spool);
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 

@@ -45,12 +45,41 @@ impl Socket {
 /// (`/proc/self/net/...`).
 pub fn all(proc_root: &Path) -> Vec<Socket> {
     let mut out = Vec::new();
-    for (file, proto) in [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)] {
-        if let Ok(text) = std::fs::read_to_string(proc_root.join("self/net").join(file)) {
+    for (file, proto) in [
+        ("tcp", Proto::Tcp),
+        ("tcp6", Proto::Tcp),
+        ("udp", Proto::Udp),
+        ("udp6", Proto::Udp),
+    ] {
+        if let Some(text) = read_table(&proc_root.join("self/net").join(file)) {
             out.extend(text.lines().skip(1).filter_map(|l| parse_line(l, proto)));
         }
     }
     out
+}
+
+/// Reads a /proc/net table in as few read() calls as possible: each call
+/// makes the kernel walk the host-wide connection hash table from the
+/// start (milliseconds on large hosts), so a small-buffer read loop, and
+/// the final read that only confirms end-of-file, are avoided.
+fn read_table(path: &Path) -> Option<String> {
+    const CHUNK: usize = 256 * 1024;
+    // A record is under 200 bytes: a read that stops this far short of a
+    // full buffer reached the end of the table.
+    const SLACK: usize = 4096;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut len = 0;
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf[len..]).ok()?;
+        len += n;
+        if n == 0 || buf.len() - len > SLACK {
+            break;
+        }
+        buf.resize(buf.len() + CHUNK, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 fn parse_line(line: &str, proto: Proto) -> Option<Socket> {
@@ -108,6 +137,8 @@ mod tests {
     fn sees_a_real_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(all(Path::new("/proc")).iter().any(|s| s.is_listener() && s.local.1 == port));
+        assert!(all(Path::new("/proc"))
+            .iter()
+            .any(|s| s.is_listener() && s.local.1 == port));
     }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# PID 1 of the simulated pod (see run.sh): sets up the pod's network and
+# the app container's root, then stands in for the pause container.
+set -euo pipefail
+W="$1"
+APP_UID=1000
+
+# --- the pod's network: loopback plus two non-loopback addresses for egress tests.
+ip link set lo up
+ip addr add 192.0.2.1/32 dev lo
+ip addr add 192.0.2.2/32 dev lo
+
+# --- the app container: overlayfs over the host root (the "image").
+mkdir -p "$W"/{upper,ovwork,merged,state,data,policies}
+mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/ovwork" "$W/merged"
+mount --rbind /dev "$W/merged/dev"
+mount -t proc proc "$W/merged/proc"
+chown "$APP_UID:$APP_UID" "$W/state"
+
+touch "$W/pod-ready"
+exec sleep 100000
