@@ -38,5 +38,8 @@ e2e-pod: build ## Enforcer in a simulated pod (namespaces, overlayfs) with a rea
 	PALISADE_BIN=target/release/palisade PALISADE_ENFORCER_BIN=target/release-small/palisade-enforcer \
 	  bash tests/sidecar/run.sh
 
+bench: ## Benchmarks; writes bench/RESULTS.md
+	bash bench/run.sh
+
 clean:
 	$(CARGO) clean

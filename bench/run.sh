@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# `make bench`: micro-benchmarks, load against the running webhook beside
+# the floor server (same client, same run), report ingestion into SQLite and
+# PostgreSQL, policy propagation to waiting enforcers, enforcer footprint.
+# Writes bench/RESULTS.md.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+BIN=target/release
+SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+CONNECTIONS="${BENCH_CONNECTIONS:-4}"
+W="$(mktemp -d /tmp/palisade-bench.XXXXXX)"
+ulimit -n 65536 2>/dev/null || ulimit -n 4096 || true
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+
+cargo build --release -p palisade-webhook -p palisade-bench >/dev/null 2>&1
+cargo build --profile release-small -p palisade-enforcer >/dev/null 2>&1
+
+echo "== micro-benchmarks (criterion)"
+cargo bench -p palisade-webhook --bench admission -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "^[a-z].*|time:" || true
+micro() { jq -r '.mean.point_estimate / 1000 | . * 100 | round / 100' "target/criterion/${1//\//_}/new/estimates.json"; }
+
+ADMIN="bench-admin-token-0123456789abcdef"
+serve() { # name port [extra env...]
+  local name="$1" port="$2"; shift 2
+  env PALISADE_LISTEN="127.0.0.1:$port" PALISADE_TLS__SELF_SIGNED_DIR="$W/$name-tls" \
+    PALISADE_SERVICE__DATA_DIR="$W/$name-data" PALISADE_SERVICE__ADMIN_TOKENS="$ADMIN" \
+    PALISADE_LOG__LEVEL=warn "$@" "$BIN/palisade" serve >"$W/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -fsS --cacert "$W/$name-tls/ca.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  cat "$W/$name.log"; return 1
+}
+
+serve palisade 19443
+"$BIN/palisade-bench" floor --listen 127.0.0.1:19444 --ca-out "$W/floor-ca.crt" 2>/dev/null &
+PIDS+=($!)
+sleep 0.5
+BODY=webhook/tests/fixtures/pod-create.json
+load() { # label addr path ca
+  "$BIN/palisade-bench" load --label "$1" --addr "$2" --path "$3" --ca "$4" --body "$BODY" \
+    --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN"
+}
+echo "== load over TLS, keep-alive, $CONNECTIONS connections, ${SECONDS_PER_RUN}s each"
+floor_json=$(load floor 127.0.0.1:19444 /mutate "$W/floor-ca.crt"); echo "$floor_json"
+mutate_json=$(load mutate 127.0.0.1:19443 /mutate "$W/palisade-tls/ca.crt"); echo "$mutate_json"
+validate_json=$(load validate 127.0.0.1:19443 /validate "$W/palisade-tls/ca.crt"); echo "$validate_json"
+
+echo "== report ingestion"
+sqlite_json=$("$BIN/palisade-bench" ingest --label sqlite --addr 127.0.0.1:19443 --ca "$W/palisade-tls/ca.crt" \
+  --token "$ADMIN" --seconds "$SECONDS_PER_RUN"); echo "$sqlite_json"
+pg_json='{"events_per_sec":"n/a"}'
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  pg_json=$(bash tests/with-postgres.sh bash -c '
+    env PALISADE_LISTEN=127.0.0.1:19445 PALISADE_TLS__SELF_SIGNED_DIR='"$W"'/pg-tls PALISADE_SERVICE__DATA_DIR='"$W"'/pg-data \
+      PALISADE_SERVICE__ADMIN_TOKENS='"$ADMIN"' PALISADE_SERVICE__DATABASE_URL="$PALISADE_TEST_POSTGRES_URL" PALISADE_LOG__LEVEL=warn \
+      '"$BIN"'/palisade serve >'"$W"'/pg.log 2>&1 & pid=$!
+    for _ in $(seq 100); do curl -fsS --cacert '"$W"'/pg-tls/ca.crt https://127.0.0.1:19445/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+    '"$BIN"'/palisade-bench ingest --label postgresql --addr 127.0.0.1:19445 --ca '"$W"'/pg-tls/ca.crt --token '"$ADMIN"' --seconds '"$SECONDS_PER_RUN"'
+    kill $pid' 2>/dev/null | tail -n 1)
+fi
+echo "$pg_json"
+
+echo "== policy propagation"
+prop_json=$("$BIN/palisade-bench" propagation --addr 127.0.0.1:19443 --ca "$W/palisade-tls/ca.crt" --token "$ADMIN" --pollers "${BENCH_POLLERS:-1000}")
+echo "$prop_json"
+
+echo "== enforcer footprint: a PID namespace with 200 processes"
+mkdir -p "$W/enforcer"
+# Its own PID namespace: the enforcer sees the 200 processes and nothing of the host.
+unshare --pid --fork --mount-proc bash -c '
+  for _ in $(seq 200); do sleep 600 & done
+  PALISADE_STATE_DIR="$1" exec "$2"' _ "$W/enforcer" target/release-small/palisade-enforcer >"$W/enforcer.log" 2>&1 &
+PIDS+=($!)
+sleep 3
+EPID=$(pgrep -n -x palisade-enforc)
+procs=$(( $(ls "/proc/$EPID/root/proc" 2>/dev/null | grep -c '^[0-9]') ))
+t0=$(awk '{print $14 + $15}' /proc/$EPID/stat); sleep 10; t1=$(awk '{print $14 + $15}' /proc/$EPID/stat)
+rss_kb=$(awk '/VmRSS/{print $2}' /proc/$EPID/status)
+cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d * 100 / (hz * 10)}')
+kill -KILL "$EPID" 2>/dev/null || true  # PID 1 of the namespace: takes the 200 with it
+echo "processes in the namespace: $procs, RSS ${rss_kb} KiB, CPU ${cpu_pct}% (250 ms scans)"
+
+f() { jq -r ".$2" <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
+{
+  echo "# Benchmark results"
+  echo
+  echo "Measured by \`make bench\` on $(date -u +%Y-%m-%d): $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB RAM."
+  echo "Load generator and servers share the machine; ratios compare runs of the same client in the same session."
+  echo
+  echo "## Micro-benchmarks (decode + decide + encode, one AdmissionReview, criterion mean)"
+  echo
+  echo "| Case | typical Pod (µs) | large Pod, 40 containers (µs) |"
+  echo "| --- | ---: | ---: |"
+  for c in "mutate" "validate" "decode+encode only (floor)"; do
+    echo "| $c | $(micro "$c/typical") | $(micro "$c/large") |"
+  done
+  echo
+  echo "## Webhook over TLS (HTTP/1.1 keep-alive, $CONNECTIONS connections, ${SECONDS_PER_RUN} s)"
+  echo
+  echo "| Server | requests/s | p50 (µs) | p99 (µs) | p99.9 (µs) | vs floor |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  for j in "$floor_json" "$mutate_json" "$validate_json"; do
+    echo "| $(f "$j" label) | $(f "$j" requests_per_sec) | $(f "$j" p50_us) | $(f "$j" p99_us) | $(f "$j" p999_us) | $(ratio "$(f "$j" requests_per_sec)" "$(f "$floor_json" requests_per_sec)")x |"
+  done
+  echo
+  echo "The floor parses the AdmissionReview and re-serialises an allowing response, over the same TLS stack, and nothing else."
+  echo
+  echo "## Policy service"
+  echo
+  echo "| Measure | Result |"
+  echo "| --- | ---: |"
+  echo "| Report ingestion into SQLite (batches of 100, 4 clients) | $(f "$sqlite_json" events_per_sec) events/s |"
+  echo "| Report ingestion into PostgreSQL (batches of 100, 4 clients) | $(f "$pg_json" events_per_sec) events/s |"
+  echo "| Push to $(f "$prop_json" pollers) waiting long-polls: median | $(f "$prop_json" p50_ms) ms |"
+  echo "| Push to $(f "$prop_json" pollers) waiting long-polls: last one | $(f "$prop_json" max_ms) ms |"
+  echo
+  echo "## Enforcer"
+  echo
+  echo "| Measure | Result |"
+  echo "| --- | ---: |"
+  echo "| Processes in the watched PID namespace | $procs |"
+  echo "| RSS | $rss_kb KiB |"
+  echo "| CPU while idle, 250 ms scans (10 s) | $cpu_pct % |"
+} >bench/RESULTS.md
+echo "wrote bench/RESULTS.md"

@@ -1,0 +1,410 @@
+//! `palisade-bench`: the load side of `make bench`.
+//!
+//! - `floor`: a minimal TLS server that only parses the AdmissionReview and
+//!   re-serialises an allowing response: the cost any webhook pays.
+//! - `load`: keep-alive HTTPS load on one endpoint; requests/s and latency
+//!   percentiles.
+//! - `ingest`: report batches into the policy service; events/s.
+//! - `propagation`: N enforcer long-polls waiting; one push; time until all
+//!   have the new policy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the floor (parse + re-serialise only) on ADDR; writes its CA to --ca-out.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: SocketAddr,
+        #[arg(long)]
+        ca_out: PathBuf,
+    },
+    /// HTTPS keep-alive load: POST BODY to URL PATH on ADDR.
+    Load {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/mutate")]
+        path: String,
+        #[arg(long)]
+        body: PathBuf,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Report ingestion: batches of --batch events from --connections clients.
+    Ingest {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Policy propagation to --pollers waiting enforcers.
+    Propagation {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value_t = 1000)]
+        pollers: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Floor { listen, ca_out } => floor(listen, ca_out).await,
+        Command::Load {
+            addr,
+            path,
+            body,
+            ca,
+            connections,
+            seconds,
+            label,
+        } => {
+            let body = Bytes::from(
+                std::fs::read(&body).with_context(|| format!("reading {}", body.display()))?,
+            );
+            let client = Client::new(addr, &ca)?;
+            load(client, path, body, connections, seconds, label).await
+        }
+        Command::Ingest {
+            addr,
+            ca,
+            token,
+            batch,
+            connections,
+            seconds,
+            label,
+        } => {
+            ingest(
+                Client::new(addr, &ca)?,
+                token,
+                batch,
+                connections,
+                seconds,
+                label,
+            )
+            .await
+        }
+        Command::Propagation {
+            addr,
+            ca,
+            token,
+            pollers,
+        } => propagation(Client::new(addr, &ca)?, token, pollers).await,
+    }
+}
+
+// ------------------------------------------------------------------ floor
+
+async fn floor(listen: SocketAddr, ca_out: PathBuf) -> anyhow::Result<()> {
+    let generated =
+        palisade_webhook::tls::generate_self_signed(&["127.0.0.1".into(), "localhost".into()])?;
+    std::fs::write(&ca_out, &generated.ca_pem)?;
+    let certs = CertificateDer::pem_slice_iter(generated.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(generated.key_pem.as_bytes())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("floor listening on {listen}");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let reply = match palisade_webhook::admission::decode(&body) {
+                        Ok(review) => palisade_webhook::admission::encode(
+                            kube::core::admission::AdmissionResponse::from(&review),
+                        ),
+                        Err(e) => e.to_string().into_bytes(),
+                    };
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(reply))))
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+        });
+    }
+}
+
+// ------------------------------------------------------------------ client
+
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    connector: TlsConnector,
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+impl Client {
+    fn new(addr: SocketAddr, ca: &PathBuf) -> anyhow::Result<Self> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(cert?)?;
+        }
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// One keep-alive HTTP/1.1 connection.
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = self.connector.connect(name, tcp).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+}
+
+async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+fn post(path: &str, token: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+    let mut req = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.header("content-length", body.len())
+        .body(Full::new(body))
+        .expect("valid request")
+}
+
+// ------------------------------------------------------------------ load
+
+async fn load(
+    client: Client,
+    path: String,
+    body: Bytes,
+    connections: usize,
+    seconds: u64,
+    label: String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, path, body) = (client.clone(), path.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut sender = client.connect().await?;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let (status, _) = send(&mut sender, post(&path, None, body.clone())).await?;
+                if status != 200 {
+                    bail!("HTTP {status}");
+                }
+                hist.record(started.elapsed().as_micros() as u64)?;
+            }
+            Ok::<_, anyhow::Error>(hist)
+        }));
+    }
+    let mut total = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        total.add(t.await??)?;
+    }
+    println!(
+        "{{\"label\":\"{label}\",\"requests_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"requests\":{}}}",
+        total.len() as f64 / seconds as f64,
+        total.value_at_quantile(0.5),
+        total.value_at_quantile(0.99),
+        total.value_at_quantile(0.999),
+        total.len()
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ ingest
+
+async fn ingest(
+    client: Client,
+    token: String,
+    batch: usize,
+    connections: usize,
+    seconds: u64,
+    label: String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for conn in 0..connections {
+        let (client, token) = (client.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = client.connect().await?;
+            let mut stored = 0u64;
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let events: Vec<serde_json::Value> = (0..batch)
+                    .map(|_| {
+                        seq += 1;
+                        serde_json::json!({"id": format!("bench-{conn}-{seq}"), "timeMs": seq, "kind": "behavior",
+                            "rule": "behavior/denied-process", "mode": "audit", "message": "sh started"})
+                    })
+                    .collect();
+                let body = serde_json::json!({"pod": {"namespace": "bench", "name": format!("pod-{conn}"), "uid": "u"}, "events": events});
+                let (status, reply) = send(&mut sender, post("/api/v1/reports", Some(&token), Bytes::from(body.to_string()))).await?;
+                if status != 200 {
+                    bail!("HTTP {status}: {}", String::from_utf8_lossy(&reply));
+                }
+                let result: serde_json::Value = serde_json::from_slice(&reply)?;
+                stored += result["stored"].as_u64().unwrap_or(0);
+            }
+            Ok::<_, anyhow::Error>(stored)
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await??;
+    }
+    println!(
+        "{{\"label\":\"{label}\",\"events_per_sec\":{:.0},\"events\":{stored}}}",
+        stored as f64 / seconds as f64
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ propagation
+
+async fn propagation(client: Client, token: String, pollers: usize) -> anyhow::Result<()> {
+    let get = |path: String| {
+        Request::get(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .expect("valid request")
+    };
+    let mut first = client.connect().await?;
+    let (_, body) = send(&mut first, get("/api/v1/bundle?namespace=bench".into())).await?;
+    let etag = serde_json::from_slice::<serde_json::Value>(&body)?["etag"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // Every poller connected and waiting before the push.
+    let mut senders = Vec::with_capacity(pollers);
+    for _ in 0..pollers {
+        senders.push(client.connect().await?);
+    }
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(pollers);
+    let pushed_at = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let mut tasks = Vec::new();
+    for mut sender in senders {
+        let req = get(format!(
+            "/api/v1/bundle?namespace=bench&etag={etag}&wait=30"
+        ));
+        let (ready_tx, pushed_at) = (ready_tx.clone(), pushed_at.clone());
+        tasks.push(tokio::spawn(async move {
+            sender.ready().await?;
+            let response = sender.send_request(req);
+            ready_tx.send(()).await.ok();
+            let resp = response.await?;
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await?;
+            let received = Instant::now();
+            let pushed = *pushed_at.get().context("answered before the push")?;
+            if status != 200 {
+                bail!("HTTP {status}");
+            }
+            Ok::<_, anyhow::Error>(received.duration_since(pushed))
+        }));
+    }
+    for _ in 0..pollers {
+        ready_rx.recv().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // requests reach the server
+    let policy = "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: bench-propagation}\nspec:\n  selector: {namespaces: [bench]}\n  runtime: {deniedProcesses: [nc]}\n";
+    let mut admin = client.connect().await?;
+    let push = Request::put("/api/v1/policies")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(policy)))?;
+    let _ = pushed_at.set(Instant::now());
+    let (status, reply) = send(&mut admin, push).await?;
+    if status != 200 {
+        bail!(
+            "push failed: HTTP {status}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        hist.record(t.await??.as_millis() as u64)?;
+    }
+    println!(
+        "{{\"label\":\"propagation\",\"pollers\":{pollers},\"p50_ms\":{},\"max_ms\":{}}}",
+        hist.value_at_quantile(0.5),
+        hist.max()
+    );
+    Ok(())
+}
