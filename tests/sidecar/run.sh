@@ -12,6 +12,9 @@ ENFORCER="${PALISADE_ENFORCER_BIN:-$ROOT/target/release-small/palisade-enforcer}
 for b in "$PALISADE" "$ENFORCER"; do
   [[ -x "$b" ]] || { echo "missing $b (make build)" >&2; exit 1; }
 done
+# Absolute: commands run through nsenter and chroot in other directories.
+PALISADE="$(realpath "$PALISADE")"
+ENFORCER="$(realpath "$ENFORCER")"
 if [[ $(id -u) -ne 0 ]]; then
   echo "needs root (namespaces, overlayfs, setpriv)" >&2
   exit 1
