@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build run test lint fmt e2e e2e-kube e2e-pod e2e-binaries bench clean
+.PHONY: help build run test lint fmt e2e e2e-kube e2e-pod e2e-binaries bench fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ e2e-pod: build ## Enforcer in a simulated pod (namespaces, overlayfs) with a rea
 
 bench: ## Benchmarks; writes bench/RESULTS.md
 	bash bench/run.sh
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Fuzz AdmissionReview decoding + mutate/validate for FUZZ_SECONDS (needs nightly and cargo-fuzz)
+	cargo +nightly fuzz run admission fuzz/corpus/admission webhook/tests/fixtures -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -24,12 +24,19 @@ use crate::sockets::{self, Proto};
 const HASH_LIMIT: u64 = 64 * 1024 * 1024;
 const MAX_ARGS: usize = 16;
 
-/// A process as last seen: a change of start time or image is a new exec.
+/// A process as last seen: a change of start time or executable is a new
+/// exec (or, for the executable link, a deletion).
 #[derive(PartialEq, Eq)]
 struct Seen {
     start: u64,
     image: String,
 }
+
+/// A new PID is judged on the pass that first lists it. Known processes are
+/// re-read (name, start, executable link) every Nth pass only, which is
+/// when an exec in place, a reused PID or a deleted executable is seen:
+/// reading every /proc/PID/stat on every pass is most of the enforcer's CPU.
+const RECHECK_EVERY: u64 = 8;
 
 /// A broken rule, attributed to the policy that judges it most strictly.
 struct Violation<'a> {
@@ -53,6 +60,7 @@ pub struct Monitor {
     egress: HashSet<(IpAddr, u16)>,
     first_pass: bool,
     last_socket_scan: Option<std::time::Instant>,
+    passes: u64,
 }
 
 impl Monitor {
@@ -77,6 +85,7 @@ impl Monitor {
             egress: HashSet::new(),
             first_pass: true,
             last_socket_scan: None,
+            passes: 0,
         }
     }
 
@@ -86,6 +95,8 @@ impl Monitor {
 
     pub fn tick(&mut self) {
         let bundle = self.policy.current();
+        let recheck = self.passes % RECHECK_EVERY == 0;
+        self.passes += 1;
         let pids = procfs::pids(self.proc_root());
         let alive: HashSet<i32> = pids.iter().copied().collect();
         self.known.retain(|pid, _| alive.contains(pid));
@@ -93,6 +104,9 @@ impl Monitor {
         for pid in pids {
             // PID 1 is the pod's infrastructure (pause) process.
             if pid == self.self_pid || pid == 1 {
+                continue;
+            }
+            if self.known.contains_key(&pid) && !recheck {
                 continue;
             }
             let Some(proc) = procfs::read(self.proc_root(), pid) else {
@@ -221,7 +235,7 @@ impl Monitor {
         let info = ProcessInfo {
             pid: proc.pid,
             ppid: proc.ppid,
-            uid: proc.uid,
+            uid: procfs::uid(self.proc_root(), proc.pid),
             comm: proc.comm.clone(),
             exe: exe_path,
             cmdline: procfs::cmdline(self.proc_root(), proc.pid)
@@ -382,7 +396,7 @@ impl Monitor {
         let info = owner.as_ref().map(|p| ProcessInfo {
             pid: p.pid,
             ppid: p.ppid,
-            uid: p.uid,
+            uid: procfs::uid(self.proc_root(), p.pid),
             comm: p.comm.clone(),
             exe: None,
             cmdline: procfs::cmdline(self.proc_root(), p.pid)

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 pub struct Proc {
     pub pid: i32,
     pub ppid: i32,
-    pub uid: u32,
     pub comm: String,
     /// Start time in clock ticks since boot: (pid, start) names a process.
     pub start: u64,
@@ -39,18 +38,21 @@ pub fn parse_stat(text: &str) -> Option<(String, i32, u64)> {
     Some((comm, ppid, start))
 }
 
+/// Everything about a process that is cheap to read.
 pub fn read(proc_root: &Path, pid: i32) -> Option<Proc> {
     let dir = proc_root.join(pid.to_string());
-    let stat = fs::read_to_string(dir.join("stat")).ok()?;
-    let (comm, ppid, start) = parse_stat(&stat)?;
-    let uid = fs::metadata(&dir).ok()?.uid();
+    let (comm, ppid, start) = parse_stat(&fs::read_to_string(dir.join("stat")).ok()?)?;
     Some(Proc {
         pid,
         ppid,
-        uid,
         comm,
         start,
     })
+}
+
+/// Owner of the process (read only when reporting it).
+pub fn uid(proc_root: &Path, pid: i32) -> u32 {
+    fs::metadata(proc_root.join(pid.to_string())).map_or(u32::MAX, |m| m.uid())
 }
 
 pub fn cmdline(proc_root: &Path, pid: i32) -> Vec<String> {

@@ -282,19 +282,28 @@ case_helm_chart_lints_and_applies() {
   if grep -qi warning <<<"$out"; then fail "warnings: $out"; fi
   grep -q 'deployment.apps/palisade created (server dry run)' <<<"$out" || fail "$out"
 
-  # The rendered settings file is accepted by the binary it configures.
-  awk '/^  palisade.yaml: \|/{f=1; next} f && /^[^ ]/{f=0} f' "$WORK/chart.yaml" | sed 's/^    //' \
-    | sed '/^---/,$d' >"$WORK/chart-settings.yaml"
-  grep -q 'native_sidecar: false' "$WORK/chart-settings.yaml" || fail "settings not extracted"
+  # Each rendered settings file (admission, policy service) is accepted by
+  # the binary it configures.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=chart \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/chart.key" -out "$WORK/chart.crt" 2>/dev/null
-  start_bg palisade-chart env PALISADE_CONFIG="$WORK/chart-settings.yaml" \
-    PALISADE_LISTEN="127.0.0.1:$((E2E_WEBHOOK_PORT + 1))" \
-    PALISADE_TLS__CERT_FILE="$WORK/chart.crt" PALISADE_TLS__KEY_FILE="$WORK/chart.key" \
-    PALISADE_POLICIES__DIR="$ROOT/helm/palisade/policies" "$PALISADE_BIN" serve
-  wait_for "chart-configured palisade" 20 curl -fsS --cacert "$WORK/chart.crt" \
-    "https://127.0.0.1:$((E2E_WEBHOOK_PORT + 1))/readyz" || fail "chart settings rejected: $(tail -5 "$WORK/logs/palisade-chart.log")"
-  stop_bg palisade-chart
+  local n
+  for n in 1 2; do
+    awk -v want="$n" '/^  palisade.yaml: \|/{seen++; f = (seen == want); next} f && /^[^ ]/{f=0} f' "$WORK/chart.yaml" \
+      | sed 's/^    //' >"$WORK/chart-settings-$n.yaml"
+    grep -q 'listen: 0.0.0.0:8443' "$WORK/chart-settings-$n.yaml" || fail "settings $n not extracted"
+    start_bg palisade-chart env PALISADE_CONFIG="$WORK/chart-settings-$n.yaml" \
+      PALISADE_LISTEN="127.0.0.1:$((E2E_WEBHOOK_PORT + 1))" \
+      PALISADE_TLS__CERT_FILE="$WORK/chart.crt" PALISADE_TLS__KEY_FILE="$WORK/chart.key" \
+      PALISADE_SERVICE__DATA_DIR="$WORK/chart-data-$n" \
+      PALISADE_POLICIES__DIR="$ROOT/helm/palisade/policies" "$PALISADE_BIN" serve
+    wait_for "chart-configured palisade ($n)" 20 curl -fsS --cacert "$WORK/chart.crt" \
+      "https://127.0.0.1:$((E2E_WEBHOOK_PORT + 1))/readyz" \
+      || fail "chart settings $n rejected: $(tail -5 "$WORK/logs/palisade-chart.log")"
+    stop_bg palisade-chart
+  done
+  grep -q 'policy_service_url: "https://palisade-policy.palisade-system.svc:443"' "$WORK/chart-settings-1.yaml" \
+    || fail "injector not pointed at the policy service"
+  grep -q 'deployment.apps/palisade-policy created (server dry run)' <<<"$out" || fail "no policy service: $out"
 
   helm template palisade "$ROOT/helm/palisade" -n palisade-system \
     --set webhook.failurePolicy=Ignore --set injection.nativeSidecar=true \

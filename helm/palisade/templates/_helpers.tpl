@@ -26,6 +26,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "palisade.serviceName" -}}{{ include "palisade.fullname" . }}{{- end -}}
+{{- define "palisade.policyServiceName" -}}{{ include "palisade.fullname" . }}-policy{{- end -}}
+{{- define "palisade.policyServiceURL" -}}https://{{ include "palisade.policyServiceName" . }}.{{ .Release.Namespace }}.svc:443{{- end -}}
+
+{{/* Names the serving certificate covers: the admission and policy services. */}}
+{{- define "palisade.certNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list -}}
+{{- range $svc := list (include "palisade.serviceName" .) (include "palisade.policyServiceName" .) -}}
+{{- $names = concat $names (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/* A random token kept across upgrades in Secret $name, key "token". */}}
+{{- define "palisade.token" -}}
+{{- $secret := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- if and $secret $secret.data (index $secret.data "token") -}}
+{{- index $secret.data "token" -}}
+{{- else -}}
+{{- randAlphaNum 40 | b64enc -}}
+{{- end -}}
+{{- end -}}
 {{- define "palisade.tlsSecret" -}}{{ include "palisade.fullname" . }}-tls{{- end -}}
 
 {{- define "palisade.excludedNamespaces" -}}
@@ -57,7 +79,7 @@ tls.key: {{ index $secret.data "tls.key" }}
 {{- $svc := include "palisade.serviceName" . -}}
 {{- $ns := .Release.Namespace -}}
 {{- $ca := genCA "palisade-ca" (int .Values.certificates.validityDays) -}}
-{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $names := include "palisade.certNames" . | fromJsonArray -}}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $svc $ns) nil $names (int .Values.certificates.validityDays) $ca -}}
 ca.crt: {{ $ca.Cert | b64enc }}
 tls.crt: {{ $cert.Cert | b64enc }}

@@ -39,9 +39,54 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     review.try_into().map_err(|_| ReviewError::MissingRequest)
 }
 
+/// The AdmissionReview answer as the API defines it. kube's own type writes
+/// the patch bytes as a JSON array of numbers; the API's `[]byte` is a
+/// base64 string: four times smaller and much cheaper to write and parse.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: &'a kube::core::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    audit_annotations: &'a std::collections::HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: &'a Option<Vec<String>>,
+}
+
 pub fn encode(response: AdmissionResponse) -> Vec<u8> {
-    // Serialising plain structs of strings, maps and bytes cannot fail.
-    serde_json::to_vec(&response.into_review()).unwrap_or_default()
+    use base64::Engine;
+    let patch = response
+        .patch
+        .as_deref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let out = ReviewOut {
+        api_version: REVIEW_API_VERSION,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status: &response.result,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            audit_annotations: &response.audit_annotations,
+            warnings: &response.warnings,
+        },
+    };
+    // Serialising plain structs of strings and maps cannot fail.
+    serde_json::to_vec(&out).unwrap_or_default()
 }
 
 /// What happened, for metrics and logs.

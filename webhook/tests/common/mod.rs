@@ -109,7 +109,19 @@ impl TestServer {
     pub async fn review(&self, path: &str, review: &Value) -> AdmissionResponse {
         let resp = self.post(path, serde_json::to_vec(review).unwrap()).await;
         assert_eq!(resp.status(), 200, "{path}");
-        let body: AdmissionReview<DynamicObject> = resp.json().await.expect("AdmissionReview");
+        let mut raw: Value = resp.json().await.expect("JSON");
+        // The API's patch is base64 ([]byte); kube's type reads a byte array.
+        if let Some(patch) = raw["response"].get("patch") {
+            use base64::Engine;
+            let text = patch.as_str().expect("patch is a base64 string");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("valid base64");
+            assert_eq!(raw["response"]["patchType"], "JSONPatch");
+            raw["response"]["patch"] = serde_json::json!(bytes);
+        }
+        let body: AdmissionReview<DynamicObject> =
+            serde_json::from_value(raw).expect("AdmissionReview");
         assert_eq!(body.types.api_version, "admission.k8s.io/v1");
         body.response.expect("response present")
     }
