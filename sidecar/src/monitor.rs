@@ -95,7 +95,7 @@ impl Monitor {
 
     pub fn tick(&mut self) {
         let bundle = self.policy.current();
-        let recheck = self.passes % RECHECK_EVERY == 0;
+        let recheck = self.passes.is_multiple_of(RECHECK_EVERY);
         self.passes += 1;
         let pids = procfs::pids(self.proc_root());
         let alive: HashSet<i32> = pids.iter().copied().collect();
