@@ -10,9 +10,10 @@ pub struct Settings {
     pub pod: PodRef,
     /// Policy service base URL; unset: standalone (defaults, stdout reports).
     pub policy_url: Option<String>,
-    pub token: Option<String>,
-    /// CA certificate of the policy service.
+    pub token: Option<TokenSource>,
+    /// CA certificate of the policy service (file, or PEM inline).
     pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<String>,
     /// Policy cache and report spool live here (an emptyDir in a pod).
     pub state_dir: PathBuf,
     /// `/proc`; tests point it elsewhere only for fixtures.
@@ -30,6 +31,24 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("{var}: {problem}")]
     Invalid { var: &'static str, problem: String },
+}
+
+/// Where the bearer token comes from. Projected service-account tokens are
+/// rotated by the kubelet, so a file is re-read for every request.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Static(String),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    pub fn header(&self) -> Option<String> {
+        let token = match self {
+            TokenSource::Static(t) => t.clone(),
+            TokenSource::File(f) => std::fs::read_to_string(f).ok()?.trim().to_string(),
+        };
+        Some(format!("Bearer {token}"))
+    }
 }
 
 impl Settings {
@@ -61,16 +80,14 @@ impl Settings {
             get("PALISADE_REPORT_TOKEN"),
             path("PALISADE_REPORT_TOKEN_FILE"),
         ) {
-            (Some(t), _) if !t.is_empty() => Some(t),
-            (_, Some(file)) => Some(
-                std::fs::read_to_string(&file)
-                    .map_err(|e| ConfigError::Invalid {
-                        var: "PALISADE_REPORT_TOKEN_FILE",
-                        problem: format!("{}: {e}", file.display()),
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            (Some(t), _) if !t.is_empty() => Some(TokenSource::Static(t)),
+            (_, Some(file)) => {
+                std::fs::metadata(&file).map_err(|e| ConfigError::Invalid {
+                    var: "PALISADE_REPORT_TOKEN_FILE",
+                    problem: format!("{}: {e}", file.display()),
+                })?;
+                Some(TokenSource::File(file))
+            }
             _ => None,
         };
         Ok(Self {
@@ -82,6 +99,7 @@ impl Settings {
             policy_url: get("PALISADE_POLICY_URL").filter(|v| !v.is_empty()),
             token,
             ca_file: path("PALISADE_CA_FILE"),
+            ca_pem: get("PALISADE_CA_PEM").filter(|v| !v.is_empty()),
             state_dir: path("PALISADE_STATE_DIR")
                 .unwrap_or_else(|| PathBuf::from("/var/run/palisade")),
             proc_root: path("PALISADE_PROC").unwrap_or_else(|| PathBuf::from("/proc")),

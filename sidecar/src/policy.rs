@@ -102,8 +102,8 @@ pub fn fetch_loop(
             .query("labels", &labels)
             .query("etag", &etag)
             .query("wait", LONG_POLL_SECS.to_string());
-        if let Some(token) = &settings.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
+        if let Some(header) = settings.token.as_ref().and_then(|t| t.header()) {
+            request = request.header("Authorization", &header);
         }
         match request.call() {
             Ok(mut resp) if resp.status() == 200 => {

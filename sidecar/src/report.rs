@@ -203,8 +203,8 @@ impl Sender {
             events: events.to_vec(),
         };
         let mut request = self.agent.post(&url);
-        if let Some(token) = &self.settings.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
+        if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
+            request = request.header("Authorization", &header);
         }
         match request.send_json(&batch) {
             Ok(resp) if resp.status().is_success() => Ok(()),

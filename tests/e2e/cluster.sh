@@ -81,7 +81,7 @@ require_free_ports() {
 
 start_control_plane() {
   require_free_ports "$E2E_ETCD_PORT" "$((E2E_ETCD_PORT + 10))" "$E2E_API_PORT" \
-    "$E2E_WEBHOOK_PORT" "$((E2E_WEBHOOK_PORT + 1))"
+    "$E2E_WEBHOOK_PORT" "$((E2E_WEBHOOK_PORT + 1))" "$((E2E_WEBHOOK_PORT + 2))"
   mkdir -p "$WORK/logs" "$WORK/etcd"
   gen_certs
   local d="$WORK/pki"
@@ -195,7 +195,7 @@ YAML
 
 stop_all() {
   local name
-  for name in palisade palisade-chart kube-controller-manager kube-apiserver etcd; do
+  for name in palisade palisade-chart palisade-tr kube-controller-manager kube-apiserver etcd; do
     stop_bg "$name"
   done
 }

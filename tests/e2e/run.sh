@@ -313,6 +313,39 @@ case_helm_chart_lints_and_applies() {
   grep -q 'cert-manager.io/inject-ca-from: palisade-system/palisade-serving' "$WORK/chart-cm.yaml" || fail "CA injection"
 }
 
+post_report() { # url token namespace pod -> prints "STATUS BODY"
+  local body
+  body=$(printf '{"pod":{"namespace":"%s","name":"%s","uid":"u"},"events":[{"id":"tr-%s-%s","timeMs":1,"kind":"agent","rule":"agent/started","mode":"audit","message":"hello"}]}' "$3" "$4" "$3" "$4")
+  curl -sS -o "$WORK/post.out" -w '%{http_code}' --cacert "$WORK/tr-tls/ca.crt" -H "Authorization: Bearer $2" \
+    -H 'content-type: application/json' -d "$body" "$1/api/v1/reports"
+  echo " $(cat "$WORK/post.out")"
+}
+
+case_enforcer_tokens_verified_by_tokenreview() {
+  local port=$((E2E_WEBHOOK_PORT + 2)) url uid token out
+  url="https://127.0.0.1:$port"
+  start_bg palisade-tr env PALISADE_LISTEN="127.0.0.1:$port" PALISADE_TLS__SELF_SIGNED_DIR="$WORK/tr-tls" \
+    PALISADE_SERVICE__DATA_DIR="$WORK/tr-data" PALISADE_SERVICE__TOKEN_REVIEW=true \
+    PALISADE_POLICIES__DIR="$POLICIES" KUBECONFIG="$KUBECONFIG" "$PALISADE_BIN" serve
+  wait_for "policy service with TokenReview" 20 curl -fsS --cacert "$WORK/tr-tls/ca.crt" "$url/readyz" \
+    || fail "did not start: $(tail -5 "$WORK/logs/palisade-tr.log")"
+  restricted_pod reporter | kubectl apply -n e2e-in -f - >/dev/null
+  uid=$(jp pod/reporter e2e-in '{.metadata.uid}')
+  # What the injector mounts: a pod-bound token for audience "palisade".
+  token=$(kubectl create token default -n e2e-in --audience palisade \
+    --bound-object-kind Pod --bound-object-name reporter --bound-object-uid "$uid")
+  out=$(post_report "$url" "$token" e2e-in reporter)
+  [[ "$out" == 200* && "$out" == *'"stored":1'* ]] || fail "own pod: $out"
+  out=$(post_report "$url" "$token" e2e-in api-0)
+  [[ "$out" == 403* && "$out" == *'cannot act for pod e2e-in/api-0'* ]] || fail "other pod: $out"
+  out=$(post_report "$url" "$token" e2e-out reporter)
+  [[ "$out" == 403* ]] || fail "other namespace: $out"
+  token=$(kubectl create token default -n e2e-in --audience someone-else)
+  out=$(post_report "$url" "$token" e2e-in reporter)
+  [[ "$out" == 401* ]] || fail "wrong audience: $out"
+  stop_bg palisade-tr
+}
+
 # ---------------------------------------------------------------- main
 
 echo "work dir: $WORK"
@@ -340,6 +373,7 @@ CASES=(
   case_native_sidecar_for_jobs
   case_webhook_down_failure_policy
   case_helm_chart_lints_and_applies
+  case_enforcer_tokens_verified_by_tokenreview
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue

@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::policy::store::{self, PolicyStore};
 use crate::server::{self, AppState};
-use crate::service::auth::Tokens;
+use crate::service::auth::{TokenReviewer, Tokens};
 use crate::service::{sync, ServiceState};
 use crate::store::Store;
 use crate::tls::{self, CertStore};
@@ -35,6 +35,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("policy service tokens: {0}")]
     Tokens(#[from] crate::service::auth::TokenError),
+    #[error("connecting to the Kubernetes API for TokenReview: {0}")]
+    Kube(#[from] kube::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -98,6 +100,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )));
         tracing::info!(database = %redact(&settings.service.database_url()), "policy service enabled");
+        let reviewer = if settings.service.token_review {
+            Some(TokenReviewer::new(&settings.service.token_audience).await?)
+        } else {
+            None
+        };
         Some(Arc::new(ServiceState {
             settings: settings.service.clone(),
             store,
@@ -105,6 +112,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             tokens: Tokens::load(&settings.service)?,
             metrics: metrics.clone(),
             stopping,
+            reviewer,
         }))
     } else {
         None

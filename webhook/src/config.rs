@@ -73,6 +73,11 @@ pub struct InjectionSettings {
     pub default_run_as_user: i64,
     /// Policy service URL handed to the enforcer.
     pub policy_service_url: Option<String>,
+    /// PEM CA the enforcer verifies the policy service with.
+    pub policy_service_ca: Option<String>,
+    /// Audience of the projected service-account token the enforcer reports
+    /// with (verified by TokenReview); mounted when a policy service is set.
+    pub report_token_audience: String,
     pub sidecar_resources: ResourceDefaults,
     /// Applied to application containers that set no requests/limits.
     pub container_defaults: ResourceDefaults,
@@ -108,6 +113,11 @@ pub struct ServiceSettings {
     pub max_wait_secs: u64,
     /// Largest report batch accepted.
     pub max_batch_events: usize,
+    /// In-cluster: also accept enforcers' projected service-account tokens,
+    /// verified by TokenReview and bound to the reporting pod.
+    pub token_review: bool,
+    /// Audience those tokens must carry.
+    pub token_audience: String,
 }
 
 impl Default for ServiceSettings {
@@ -121,6 +131,8 @@ impl Default for ServiceSettings {
             sync_interval_ms: 1000,
             max_wait_secs: 60,
             max_batch_events: 1000,
+            token_review: false,
+            token_audience: "palisade".into(),
         }
     }
 }
@@ -207,6 +219,8 @@ impl Default for InjectionSettings {
             skip_host_network: false,
             default_run_as_user: 65532,
             policy_service_url: None,
+            policy_service_ca: None,
+            report_token_audience: "palisade".into(),
             sidecar_resources: ResourceDefaults {
                 requests: quantities(&[("cpu", "10m"), ("memory", "16Mi")]),
                 limits: quantities(&[("cpu", "100m"), ("memory", "32Mi")]),

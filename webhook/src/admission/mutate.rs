@@ -18,6 +18,9 @@ pub const STATE_DIR: &str = "/var/run/palisade";
 /// Downward API volume with the pod's labels (they select runtime policies).
 pub const PODINFO_VOLUME: &str = "palisade-podinfo";
 pub const PODINFO_DIR: &str = "/etc/palisade/podinfo";
+/// Projected service-account token the enforcer reports with.
+pub const TOKEN_VOLUME: &str = "palisade-token";
+pub const TOKEN_DIR: &str = "/var/run/secrets/palisade";
 
 /// Per-pod overrides of the sidecar's resources, merged over the defaults.
 const RESOURCE_OVERRIDES: [(&str, &str, &str); 4] = [
@@ -96,12 +99,18 @@ pub fn inject(pod: &mut Value, settings: &InjectionSettings) -> Result<Outcome, 
         }
     }
     let volumes = array_entry(spec, "volumes");
-    for volume in [
+    let mut wanted = vec![
         json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}),
         json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
             {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
         ]}}),
-    ] {
+    ];
+    if settings.policy_service_url.is_some() {
+        wanted.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": settings.report_token_audience, "expirationSeconds": 3600, "path": "token"
+        }}]}}));
+    }
+    for volume in wanted {
         if !volumes.iter().any(|v| v.get("name") == volume.get("name")) {
             volumes.push(volume);
         }
@@ -198,8 +207,19 @@ fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_use
         json!({"name": "PALISADE_STATE_DIR", "value": STATE_DIR}),
         json!({"name": "PALISADE_LABELS_FILE", "value": format!("{PODINFO_DIR}/labels")}),
     ];
+    let mut mounts = vec![
+        json!({"name": STATE_VOLUME, "mountPath": STATE_DIR}),
+        json!({"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": true}),
+    ];
     if let Some(url) = &settings.policy_service_url {
         env.push(json!({"name": "PALISADE_POLICY_URL", "value": url}));
+        env.push(
+            json!({"name": "PALISADE_REPORT_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token")}),
+        );
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+    }
+    if let Some(ca) = &settings.policy_service_ca {
+        env.push(json!({"name": "PALISADE_CA_PEM", "value": ca}));
     }
     let mut container = json!({
         "name": ENFORCER_CONTAINER,
@@ -215,10 +235,7 @@ fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_use
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [
-            {"name": STATE_VOLUME, "mountPath": STATE_DIR},
-            {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": true},
-        ],
+        "volumeMounts": mounts,
     });
     if settings.native_sidecar {
         container["restartPolicy"] = json!("Always");
@@ -511,6 +528,44 @@ mod tests {
             err.to_string().contains("palisade.dev/sidecar-cpu"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn with_a_policy_service_the_enforcer_gets_a_bound_token_and_the_ca() {
+        let s = InjectionSettings {
+            policy_service_url: Some("https://palisade-policy.palisade-system.svc".into()),
+            policy_service_ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            ..settings()
+        };
+        let out = apply(&pod(), &patch_for(&pod(), &s).unwrap().0);
+        let token = out["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == TOKEN_VOLUME)
+            .expect("token volume");
+        assert_eq!(
+            token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "palisade"
+        );
+        let sidecar = &out["spec"]["containers"][2];
+        let env = |name: &str| {
+            sidecar["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            env("PALISADE_REPORT_TOKEN_FILE"),
+            Some(json!("/var/run/secrets/palisade/token"))
+        );
+        assert_eq!(
+            env("PALISADE_CA_PEM"),
+            Some(json!("-----BEGIN CERTIFICATE-----"))
+        );
+        assert!(patch_for(&out, &s).unwrap().0 .0.is_empty(), "idempotent");
     }
 
     #[test]

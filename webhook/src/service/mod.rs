@@ -42,6 +42,48 @@ pub struct ServiceState {
     pub metrics: Arc<Metrics>,
     /// Flips to true when shutdown starts: long-polls return at once.
     pub stopping: watch::Receiver<bool>,
+    /// In-cluster verification of enforcers' service-account tokens.
+    pub reviewer: Option<auth::TokenReviewer>,
+}
+
+/// Who is reporting or fetching policy.
+enum Reporter {
+    /// A configured report (or admin) token: trusted for any pod.
+    Trusted,
+    /// A pod's own token: limited to that pod.
+    Workload(auth::Workload),
+}
+
+async fn reporter(state: &ServiceState, header: Option<&str>) -> Result<Reporter, Reply> {
+    if state.tokens.allows(header, Role::Reporter) {
+        return Ok(Reporter::Trusted);
+    }
+    if let Some(reviewer) = &state.reviewer {
+        match reviewer.review(header).await {
+            Ok(Some(workload)) => return Ok(Reporter::Workload(workload)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "TokenReview failed");
+                return Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot verify the token with the API server: {e}"),
+                ));
+            }
+        }
+    }
+    Err(unauthorized())
+}
+
+fn forbidden_for(workload: &auth::Workload, namespace: &str, pod: &str) -> Reply {
+    json_error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "token of {}/{} ({}) cannot act for pod {namespace}/{pod}",
+            workload.namespace,
+            workload.pod.as_deref().unwrap_or("any pod"),
+            workload.service_account
+        ),
+    )
 }
 
 type Reply = Response<Vec<u8>>;
@@ -308,9 +350,10 @@ async fn runtime_bundle(
 }
 
 async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Reporter) {
-        return unauthorized();
-    }
+    let caller = match reporter(&state, auth.as_deref()).await {
+        Ok(c) => c,
+        Err(reply) => return reply,
+    };
     let batch: ReportBatch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -322,6 +365,11 @@ async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceSta
     };
     if let Err(problem) = check_batch(&batch, state.settings.max_batch_events) {
         return json_error(StatusCode::BAD_REQUEST, &problem);
+    }
+    if let Reporter::Workload(w) = &caller {
+        if !w.may_report_for(&batch.pod.namespace, &batch.pod.name) {
+            return forbidden_for(w, &batch.pod.namespace, &batch.pod.name);
+        }
     }
     match state.store.insert_events(&batch.pod, &batch.events).await {
         Ok(stored) => {
