@@ -120,10 +120,12 @@ pub struct Workload {
 pub struct TokenReviewer {
     client: kube::Client,
     audience: String,
-    cache: std::sync::Mutex<
-        std::collections::HashMap<[u8; 32], (std::time::Instant, Option<Workload>)>,
+    cache: std::sync::Mutex<ReviewCache>,
     >,
 }
+
+/// Token digest -> (valid until, workload or refusal).
+type ReviewCache = std::collections::HashMap<[u8; 32], (std::time::Instant, Option<Workload>)>;
 
 const REVIEW_CACHE_MAX: usize = 10_000;
 const REVIEW_TTL_OK: std::time::Duration = std::time::Duration::from_secs(60);
