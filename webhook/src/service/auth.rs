@@ -121,7 +121,6 @@ pub struct TokenReviewer {
     client: kube::Client,
     audience: String,
     cache: std::sync::Mutex<ReviewCache>,
-    >,
 }
 
 /// Token digest -> (valid until, workload or refusal).
