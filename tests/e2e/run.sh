@@ -277,7 +277,7 @@ case_helm_chart_lints_and_applies() {
   # The chart's own pods must meet Pod Security "restricted".
   kubectl label namespace palisade-system --overwrite \
     pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >/dev/null
-  helm template palisade "$ROOT/helm/palisade" -n palisade-system >"$WORK/chart.yaml" 2>/dev/null || fail "helm template"
+  helm template palisade "$ROOT/helm/palisade" -n palisade-system --include-crds >"$WORK/chart.yaml" 2>/dev/null || fail "helm template"
   out=$(kubectl apply --dry-run=server -f "$WORK/chart.yaml" 2>&1) || fail "chart rejected by the apiserver: $out"
   if grep -qi warning <<<"$out"; then fail "warnings: $out"; fi
   grep -q 'deployment.apps/palisade created (server dry run)' <<<"$out" || fail "$out"
@@ -346,6 +346,38 @@ case_enforcer_tokens_verified_by_tokenreview() {
   stop_bg palisade-tr
 }
 
+pause_pod_denied() {
+  ! restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - >/dev/null 2>&1
+}
+pause_pod_allowed() { ! pause_pod_denied; }
+
+case_runtime_policy_resources_are_watched() {
+  kubectl apply -f "$ROOT/helm/palisade/crds/runtimepolicies.yaml" >/dev/null
+  kubectl wait --for condition=established --timeout=30s crd/runtimepolicies.palisade.dev >/dev/null
+  stop_webhook
+  start_webhook "$POLICIES" PALISADE_POLICIES__WATCH_CRDS=true
+  register_webhooks Fail
+  pause_pod_allowed || fail "pause:3.10 denied before any RuntimePolicy"
+  kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: no-pause-310}
+spec:
+  mode: enforce
+  selector: {namespaces: [e2e-in]}
+  admission: {disallowedTags: ["3.10"]}
+YAML
+  wait_for "RuntimePolicy enforced" 15 pause_pod_denied || fail "RuntimePolicy not enforced"
+  local out
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1 || true)
+  grep -q '\[no-pause-310\] images/disallowedTags' <<<"$out" || fail "$out"
+  kubectl delete runtimepolicy no-pause-310 >/dev/null
+  wait_for "RuntimePolicy removed" 15 pause_pod_allowed || fail "deleted RuntimePolicy still enforced"
+  stop_webhook
+  start_webhook "$POLICIES"
+  register_webhooks Fail
+}
+
 # ---------------------------------------------------------------- main
 
 echo "work dir: $WORK"
@@ -374,6 +406,7 @@ CASES=(
   case_webhook_down_failure_policy
   case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
+  case_runtime_policy_resources_are_watched
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue

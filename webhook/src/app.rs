@@ -84,6 +84,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     let (stopping_tx, stopping) = watch::channel(false);
     let mut background = Vec::new();
+    if settings.policies.watch_crds {
+        let client = kube::Client::try_default().await?;
+        background.push(tokio::spawn(crate::policy::crd::watch(
+            client,
+            policies.clone(),
+            metrics.clone(),
+        )));
+        tracing::info!("watching RuntimePolicy resources");
+    }
     let service = if settings.service.enabled {
         let data_dir = &settings.service.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {

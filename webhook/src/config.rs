@@ -47,6 +47,8 @@ pub struct PolicySettings {
     pub dir: PathBuf,
     /// How often the directory is checked for changes.
     pub reload_interval_secs: u64,
+    /// In-cluster: also watch RuntimePolicy resources (runtimepolicies.palisade.dev).
+    pub watch_crds: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +188,7 @@ impl Default for PolicySettings {
         Self {
             dir: PathBuf::from("policies"),
             reload_interval_secs: 2,
+            watch_crds: false,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The active policy set and its evaluation against a pod template.
 
+pub mod crd;
 pub mod custom;
 pub mod images;
 pub mod pss;

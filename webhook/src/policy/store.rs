@@ -15,10 +15,27 @@ use crate::metrics::Metrics;
 
 type Documents = Vec<(String, PolicyDocument)>;
 
+/// Policies by where they come from; the active set is all of them.
+#[derive(Clone, Default, PartialEq)]
+struct Sources {
+    directory: Documents,
+    pushed: Documents,
+    crds: Documents,
+}
+
+impl Sources {
+    fn all(&self) -> impl Iterator<Item = (String, PolicyDocument)> + '_ {
+        self.directory
+            .iter()
+            .chain(&self.pushed)
+            .chain(&self.crds)
+            .cloned()
+    }
+}
+
 pub struct PolicyStore {
     dir: PathBuf,
-    directory: RwLock<Documents>,
-    pushed: RwLock<Documents>,
+    sources: RwLock<Sources>,
     current: RwLock<Arc<PolicySet>>,
     fingerprint: RwLock<Vec<(PathBuf, SystemTime, u64)>>,
     generation: watch::Sender<u64>,
@@ -26,6 +43,8 @@ pub struct PolicyStore {
 
 /// Where a pushed policy came from, for conflict messages.
 pub const PUSHED_ORIGIN: &str = "policy API";
+/// Where a RuntimePolicy custom resource came from.
+pub const CRD_ORIGIN: &str = "RuntimePolicy resource";
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
@@ -44,8 +63,10 @@ impl PolicyStore {
         let set = PolicySet::from_documents(documents.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            directory: RwLock::new(documents),
-            pushed: RwLock::new(Vec::new()),
+            sources: RwLock::new(Sources {
+                directory: documents,
+                ..Sources::default()
+            }),
             current: RwLock::new(Arc::new(set)),
             fingerprint: RwLock::new(fingerprint),
             generation: watch::channel(0).0,
@@ -63,7 +84,7 @@ impl PolicyStore {
 
     /// Names defined by files (pushes may not shadow them).
     pub fn directory_documents(&self) -> Documents {
-        read(&self.directory).clone()
+        read(&self.sources).directory.clone()
     }
 
     /// Reloads when a file was added, removed or modified. Ok(true) when a
@@ -79,44 +100,56 @@ impl PolicyStore {
             // on every tick; fixing it changes the fingerprint again.
             *seen = now;
         }
-        let documents = load_dir_documents(&self.dir)?;
-        let pushed = read(&self.pushed).clone();
-        self.activate(&documents, &pushed)?;
-        *write(&self.directory) = documents;
-        Ok(true)
+        let directory = load_dir_documents(&self.dir)?;
+        self.replace(|s| s.directory = directory)
     }
 
     /// Replaces the pushed policies (from the database). Ok(true) when the
     /// active set changed.
     pub fn set_pushed(&self, pushed: Vec<PolicyDocument>) -> Result<bool, LoadError> {
-        let pushed: Documents = pushed
+        let pushed = pushed
             .into_iter()
             .map(|d| (PUSHED_ORIGIN.to_string(), d))
             .collect();
-        if *read(&self.pushed) == pushed {
+        self.replace(|s| s.pushed = pushed)
+    }
+
+    /// Replaces the policies defined as RuntimePolicy resources.
+    pub fn set_crds(&self, crds: Vec<PolicyDocument>) -> Result<bool, LoadError> {
+        let crds = crds
+            .into_iter()
+            .map(|d| (CRD_ORIGIN.to_string(), d))
+            .collect();
+        self.replace(|s| s.crds = crds)
+    }
+
+    /// Applies `change` to the sources and activates the result, unless it
+    /// changes nothing or does not build (then the previous set stays).
+    fn replace(&self, change: impl FnOnce(&mut Sources)) -> Result<bool, LoadError> {
+        let mut sources = write(&self.sources);
+        let mut next = sources.clone();
+        change(&mut next);
+        if next == *sources {
             return Ok(false);
         }
-        let directory = read(&self.directory).clone();
-        self.activate(&directory, &pushed)?;
-        *write(&self.pushed) = pushed;
+        let set = PolicySet::from_documents(next.all())?;
+        *sources = next;
+        *write(&self.current) = Arc::new(set);
+        self.generation.send_modify(|g| *g += 1);
         Ok(true)
     }
 
     /// Would `doc`, pushed, build? Checks compilation and name clashes with
     /// the directory without changing anything.
     pub fn check_push(&self, doc: &PolicyDocument) -> Result<(), LoadError> {
-        let mut pushed = read(&self.pushed).clone();
-        pushed.retain(|(_, d)| d.metadata.name != doc.metadata.name);
-        pushed.push((PUSHED_ORIGIN.to_string(), doc.clone()));
-        let directory = read(&self.directory).clone();
-        PolicySet::from_documents(directory.into_iter().chain(pushed)).map(drop)
-    }
-
-    fn activate(&self, directory: &Documents, pushed: &Documents) -> Result<(), LoadError> {
-        let set = PolicySet::from_documents(directory.iter().chain(pushed).cloned())?;
-        *write(&self.current) = Arc::new(set);
-        self.generation.send_modify(|g| *g += 1);
-        Ok(())
+        let mut candidate = read(&self.sources).clone();
+        candidate
+            .pushed
+            .retain(|(_, d)| d.metadata.name != doc.metadata.name);
+        candidate
+            .pushed
+            .push((PUSHED_ORIGIN.to_string(), doc.clone()));
+        PolicySet::from_documents(candidate.all()).map(drop)
     }
 }
 
