@@ -315,17 +315,24 @@ case_helm_chart_lints_and_applies() {
 
 post_report() { # url token namespace pod -> prints "STATUS BODY"
   local body
-  body=$(printf '{"pod":{"namespace":"%s","name":"%s","uid":"u"},"events":[{"id":"tr-%s-%s","timeMs":1,"kind":"agent","rule":"agent/started","mode":"audit","message":"hello"}]}' "$3" "$4" "$3" "$4")
+  body=$(printf '{"pod":{"namespace":"%s","name":"%s","uid":"u"},"events":[{"id":"tr-%s-%s","timeMs":1000,"kind":"behavior","rule":"behavior/denied-process","policy":"runtime-defaults","mode":"audit","message":"denied process sh started"}]}' "$3" "$4" "$3" "$4")
   curl -sS -o "$WORK/post.out" -w '%{http_code}' --cacert "$WORK/tr-tls/ca.crt" -H "Authorization: Bearer $2" \
     -H 'content-type: application/json' -d "$body" "$1/api/v1/reports"
   echo " $(cat "$WORK/post.out")"
 }
 
+policy_report_warns() {
+  [[ $(kubectl get policyreport palisade-runtime -n e2e-in -o 'jsonpath={.summary.warn}' 2>/dev/null) -ge 1 ]]
+}
+
 case_enforcer_tokens_verified_by_tokenreview() {
   local port=$((E2E_WEBHOOK_PORT + 2)) url uid token out
   url="https://127.0.0.1:$port"
+  kubectl apply -f "$ROOT/tests/e2e/policyreport-crd.yaml" >/dev/null
+  kubectl wait --for condition=established --timeout=30s crd/policyreports.wgpolicyk8s.io >/dev/null
   start_bg palisade-tr env PALISADE_LISTEN="127.0.0.1:$port" PALISADE_TLS__SELF_SIGNED_DIR="$WORK/tr-tls" \
     PALISADE_SERVICE__DATA_DIR="$WORK/tr-data" PALISADE_SERVICE__TOKEN_REVIEW=true \
+    PALISADE_SERVICE__POLICY_REPORT_INTERVAL_SECS=1 \
     PALISADE_POLICIES__DIR="$POLICIES" KUBECONFIG="$KUBECONFIG" "$PALISADE_BIN" serve
   wait_for "policy service with TokenReview" 20 curl -fsS --cacert "$WORK/tr-tls/ca.crt" "$url/readyz" \
     || fail "did not start: $(tail -5 "$WORK/logs/palisade-tr.log")"
@@ -343,6 +350,10 @@ case_enforcer_tokens_verified_by_tokenreview() {
   token=$(kubectl create token default -n e2e-in --audience someone-else)
   out=$(post_report "$url" "$token" e2e-in reporter)
   [[ "$out" == 401* ]] || fail "wrong audience: $out"
+  # The accepted violation is summarised into the namespace's PolicyReport.
+  wait_for "PolicyReport" 15 policy_report_warns || fail "no PolicyReport: $(kubectl get policyreport -A -o yaml 2>&1 | tail -20)"
+  [[ $(kubectl get policyreport palisade-runtime -n e2e-in -o 'jsonpath={.results[0].resources[0].name}') == reporter ]] \
+    || fail "report does not name the pod"
   stop_bg palisade-tr
 }
 

@@ -109,6 +109,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )));
         tracing::info!(database = %redact(&settings.service.database_url()), "policy service enabled");
+        if settings.service.policy_report_interval_secs > 0 {
+            background.push(tokio::spawn(crate::service::reports::publish_loop(
+                kube::Client::try_default().await?,
+                store.clone(),
+                Duration::from_secs(settings.service.policy_report_interval_secs),
+            )));
+        }
         let reviewer = if settings.service.token_review {
             Some(TokenReviewer::new(&settings.service.token_audience).await?)
         } else {

@@ -120,6 +120,9 @@ pub struct ServiceSettings {
     pub token_review: bool,
     /// Audience those tokens must carry.
     pub token_audience: String,
+    /// In-cluster: summarise each namespace's violations into a
+    /// PolicyReport (wgpolicyk8s.io/v1alpha2) every this many seconds; 0: off.
+    pub policy_report_interval_secs: u64,
 }
 
 impl Default for ServiceSettings {
@@ -135,6 +138,7 @@ impl Default for ServiceSettings {
             max_batch_events: 1000,
             token_review: false,
             token_audience: "palisade".into(),
+            policy_report_interval_secs: 0,
         }
     }
 }

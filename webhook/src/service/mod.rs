@@ -11,6 +11,7 @@
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
+pub mod reports;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap};
