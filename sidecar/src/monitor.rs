@@ -30,7 +30,12 @@ const MAX_ARGS: usize = 16;
 struct Seen {
     start: u64,
     image: String,
+    /// Passes left during which an unreadable executable is retried on every
+    /// pass: a container's first process may still be changing to its UID.
+    retries: u8,
 }
+
+const UNREADABLE_RETRIES: u8 = 16;
 
 /// A new PID is judged on the pass that first lists it. Known processes are
 /// re-read (name, start, executable link) every Nth pass only, which is
@@ -106,20 +111,27 @@ impl Monitor {
             if pid == self.self_pid || pid == 1 {
                 continue;
             }
-            if self.known.contains_key(&pid) && !recheck {
-                continue;
+            match self.known.get_mut(&pid) {
+                Some(seen) if seen.retries > 0 => seen.retries -= 1,
+                Some(_) if !recheck => continue,
+                _ => {}
             }
             let Some(proc) = procfs::read(self.proc_root(), pid) else {
                 continue;
             };
             let exe = procfs::exe_link(self.proc_root(), pid).ok();
+            let image = exe.clone().unwrap_or_else(|| proc.comm.clone());
+            if let Some(seen) = self.known.get(&pid) {
+                if seen.start == proc.start && seen.image == image {
+                    continue;
+                }
+            }
+            let retries = if exe.is_none() { UNREADABLE_RETRIES } else { 0 };
             let seen = Seen {
                 start: proc.start,
-                image: exe.clone().unwrap_or_else(|| proc.comm.clone()),
+                image,
+                retries,
             };
-            if self.known.get(&pid) == Some(&seen) {
-                continue;
-            }
             self.known.insert(pid, seen);
             self.evaluate_process(&proc, exe.as_deref(), &bundle);
         }

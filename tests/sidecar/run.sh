@@ -139,6 +139,8 @@ check() { # name, command...
 start_service
 app sleep 3600 &
 echo $! >"$W/app.pid"
+# The app container is up (running as its UID) before the enforcer starts.
+wait_for "app container" 10 pgrep -u "$APP_UID" -x sleep
 start_enforcer
 
 check "enforcer reports its start and observable signals" event_within 10 'agent/started.*uid 1000'
@@ -155,14 +157,14 @@ check "fileless (memfd) exec" event_within 5 'drift/fileless-exec.*runs from mem
 app sh -c 'cp /bin/sleep /tmp/gone; /tmp/gone 3 & sleep 0.5; rm /tmp/gone; wait' &
 check "executable deleted after start" event_within 5 'drift/deleted-executable.*/tmp/gone'
 
-app /usr/bin/python3 -c 'import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 9999)); s.listen(); time.sleep(3)' &
-check "unexpected listener" event_within 5 'behavior/unexpected-listener.*127.0.0.1:9999'
+app /usr/bin/python3 -c 'import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 9999)); s.listen(); time.sleep(6)' &
+check "unexpected listener" event_within 10 'behavior/unexpected-listener.*127.0.0.1:9999'
 
 app /usr/bin/python3 -c '
 import socket, time
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("192.0.2.2", 8080)); srv.listen()
-cli = socket.socket(); cli.bind(("192.0.2.1", 0)); cli.connect(("192.0.2.2", 8080)); conn, _ = srv.accept(); time.sleep(3)' &
-check "unexpected egress" event_within 5 'behavior/unexpected-egress.*192.0.2.2:8080'
+cli = socket.socket(); cli.bind(("192.0.2.1", 0)); cli.connect(("192.0.2.2", 8080)); conn, _ = srv.accept(); time.sleep(6)' &
+check "unexpected egress" event_within 10 'behavior/unexpected-egress.*192.0.2.2:8080'
 if events | grep -q 'unexpected-egress.*192.0.2.1:'; then FAILED+=("inbound connection reported as egress"); log "FAIL inbound side not reported as egress"; fi
 
 # --- enforce: a pushed policy reaches the enforcer live and shells are killed.
