@@ -8,9 +8,13 @@ E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## Build every crate (release; the enforcer size-optimised)
+ENFORCER_TARGET ?= x86_64-unknown-linux-musl
+ENFORCER_BIN = target/$(ENFORCER_TARGET)/release-small/palisade-enforcer
+
+build: ## Build the control plane (release) and the enforcer (static musl binary, size-optimised)
 	$(CARGO) build --release -p palisade-webhook
-	$(CARGO) build --profile release-small -p palisade-enforcer
+	rustup target add $(ENFORCER_TARGET) >/dev/null 2>&1 || true
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer --target $(ENFORCER_TARGET)
 
 run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, policies/)
 	$(CARGO) run --release -p palisade-webhook --bin palisade -- serve
@@ -35,11 +39,11 @@ e2e-kube: e2e-binaries ## End-to-end against a real kube-apiserver + controller-
 	PALISADE_E2E_CACHE=$(E2E_CACHE) bash tests/e2e/run.sh
 
 e2e-pod: build ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
-	PALISADE_BIN=target/release/palisade PALISADE_ENFORCER_BIN=target/release-small/palisade-enforcer \
+	PALISADE_BIN=target/release/palisade PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) \
 	  bash tests/sidecar/run.sh
 
-bench: ## Benchmarks; writes bench/RESULTS.md
-	bash bench/run.sh
+bench: build ## Benchmarks; writes bench/RESULTS.md
+	PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) bash bench/run.sh
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz AdmissionReview decoding + mutate/validate for FUZZ_SECONDS (needs nightly and cargo-fuzz)

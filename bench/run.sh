@@ -16,7 +16,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 cargo build --release -p palisade-webhook -p palisade-bench >/dev/null 2>&1
-cargo build --profile release-small -p palisade-enforcer >/dev/null 2>&1
+ENFORCER="${PALISADE_ENFORCER_BIN:-target/x86_64-unknown-linux-musl/release-small/palisade-enforcer}"
 
 echo "== micro-benchmarks (criterion)"
 cargo bench -p palisade-webhook --bench admission -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "^[a-z].*|time:" || true
@@ -74,7 +74,7 @@ mkdir -p "$W/enforcer"
 # Its own PID namespace: the enforcer sees the 200 processes and nothing of the host.
 unshare --pid --fork --mount-proc bash -c '
   for _ in $(seq 200); do sleep 600 & done
-  PALISADE_STATE_DIR="$1" exec "$2"' _ "$W/enforcer" target/release-small/palisade-enforcer >"$W/enforcer.log" 2>&1 &
+  PALISADE_STATE_DIR="$1" exec "$2"' _ "$W/enforcer" "$ENFORCER" >"$W/enforcer.log" 2>&1 &
 PIDS+=($!)
 sleep 3
 EPID=$(pgrep -n -x palisade-enforc)

@@ -15,6 +15,8 @@ fn main() -> anyhow::Result<()> {
     // One malloc arena for all threads: the enforcer is mostly idle and must
     // stay within a few MiB of RSS in every pod.
     // SAFETY: mallopt only tunes the allocator; called before other threads exist.
+    // (musl, the static build, has a single small heap and needs no tuning.)
+    #[cfg(target_env = "gnu")]
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
     }

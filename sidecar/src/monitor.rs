@@ -165,6 +165,7 @@ impl Monitor {
                 // The walk's transient allocations are freed; hand the pages
                 // back so they do not count against the pod's memory.
                 // SAFETY: malloc_trim only releases free heap memory.
+                #[cfg(target_env = "gnu")]
                 unsafe {
                     nix::libc::malloc_trim(0);
                 }
