@@ -1,9 +1,9 @@
 //! `palisade-bench`: the load side of `make bench`.
 //!
 //! - `floor`: a minimal TLS server that only parses the AdmissionReview and
-//!   re-serialises an allowing response: the cost any webhook pays.
-//! - `load`: keep-alive HTTPS load on one endpoint; requests/s and latency
-//!   percentiles.
+//!   re-serialises an allowing response ([`palisade_bench::floor_review`]).
+//! - `load`: keep-alive HTTPS load on several endpoints in alternating
+//!   rounds; requests/s and latency percentiles of each.
 //! - `ingest`: report batches into the policy service; events/s.
 //! - `propagation`: N enforcer long-polls waiting; one push; time until all
 //!   have the new policy.
@@ -42,22 +42,22 @@ enum Command {
         #[arg(long)]
         ca_out: PathBuf,
     },
-    /// HTTPS keep-alive load: POST BODY to URL PATH on ADDR.
+    /// HTTPS keep-alive load: POST BODY to each target in turn, --rounds
+    /// times (alternating targets cancels drift in a shared machine's speed);
+    /// one JSON line per target.
     Load {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long, default_value = "/mutate")]
-        path: String,
+        /// LABEL=ADDR/PATH@CA, e.g. `floor=127.0.0.1:9443/mutate@ca.crt`.
+        #[arg(long = "target", required = true)]
+        targets: Vec<Target>,
         #[arg(long)]
         body: PathBuf,
-        #[arg(long)]
-        ca: PathBuf,
         #[arg(long, default_value_t = 4)]
         connections: usize,
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per target per round.
+        #[arg(long, default_value_t = 3)]
         seconds: u64,
-        #[arg(long, default_value = "")]
-        label: String,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Report ingestion: batches of --batch events from --connections clients.
     Ingest {
@@ -94,19 +94,22 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Floor { listen, ca_out } => floor(listen, ca_out).await,
         Command::Load {
-            addr,
-            path,
+            targets,
             body,
-            ca,
             connections,
             seconds,
-            label,
+            rounds,
         } => {
             let body = Bytes::from(
                 std::fs::read(&body).with_context(|| format!("reading {}", body.display()))?,
             );
-            let client = Client::new(addr, &ca)?;
-            load(client, path, body, connections, seconds, label).await
+            let run = LoadRun {
+                body,
+                connections,
+                duration: Duration::from_secs(seconds),
+                rounds,
+            };
+            run.compare(&targets).await
         }
         Command::Ingest {
             addr,
@@ -166,12 +169,7 @@ async fn floor(listen: SocketAddr, ca_out: PathBuf) -> anyhow::Result<()> {
             let service =
                 hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                     let body = req.into_body().collect().await?.to_bytes();
-                    let reply = match palisade_webhook::admission::decode(&body) {
-                        Ok(review) => palisade_webhook::admission::encode(
-                            kube::core::admission::AdmissionResponse::from(&review),
-                        ),
-                        Err(e) => e.to_string().into_bytes(),
-                    };
+                    let reply = palisade_bench::floor_review(&body);
                     Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(reply))))
                 });
             let _ =
@@ -245,45 +243,96 @@ fn post(path: &str, token: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
 
 // ------------------------------------------------------------------ load
 
-async fn load(
-    client: Client,
+/// One endpoint under load.
+#[derive(Clone)]
+struct Target {
+    label: String,
+    addr: SocketAddr,
     path: String,
+    ca: PathBuf,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("{s:?}: expected LABEL=ADDR/PATH@CA");
+        let (label, rest) = s.split_once('=').ok_or_else(usage)?;
+        let (endpoint, ca) = rest.rsplit_once('@').ok_or_else(usage)?;
+        let slash = endpoint.find('/').ok_or_else(usage)?;
+        Ok(Self {
+            label: label.to_string(),
+            addr: endpoint[..slash]
+                .parse()
+                .map_err(|e| format!("{s:?}: {e}"))?,
+            path: endpoint[slash..].to_string(),
+            ca: PathBuf::from(ca),
+        })
+    }
+}
+
+struct LoadRun {
     body: Bytes,
     connections: usize,
-    seconds: u64,
-    label: String,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (client, path, body) = (client.clone(), path.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3)?;
-            let mut sender = client.connect().await?;
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let (status, _) = send(&mut sender, post(&path, None, body.clone())).await?;
-                if status != 200 {
-                    bail!("HTTP {status}");
-                }
-                hist.record(started.elapsed().as_micros() as u64)?;
+    duration: Duration,
+    rounds: usize,
+}
+
+impl LoadRun {
+    /// Every target for `duration`, `rounds` times in turn; latencies and
+    /// request counts are summed over the rounds.
+    async fn compare(&self, targets: &[Target]) -> anyhow::Result<()> {
+        let mut totals = Vec::new();
+        for _ in targets {
+            totals.push(Histogram::<u64>::new(3)?);
+        }
+        for _ in 0..self.rounds {
+            for (target, total) in targets.iter().zip(&mut totals) {
+                total.add(self.one(target).await?)?;
             }
-            Ok::<_, anyhow::Error>(hist)
-        }));
+        }
+        let seconds = self.duration.as_secs_f64() * self.rounds as f64;
+        for (target, total) in targets.iter().zip(&totals) {
+            println!(
+                "{{\"label\":\"{}\",\"requests_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"requests\":{}}}",
+                target.label,
+                total.len() as f64 / seconds,
+                total.value_at_quantile(0.5),
+                total.value_at_quantile(0.99),
+                total.value_at_quantile(0.999),
+                total.len()
+            );
+        }
+        Ok(())
     }
-    let mut total = Histogram::<u64>::new(3)?;
-    for t in tasks {
-        total.add(t.await??)?;
+
+    /// `connections` keep-alive connections posting the body for `duration`.
+    async fn one(&self, target: &Target) -> anyhow::Result<Histogram<u64>> {
+        let client = Client::new(target.addr, &target.ca)?;
+        let deadline = Instant::now() + self.duration;
+        let mut tasks = Vec::new();
+        for _ in 0..self.connections {
+            let (client, path, body) = (client.clone(), target.path.clone(), self.body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3)?;
+                let mut sender = client.connect().await?;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let (status, _) = send(&mut sender, post(&path, None, body.clone())).await?;
+                    if status != 200 {
+                        bail!("HTTP {status}");
+                    }
+                    hist.record(started.elapsed().as_micros() as u64)?;
+                }
+                Ok::<_, anyhow::Error>(hist)
+            }));
+        }
+        let mut total = Histogram::<u64>::new(3)?;
+        for t in tasks {
+            total.add(t.await??)?;
+        }
+        Ok(total)
     }
-    println!(
-        "{{\"label\":\"{label}\",\"requests_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"requests\":{}}}",
-        total.len() as f64 / seconds as f64,
-        total.value_at_quantile(0.5),
-        total.value_at_quantile(0.99),
-        total.value_at_quantile(0.999),
-        total.len()
-    );
-    Ok(())
 }
 
 // ------------------------------------------------------------------ ingest

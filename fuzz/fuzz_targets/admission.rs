@@ -1,15 +1,18 @@
 //! Any bytes as an AdmissionReview: decoding never panics, and for every
-//! decodable Pod the mutation patch applies to the object and a second
-//! pass over the result patches nothing (idempotence); validation of the
-//! same review never panics.
+//! decodable Pod the mutation patch applies to the object, the plan made
+//! from the JSON text equals the plan made from the parsed value, and a
+//! second pass over the result patches nothing (idempotence); validation of
+//! the same review never panics.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use palisade_webhook::admission::{self, mutate};
+use palisade_webhook::admission::mutate::PodShape;
+use palisade_webhook::admission::{self, Webhook};
 use palisade_webhook::config::Settings;
 use palisade_webhook::policy::PolicySet;
+use serde_json::Value;
 
 fn policies() -> &'static PolicySet {
     static SET: OnceLock<PolicySet> = OnceLock::new();
@@ -19,16 +22,27 @@ fn policies() -> &'static PolicySet {
     })
 }
 
+fn webhook() -> &'static Webhook {
+    static WEBHOOK: OnceLock<Webhook> = OnceLock::new();
+    WEBHOOK.get_or_init(|| Webhook::new(&Settings::default()))
+}
+
 fuzz_target!(|data: &[u8]| {
-    let settings = Settings::default();
+    let webhook = webhook();
     let Ok(req) = admission::decode(data) else { return };
-    let _ = admission::encode(admission::validate(&req, &settings, policies()).0);
-    let _ = admission::encode(admission::mutate(&req, &settings).0);
-    let Some(Ok(object)) = req.object.as_ref().map(serde_json::to_value) else { return };
-    if let Ok((patch, _)) = mutate::patch_for(&object, &settings.injection) {
-        let mut patched = object.clone();
-        json_patch::patch(&mut patched, &patch).expect("the mutation patch applies to its object");
-        let (again, _) = mutate::patch_for(&patched, &settings.injection).expect("a mutated pod mutates again");
-        assert!(again.0.is_empty(), "second pass must not patch: {again:?}");
-    }
+    let _ = admission::encode(&webhook.validate(&req, policies()).0);
+    let _ = admission::encode(&webhook.mutate(&req).0);
+    let Some(text) = req.object.as_ref().map(|o| o.get()) else { return };
+    let Ok(mut object) = serde_json::from_str::<Value>(text) else { return };
+    let Ok(mutation) = webhook.injector().plan_json(text) else { return };
+    let patch = mutation.patch_json();
+    let from_value = PodShape::from_value(&object).and_then(|pod| webhook.injector().plan(&pod));
+    let from_value = from_value.expect("a pod planned from its text plans from its value");
+    assert_eq!(from_value.patch_json(), patch, "text and value plans differ");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the plan is a JSON patch");
+    json_patch::patch(&mut object, &patch).expect("the mutation patch applies to its object");
+    let again = PodShape::from_value(&object)
+        .and_then(|pod| webhook.injector().plan(&pod))
+        .expect("a mutated pod mutates again");
+    assert!(again.ops.is_empty(), "second pass must not patch: {:?}", again.ops);
 });

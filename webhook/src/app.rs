@@ -161,6 +161,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     ]);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = Arc::new(AppState {
+        webhook: crate::admission::Webhook::new(&settings),
         settings,
         policies,
         metrics,

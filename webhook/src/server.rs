@@ -25,6 +25,8 @@ use crate::policy::store::PolicyStore;
 /// Everything a request handler needs.
 pub struct AppState {
     pub settings: Settings,
+    /// The admission decisions, precomputed from `settings`.
+    pub webhook: admission::Webhook,
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     /// False while starting and once shutdown begins (drains load balancers).
@@ -170,20 +172,20 @@ fn handle_review(endpoint: &'static str, body: &[u8], state: &AppState) -> Respo
             );
             let _entered = span.enter();
             let (response, outcome) = if endpoint == "mutate" {
-                admission::mutate(&req, &state.settings)
+                state.webhook.mutate(&req)
             } else {
-                admission::validate(&req, &state.settings, &state.policies.current())
+                state.webhook.validate(&req, &state.policies.current())
             };
             state.metrics.count(endpoint, outcome.as_str());
             match outcome {
                 admission::Outcome::Denied | admission::Outcome::Invalid => {
-                    tracing::info!(outcome = outcome.as_str(), message = %response.result.message, "admission decided")
+                    tracing::info!(outcome = outcome.as_str(), message = %response.status.message, "admission decided")
                 }
                 _ => tracing::debug!(outcome = outcome.as_str(), "admission decided"),
             }
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(admission::encode(response))
+                .body(admission::encode(&response))
                 .unwrap_or_default()
         }
     };

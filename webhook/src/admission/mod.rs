@@ -3,91 +3,18 @@
 //! settings/policies, so they are tested without a server.
 
 pub mod mutate;
+pub mod review;
 pub mod template;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::DynamicObject;
+use kube::core::admission::Operation;
+use palisade_common::path::{FieldPath, FieldSet};
 use palisade_common::policy::Mode;
 use serde_json::Value;
 
 use crate::config::Settings;
 use crate::policy::{PodView, PolicySet, Violation};
 
-pub type Request = AdmissionRequest<DynamicObject>;
-
-const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error("malformed AdmissionReview: {0}")]
-    Malformed(#[from] serde_json::Error),
-    #[error("unsupported AdmissionReview {api_version}/{kind} (expected {REVIEW_API_VERSION}/AdmissionReview)")]
-    Unsupported { api_version: String, kind: String },
-    #[error("AdmissionReview has no request")]
-    MissingRequest,
-}
-
-/// Decodes and checks an AdmissionReview body.
-pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
-    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != "AdmissionReview" {
-        return Err(ReviewError::Unsupported {
-            api_version: review.types.api_version,
-            kind: review.types.kind,
-        });
-    }
-    review.try_into().map_err(|_| ReviewError::MissingRequest)
-}
-
-/// The AdmissionReview answer as the API defines it. kube's own type writes
-/// the patch bytes as a JSON array of numbers; the API's `[]byte` is a
-/// base64 string: four times smaller and much cheaper to write and parse.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    status: &'a kube::core::Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-    audit_annotations: &'a std::collections::HashMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: &'a Option<Vec<String>>,
-}
-
-pub fn encode(response: AdmissionResponse) -> Vec<u8> {
-    use base64::Engine;
-    let patch = response
-        .patch
-        .as_deref()
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let out = ReviewOut {
-        api_version: REVIEW_API_VERSION,
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &response.uid,
-            allowed: response.allowed,
-            status: &response.result,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            audit_annotations: &response.audit_annotations,
-            warnings: &response.warnings,
-        },
-    };
-    // Serialising plain structs of strings and maps cannot fail.
-    serde_json::to_vec(&out).unwrap_or_default()
-}
+pub use review::{decode, encode, Request, Response, ReviewError};
 
 /// What happened, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,177 +40,181 @@ impl Outcome {
     }
 }
 
-fn reject(req: &Request, code: u16, reason: &str, message: String) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(req).deny(message);
-    response.result.code = code;
-    response.result.reason = reason.to_string();
-    response
+/// The admission decisions, with what they need precomputed from the
+/// settings (the enforcer container, volumes, excluded namespaces).
+pub struct Webhook {
+    excluded_namespaces: Vec<String>,
+    injector: mutate::Injector,
 }
 
-fn excluded(req: &Request, settings: &Settings) -> bool {
-    req.namespace.as_deref().is_some_and(|ns| {
-        settings
-            .admission
-            .excluded_namespaces
-            .iter()
-            .any(|e| e == ns)
-    })
+/// The object under review; `None` when the request carries none.
+fn object_text(req: &Request) -> Option<&str> {
+    req.object
+        .as_deref()
+        .map(serde_json::value::RawValue::get)
+        .filter(|text| *text != "null")
 }
 
-fn object_value(req: &Request) -> Option<Result<Value, serde_json::Error>> {
-    req.object.as_ref().map(serde_json::to_value)
+/// The answer to a request without the object it should carry.
+fn no_object(allow: Response) -> (Response, Outcome) {
+    let message = "request has no object".to_string();
+    (allow.deny(400, "BadRequest", message), Outcome::Invalid)
 }
 
-/// `/mutate`: inject the enforcer into Pods being created.
-pub fn mutate(req: &Request, settings: &Settings) -> (AdmissionResponse, Outcome) {
-    let allow = AdmissionResponse::from(req);
-    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
-    if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
-        return (allow, Outcome::Allowed);
-    }
-    if excluded(req, settings) {
-        return (allow, Outcome::Skipped);
-    }
-    let pod = match object_value(req) {
-        Some(Ok(pod)) => pod,
-        Some(Err(e)) => {
-            return (
-                reject(req, 400, "BadRequest", format!("cannot read object: {e}")),
-                Outcome::Invalid,
-            )
+impl Webhook {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            excluded_namespaces: settings.admission.excluded_namespaces.clone(),
+            injector: mutate::Injector::new(&settings.injection),
         }
-        None => {
-            return (
-                reject(req, 400, "BadRequest", "request has no object".into()),
-                Outcome::Invalid,
-            )
-        }
-    };
-    let (patch, outcome) = match mutate::patch_for(&pod, &settings.injection) {
-        Ok(result) => result,
-        Err(e) => {
-            return (
-                reject(req, 400, "BadRequest", e.to_string()),
-                Outcome::Invalid,
-            )
-        }
-    };
-    let mut response = allow;
-    let mut result = Outcome::Patched;
-    if let mutate::Outcome::Skipped { reason, .. } = outcome {
-        response
-            .audit_annotations
-            .insert("injection-skipped".into(), reason.into());
-        result = Outcome::Skipped;
     }
-    if patch.0.is_empty() {
-        let unchanged = if result == Outcome::Skipped {
-            result
-        } else {
-            Outcome::Allowed
-        };
-        return (response, unchanged);
-    }
-    match response.with_patch(patch) {
-        Ok(response) => (response, result),
-        Err(e) => (
-            reject(req, 500, "InternalError", e.to_string()),
-            Outcome::Invalid,
-        ),
-    }
-}
 
-/// `/validate`: evaluate the policy set on Pods and pod templates.
-pub fn validate(
-    req: &Request,
-    settings: &Settings,
-    policies: &PolicySet,
-) -> (AdmissionResponse, Outcome) {
-    let allow = AdmissionResponse::from(req);
-    let Some(location) = template::locate(&req.kind.group, &req.kind.kind) else {
-        return (allow, Outcome::Allowed);
-    };
-    let evaluated_subresource = matches!(
-        req.sub_resource.as_deref(),
-        None | Some("ephemeralcontainers")
-    );
-    if !matches!(req.operation, Operation::Create | Operation::Update)
-        || !evaluated_subresource
-        || excluded(req, settings)
-    {
-        return (allow, Outcome::Allowed);
+    pub fn injector(&self) -> &mutate::Injector {
+        &self.injector
     }
-    let object = match object_value(req) {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            return (
-                reject(req, 400, "BadRequest", format!("cannot read object: {e}")),
-                Outcome::Invalid,
-            )
-        }
-        None => {
-            return (
-                reject(req, 400, "BadRequest", "request has no object".into()),
-                Outcome::Invalid,
-            )
-        }
-    };
-    let Some(template) = object.pointer(location.pointer) else {
-        return (allow, Outcome::Allowed);
-    };
-    // Like Pod Security admission: an update that leaves the pod spec as it
-    // was is not re-judged (label or finalizer edits on old pods).
-    if req.operation == Operation::Update {
-        let old_spec = req
-            .old_object
-            .as_ref()
-            .and_then(|o| serde_json::to_value(o).ok())
-            .and_then(|o| {
-                o.pointer(location.pointer)
-                    .and_then(|t| t.get("spec"))
-                    .cloned()
-            });
-        if old_spec.as_ref() == template.get("spec") {
+
+    fn excluded(&self, req: &Request) -> bool {
+        req.namespace
+            .as_deref()
+            .is_some_and(|ns| self.excluded_namespaces.iter().any(|e| e == ns))
+    }
+
+    /// `/mutate`: inject the enforcer into Pods being created.
+    pub fn mutate(&self, req: &Request) -> (Response, Outcome) {
+        let allow = Response::allow(req);
+        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+        if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
             return (allow, Outcome::Allowed);
         }
+        if self.excluded(req) {
+            return (allow, Outcome::Skipped);
+        }
+        let Some(object) = object_text(req) else {
+            return no_object(allow);
+        };
+        let mutation = match self.injector.plan_json(object) {
+            Ok(mutation) => mutation,
+            Err(e) => {
+                return (
+                    allow.deny(400, "BadRequest", e.to_string()),
+                    Outcome::Invalid,
+                )
+            }
+        };
+        let mut response = allow;
+        let mut result = Outcome::Patched;
+        if let mutate::Outcome::Skipped { reason, .. } = mutation.outcome {
+            response
+                .audit_annotations
+                .insert("injection-skipped".into(), reason.into());
+            result = Outcome::Skipped;
+        }
+        if mutation.ops.is_empty() {
+            let unchanged = if result == Outcome::Skipped {
+                result
+            } else {
+                Outcome::Allowed
+            };
+            return (response, unchanged);
+        }
+        (response.with_patch(mutation.patch_json()), result)
     }
-    let namespace = req.namespace.as_deref().unwrap_or_default();
-    let violations = match evaluate_template(template, location, namespace, settings, policies) {
-        Ok(v) => v,
-        Err(msg) => return (reject(req, 400, "BadRequest", msg), Outcome::Invalid),
-    };
-    respond(allow, violations)
+
+    /// `/validate`: evaluate the policy set on Pods and pod templates.
+    pub fn validate(&self, req: &Request, policies: &PolicySet) -> (Response, Outcome) {
+        let allow = Response::allow(req);
+        let Some(location) = template::locate(&req.kind.group, &req.kind.kind) else {
+            return (allow, Outcome::Allowed);
+        };
+        let evaluated_subresource = matches!(
+            req.sub_resource.as_deref(),
+            None | Some("ephemeralcontainers")
+        );
+        if !matches!(req.operation, Operation::Create | Operation::Update)
+            || !evaluated_subresource
+            || self.excluded(req)
+        {
+            return (allow, Outcome::Allowed);
+        }
+        let Some(text) = object_text(req) else {
+            return no_object(allow);
+        };
+        // Like Pod Security admission: an update that leaves the pod spec as
+        // it was is not re-judged (label or finalizer edits on old pods).
+        if req.operation == Operation::Update && spec_unchanged(req, text, location) {
+            return (allow, Outcome::Allowed);
+        }
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        let violations = if location.pointer.is_empty() {
+            PodView::from_json(text, policies.reads())
+                .map(|pod| policies.evaluate(namespace, &pod, |p| location.field(p)))
+                .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(object) => match object.pointer(location.pointer) {
+                    Some(template) => {
+                        self.evaluate_template(template, location, namespace, policies)
+                    }
+                    None => return (allow, Outcome::Allowed),
+                },
+                Err(e) => Err(format!("cannot read object: {e}")),
+            }
+        };
+        match violations {
+            Ok(violations) => respond(allow, violations),
+            Err(message) => (allow.deny(400, "BadRequest", message), Outcome::Invalid),
+        }
+    }
+
+    /// Violations of `policies` by a pod template found at `location` in its
+    /// object. A workload's pods will pass through `/mutate`, so its
+    /// template is judged as those pods will be (enforcer added, resources
+    /// defaulted): an unchanged manifest is not refused for what the
+    /// injector supplies.
+    pub fn evaluate_template(
+        &self,
+        template: &Value,
+        location: template::TemplateLocation,
+        namespace: &str,
+        policies: &PolicySet,
+    ) -> Result<Vec<Violation>, String> {
+        let is_pod = location.pointer.is_empty();
+        let effective;
+        let template = if is_pod {
+            template
+        } else {
+            let mut copy = template.clone();
+            self.injector
+                .inject(&mut copy)
+                .map_err(|e| format!("{}: {e}", location.field_prefix))?;
+            effective = copy;
+            &effective
+        };
+        let view = PodView::parse(template, is_pod)
+            .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
+        Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
+    }
 }
 
-/// Violations of `policies` by a pod template found at `location` in its
-/// object. A workload's pods will pass through `/mutate`, so its template is
-/// judged as those pods will be (enforcer added, resources defaulted): an
-/// unchanged manifest is not refused for what the injector supplies.
-pub fn evaluate_template(
-    template: &Value,
-    location: template::TemplateLocation,
-    namespace: &str,
-    settings: &Settings,
-    policies: &PolicySet,
-) -> Result<Vec<Violation>, String> {
-    let is_pod = location.pointer.is_empty();
-    let effective;
-    let template = if is_pod {
-        template
-    } else {
-        let mut copy = template.clone();
-        mutate::inject(&mut copy, &settings.injection)
-            .map_err(|e| format!("{}: {e}", location.field_prefix))?;
-        effective = copy;
-        &effective
+/// Whether an update leaves the pod spec at `location` as it was (compared
+/// as JSON values, so formatting does not matter).
+fn spec_unchanged(req: &Request, text: &str, location: template::TemplateLocation) -> bool {
+    let Some(old) = &req.old_object else {
+        return false;
     };
-    let view = PodView::parse(template, is_pod)
-        .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
-    Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
+    let Ok(spec_path) = FieldPath::parse(&location.field("spec")) else {
+        return false;
+    };
+    let mut spec = FieldSet::default();
+    spec.insert(&spec_path);
+    match (spec.extract(old.get()), spec.extract(text)) {
+        (Ok(old), Ok(new)) => spec_path.resolve(&old) == spec_path.resolve(&new),
+        _ => false,
+    }
 }
 
 /// Enforce-mode violations deny; audit-mode ones become warnings.
-fn respond(allow: AdmissionResponse, violations: Vec<Violation>) -> (AdmissionResponse, Outcome) {
+fn respond(allow: Response, violations: Vec<Violation>) -> (Response, Outcome) {
     if violations.is_empty() {
         return (allow, Outcome::Allowed);
     }
@@ -292,12 +223,10 @@ fn respond(allow: AdmissionResponse, violations: Vec<Violation>) -> (AdmissionRe
         .partition(|v| v.mode == Mode::Enforce);
     let mut response = allow;
     if !audited.is_empty() {
-        response.warnings = Some(
-            audited
-                .iter()
-                .map(|v| format!("palisade audit: {v}"))
-                .collect(),
-        );
+        response.warnings = audited
+            .iter()
+            .map(|v| format!("palisade audit: {v}"))
+            .collect();
         response.audit_annotations.insert(
             "audit-violations".into(),
             audited
@@ -318,8 +247,5 @@ fn respond(allow: AdmissionResponse, violations: Vec<Violation>) -> (AdmissionRe
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let mut response = response.deny(message);
-    response.result.code = 403;
-    response.result.reason = "Forbidden".into();
-    (response, Outcome::Denied)
+    (response.deny(403, "Forbidden", message), Outcome::Denied)
 }

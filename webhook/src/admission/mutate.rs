@@ -1,11 +1,19 @@
-//! Sidecar injection and resource defaulting on a pod-shaped JSON value
+//! Sidecar injection and resource defaulting for a pod-shaped object
 //! (`{metadata, spec}`: a Pod or any workload's pod template).
 //!
-//! The value is edited in place and the JSON patch is the diff against the
-//! original, so a second pass over an already-mutated pod yields an empty
-//! patch (idempotent, safe under `reinvocationPolicy: IfNeeded`).
+//! The mutation is planned from a small typed view of the pod as a list of
+//! JSON patch `add` operations: the webhook sends them as they are, and the
+//! offline commands and template validation apply them to a JSON value, so
+//! both run the same plan. A plan for an already-mutated pod is empty
+//! (idempotent, safe under `reinvocationPolicy: IfNeeded`).
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Capabilities, SeccompProfile, SecurityContext};
+use serde::{Deserialize, Serialize};
+use serde_json::value::{to_raw_value, RawValue};
+use serde_json::{json, Value};
 
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION, STATUS_ANNOTATION};
 
@@ -32,12 +40,13 @@ const RESOURCE_OVERRIDES: [(&str, &str, &str); 4] = [
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The value now has the sidecar and defaults (possibly already had).
+    /// The pod has the sidecar and defaults once the plan is applied
+    /// (possibly already had).
     Injected {
-        /// Containers whose resources were defaulted in this pass.
+        /// Containers whose resources are defaulted by this plan.
         defaulted: Vec<String>,
     },
-    /// No enforcer, for this reason; resources were still defaulted.
+    /// No enforcer, for this reason; resources are still defaulted.
     Skipped {
         reason: &'static str,
         defaulted: Vec<String>,
@@ -50,155 +59,542 @@ pub enum MutateError {
     BadOverride { annotation: String, value: String },
     #[error("{0} must be an object")]
     NotAnObject(&'static str),
+    #[error("cannot read the pod: {0}")]
+    Unreadable(String),
 }
 
-/// Injects the enforcer and defaults resources in `pod` (edited in place).
-/// Opting out (annotation, hostNetwork when configured) skips the enforcer
-/// only: resource defaults apply to every pod, as LimitRanger's would.
-pub fn inject(pod: &mut Value, settings: &InjectionSettings) -> Result<Outcome, MutateError> {
-    let skip = if annotation(pod, INJECT_ANNOTATION) == Some("false") {
-        Some("opted out by annotation")
-    } else if settings.skip_host_network
-        && pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true))
-    {
-        Some("hostNetwork pod")
-    } else {
-        None
-    };
-    let sidecar_resources = match skip {
-        None => Some(sidecar_resources(pod, &settings.sidecar_resources)?),
-        Some(_) => None,
-    };
-    let run_as_user = app_run_as_user(pod).unwrap_or(settings.default_run_as_user);
-    let spec = pod
-        .get_mut("spec")
-        .and_then(Value::as_object_mut)
-        .ok_or(MutateError::NotAnObject("spec"))?;
+// ---------------------------------------------------------------- the view
 
-    let defaulted = default_container_resources(spec, &settings.container_defaults);
-    let (Some(sidecar_resources), None) = (sidecar_resources, skip) else {
-        return Ok(Outcome::Skipped {
-            reason: skip.unwrap_or_default(),
-            defaulted,
-        });
-    };
+/// The fields of a pod the mutation reads; everything else is skipped
+/// unparsed. Nulls read as absent, as the API server treats them.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodShape {
+    #[serde(default)]
+    metadata: Option<MetadataShape>,
+    #[serde(default)]
+    spec: Option<SpecShape>,
+}
 
-    if !has_enforcer(spec) {
-        let container = enforcer_container(settings, sidecar_resources, run_as_user);
-        let list = if settings.native_sidecar {
-            "initContainers"
-        } else {
-            "containers"
+#[derive(Debug, Default, Deserialize)]
+struct MetadataShape {
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecShape {
+    #[serde(default)]
+    containers: Option<Vec<ContainerShape>>,
+    #[serde(default)]
+    init_containers: Option<Vec<ContainerShape>>,
+    #[serde(default)]
+    volumes: Option<Vec<NamedShape>>,
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default)]
+    share_process_namespace: Option<bool>,
+    #[serde(default)]
+    security_context: Option<SecurityContextShape>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerShape {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    resources: Option<ResourcesShape>,
+    #[serde(default)]
+    security_context: Option<SecurityContextShape>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResourcesShape {
+    #[serde(default)]
+    requests: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+    #[serde(default)]
+    limits: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContextShape {
+    #[serde(default)]
+    run_as_user: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NamedShape {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl PodShape {
+    /// Reads the view from the object's JSON text.
+    pub fn from_json(text: &str) -> Result<Self, MutateError> {
+        let shape: Self =
+            serde_json::from_str(text).map_err(|e| MutateError::Unreadable(e.to_string()))?;
+        shape.with_spec()
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, MutateError> {
+        if !value.is_object() {
+            return Err(MutateError::NotAnObject("object"));
+        }
+        let shape =
+            PodShape::deserialize(value).map_err(|e| MutateError::Unreadable(e.to_string()))?;
+        shape.with_spec()
+    }
+
+    /// A pod without a spec cannot be mutated (nor admitted).
+    fn with_spec(self) -> Result<Self, MutateError> {
+        match self.spec {
+            Some(_) => Ok(self),
+            None => Err(MutateError::NotAnObject("spec")),
+        }
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        let annotations = self.metadata.as_ref()?.annotations.as_ref()?;
+        annotations.get(key).map(String::as_str)
+    }
+
+    fn containers(&self, list: ContainerList) -> &[ContainerShape] {
+        let spec = self.spec.as_ref();
+        let containers = match list {
+            ContainerList::Init => spec.and_then(|s| s.init_containers.as_deref()),
+            ContainerList::App => spec.and_then(|s| s.containers.as_deref()),
         };
-        // Native sidecars go first so they start before other init containers.
-        let containers = array_entry(spec, list);
-        if settings.native_sidecar {
-            containers.insert(0, container);
+        containers.unwrap_or_default()
+    }
+
+    fn has_enforcer(&self) -> bool {
+        [ContainerList::Init, ContainerList::App]
+            .into_iter()
+            .flat_map(|list| self.containers(list))
+            .any(ContainerShape::is_enforcer)
+    }
+
+    /// The application's UID, so the enforcer can read its /proc entries
+    /// (exe, root, fds need the same UID). Root is never copied.
+    fn app_run_as_user(&self) -> Option<i64> {
+        let user = |sc: &Option<SecurityContextShape>| sc.as_ref().and_then(|sc| sc.run_as_user);
+        self.containers(ContainerList::App)
+            .iter()
+            .filter(|c| !c.is_enforcer())
+            .find_map(|c| user(&c.security_context))
+            .or_else(|| self.spec.as_ref().and_then(|s| user(&s.security_context)))
+            .filter(|uid| *uid > 0)
+    }
+}
+
+impl ContainerShape {
+    fn is_enforcer(&self) -> bool {
+        self.name.as_deref() == Some(ENFORCER_CONTAINER)
+    }
+
+    /// Whether the container sets `resource` as a request or a limit.
+    fn sets(&self, resource: &str) -> bool {
+        let Some(r) = &self.resources else {
+            return false;
+        };
+        [&r.requests, &r.limits]
+            .into_iter()
+            .any(|section| section.as_ref().is_some_and(|s| s.contains_key(resource)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ContainerList {
+    Init,
+    App,
+}
+
+impl ContainerList {
+    fn field(self) -> &'static str {
+        match self {
+            ContainerList::Init => "initContainers",
+            ContainerList::App => "containers",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the plan
+
+/// One JSON patch operation; the mutation only ever adds (an `add` onto an
+/// existing member replaces it, which is how nulls are filled in).
+#[derive(Debug, Serialize)]
+pub struct AddOp {
+    op: &'static str,
+    pub path: String,
+    pub value: Box<RawValue>,
+}
+
+impl AddOp {
+    fn new(path: String, value: Box<RawValue>) -> Self {
+        Self {
+            op: "add",
+            path,
+            value,
+        }
+    }
+
+    fn json<T: Serialize + ?Sized>(path: String, value: &T) -> Self {
+        // Maps of strings, numbers and bools always serialise.
+        let value = to_raw_value(value).unwrap_or_else(|_| raw("null"));
+        Self::new(path, value)
+    }
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_string()).expect("valid JSON literal")
+}
+
+/// The operations turning a pod into the injected pod, and what they do.
+#[derive(Debug)]
+pub struct Mutation {
+    pub ops: Vec<AddOp>,
+    pub outcome: Outcome,
+}
+
+impl Mutation {
+    /// The RFC 6902 patch document.
+    pub fn patch_json(&self) -> Vec<u8> {
+        // Strings and raw JSON: serialising them cannot fail.
+        serde_json::to_vec(&self.ops).unwrap_or_default()
+    }
+
+    /// Applies the operations to `pod` (the value the plan was made from).
+    pub fn apply(&self, pod: &mut Value) -> Result<(), MutateError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let patch: json_patch::Patch = serde_json::from_slice(&self.patch_json())
+            .map_err(|e| MutateError::Unreadable(e.to_string()))?;
+        json_patch::patch(pod, &patch).map_err(|e| MutateError::Unreadable(e.to_string()))
+    }
+}
+
+/// JSON pointer token for an object key (RFC 6901 escaping).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The enforcer, its volumes and the status annotation, built once from the
+/// settings; each pod only varies the enforcer's UID and resources.
+pub struct Injector {
+    settings: InjectionSettings,
+    /// The enforcer's environment and volume mounts (JSON arrays).
+    enforcer_env: Box<RawValue>,
+    enforcer_mounts: Box<RawValue>,
+    /// (name, volume) the enforcer mounts.
+    volumes: Vec<(&'static str, Box<RawValue>)>,
+    status: String,
+}
+
+impl Injector {
+    pub fn new(settings: &InjectionSettings) -> Self {
+        let (env, mounts) = enforcer_env_and_mounts(settings);
+        let mut volumes = vec![
+            (
+                STATE_VOLUME,
+                json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}),
+            ),
+            (
+                PODINFO_VOLUME,
+                json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
+                ]}}),
+            ),
+        ];
+        if settings.policy_service_url.is_some() {
+            volumes.push((
+                TOKEN_VOLUME,
+                json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": settings.report_token_audience, "expirationSeconds": 3600, "path": "token"
+                }}]}}),
+            ));
+        }
+        let volumes = volumes
+            .into_iter()
+            .map(|(name, v)| (name, to_raw_value(&v).unwrap_or_else(|_| raw("null"))))
+            .collect();
+        let status = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "sidecar": ENFORCER_CONTAINER,
+            "native": settings.native_sidecar,
+        })
+        .to_string();
+        Self {
+            settings: settings.clone(),
+            enforcer_env: to_raw_value(&env).unwrap_or_else(|_| raw("[]")),
+            enforcer_mounts: to_raw_value(&mounts).unwrap_or_else(|_| raw("[]")),
+            volumes,
+            status,
+        }
+    }
+
+    /// Plans the mutation of the object given as JSON text (the webhook).
+    pub fn plan_json(&self, object: &str) -> Result<Mutation, MutateError> {
+        self.plan(&PodShape::from_json(object)?)
+    }
+
+    /// Injects the enforcer and defaults resources in `pod`, in place (the
+    /// offline commands, and workload templates judged as their pods).
+    pub fn inject(&self, pod: &mut Value) -> Result<Outcome, MutateError> {
+        let shape = PodShape::from_value(pod)?;
+        let mutation = self.plan(&shape)?;
+        mutation.apply(pod)?;
+        Ok(mutation.outcome)
+    }
+
+    /// Opting out (annotation, hostNetwork when configured) skips the
+    /// enforcer only: resource defaults apply to every pod, as LimitRanger's
+    /// would.
+    pub fn plan(&self, pod: &PodShape) -> Result<Mutation, MutateError> {
+        let skip = if pod.annotation(INJECT_ANNOTATION) == Some("false") {
+            Some("opted out by annotation")
+        } else if self.settings.skip_host_network
+            && pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+        {
+            Some("hostNetwork pod")
         } else {
-            containers.push(container);
+            None
+        };
+        let mut ops = Vec::new();
+        let defaulted = self.default_container_resources(pod, &mut ops);
+        if let Some(reason) = skip {
+            return Ok(Mutation {
+                ops,
+                outcome: Outcome::Skipped { reason, defaulted },
+            });
         }
-    }
-    let volumes = array_entry(spec, "volumes");
-    let mut wanted = vec![
-        json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}),
-        json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
-            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
-        ]}}),
-    ];
-    if settings.policy_service_url.is_some() {
-        wanted.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-            "audience": settings.report_token_audience, "expirationSeconds": 3600, "path": "token"
-        }}]}}));
-    }
-    for volume in wanted {
-        if !volumes.iter().any(|v| v.get("name") == volume.get("name")) {
-            volumes.push(volume);
+        if !pod.has_enforcer() {
+            ops.push(self.add_enforcer(pod)?);
         }
+        self.add_volumes(pod, &mut ops);
+        let spec = pod.spec.as_ref();
+        if spec.and_then(|s| s.share_process_namespace) != Some(true) {
+            ops.push(AddOp::new(
+                "/spec/shareProcessNamespace".into(),
+                raw("true"),
+            ));
+        }
+        if pod.annotation(STATUS_ANNOTATION) != Some(&self.status) {
+            ops.push(self.add_status(pod));
+        }
+        Ok(Mutation {
+            ops,
+            outcome: Outcome::Injected { defaulted },
+        })
     }
-    spec.insert("shareProcessNamespace".into(), Value::Bool(true));
 
-    let status = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "sidecar": ENFORCER_CONTAINER,
-        "native": settings.native_sidecar,
-    })
-    .to_string();
-    let metadata = object_entry(
-        pod.as_object_mut()
-            .ok_or(MutateError::NotAnObject("object"))?,
-        "metadata",
-    );
-    object_entry(metadata, "annotations").insert(STATUS_ANNOTATION.into(), Value::String(status));
-    Ok(Outcome::Injected { defaulted })
-}
-
-/// JSON patch turning `original` into the injected pod. Empty when nothing
-/// changes (already injected, skipped).
-pub fn patch_for(
-    original: &Value,
-    settings: &InjectionSettings,
-) -> Result<(json_patch::Patch, Outcome), MutateError> {
-    let mut mutated = original.clone();
-    let outcome = inject(&mut mutated, settings)?;
-    Ok((json_patch::diff(original, &mutated), outcome))
-}
-
-fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
-    pod.get("metadata")?.get("annotations")?.get(key)?.as_str()
-}
-
-fn has_enforcer(spec: &Map<String, Value>) -> bool {
-    ["containers", "initContainers"].iter().any(|list| {
-        spec.get(*list).and_then(Value::as_array).is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.get("name").and_then(Value::as_str) == Some(ENFORCER_CONTAINER))
-        })
-    })
-}
-
-/// The application's UID, so the enforcer can read its /proc entries
-/// (exe, root, fds need the same UID). Root is never copied.
-fn app_run_as_user(pod: &Value) -> Option<i64> {
-    let from_containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|c| c.get("name").and_then(Value::as_str) != Some(ENFORCER_CONTAINER))
-        .find_map(|c| {
-            c.pointer("/securityContext/runAsUser")
-                .and_then(Value::as_i64)
-        });
-    from_containers
-        .or_else(|| {
-            pod.pointer("/spec/securityContext/runAsUser")
-                .and_then(Value::as_i64)
-        })
-        .filter(|uid| *uid > 0)
-}
-
-fn sidecar_resources(pod: &Value, defaults: &ResourceDefaults) -> Result<Value, MutateError> {
-    let mut resources = defaults.clone();
-    for (key, section, name) in RESOURCE_OVERRIDES {
-        if let Some(value) = annotation(pod, key) {
-            if !is_valid_quantity(value) {
-                return Err(MutateError::BadOverride {
-                    annotation: key.into(),
-                    value: value.into(),
-                });
+    /// Like LimitRanger: for each defaulted resource a container sets
+    /// neither a request nor a limit for, set both. A container that sets
+    /// only a request keeps it and gets no limit (a default limit below it
+    /// would be invalid).
+    fn default_container_resources(&self, pod: &PodShape, ops: &mut Vec<AddOp>) -> Vec<String> {
+        let defaults = &self.settings.container_defaults;
+        let mut defaulted = Vec::new();
+        for list in [ContainerList::Init, ContainerList::App] {
+            for (index, container) in pod.containers(list).iter().enumerate() {
+                if container.is_enforcer() {
+                    continue;
+                }
+                let requests = unset_defaults(&defaults.requests, container);
+                let limits = unset_defaults(&defaults.limits, container);
+                if requests.is_empty() && limits.is_empty() {
+                    continue;
+                }
+                let base = format!("/spec/{}/{index}/resources", list.field());
+                match &container.resources {
+                    None => {
+                        let mut resources = BTreeMap::new();
+                        for (section, map) in [("requests", &requests), ("limits", &limits)] {
+                            if !map.is_empty() {
+                                resources.insert(section, map);
+                            }
+                        }
+                        ops.push(AddOp::json(base, &resources));
+                    }
+                    Some(existing) => {
+                        for (section, present, map) in [
+                            ("requests", existing.requests.is_some(), &requests),
+                            ("limits", existing.limits.is_some(), &limits),
+                        ] {
+                            if map.is_empty() {
+                                continue;
+                            }
+                            if present {
+                                for (name, quantity) in map {
+                                    let path = format!("{base}/{section}/{}", pointer_token(name));
+                                    ops.push(AddOp::json(path, quantity));
+                                }
+                            } else {
+                                ops.push(AddOp::json(format!("{base}/{section}"), map));
+                            }
+                        }
+                    }
+                }
+                defaulted.push(container.name.clone().unwrap_or_default());
             }
-            let map = if section == "requests" {
-                &mut resources.requests
-            } else {
-                &mut resources.limits
-            };
-            map.insert(name.into(), value.into());
+        }
+        defaulted
+    }
+
+    fn add_enforcer(&self, pod: &PodShape) -> Result<AddOp, MutateError> {
+        let run_as_user = pod
+            .app_run_as_user()
+            .unwrap_or(self.settings.default_run_as_user);
+        let settings = &self.settings;
+        let container = EnforcerContainer {
+            name: ENFORCER_CONTAINER,
+            image: &settings.image,
+            image_pull_policy: &settings.image_pull_policy,
+            env: &self.enforcer_env,
+            resources: self.sidecar_resources(pod)?,
+            security_context: restricted_security_context(run_as_user),
+            volume_mounts: &self.enforcer_mounts,
+            restart_policy: settings.native_sidecar.then_some("Always"),
+        };
+        let container = to_raw_value(&container).unwrap_or_else(|_| raw("null"));
+        let list = if self.settings.native_sidecar {
+            ContainerList::Init
+        } else {
+            ContainerList::App
+        };
+        let exists = pod.spec.as_ref().is_some_and(|s| match list {
+            ContainerList::Init => s.init_containers.is_some(),
+            ContainerList::App => s.containers.is_some(),
+        });
+        Ok(match (exists, list) {
+            (false, _) => {
+                let array = format!("[{}]", container.get());
+                let array = RawValue::from_string(array).unwrap_or_else(|_| raw("[]"));
+                AddOp::new(format!("/spec/{}", list.field()), array)
+            }
+            // Native sidecars go first so they start before other init containers.
+            (true, ContainerList::Init) => AddOp::new("/spec/initContainers/0".into(), container),
+            (true, ContainerList::App) => AddOp::new("/spec/containers/-".into(), container),
+        })
+    }
+
+    fn add_volumes(&self, pod: &PodShape, ops: &mut Vec<AddOp>) {
+        let existing = pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+        let missing: Vec<&RawValue> = self
+            .volumes
+            .iter()
+            .filter(|(name, _)| {
+                !existing
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|v| v.name.as_deref() == Some(name))
+            })
+            .map(|(_, volume)| &**volume)
+            .collect();
+        match existing {
+            None => ops.push(AddOp::json("/spec/volumes".into(), &missing)),
+            Some(_) => ops.extend(
+                missing
+                    .into_iter()
+                    .map(|v| AddOp::new("/spec/volumes/-".into(), v.to_owned())),
+            ),
         }
     }
-    Ok(json!({"requests": resources.requests, "limits": resources.limits}))
+
+    fn add_status(&self, pod: &PodShape) -> AddOp {
+        let metadata = pod.metadata.as_ref();
+        match metadata.map(|m| m.annotations.is_some()) {
+            Some(true) => AddOp::json(
+                format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION)),
+                &self.status,
+            ),
+            Some(false) => AddOp::json(
+                "/metadata/annotations".into(),
+                &json!({STATUS_ANNOTATION: self.status}),
+            ),
+            None => AddOp::json(
+                "/metadata".into(),
+                &json!({"annotations": {STATUS_ANNOTATION: self.status}}),
+            ),
+        }
+    }
+
+    /// The configured sidecar resources with the pod's overrides merged in.
+    fn sidecar_resources(&self, pod: &PodShape) -> Result<Cow<'_, ResourceDefaults>, MutateError> {
+        let mut resources = Cow::Borrowed(&self.settings.sidecar_resources);
+        for (key, section, name) in RESOURCE_OVERRIDES {
+            if let Some(value) = pod.annotation(key) {
+                if !is_valid_quantity(value) {
+                    return Err(MutateError::BadOverride {
+                        annotation: key.into(),
+                        value: value.into(),
+                    });
+                }
+                let resources = resources.to_mut();
+                let map = if section == "requests" {
+                    &mut resources.requests
+                } else {
+                    &mut resources.limits
+                };
+                map.insert(name.into(), value.into());
+            }
+        }
+        Ok(resources)
+    }
 }
 
-fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_user: i64) -> Value {
+/// The defaults in `section` for resources the container sets nowhere.
+fn unset_defaults<'a>(
+    section: &'a BTreeMap<String, String>,
+    container: &ContainerShape,
+) -> BTreeMap<&'a str, &'a str> {
+    section
+        .iter()
+        .filter(|(name, _)| !container.sets(name))
+        .map(|(name, quantity)| (name.as_str(), quantity.as_str()))
+        .collect()
+}
+
+/// The enforcer container as patched into pods: the fixed parts are
+/// serialised once (in [`Injector::new`]), so each pod costs one write.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnforcerContainer<'a> {
+    name: &'static str,
+    image: &'a str,
+    image_pull_policy: &'a str,
+    env: &'a RawValue,
+    resources: Cow<'a, ResourceDefaults>,
+    security_context: SecurityContext,
+    volume_mounts: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<&'static str>,
+}
+
+/// Passes Pod Security "restricted"; never root.
+fn restricted_security_context(run_as_user: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(run_as_user),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The enforcer's environment (pod identity from the downward API, where
+/// its state and labels are, the policy service) and volume mounts.
+fn enforcer_env_and_mounts(settings: &InjectionSettings) -> (Vec<Value>, Vec<Value>) {
     let field_env = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut env = vec![
         field_env("PALISADE_POD_NAME", "metadata.name"),
@@ -221,96 +617,7 @@ fn enforcer_container(settings: &InjectionSettings, resources: Value, run_as_use
     if let Some(ca) = &settings.policy_service_ca {
         env.push(json!({"name": "PALISADE_CA_PEM", "value": ca}));
     }
-    let mut container = json!({
-        "name": ENFORCER_CONTAINER,
-        "image": settings.image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "env": env,
-        "resources": resources,
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": run_as_user,
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": mounts,
-    });
-    if settings.native_sidecar {
-        container["restartPolicy"] = json!("Always");
-    }
-    container
-}
-
-/// Like LimitRanger: for each defaulted resource a container sets neither a
-/// request nor a limit for, set both. A container that sets only a request
-/// keeps it and gets no limit (a default limit below it would be invalid).
-fn default_container_resources(
-    spec: &mut Map<String, Value>,
-    defaults: &ResourceDefaults,
-) -> Vec<String> {
-    let mut defaulted = Vec::new();
-    let names: Vec<&String> = defaults
-        .requests
-        .keys()
-        .chain(defaults.limits.keys())
-        .collect();
-    for list in ["initContainers", "containers"] {
-        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-            if container.get("name").and_then(Value::as_str) == Some(ENFORCER_CONTAINER) {
-                continue;
-            }
-            let mut changed = false;
-            for name in &names {
-                let set_in = |section: &str, c: &Map<String, Value>| {
-                    c.get("resources")
-                        .and_then(|r| r.get(section))
-                        .and_then(|s| s.get(name.as_str()))
-                        .is_some()
-                };
-                if set_in("requests", container) || set_in("limits", container) {
-                    continue;
-                }
-                let resources = object_entry(container, "resources");
-                for (section, map) in [
-                    ("requests", &defaults.requests),
-                    ("limits", &defaults.limits),
-                ] {
-                    if let Some(q) = map.get(name.as_str()) {
-                        object_entry(resources, section).insert(name.to_string(), json!(q));
-                        changed = true;
-                    }
-                }
-            }
-            if changed {
-                let name = container.get("name").and_then(Value::as_str).unwrap_or("");
-                defaulted.push(name.to_string());
-            }
-        }
-    }
-    defaulted
-}
-
-/// `map[key]` as an object, created (or replacing a null) when absent.
-fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
-    if !entry.is_object() {
-        *entry = Value::Object(Map::new());
-    }
-    entry.as_object_mut().expect("just made an object")
-}
-
-/// `map[key]` as an array, created (or replacing a null) when absent.
-fn array_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
-    let entry = map.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-    if !entry.is_array() {
-        *entry = Value::Array(Vec::new());
-    }
-    entry.as_array_mut().expect("just made an array")
+    (env, mounts)
 }
 
 #[cfg(test)]
@@ -330,6 +637,17 @@ mod tests {
                  "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}
             ]}
         })
+    }
+
+    /// The plan for `pod` as a json-patch document, so tests check the
+    /// operations with an independent RFC 6902 implementation.
+    fn patch_for(
+        pod: &Value,
+        settings: &InjectionSettings,
+    ) -> Result<(json_patch::Patch, Outcome), MutateError> {
+        let mutation = Injector::new(settings).plan(&PodShape::from_value(pod)?)?;
+        let patch = serde_json::from_slice(&mutation.patch_json()).unwrap();
+        Ok((patch, mutation.outcome))
     }
 
     fn apply(original: &Value, patch: &json_patch::Patch) -> Value {

@@ -5,7 +5,7 @@
 use palisade_common::policy::Mode;
 use serde_json::Value;
 
-use crate::admission::{evaluate_template, mutate, template};
+use crate::admission::{template, Webhook};
 use crate::config::Settings;
 use crate::policy::{split_yaml_documents, PolicySet, Violation};
 
@@ -63,19 +63,20 @@ fn describe(object: &Value) -> (String, String, Option<template::TemplateLocatio
 /// The manifests with the enforcer injected into every pod template;
 /// other objects pass through unchanged.
 pub fn inject(text: &str, settings: &Settings) -> Result<String, OfflineError> {
+    let injector = crate::admission::mutate::Injector::new(&settings.injection);
     let mut docs = Vec::new();
     for (index, mut object) in objects(text)? {
         let (kind, name, location) = describe(&object);
         if let Some(location) = location {
             if let Some(template) = object.pointer_mut(location.pointer) {
-                mutate::inject(template, &settings.injection).map_err(|e| {
-                    OfflineError::Object {
+                injector
+                    .inject(template)
+                    .map_err(|e| OfflineError::Object {
                         index,
                         kind: kind.clone(),
                         name: name.clone(),
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
             }
         }
         docs.push(serde_yaml::to_string(&object).unwrap_or_default());
@@ -98,6 +99,7 @@ pub fn check(
     settings: &Settings,
     policies: &PolicySet,
 ) -> Result<Vec<CheckedObject>, OfflineError> {
+    let webhook = Webhook::new(settings);
     let mut out = Vec::new();
     for (index, object) in objects(text)? {
         let (kind, name, location) = describe(&object);
@@ -110,14 +112,13 @@ pub fn check(
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or(namespace);
-        let violations =
-            evaluate_template(template, location, ns, settings, policies).map_err(|message| {
-                OfflineError::Object {
-                    index,
-                    kind: kind.clone(),
-                    name: name.clone(),
-                    message,
-                }
+        let violations = webhook
+            .evaluate_template(template, location, ns, policies)
+            .map_err(|message| OfflineError::Object {
+                index,
+                kind: kind.clone(),
+                name: name.clone(),
+                message,
             })?;
         out.push(CheckedObject {
             kind,

@@ -41,6 +41,10 @@ impl CompiledRule {
         })
     }
 
+    pub fn path(&self) -> &FieldPath {
+        &self.path
+    }
+
     /// Findings for every location where the condition does not hold.
     pub fn evaluate(&self, pod: &Value) -> Vec<Finding> {
         self.path

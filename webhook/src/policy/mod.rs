@@ -3,17 +3,20 @@
 pub mod crd;
 pub mod custom;
 pub mod images;
+pub mod pod;
 pub mod pss;
 pub mod store;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::PodSpec;
+use palisade_common::path::{FieldPath, FieldSet};
 use palisade_common::policy::{Mode, PolicyDocument};
 use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
+use pod::PodSpec;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -51,8 +54,9 @@ impl fmt::Display for Violation {
 
 /// The pod template under evaluation (a Pod, or a workload's template).
 pub struct PodView<'a> {
-    /// `{metadata, spec}` as JSON; custom rules read it.
-    pub raw: &'a Value,
+    /// `{metadata, spec}` as JSON, or at least the fields in the policy
+    /// set's [`PolicySet::reads`]; custom rules and raw checks read it.
+    pub raw: Cow<'a, Value>,
     pub spec: PodSpec,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
@@ -73,7 +77,7 @@ impl<'a> PodView<'a> {
             }
         };
         Ok(Self {
-            raw,
+            raw: Cow::Borrowed(raw),
             spec,
             labels: string_map("labels")?,
             annotations: string_map("annotations")?,
@@ -81,7 +85,42 @@ impl<'a> PodView<'a> {
         })
     }
 
-    fn images(&self) -> impl Iterator<Item = (String, &str)> {
+    /// A Pod from its JSON text: the spec typed, and of the rest only the
+    /// fields `reads` names (a typical pod's managedFields, status and most
+    /// of its spec are never built as JSON values).
+    pub fn from_json(text: &str, reads: &FieldSet) -> Result<PodView<'static>, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Pod {
+            #[serde(default)]
+            metadata: Option<Metadata>,
+            spec: Option<PodSpec>,
+        }
+        #[derive(Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            labels: Option<BTreeMap<String, String>>,
+            #[serde(default)]
+            annotations: Option<BTreeMap<String, String>>,
+        }
+        let pod: Pod = serde_json::from_str(text)?;
+        let spec = pod
+            .spec
+            .ok_or_else(|| serde::de::Error::missing_field("spec"))?;
+        let metadata = pod.metadata;
+        let (labels, annotations) = metadata
+            .map(|m| (m.labels, m.annotations))
+            .unwrap_or_default();
+        Ok(PodView {
+            raw: Cow::Owned(reads.extract(text)?),
+            spec,
+            labels: labels.unwrap_or_default(),
+            annotations: annotations.unwrap_or_default(),
+            is_pod: true,
+        })
+    }
+
+    /// Every container image, with the container it belongs to.
+    fn images(&self) -> impl Iterator<Item = (ContainerPath, &str)> {
         let spec = &self.spec;
         let lists = [
             (
@@ -93,8 +132,8 @@ impl<'a> PodView<'a> {
         lists
             .into_iter()
             .flat_map(|(list, cs)| {
-                cs.iter().enumerate().filter_map(move |(i, c)| {
-                    Some((format!("{list}[{i}].image"), c.image.as_deref()?))
+                cs.iter().enumerate().filter_map(move |(index, c)| {
+                    Some((ContainerPath { list, index }, c.image.as_deref()?))
                 })
             })
             .chain(
@@ -102,13 +141,24 @@ impl<'a> PodView<'a> {
                     .iter()
                     .flatten()
                     .enumerate()
-                    .filter_map(|(i, c)| {
-                        Some((
-                            format!("spec.ephemeralContainers[{i}].image"),
-                            c.image.as_deref()?,
-                        ))
+                    .filter_map(|(index, c)| {
+                        let list = "spec.ephemeralContainers";
+                        Some((ContainerPath { list, index }, c.image.as_deref()?))
                     }),
             )
+    }
+}
+
+/// `spec.containers[2]`: written out only when a finding names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContainerPath {
+    pub list: &'static str,
+    pub index: usize,
+}
+
+impl fmt::Display for ContainerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.list, self.index)
     }
 }
 
@@ -121,6 +171,8 @@ struct CompiledPolicy {
 #[derive(Default)]
 pub struct PolicySet {
     policies: Vec<CompiledPolicy>,
+    /// The raw fields evaluation reads beyond the typed spec.
+    reads: FieldSet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +235,20 @@ impl PolicySet {
             policies.push(CompiledPolicy { doc, custom });
         }
         policies.sort_by(|a, b| a.doc.metadata.name.cmp(&b.doc.metadata.name));
-        Ok(Self { policies })
+        let mut reads = FieldSet::default();
+        for path in pss::RAW_FIELDS {
+            reads.insert(&FieldPath::parse(path).expect("valid built-in path"));
+        }
+        for rule in policies.iter().flat_map(|p| &p.custom) {
+            reads.insert(rule.path());
+        }
+        Ok(Self { policies, reads })
+    }
+
+    /// The fields of a pod evaluation reads as raw JSON (custom rule
+    /// paths, and the Pod Security checks made on raw JSON).
+    pub fn reads(&self) -> &FieldSet {
+        &self.reads
     }
 
     /// Every `*.yaml`/`*.yml`/`*.json` file in `dir` (multi-document YAML
@@ -261,14 +326,18 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         let raw_spec = pod.raw.get("spec").unwrap_or(&Value::Null);
         out.extend(pss::check(level, &pod.spec, &pod.annotations, raw_spec));
     }
-    for (path, image) in pod.images() {
+    let image_rules = !rules.allowed_registries.is_empty()
+        || !rules.disallowed_tags.is_empty()
+        || rules.disallow_untagged;
+    for (container, image) in pod.images().filter(|_| image_rules) {
+        let path = || format!("{container}.image");
         let parsed = images::parse(image);
         if !rules.allowed_registries.is_empty()
             && !rules.allowed_registries.iter().any(|r| parsed.is_from(r))
         {
             out.push(Finding {
                 rule: "images/allowedRegistries".into(),
-                path: path.clone(),
+                path: path(),
                 message: format!(
                     "image {image:?} is not from an allowed registry ({})",
                     rules.allowed_registries.join(", ")
@@ -281,14 +350,14 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         {
             out.push(Finding {
                 rule: "images/disallowedTags".into(),
-                path: path.clone(),
+                path: path(),
                 message: format!("image tag {tag:?} is not allowed ({image:?})"),
             });
         }
         if rules.disallow_untagged && parsed.tag.is_none() && parsed.digest.is_none() {
             out.push(Finding {
                 rule: "images/disallowUntagged".into(),
-                path,
+                path: path(),
                 message: format!("image {image:?} has no tag or digest (implies :latest)"),
             });
         }
@@ -353,7 +422,7 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         }
     }
     for rule in &policy.custom {
-        out.extend(rule.evaluate(pod.raw));
+        out.extend(rule.evaluate(&pod.raw));
     }
     out
 }

@@ -3,12 +3,14 @@
 //! (`spec.containers[0].securityContext.privileged`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use k8s_openapi::api::core::v1::{PodSpec, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{SeccompProfile, SecurityContext};
 use palisade_common::policy::PodSecurityLevel;
 use serde_json::Value;
 
-use super::Finding;
+use super::pod::PodSpec;
+use super::{ContainerPath, Finding};
 
 const BASELINE_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
@@ -47,6 +49,10 @@ const SELINUX_TYPES: &[&str] = &[
     "container_engine_t",
 ];
 
+/// Fields of the pod the checks read as raw JSON (the `raw_spec` of
+/// [`check`]), as field paths from the pod.
+pub const RAW_FIELDS: &[&str] = &["spec.volumes"];
+
 const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
     "configMap",
     "csi",
@@ -62,7 +68,7 @@ const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kuber
 
 /// One container of any list, with the path it is reported under.
 struct ContainerRef<'a> {
-    path: String,
+    path: ContainerPath,
     name: &'a str,
     security_context: Option<&'a SecurityContext>,
     host_ports: Vec<(usize, i32)>,
@@ -87,7 +93,7 @@ fn containers(spec: &PodSpec) -> Vec<ContainerRef<'_>> {
     ] {
         for (i, c) in items.iter().enumerate() {
             out.push(ContainerRef {
-                path: format!("{list}[{i}]"),
+                path: ContainerPath { list, index: i },
                 name: &c.name,
                 security_context: c.security_context.as_ref(),
                 host_ports: host_ports(c.ports.as_ref()),
@@ -96,7 +102,10 @@ fn containers(spec: &PodSpec) -> Vec<ContainerRef<'_>> {
     }
     for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
         out.push(ContainerRef {
-            path: format!("spec.ephemeralContainers[{i}]"),
+            path: ContainerPath {
+                list: "spec.ephemeralContainers",
+                index: i,
+            },
             name: &c.name,
             security_context: c.security_context.as_ref(),
             host_ports: host_ports(c.ports.as_ref()),
@@ -286,7 +295,7 @@ fn baseline(
 
     // seLinuxOptions
     let selinux = |out: &mut Vec<Finding>,
-                   path: &str,
+                   path: &dyn fmt::Display,
                    opts: Option<&k8s_openapi::api::core::v1::SELinuxOptions>| {
         let Some(opts) = opts else { return };
         let t = opts.type_.as_deref().unwrap_or("");
@@ -311,13 +320,13 @@ fn baseline(
     };
     selinux(
         out,
-        "spec.securityContext",
+        &"spec.securityContext",
         pod_sc.and_then(|sc| sc.se_linux_options.as_ref()),
     );
     for c in containers {
         selinux(
             out,
-            &format!("{}.securityContext", c.path),
+            &format_args!("{}.securityContext", c.path),
             c.security_context
                 .and_then(|sc| sc.se_linux_options.as_ref()),
         );

@@ -1,8 +1,9 @@
 //! Micro-benchmarks: one AdmissionReview decoded, decided and encoded, for
-//! a typical Pod and a large one (40 containers), on /mutate and /validate.
+//! a typical Pod and a large one (40 containers), on /mutate and /validate,
+//! beside the floor (a kube-rs parse and re-serialise, no decision).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use palisade_webhook::admission;
+use palisade_webhook::admission::{self, Webhook};
 use palisade_webhook::config::Settings;
 use palisade_webhook::policy::PolicySet;
 use serde_json::{json, Value};
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 fn fixture() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pod-create.json"
+        "/../webhook/tests/fixtures/pod-create.json"
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -34,7 +35,7 @@ fn large(n: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let settings = Settings::default();
+    let webhook = Webhook::new(&Settings::default());
     let policies = PolicySet::load_dir(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../policies"
@@ -46,20 +47,17 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("mutate/{name}"), |b| {
             b.iter(|| {
                 let req = admission::decode(black_box(body)).unwrap();
-                admission::encode(admission::mutate(&req, &settings).0)
+                admission::encode(&webhook.mutate(&req).0)
             })
         });
         c.bench_function(&format!("validate/{name}"), |b| {
             b.iter(|| {
                 let req = admission::decode(black_box(body)).unwrap();
-                admission::encode(admission::validate(&req, &settings, &policies).0)
+                admission::encode(&webhook.validate(&req, &policies).0)
             })
         });
-        c.bench_function(&format!("decode+encode only (floor)/{name}"), |b| {
-            b.iter(|| {
-                let req = admission::decode(black_box(body)).unwrap();
-                admission::encode(kube::core::admission::AdmissionResponse::from(&req))
-            })
+        c.bench_function(&format!("floor/{name}"), |b| {
+            b.iter(|| palisade_bench::floor_review(black_box(body)))
         });
     }
 }
