@@ -150,23 +150,19 @@ impl fmt::Display for FieldPath {
 /// document. [`FieldSet::extract`] parses just that part of a JSON text,
 /// skipping the rest unparsed, and the paths resolve against the result
 /// exactly as against the whole document.
+/// Each node is the set below one key (see [`FieldSet::child`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSet {
-    root: Node,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Node {
     /// A path ends here: keep the whole value.
     whole: bool,
-    keys: BTreeMap<String, Node>,
+    keys: BTreeMap<String, FieldSet>,
     /// Paths continue into array elements (any index).
-    elements: Option<Box<Node>>,
+    elements: Option<Box<FieldSet>>,
 }
 
 impl FieldSet {
     pub fn insert(&mut self, path: &FieldPath) {
-        let mut node = &mut self.root;
+        let mut node = self;
         for segment in &path.segments {
             node = match segment {
                 Segment::Key(key) => node.keys.entry(key.clone()).or_default(),
@@ -181,13 +177,30 @@ impl FieldSet {
     /// name the same indices as in the document.
     pub fn extract(&self, text: &str) -> Result<Value, serde_json::Error> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let value = Extract(&self.root).deserialize(&mut deserializer)?;
+        let value = self.seed().deserialize(&mut deserializer)?;
         deserializer.end()?;
         Ok(value)
     }
+
+    /// The set below object key `key`, if any path goes there.
+    pub fn child(&self, key: &str) -> Option<&FieldSet> {
+        self.keys.get(key)
+    }
+
+    /// Whether a path ends here (the whole value is read).
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// Deserialises the part of a value this set reaches, from any serde
+    /// deserializer (for parsers that read a document in one pass).
+    pub fn seed(&self) -> Extract<'_> {
+        Extract(self)
+    }
 }
 
-struct Extract<'n>(&'n Node);
+/// See [`FieldSet::seed`].
+pub struct Extract<'n>(&'n FieldSet);
 
 impl<'de> DeserializeSeed<'de> for Extract<'_> {
     type Value = Value;
@@ -263,14 +276,14 @@ impl<'de> Visitor<'de> for Extract<'_> {
 }
 
 /// An object key, borrowed from the text unless it had escapes.
-struct Key<'de>(Cow<'de, str>);
+pub struct Key<'de>(Cow<'de, str>);
 
 impl Key<'_> {
-    fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    fn into_string(self) -> String {
+    pub fn into_string(self) -> String {
         self.0.into_owned()
     }
 }

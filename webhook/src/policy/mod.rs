@@ -85,36 +85,16 @@ impl<'a> PodView<'a> {
         })
     }
 
-    /// A Pod from its JSON text: the spec typed, and of the rest only the
-    /// fields `reads` names (a typical pod's managedFields, status and most
-    /// of its spec are never built as JSON values).
+    /// A Pod from its JSON text, in one pass: the spec typed, and of the
+    /// rest only the fields `reads` names (a typical pod's managedFields,
+    /// status and most of its spec are never built as JSON values).
     pub fn from_json(text: &str, reads: &FieldSet) -> Result<PodView<'static>, serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Pod {
-            #[serde(default)]
-            metadata: Option<Metadata>,
-            spec: Option<PodSpec>,
-        }
-        #[derive(Deserialize)]
-        struct Metadata {
-            #[serde(default)]
-            labels: Option<BTreeMap<String, String>>,
-            #[serde(default)]
-            annotations: Option<BTreeMap<String, String>>,
-        }
-        let pod: Pod = serde_json::from_str(text)?;
-        let spec = pod
-            .spec
-            .ok_or_else(|| serde::de::Error::missing_field("spec"))?;
-        let metadata = pod.metadata;
-        let (labels, annotations) = metadata
-            .map(|m| (m.labels, m.annotations))
-            .unwrap_or_default();
+        let pod = pod::ParsedPod::from_json(text, reads)?;
         Ok(PodView {
-            raw: Cow::Owned(reads.extract(text)?),
-            spec,
-            labels: labels.unwrap_or_default(),
-            annotations: annotations.unwrap_or_default(),
+            raw: Cow::Owned(pod.raw),
+            spec: pod.spec,
+            labels: pod.labels,
+            annotations: pod.annotations,
             is_pod: true,
         })
     }
@@ -494,6 +474,53 @@ pub fn split_yaml_documents(text: &str) -> Vec<&str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Parsing a Pod's text in one pass (the webhook) and parsing it as a
+    /// JSON value first (templates, offline checks) find the same
+    /// violations, with the repository's policies and a custom rule on a
+    /// field the typed spec also reads.
+    #[test]
+    fn text_and_value_parsing_find_the_same_violations() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+        let mut docs = load_dir_documents(dir).unwrap();
+        let extra = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: zz-images }
+spec:
+  mode: enforce
+  admission:
+    custom:
+      - { name: pull-always, path: "spec.containers[*].imagePullPolicy", operator: Equals, value: Always }
+      - { name: team, path: metadata.labels.team, operator: Exists }
+"#;
+        docs.push(("extra".into(), PolicyDocument::from_yaml(extra).unwrap()));
+        let set = PolicySet::from_documents(docs).unwrap();
+        let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+        let mut pods = vec![json!({
+            "metadata": {"labels": {"app": "x"}, "annotations": {"a": "b"}},
+            "spec": {"hostPID": true, "automountServiceAccountToken": true,
+                "volumes": [{"name": "h", "hostPath": {"path": "/"}}, {"name": "n", "nfs": {}}],
+                "initContainers": [{"name": "i", "image": "docker.io/x"}],
+                "containers": [{"name": "c", "image": "x:latest", "imagePullPolicy": "IfNotPresent",
+                    "securityContext": {"privileged": true, "capabilities": {"add": ["SYS_ADMIN"]}},
+                    "ports": [{"containerPort": 80, "hostPort": 80}]}]}
+        })];
+        for name in ["pod-create.json", "pod-privileged.json"] {
+            let review: Value =
+                serde_json::from_str(&std::fs::read_to_string(fixtures.join(name)).unwrap())
+                    .unwrap();
+            pods.push(review["request"]["object"].clone());
+        }
+        for pod in pods {
+            let text = pod.to_string();
+            let from_text = PodView::from_json(&text, set.reads()).unwrap();
+            let from_value = PodView::parse(&pod, true).unwrap();
+            let found = set.evaluate("demo", &from_text, str::to_string);
+            assert!(found.iter().any(|v| v.rule == "custom/team"), "{found:?}");
+            assert_eq!(found, set.evaluate("demo", &from_value, str::to_string));
+        }
+    }
 
     fn set(yaml: &str) -> PolicySet {
         let docs = split_yaml_documents(yaml)
