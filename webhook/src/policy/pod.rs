@@ -105,15 +105,7 @@ impl<'de> Visitor<'de> for PodVisitor<'_> {
                     labels = metadata.labels;
                     annotations = metadata.annotations;
                 }
-                _ => match read {
-                    Some(read) => {
-                        let value = map.next_value_seed(read.seed())?;
-                        raw.insert(key.into_string(), value);
-                    }
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                },
+                _ => read_or_skip(&mut map, read, key, &mut raw)?,
             }
         }
         Ok(ParsedPod {
@@ -152,6 +144,26 @@ where
     let typed = T::deserialize(&value).map_err(A::Error::custom)?;
     raw.insert(key.to_string(), value);
     Ok(typed)
+}
+
+/// The next value, as far as `read` reaches into it, kept in `raw` under
+/// `key`; skipped unparsed when no rule reads it.
+fn read_or_skip<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    read: Option<&FieldSet>,
+    key: Key<'de>,
+    raw: &mut Map<String, Value>,
+) -> Result<(), A::Error> {
+    match read {
+        Some(read) => {
+            let value = map.next_value_seed(read.seed())?;
+            raw.insert(key.into_string(), value);
+        }
+        None => {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
 }
 
 /// The spec typed, and its fields `reads` names as JSON.
@@ -210,15 +222,7 @@ impl<'de> Visitor<'de> for SpecVisitor<'_> {
                 "hostIPC" => spec.host_ipc = typed_and_raw(&mut map, read, "hostIPC", raw)?,
                 "os" => spec.os = typed_and_raw(&mut map, read, "os", raw)?,
                 "volumes" => spec.volumes = typed_and_raw(&mut map, read, "volumes", raw)?,
-                _ => match read {
-                    Some(read) => {
-                        let value = map.next_value_seed(read.seed())?;
-                        raw.insert(key.into_string(), value);
-                    }
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                },
+                _ => read_or_skip(&mut map, read, key, raw)?,
             }
         }
         Ok((spec, Value::Object(raw)))
