@@ -1,5 +1,5 @@
 //! HTTPS clients for the policy service (rustls; the service's CA from
-//! `PALISADE_CA_FILE`, else the platform roots).
+//! `PALISADE_CA_PEM` or `PALISADE_CA_FILE`, else the platform roots).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,14 @@ pub enum HttpError {
 /// (long-poll agent, report agent): the first waits longer than a poll.
 pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpError> {
     let mut tls = TlsConfig::builder();
-    if let Some(path) = &settings.ca_file {
+    // The injector hands the CA over inline (`PALISADE_CA_PEM`): no file to mount.
+    if let Some(pem) = &settings.ca_pem {
+        let cert = Certificate::from_pem(pem.as_bytes()).map_err(|source| HttpError::Ca {
+            path: "PALISADE_CA_PEM".into(),
+            source,
+        })?;
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(vec![cert])));
+    } else if let Some(path) = &settings.ca_file {
         let shown = path.display().to_string();
         let pem = std::fs::read(path).map_err(|source| HttpError::Read {
             path: shown.clone(),

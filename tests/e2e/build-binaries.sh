@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Builds pinned etcd, kube-apiserver, kube-controller-manager, kubectl and helm
-# from the Go module proxy into a cache directory. Reruns reuse the cache.
+# Builds pinned etcd, the Kubernetes binaries (control plane, kubelet,
+# kube-proxy, kubectl), CoreDNS, helm and the pause binary from the Go module
+# proxy into a cache directory. Reruns reuse the cache.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
 CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
 BIN_DIR="$CACHE_DIR/bin"
 STAMP="$BIN_DIR/.versions"
-WANT="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION"
+WANT="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION coredns=$COREDNS_VERSION"
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns helm pause)
 
 mkdir -p "$BIN_DIR"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-  for b in etcd kube-apiserver kube-controller-manager kubectl helm; do
+  for b in "${BINARIES[@]}"; do
     [[ -x "$BIN_DIR/$b" ]] || { rm -f "$STAMP"; break; }
   done
   [[ -f "$STAMP" ]] && { echo "e2e binaries cached in $BIN_DIR ($WANT)"; exit 0; }
@@ -66,13 +69,57 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 (cd "$work" && go get "k8s.io/kubernetes@$K8S_VERSION" && go mod tidy)
-for cmd in kube-apiserver kube-controller-manager kubectl; do
-  build_in_module "$work" -o "$BIN_DIR/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+# One invocation: the packages they share are compiled once, in parallel.
+cmds=()
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+  cmds+=("k8s.io/kubernetes/cmd/$cmd")
 done
+build_in_module "$work" -o "$BIN_DIR/" "${cmds[@]}"
+
+# --- pause: the sandbox process of every Pod, from the same Kubernetes
+# source (build/pause/linux/pause.c), linked statically.
+k8s_src="$(cd "$work" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+"${PAUSE_CC:-musl-gcc}" -Os -static -Wall -Werror \
+  -DVERSION="\"palisade-e2e-$K8S_VERSION\"" \
+  -o "$BIN_DIR/pause" "$k8s_src/build/pause/linux/pause.c"
+strip "$BIN_DIR/pause" 2>/dev/null || true
+
+# --- CoreDNS: coremain with just the plugins a cluster DNS needs, the way
+# CoreDNS documents external builds (the full plugin set compiles for minutes).
+work="$CACHE_DIR/src/coredns"
+rm -rf "$work" && mkdir -p "$work"
+cat >"$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+// Plugin chain order, as in CoreDNS's plugin.cfg.
+func init() {
+	dnsserver.Directives = []string{"errors", "log", "health", "ready", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+(cd "$work" && go mod init palisade.dev/e2e/coredns >/dev/null 2>&1 \
+  && go get "github.com/coredns/coredns@$COREDNS_VERSION" && go mod tidy)
+build_in_module "$work" -o "$BIN_DIR/coredns" .
 
 # --- helm ---
 work="$CACHE_DIR/src/helm"

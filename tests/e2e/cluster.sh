@@ -1,10 +1,13 @@
 # Sourced by run.sh: a real control plane on 127.0.0.1 (etcd, kube-apiserver,
 # kube-controller-manager) and the Palisade webhook, with generated certs.
-# No scheduler or kubelet: Pods are admitted and stored, never run.
+# No scheduler or kubelet here: Pods are admitted and stored, never run
+# (tests/node/node.sh adds a node). E2E_API_ADDRESS moves the apiserver off
+# loopback so Pods can reach it; E2E_APISERVER_ARGS adds flags.
 
 E2E_ETCD_PORT="${E2E_ETCD_PORT:-23790}"
 E2E_API_PORT="${E2E_API_PORT:-26443}"
 E2E_WEBHOOK_PORT="${E2E_WEBHOOK_PORT:-28443}"
+E2E_API_ADDRESS="${E2E_API_ADDRESS:-127.0.0.1}"
 
 gen_certs() {
   local d="$WORK/pki"
@@ -14,7 +17,8 @@ gen_certs() {
   # apiserver serving cert
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=kube-apiserver" \
     -keyout "$d/apiserver.key" -out "$d/apiserver.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$d/apiserver.ext"
+  printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' \
+    "$E2E_API_ADDRESS" >"$d/apiserver.ext"
   openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
     -days 2 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
   # cluster-admin client cert
@@ -29,7 +33,7 @@ gen_certs() {
 
   KUBECONFIG="$WORK/admin.kubeconfig"
   export KUBECONFIG
-  kubectl config set-cluster e2e --server="https://127.0.0.1:$E2E_API_PORT" \
+  kubectl config set-cluster e2e --server="https://$E2E_API_ADDRESS:$E2E_API_PORT" \
     --certificate-authority="$d/ca.crt" --embed-certs >/dev/null
   kubectl config set-credentials admin --client-certificate="$d/admin.crt" \
     --client-key="$d/admin.key" --embed-certs >/dev/null
@@ -96,7 +100,7 @@ start_control_plane() {
 
   start_bg kube-apiserver kube-apiserver \
     --etcd-servers "http://127.0.0.1:$E2E_ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$E2E_API_PORT" \
+    --bind-address "$E2E_API_ADDRESS" --advertise-address "$E2E_API_ADDRESS" --secure-port "$E2E_API_PORT" \
     --tls-cert-file "$d/apiserver.crt" --tls-private-key-file "$d/apiserver.key" \
     --client-ca-file "$d/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -105,7 +109,7 @@ start_control_plane() {
     --authorization-mode RBAC \
     --allow-privileged=true \
     --enable-admission-plugins NamespaceLifecycle,ServiceAccount,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
-    --cert-dir "$WORK/apiserver-certs"
+    --cert-dir "$WORK/apiserver-certs" ${E2E_APISERVER_ARGS:-}
   wait_for kube-apiserver 90 kubectl get --raw /readyz
 
   start_bg kube-controller-manager kube-controller-manager \

@@ -1,0 +1,172 @@
+# Sourced by tests/node/run.sh, inside the suite's own network namespace:
+# one real node (containerd + runc + CNI bridge, kubelet, kube-proxy,
+# kube-scheduler, CoreDNS) beside the control plane from tests/e2e/cluster.sh.
+#
+# Addresses (all inside the namespace):
+#   NODE_IP       on a dummy interface: apiserver, kubelet, CoreDNS (:53)
+#   10.244.0.0/24 Pods, on the CNI bridge cni0 (gateway 10.244.0.1)
+#   10.0.0.0/24   Services (kube-proxy, iptables mode)
+
+NODE_NAME="palisade-node"
+NODE_IP="${NODE_IP:-172.31.0.1}"
+POD_CIDR="10.244.0.0/24"
+PAUSE_IMAGE="palisade.test/pause:$K8S_VERSION"
+CONTAINERD_SOCK="$WORK/containerd/containerd.sock"
+
+# Interfaces and kernel settings of the node's network namespace.
+setup_node_network() {
+  ip link set lo up
+  ip link add node0 type dummy
+  ip addr add "$NODE_IP/32" dev node0
+  ip link set node0 up
+  # Per-namespace settings: routing for Pods, and bridged Pod-to-Pod traffic
+  # through iptables so Service replies are un-NATed.
+  sysctl -qw net.ipv4.ip_forward=1
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  sysctl -qw net.ipv4.conf.all.route_localnet=1
+}
+
+start_containerd() {
+  local d="$WORK/containerd"
+  mkdir -p "$d/root" "$d/state" "$WORK/cni/net.d" "$WORK/cni/ipam"
+  cat >"$WORK/cni/net.d/10-palisade-e2e.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "palisade-e2e",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "ipam": {"type": "host-local", "dataDir": "$WORK/cni/ipam",
+               "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+  cat >"$d/config.toml" <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "${CNI_BIN_DIR:-/usr/lib/cni}"
+    conf_dir = "$WORK/cni/net.d"
+TOML
+  start_bg containerd containerd --config "$d/config.toml"
+  wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
+}
+
+# Imports an OCI archive into the namespace the kubelet's runtime uses.
+import_image() { # archive
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$1" >/dev/null
+}
+
+# The node's kubelet, kube-proxy, kube-scheduler and CoreDNS.
+start_node() {
+  local d="$WORK/pki" k="$WORK/kubelet"
+  mkdir -p "$k/root"
+  : >"$k/resolv.conf"
+  cat >"$k/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: "$d/ca.crt"}
+authorization: {mode: Webhook}
+address: "$NODE_IP"
+healthzBindAddress: 127.0.0.1
+containerRuntimeEndpoint: "unix://$CONTAINERD_SOCK"
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+clusterDNS: ["$NODE_IP"]
+clusterDomain: cluster.local
+resolvConf: "$k/resolv.conf"
+# A test node on a shared disk: never evict for disk or image pressure.
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+syncFrequency: 10s
+fileCheckFrequency: 5s
+nodeStatusUpdateFrequency: 5s
+YAML
+  start_bg kubelet kubelet --config "$k/config.yaml" --kubeconfig "$KUBECONFIG" \
+    --root-dir "$k/root" --cert-dir "$k/pki" \
+    --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
+
+  cat >"$WORK/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$KUBECONFIG"}
+mode: iptables
+clusterCIDR: "$POD_CIDR"
+hostnameOverride: "$NODE_NAME"
+bindAddress: "$NODE_IP"
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+# Leave the host's conntrack table sizes alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
+  start_bg kube-proxy kube-proxy --config "$WORK/kube-proxy.yaml"
+
+  start_bg kube-scheduler kube-scheduler --kubeconfig "$KUBECONFIG" \
+    --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259
+
+  cat >"$WORK/Corefile" <<CORE
+.:53 {
+    errors
+    health 127.0.0.1:18080
+    ready 127.0.0.1:18181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG e2e
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 5
+}
+CORE
+  start_bg coredns coredns -conf "$WORK/Corefile"
+
+  wait_for "node $NODE_NAME Ready" 120 \
+    bash -c "kubectl get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  wait_for "CoreDNS ready" 60 curl -fsS http://127.0.0.1:18181/ready
+}
+
+stop_node() {
+  local name
+  for name in kube-scheduler kube-proxy coredns kubelet; do stop_bg "$name"; done
+  # Pods' containers outlive the kubelet: stop them through the runtime.
+  if [[ -S "$CONTAINERD_SOCK" ]]; then
+    local ids
+    ids=$(crictl_ps_ids)
+    for id in $ids; do
+      ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+    done
+  fi
+  stop_bg containerd
+  # Volume mounts the kubelet made (secrets, projected tokens) and container roots.
+  grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # Any process left in a Pod cgroup.
+  local cg
+  for cg in /sys/fs/cgroup/*/kubepods; do
+    [[ -d "$cg" ]] || continue
+    find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+  done
+}
+
+crictl_ps_ids() {
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null || true
+}

@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# End-to-end on a real node: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy and CoreDNS (pinned, built from the Go
+# module proxy), containerd + runc + CNI plugins (Debian), images built
+# offline and imported. Palisade is installed with its unchanged Helm chart
+# and proven in running Pods.
+#
+# Everything runs inside a network namespace the suite creates and deletes;
+# the host's interfaces, routes and iptables are never touched. Needs root.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
+export PATH="$CACHE_DIR/bin:$PATH"
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+IMAGES_DIR="${PALISADE_IMAGES_DIR:-$ROOT/target/images}"
+PALISADE_BIN="${PALISADE_BIN:-$ROOT/target/release/palisade}"
+RESULTS="${PALISADE_NODE_RESULTS:-$ROOT/target/node-results.txt}"
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "needs root (network namespace, containerd, kubelet)" >&2
+  exit 1
+fi
+
+# --- Outside: make the network namespace and run this script inside it. ---
+if [[ -z "${PALISADE_NODE_NETNS:-}" ]]; then
+  for tool in containerd runc ctr iptables ip umoci skopeo busybox nsenter; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (see .ci/run)" >&2; exit 1; }
+  done
+  netns="palisade-e2e-$$"
+  ip netns add "$netns"
+  rc=0
+  PALISADE_NODE_NETNS="$netns" nsenter --net="/run/netns/$netns" -- bash "$0" "$@" || rc=$?
+  ip netns delete "$netns" 2>/dev/null || true
+  exit "$rc"
+fi
+
+# --- Inside the namespace. ---
+WORK="$(mktemp -d /tmp/palisade-node.XXXXXX)"
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs"
+E2E_API_ADDRESS="${NODE_IP:-172.31.0.1}"
+# Webhooks are called at their Service's endpoints (no kube-proxy in the
+# path); kubectl exec/logs reach the kubelet with the admin client cert.
+E2E_APISERVER_ARGS="--enable-aggregator-routing=true --kubelet-client-certificate $WORK/pki/admin.crt --kubelet-client-key $WORK/pki/admin.key"
+# shellcheck source=tests/e2e/cluster.sh
+source "$ROOT/tests/e2e/cluster.sh"
+# shellcheck source=tests/node/node.sh
+source "$ROOT/tests/node/node.sh"
+
+PASSED=0
+FAILED=()
+finish() {
+  local code=$?
+  if ((${#FAILED[@]})) || ((code != 0)); then
+    echo "---- state"
+    kubectl get pods -A -o wide 2>/dev/null || true
+    echo "---- logs (tail)"
+    for f in "$WORK"/logs/*.log; do
+      echo "== $f"
+      tail -n 30 "$f"
+    done
+  fi
+  stop_node
+  stop_all
+  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
+}
+trap finish EXIT
+
+fail() { echo "    FAIL: $*" >&2; exit 1; }
+run_case() {
+  local name="$1" rc started=$SECONDS
+  echo "--- $name"
+  set +e
+  (
+    set -Eeuo pipefail
+    trap 'echo "    FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+    "$name"
+  )
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    PASSED=$((PASSED + 1))
+    echo "    ok ($((SECONDS - started)) s)"
+  else
+    FAILED+=("$name")
+  fi
+}
+now_ms() { date +%s%3N; }
+result() { echo "$*" | tee -a "$RESULTS"; }
+
+# ---------------------------------------------------------------- images
+# Test images built offline like Palisade's own: the pause binary compiled
+# from the pinned Kubernetes source, and an app from Debian's static busybox.
+build_test_images() {
+  local out="$WORK/images" fs="$WORK/imagefs"
+  mkdir -p "$fs/pause" "$fs/app/bin"
+  cp "$CACHE_DIR/bin/pause" "$fs/pause/pause"
+  "$ROOT/images/build.sh" "$out" "$PAUSE_IMAGE" /pause --user 65535:65535 -- "$fs/pause/pause=/pause" >/dev/null
+  cp "$(command -v busybox)" "$fs/app/bin/busybox"
+  local applet
+  for applet in sh ls cat cp mv rm mkdir chmod sleep echo id ps nc wget httpd timeout true head; do
+    ln -s busybox "$fs/app/bin/$applet"
+  done
+  "$ROOT/images/build.sh" "$out" palisade.test/app:e2e /bin/sh --user 1000:1000 -- "$fs/app/bin=/bin" >/dev/null
+}
+
+# ---------------------------------------------------------------- helpers
+POLICY_SVC="palisade-policy.palisade-system.svc"
+jp() { kubectl get "$1" -n "$2" -o "jsonpath=$3"; }
+
+# The policy service's CA, admin token and address, read from the cluster.
+policy_service_access() {
+  kubectl get secret palisade-tls -n palisade-system -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/policy-ca.crt"
+  kubectl get secret palisade-policy-admin-token -n palisade-system -o jsonpath='{.data.token}' | base64 -d >"$WORK/admin.token"
+  local ip
+  ip=$(jp service/palisade-policy palisade-system '{.spec.clusterIP}')
+  printf '%s %s\n' "$ip" "$POLICY_SVC" >"$WORK/hosts"
+}
+
+# The CLI, resolving the Service name through kube-proxy's ClusterIP (a
+# private /etc/hosts in a throwaway mount namespace; the host's is untouched).
+palisade_cli() {
+  unshare --mount -- bash -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' _ "$WORK/hosts" \
+    "$PALISADE_BIN" "$@" --server "https://$POLICY_SVC" \
+    --token-file "$WORK/admin.token" --ca-file "$WORK/policy-ca.crt"
+}
+
+# Stored events as JSON: query string (namespace=..&pod=..&kind=..).
+events_json() {
+  local ip
+  ip=$(awk '{print $1}' "$WORK/hosts")
+  curl -fsS --cacert "$WORK/policy-ca.crt" --resolve "$POLICY_SVC:443:$ip" \
+    -H "Authorization: Bearer $(cat "$WORK/admin.token")" \
+    "https://$POLICY_SVC/api/v1/events?limit=1000&$1"
+}
+
+# Waits until the events matching query $1 satisfy jq filter $2 (which
+# yields true); prints the matching events' newest timeMs.
+wait_event() { # query, jq filter over one event, timeout seconds
+  local query="$1" filter="$2" timeout="${3:-30}" deadline=$((SECONDS + ${3:-30}))
+  while ((SECONDS <= deadline)); do
+    local out
+    out=$(events_json "$query" 2>/dev/null | jq -r "[.[] | select($filter)] | if length > 0 then (map(.timeMs) | max) else empty end" 2>/dev/null || true)
+    if [[ -n "$out" ]]; then
+      echo "$out"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "no event matching $filter for $query within ${timeout}s; have:" >&2
+  events_json "$query" 2>/dev/null | jq -c '.[] | {rule, message, action}' >&2 || true
+  return 1
+}
+
+app_pod() { # namespace, label app=
+  kubectl get pods -n "$1" -l "app=$2" --field-selector=status.phase=Running \
+    -o jsonpath='{.items[0].metadata.name}'
+}
+in_app() { # namespace pod command...
+  local ns="$1" pod="$2"; shift 2
+  kubectl exec -n "$ns" "$pod" -c app -- "$@"
+}
+
+new_namespace() { # name labels...
+  kubectl create namespace "$1" >/dev/null
+  kubectl label namespace "$@" >/dev/null
+  wait_for "default service account in $1" 30 kubectl get serviceaccount default -n "$1"
+}
+
+# A Deployment that passes Pod Security "restricted" on its own and relies
+# on the injector for the enforcer and resource defaults.
+app_deployment() { # name
+  cat <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $1}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $1}}
+  template:
+    metadata: {labels: {app: $1}}
+    spec:
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 1000
+        runAsGroup: 1000
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: app
+          image: palisade.test/app:e2e
+          imagePullPolicy: Never
+          command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, emptyDir: {}}]
+YAML
+}
+
+push_policy() { # name namespace mode runtime-yaml (indented 4)
+  cat >"$WORK/policy-$1.yaml" <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: $1}
+spec:
+  mode: $3
+  selector: {namespaces: [$2]}
+  runtime:
+$4
+YAML
+  palisade_cli policy push -f "$WORK/policy-$1.yaml" >/dev/null
+}
+
+# ---------------------------------------------------------------- cases
+
+chart_installs_unchanged_and_its_pods_become_ready() {
+  kubectl apply -f "$ROOT/tests/e2e/policyreport-crd.yaml" >/dev/null
+  # No dynamic provisioner on this node: a hostPath PersistentVolume for the
+  # policy service's claim, as an administrator of a bare cluster provides.
+  mkdir -p "$WORK/pv" && chown 65532:65532 "$WORK/pv"
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: palisade-e2e-data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  hostPath: {path: $WORK/pv, type: Directory}
+YAML
+  helm install palisade "$ROOT/helm/palisade" -n palisade-system --create-namespace \
+    --wait --timeout 5m >"$WORK/logs/helm.log"
+  kubectl rollout status deploy/palisade -n palisade-system --timeout=120s >/dev/null
+  kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
+  local ready
+  ready=$(kubectl get pods -n palisade-system -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].ready}{"\n"}{end}')
+  echo "$ready" | sed 's/^/    /'
+  [[ $(grep -c '=true$' <<<"$ready") -eq 3 ]] || fail "expected 2 admission + 1 policy-service Pods ready"
+  # The images are the ones make images built, not pulled.
+  local image
+  image=$(jp deploy/palisade palisade-system '{.spec.template.spec.containers[0].image}')
+  [[ "$image" == "ghcr.io/palisade-dev/palisade:$PALISADE_VERSION" ]] || fail "chart image $image"
+  policy_service_access
+}
+
+injected_deployment_runs_in_a_restricted_namespace() {
+  new_namespace shop palisade.dev/inject=enabled pod-security.kubernetes.io/enforce=restricted
+  app_deployment web | kubectl apply -n shop -f - >/dev/null
+  kubectl rollout status deploy/web -n shop --timeout=120s >/dev/null
+  local pod
+  pod=$(app_pod shop web)
+  # The enforcer is a native sidecar: an init container that keeps running.
+  local restart ready
+  restart=$(jp "pod/$pod" shop '{.spec.initContainers[?(@.name=="palisade-enforcer")].restartPolicy}')
+  [[ "$restart" == Always ]] || fail "enforcer is not a native sidecar (restartPolicy '$restart')"
+  ready=$(jp "pod/$pod" shop '{.status.initContainerStatuses[?(@.name=="palisade-enforcer")].ready}')
+  [[ "$ready" == true ]] || fail "enforcer not ready"
+  local started
+  started=$(wait_event "namespace=shop&pod=$pod&kind=agent" '.rule == "agent/started"' 60)
+  events_json "namespace=shop&pod=$pod&kind=agent" | jq -r '.[] | select(.rule == "agent/started") | "    " + .message' | head -1
+  [[ -n "$started" ]]
+}
+
+drift_and_behaviour_in_a_running_pod_reach_the_service() {
+  push_policy shop-audit shop audit "    drift: true
+    deniedProcesses: [nc]
+    allowedListenPorts: [8080]
+    egressAllow: [\"10.244.0.0/24:443\"]
+    watchedPaths: [/tmp, /var/tmp, /dev/shm]"
+  sleep 2 # the long-poll hands the new bundle over
+  local pod q t0 t
+  pod=$(app_pod shop web)
+  q="namespace=shop&pod=$pod"
+
+  t0=$(now_ms)
+  in_app shop "$pod" sh -c 'cp /bin/busybox /tmp/dropped && /tmp/dropped sleep 2'
+  t=$(wait_event "$q" '.rule == "drift/exec-from-tmp"' 30)
+  result "node: exec from /tmp reported $((t - t0)) ms after kubectl exec started"
+
+  t0=$(now_ms)
+  in_app shop "$pod" sh -c 'cp /bin/busybox /data/tool && /data/tool sleep 2'
+  t=$(wait_event "$q" '.kind == "drift" and ((.process.exe // "") | contains("/data/tool"))' 30)
+  result "node: binary dropped on an emptyDir reported $((t - t0)) ms after kubectl exec started"
+
+  t0=$(now_ms)
+  in_app shop "$pod" timeout 3 nc -l -p 9999 || true
+  wait_event "$q" '.rule == "behavior/denied-process"' 30 >/dev/null
+  wait_event "$q" '.rule == "behavior/unexpected-listener"' 30 >/dev/null
+
+  in_app shop "$pod" sh -c "sleep 3 | timeout 4 nc $NODE_IP $E2E_API_PORT" || true
+  wait_event "$q" '.rule == "behavior/unexpected-egress"' 30 >/dev/null
+
+  # The CLI shows them too.
+  palisade_cli events -n shop --kind drift | grep -q exec-from-tmp || fail "palisade events misses the drift"
+
+  # And the policy service summarises them into the namespace's PolicyReport.
+  t0=$(now_ms)
+  wait_for "PolicyReport in shop" 90 bash -c \
+    "kubectl get policyreports -n shop -o json | jq -e '[.items[].results[]? | select(.rule == \"drift/exec-from-tmp\")] | length > 0'"
+  result "node: PolicyReport carried the drift $(( ($(now_ms) - t0) / 1000 )) s later (interval 30 s)"
+}
+
+enforce_policy_kills_a_denied_process() {
+  push_policy shop-audit shop enforce "    deniedProcesses: [nc]"
+  sleep 2
+  local pod t0 t rc=0
+  pod=$(app_pod shop web)
+  t0=$(now_ms)
+  in_app shop "$pod" nc -l -p 9997 || rc=$?
+  ((rc == 137)) || fail "nc was not killed (exit $rc)"
+  t=$(wait_event "namespace=shop&pod=$pod" '.rule == "behavior/denied-process" and .action == "killed"' 30)
+  result "node: denied process killed $((t - t0)) ms after kubectl exec started (includes kubectl exec setup)"
+}
+
+a_job_completes_with_the_native_sidecar() {
+  kubectl apply -n shop -f - >/dev/null <<YAML
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: palisade.test/app:e2e
+          imagePullPolicy: Never
+          command: [/bin/sh, -c, "sleep 2; echo done"]
+          securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+YAML
+  kubectl wait --for=condition=complete job/once -n shop --timeout=120s >/dev/null
+  local pod
+  pod=$(kubectl get pods -n shop -l job-name=once -o jsonpath='{.items[0].metadata.name}')
+  [[ -n "$(jp "pod/$pod" shop '{.spec.initContainers[?(@.name=="palisade-enforcer")].name}')" ]] \
+    || fail "the Job's Pod has no enforcer"
+}
+
+webhook_restarts_do_not_deadlock() {
+  kubectl rollout restart deploy/palisade -n palisade-system >/dev/null
+  kubectl rollout status deploy/palisade -n palisade-system --timeout=180s >/dev/null
+  kubectl run after-restart -n shop --image=palisade.test/app:e2e --image-pull-policy=Never \
+    --overrides='{"spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":1000,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"app","image":"palisade.test/app:e2e","imagePullPolicy":"Never","command":["sleep","3600"],"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}' >/dev/null
+  [[ -n "$(jp pod/after-restart shop '{.spec.initContainers[?(@.name=="palisade-enforcer")].name}')" ]] \
+    || fail "not injected after the rolling restart"
+  # All webhook Pods gone at once: with failurePolicy Fail, opted-in Pods
+  # wait, but Palisade's own namespace is never intercepted, so it recovers.
+  kubectl delete pods -n palisade-system -l app.kubernetes.io/component=admission --wait=false >/dev/null
+  kubectl rollout status deploy/palisade -n palisade-system --timeout=180s >/dev/null
+  wait_for "webhook serving again" 60 kubectl run after-delete -n shop --image=palisade.test/app:e2e \
+    --image-pull-policy=Never \
+    --overrides='{"spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":1000,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"app","image":"palisade.test/app:e2e","imagePullPolicy":"Never","command":["sleep","3600"],"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}'
+  [[ -n "$(jp pod/after-delete shop '{.spec.initContainers[?(@.name=="palisade-enforcer")].name}')" ]] \
+    || fail "not injected after recreating the webhook Pods"
+  kubectl delete pod after-restart after-delete -n shop --wait=false >/dev/null
+}
+
+enforcer_footprint_in_a_running_pod() {
+  local pod summary
+  pod=$(app_pod shop web)
+  sleep 10 # a settled enforcer, not its start
+  summary=$(kubectl get --raw "/api/v1/nodes/$NODE_NAME/proxy/stats/summary")
+  local stats
+  stats=$(jq -c --arg pod "$pod" '.pods[] | select(.podRef.name == $pod) | .containers[] | select(.name == "palisade-enforcer")' <<<"$summary")
+  [[ -n "$stats" ]] || fail "no stats for the enforcer"
+  local ws rss cpu
+  ws=$(jq -r '.memory.workingSetBytes // 0' <<<"$stats")
+  rss=$(jq -r '.memory.rssBytes // 0' <<<"$stats")
+  cpu=$(jq -r '.cpu.usageNanoCores // 0' <<<"$stats")
+  result "node: enforcer footprint (kubelet stats/summary): working set $((ws / 1024)) KiB, RSS $((rss / 1024)) KiB, CPU $((cpu / 1000000)) millicores"
+  ((ws > 0 && ws < 32 * 1024 * 1024)) || fail "working set $ws outside (0, 32Mi)"
+}
+
+reports_are_spooled_through_a_policy_service_outage() {
+  local pod q before after
+  pod=$(app_pod shop web)
+  q="namespace=shop&pod=$pod&kind=drift"
+  kubectl scale deploy/palisade-policy -n palisade-system --replicas=0 >/dev/null
+  wait_for "policy service down" 60 bash -c \
+    "[[ -z \"\$(kubectl get pods -n palisade-system -l app.kubernetes.io/component=policy-service -o name)\" ]]"
+  in_app shop "$pod" sh -c 'cp /bin/busybox /tmp/during-outage && /tmp/during-outage true'
+  sleep 3
+  kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
+  kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
+  wait_event "$q" '((.process.exe // "") | contains("during-outage"))' 60 >/dev/null
+  sleep 5 # a retry would land by now
+  after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and ((.process.exe // "") | contains("during-outage")))] | length')
+  [[ "$after" == 1 ]] || fail "expected the outage's exec-from-tmp once, stored $after times"
+}
+
+# ---------------------------------------------------------------- main
+PALISADE_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
+for img in palisade palisade-enforcer; do
+  [[ -f "$IMAGES_DIR/$img-$PALISADE_VERSION.oci.tar" ]] || { echo "missing $IMAGES_DIR/$img-$PALISADE_VERSION.oci.tar (make images)" >&2; exit 1; }
+done
+[[ -x "$PALISADE_BIN" ]] || { echo "missing $PALISADE_BIN (cargo build --release)" >&2; exit 1; }
+mkdir -p "$(dirname "$RESULTS")"
+: >"$RESULTS"
+
+stage_start=$SECONDS
+setup_node_network
+build_test_images
+start_control_plane
+start_containerd
+for archive in "$WORK"/images/*.oci.tar "$IMAGES_DIR/palisade-$PALISADE_VERSION.oci.tar" \
+  "$IMAGES_DIR/palisade-enforcer-$PALISADE_VERSION.oci.tar"; do
+  import_image "$archive"
+done
+start_node
+echo "node ready in $((SECONDS - stage_start)) s"
+
+run_case chart_installs_unchanged_and_its_pods_become_ready
+run_case injected_deployment_runs_in_a_restricted_namespace
+run_case drift_and_behaviour_in_a_running_pod_reach_the_service
+run_case enforce_policy_kills_a_denied_process
+run_case a_job_completes_with_the_native_sidecar
+run_case enforcer_footprint_in_a_running_pod
+run_case reports_are_spooled_through_a_policy_service_outage
+run_case webhook_restarts_do_not_deadlock
+
+echo
+echo "node suite: $PASSED passed, ${#FAILED[@]} failed ${FAILED[*]:-}"
+((${#FAILED[@]} == 0))
