@@ -117,6 +117,89 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// What an enforcer says about itself on every heartbeat (and when it
+/// stops): the service notices silence from it, and can tell a restart
+/// (new `boot_id`) from a resumed process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// Unique per enforcer start.
+    pub boot_id: String,
+    pub started_ms: i64,
+    /// The enforcer promises a heartbeat at least this often; silence for
+    /// several of these is reported as `agent/missing`.
+    pub heartbeat_ms: u64,
+    pub state: AgentState,
+    /// Why it stops (`SIGTERM`...), when `state` is `stopping`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Events it could not keep (queue or spool full) since it started.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Processes that started and exited between two of its scans.
+    #[serde(default)]
+    pub unobserved: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    Running,
+    /// Shutting down on purpose: its silence afterwards is expected.
+    Stopping,
+}
+
+/// `POST /api/v1/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub pod: PodRef,
+    pub agent: AgentStatus,
+}
+
+/// Where the service believes an enforcer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    Reporting,
+    /// Silent for longer than its heartbeats allow.
+    Missing,
+    /// Said it was stopping.
+    Stopped,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Reporting => "reporting",
+            Liveness::Missing => "missing",
+            Liveness::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reporting" => Some(Liveness::Reporting),
+            "missing" => Some(Liveness::Missing),
+            "stopped" => Some(Liveness::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// One enforcer as `GET /api/v1/agents` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRecord {
+    pub pod: PodRef,
+    pub boot_id: String,
+    pub heartbeat_ms: u64,
+    pub last_seen_ms: i64,
+    pub state: Liveness,
+    pub dropped: u64,
+    pub unobserved: u64,
+}
+
 /// Result of an ingestion: how many events were new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -21,6 +21,11 @@ pub struct Settings {
     pub interval: Duration,
     /// How often the pod's socket tables are scanned (listeners, egress).
     pub socket_interval: Duration,
+    /// How often the namespace's last-PID counter (and inotify) is looked
+    /// at between passes: a fork since the last look starts a pass.
+    pub pid_poll: Duration,
+    /// How often the service hears from the enforcer at least.
+    pub heartbeat: Duration,
     /// Downward API file with the pod's labels (`key="value"` lines).
     pub labels_file: Option<PathBuf>,
     /// Largest spool file before events are dropped (and counted).
@@ -76,6 +81,19 @@ impl Settings {
                     problem: format!("{v:?} must be 100..=60000"),
                 })?,
         };
+        let ranged = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => v.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or(
+                    ConfigError::Invalid {
+                        var,
+                        problem: format!("{v:?} must be {}..={}", range.start(), range.end()),
+                    },
+                ),
+            }
+        };
+        let pid_poll_ms = ranged("PALISADE_PID_POLL_MS", 10, 1..=1000)?;
+        let heartbeat_ms = ranged("PALISADE_HEARTBEAT_MS", 10_000, 100..=300_000)?;
         let token = match (
             get("PALISADE_REPORT_TOKEN"),
             path("PALISADE_REPORT_TOKEN_FILE"),
@@ -105,6 +123,8 @@ impl Settings {
             proc_root: path("PALISADE_PROC").unwrap_or_else(|| PathBuf::from("/proc")),
             interval: Duration::from_millis(interval_ms),
             socket_interval: Duration::from_millis(socket_interval_ms),
+            pid_poll: Duration::from_millis(pid_poll_ms),
+            heartbeat: Duration::from_millis(heartbeat_ms),
             labels_file: path("PALISADE_LABELS_FILE"),
             spool_max_bytes: 8 * 1024 * 1024,
         })
@@ -140,6 +160,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PALISADE_INTERVAL_MS"), "{err}");
+        assert_eq!(s.heartbeat, Duration::from_secs(10));
+        let err = Settings::from_env(|k| (k == "PALISADE_HEARTBEAT_MS").then(|| "5".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PALISADE_HEARTBEAT_MS"), "{err}");
     }
 
     #[test]

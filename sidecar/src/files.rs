@@ -1,18 +1,43 @@
-//! New executable files in watched directories (/tmp, /dev/shm...) of each
-//! container, by inotify through /proc/PID/root (needs the container's UID).
+//! inotify through /proc/PID/root (needs the container's UID), for two
+//! things: new executable files in watched directories (/tmp, /dev/shm...),
+//! and opens in the directories programs and the dynamic loader live in,
+//! which every exec causes: the enforcer wakes and scans when a process
+//! starts instead of waiting for its next pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use crate::drift::resolve_in_root;
+
+/// Files remembered as reported; older ones are forgotten first (a
+/// forgotten file that changes again is reported again, which is fine).
+const REPORTED_MAX: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Report executables that appear here (and wake on their exec).
+    NewFiles,
+    /// Programs and libraries: an open here is (likely) an exec.
+    Programs,
+}
+
+struct Watch {
+    host: PathBuf,
+    dir: String,
+    purpose: Purpose,
+}
 
 pub struct FileWatcher {
     inotify: Inotify,
-    /// Watch -> (directory as seen from here, directory inside the container).
-    watches: HashMap<WatchDescriptor, (PathBuf, String)>,
+    watches: HashMap<WatchDescriptor, Watch>,
     watched: HashSet<PathBuf>,
-    reported: HashSet<(PathBuf, u64)>,
+    reported: BoundedSet,
 }
 
 /// A file that became executable in a watched directory.
@@ -21,6 +46,17 @@ pub struct NewExecutable {
     /// Path inside the container.
     pub path: String,
     pub size: u64,
+    pub ino: u64,
+    pub ctime: i64,
+}
+
+/// What happened since the last poll.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Opens of files in program directories, or of executables in
+    /// watched ones: a process (probably) started.
+    pub exec_opens: u32,
+    pub new_files: Vec<NewExecutable>,
 }
 
 impl FileWatcher {
@@ -29,55 +65,154 @@ impl FileWatcher {
             inotify: Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?,
             watches: HashMap::new(),
             watched: HashSet::new(),
-            reported: HashSet::new(),
+            reported: BoundedSet::new(REPORTED_MAX),
         })
     }
 
-    /// Watches `dir` (absolute, inside the container) under `root`.
-    /// Re-adding a watched directory is a no-op.
-    pub fn watch(&mut self, root: &Path, dir: &str) -> nix::Result<()> {
-        let host = root.join(dir.trim_start_matches('/'));
-        let resolved = std::fs::canonicalize(&host).unwrap_or(host.clone());
-        if !self.watched.insert(resolved) {
+    /// Watches `dir` (absolute, inside the container) under `root`, its
+    /// links resolved inside the container. Re-adding one is a no-op.
+    pub fn watch(&mut self, root: &Path, dir: &str, purpose: Purpose) -> nix::Result<()> {
+        let resolved = resolve_in_root(root, dir);
+        let host = root.join(resolved.trim_start_matches('/'));
+        if !self.watched.insert(host.clone()) {
             return Ok(());
         }
-        let mask = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_ATTRIB;
+        let mask = match purpose {
+            Purpose::NewFiles => {
+                AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_ATTRIB
+                    | AddWatchFlags::IN_OPEN
+            }
+            Purpose::Programs => AddWatchFlags::IN_OPEN | AddWatchFlags::IN_ONLYDIR,
+        };
         let wd = self.inotify.add_watch(&host, mask)?;
-        self.watches.insert(wd, (host, dir.to_string()));
+        self.watches.insert(
+            wd,
+            Watch {
+                host,
+                dir: resolved,
+                purpose,
+            },
+        );
         Ok(())
     }
 
-    /// Executable files created or made executable since the last call.
-    pub fn poll(&mut self) -> Vec<NewExecutable> {
-        let mut out = Vec::new();
+    /// Waits up to `timeout` for something to read; true when there is.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    }
+
+    /// Reads and forgets what is queued (the enforcer's own opens while
+    /// hashing would otherwise look like execs).
+    pub fn discard(&mut self) {
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+        }
+    }
+
+    pub fn poll(&mut self) -> Activity {
+        let mut out = Activity::default();
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
             }
             for event in events {
-                let (Some(name), Some((host_dir, dir))) = (event.name, self.watches.get(&event.wd))
-                else {
+                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    // Lost events: assume the worst, scan now.
+                    out.exec_opens += 1;
+                    continue;
+                }
+                let (Some(name), Some(watch)) = (event.name, self.watches.get(&event.wd)) else {
                     continue;
                 };
-                let host = host_dir.join(&name);
+                if event.mask.contains(AddWatchFlags::IN_ISDIR) {
+                    continue;
+                }
+                let opened = event.mask.contains(AddWatchFlags::IN_OPEN);
+                if opened && watch.purpose == Purpose::Programs {
+                    out.exec_opens += 1;
+                    continue;
+                }
+                let host = watch.host.join(&name);
                 let Ok(meta) = std::fs::metadata(&host) else {
                     continue;
                 };
                 if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                     continue;
                 }
-                if self.reported.insert((host.clone(), meta.ino())) {
-                    out.push(NewExecutable {
-                        path: format!("{}/{}", dir.trim_end_matches('/'), name.to_string_lossy()),
+                if opened {
+                    out.exec_opens += 1;
+                    continue;
+                }
+                let key = (host, meta.ino(), meta.ctime());
+                if self.reported.insert(key_hash(&key)) {
+                    out.new_files.push(NewExecutable {
+                        path: format!(
+                            "{}/{}",
+                            watch.dir.trim_end_matches('/'),
+                            name.to_string_lossy()
+                        ),
                         size: meta.size(),
+                        ino: meta.ino(),
+                        ctime: meta.ctime(),
                     });
                 }
             }
         }
         out
+    }
+}
+
+fn key_hash(key: &(PathBuf, u64, i64)) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// A set that forgets its oldest members beyond `max`: dedup memory that
+/// cannot grow with what an attacker writes.
+pub struct BoundedSet {
+    max: usize,
+    members: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl BoundedSet {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            members: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// True when `key` is new.
+    pub fn insert(&mut self, key: u64) -> bool {
+        if !self.members.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.members.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
@@ -90,21 +225,53 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("tmp")).unwrap();
         let mut watcher = FileWatcher::new().unwrap();
-        watcher.watch(root.path(), "/tmp").unwrap();
-        watcher.watch(root.path(), "/tmp").unwrap();
+        watcher
+            .watch(root.path(), "/tmp", Purpose::NewFiles)
+            .unwrap();
+        watcher
+            .watch(root.path(), "/tmp", Purpose::NewFiles)
+            .unwrap();
         std::fs::write(root.path().join("tmp/data"), b"x").unwrap();
-        assert!(watcher.poll().is_empty(), "not executable");
+        assert!(watcher.poll().new_files.is_empty(), "not executable");
         let tool = root.path().join("tmp/tool");
         std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let found = watcher.poll();
-        assert_eq!(
-            found,
-            [NewExecutable {
-                path: "/tmp/tool".into(),
-                size: 10
-            }]
-        );
-        assert!(watcher.poll().is_empty(), "reported once");
+        let found = watcher.poll().new_files;
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].path.as_str(), found[0].size), ("/tmp/tool", 10));
+        assert!(watcher.poll().new_files.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn an_exec_in_a_program_directory_wakes_the_watcher() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/true", bin.join("true")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.path().join("bin")).unwrap();
+        let mut watcher = FileWatcher::new().unwrap();
+        watcher
+            .watch(root.path(), "/bin", Purpose::Programs)
+            .unwrap();
+        assert!(!watcher.wait(Duration::from_millis(1)));
+        std::process::Command::new(root.path().join("bin/true"))
+            .status()
+            .unwrap();
+        assert!(watcher.wait(Duration::from_millis(100)));
+        assert!(watcher.poll().exec_opens >= 1);
+        // Listing the directory is no exec.
+        let _ = std::fs::read_dir(&bin).unwrap().count();
+        assert_eq!(watcher.poll().exec_opens, 0);
+    }
+
+    #[test]
+    fn dedup_memory_is_bounded() {
+        let mut set = BoundedSet::new(100);
+        for i in 0..10_000 {
+            assert!(set.insert(i));
+        }
+        assert_eq!(set.len(), 100);
+        assert!(!set.insert(9_999), "recent keys are remembered");
+        assert!(set.insert(0), "old ones forgotten");
     }
 }

@@ -10,4 +10,5 @@ pub mod monitor;
 pub mod policy;
 pub mod procfs;
 pub mod report;
+pub mod rules;
 pub mod sockets;

@@ -2,14 +2,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use palisade_common::wire::{Event, EventKind};
+use palisade_common::policy::Mode;
+use palisade_common::wire::Event;
 use palisade_enforcer::config::Settings;
 use palisade_enforcer::monitor::{observable_signals, Monitor};
 use palisade_enforcer::policy::{self, PolicyHolder};
-use palisade_enforcer::report::{self, now_ms};
+use palisade_enforcer::report::{self, now_ms, Reporter};
+use palisade_enforcer::rules::Rule;
 
 fn main() -> anyhow::Result<()> {
     // One malloc arena for all threads: the enforcer is mostly idle and must
@@ -27,22 +29,36 @@ fn main() -> anyhow::Result<()> {
         )
         .with_ansi(false)
         .init();
+    // The app runs as the same UID: non-dumpable, the enforcer's memory,
+    // fds and /proc entries are closed to it (no ptrace, no reading its
+    // token from /proc/PID/environ or its fds).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the enforcer non-dumpable");
+    }
     let settings =
         Settings::from_env(|k| std::env::var(k).ok()).context("reading PALISADE_* settings")?;
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("creating state directory {}", settings.state_dir.display()))?;
 
+    let term = Arc::new(AtomicBool::new(false));
+    let int = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())
+        .context("installing signal handlers")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, int.clone())
+        .context("installing signal handlers")?;
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
 
     let (holder, source) = PolicyHolder::start(&settings.state_dir);
     let holder = Arc::new(holder);
     tracing::info!(source, etag = %holder.current().etag, "runtime policy loaded");
 
     let (policy_agent, report_agent) = palisade_enforcer::http::agents(&settings)?;
-    let (reporter, sender) = report::spawn(settings.clone(), report_agent);
+    let reporter = Reporter::new(
+        &settings.state_dir,
+        settings.policy_url.is_none(),
+        settings.spool_max_bytes,
+    );
+    let sender = report::spawn(settings.clone(), report_agent, &reporter);
     let fetcher = {
         let (settings, holder, stop) = (settings.clone(), holder.clone(), stop.clone());
         std::thread::Builder::new()
@@ -55,30 +71,42 @@ fn main() -> anyhow::Result<()> {
     let mut monitor = Monitor::new(settings.clone(), holder, reporter.clone());
     // "Started" once the first pass has taken baselines and set watches.
     monitor.tick();
-    let signals = observable_signals(&settings);
+    let signals = observable_signals(&settings, &monitor.coverage());
     tracing::info!(%signals, "enforcer started");
     reporter.report(Event {
-        id: reporter.next_id(),
+        id: format!("{}-started", reporter.boot_id()),
         time_ms: now_ms(),
-        kind: EventKind::Agent,
-        rule: "agent/started".into(),
+        kind: Rule::AgentStarted.kind(),
+        rule: Rule::AgentStarted.as_str().into(),
         policy: None,
-        mode: Default::default(),
+        mode: Mode::Audit,
         message: format!("policy from {source}; {signals}"),
         process: None,
         action: None,
     });
-    drop(reporter);
-    while !stop.load(Ordering::Relaxed) {
+    let reason = loop {
+        if term.load(Ordering::Relaxed) {
+            break "SIGTERM";
+        }
+        if int.load(Ordering::Relaxed) {
+            break "SIGINT";
+        }
+        // Wakes at once on an exec signal; otherwise looks at the
+        // last-PID counter every `pid_poll`.
         let started = Instant::now();
+        monitor.wait(settings.pid_poll);
         monitor.tick();
-        let rest = settings.interval.saturating_sub(started.elapsed());
-        policy::sleep_unless_stopped(&stop, rest.max(Duration::from_millis(1)));
-    }
+        // A storm of execs must not turn into a busy loop.
+        if started.elapsed() < std::time::Duration::from_millis(1) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
 
-    tracing::info!("stopping: flushing reports");
-    drop(monitor); // the last Reporter: the sender flushes and ends
-    let _ = sender.join();
+    // The last heartbeat tells the service this silence is expected.
+    tracing::info!(reason, "stopping: flushing reports");
+    drop(monitor);
+    sender.stop(reason);
     // The fetcher may sit in a long-poll; the process exit ends it.
     drop(fetcher);
     Ok(())

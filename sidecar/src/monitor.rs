@@ -1,53 +1,124 @@
-//! One pass over the pod: new or re-exec'd processes, sockets and watched
-//! directories, judged against the runtime policy; violations reported and,
+//! The enforcer's I/O side: what /proc, inotify and the socket tables say,
+//! judged by `rules` against the runtime policy; violations reported and,
 //! under enforce policies, the offending process killed where permitted.
+//!
+//! Passes are driven by events, not only by the clock: an open in a
+//! program or library directory (every exec does one) or a move of the PID
+//! namespace's last-PID counter (every fork does one) starts a pass at
+//! once, so short-lived processes are judged while they still exist. What
+//! still slips between two passes is counted from the last-PID counter and
+//! reported as `agent/unobserved-processes`, never silently lost.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use palisade_common::net::EgressRule;
 use palisade_common::policy::Mode;
-use palisade_common::wire::{Event, EventKind, ProcessInfo, RuntimeBundle, RuntimePolicy};
+use palisade_common::wire::{Event, ProcessInfo, RuntimeBundle, RuntimePolicy};
 
 use crate::config::Settings;
-use crate::drift::{self, Baseline};
-use crate::files::FileWatcher;
+use crate::drift::{self, Baseline, BaselineSource};
+use crate::files::{FileWatcher, NewExecutable, Purpose};
 use crate::policy::PolicyHolder;
 use crate::procfs::{self, Proc};
 use crate::report::{now_ms, Reporter};
-use crate::sockets::{self, Proto};
+use crate::rules::{
+    self, strictest, Action, DeniedBy, ExeIdentity, NotKilled, Rule, SocketRole, Unreadable,
+};
+use crate::sockets::{self, Proto, Socket};
 
-const HASH_LIMIT: u64 = 64 * 1024 * 1024;
 const MAX_ARGS: usize = 16;
+
+/// Where programs and the dynamic loader live: every exec of a program
+/// from the image, and every exec of a dynamically linked one from
+/// anywhere, opens a file in one of these.
+const EXEC_DIRS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
 
 /// A process as last seen: a change of start time or executable is a new
 /// exec (or, for the executable link, a deletion).
-#[derive(PartialEq, Eq)]
 struct Seen {
     start: u64,
     image: String,
     /// Passes left during which an unreadable executable is retried on every
     /// pass: a container's first process may still be changing to its UID.
     retries: u8,
+    first_seen: Instant,
 }
 
 const UNREADABLE_RETRIES: u8 = 16;
 
-/// A new PID is judged on the pass that first lists it. Known processes are
-/// re-read (name, start, executable link) every Nth pass only, which is
-/// when an exec in place, a reused PID or a deleted executable is seen:
-/// reading every /proc/PID/stat on every pass is most of the enforcer's CPU.
+/// Known processes are re-read (name, start, executable link) on every
+/// pass that follows an exec signal, and otherwise every Nth pass, which
+/// is when an exec that opened nothing watched (a static binary from
+/// memory) or a deleted executable is seen.
 const RECHECK_EVERY: u64 = 8;
+/// Processes younger than this are re-read on every pass: fork and exec
+/// come close together, and a pass may land between them.
+const YOUNG: Duration = Duration::from_secs(2);
+/// PIDs of one window checked one by one for "started and gone".
+const MAX_WINDOW_CHECKS: i32 = 4096;
+/// At most one `agent/unobserved-processes` event per this long; the
+/// counts in between are summed into it.
+const UNOBSERVED_REPORT_EVERY: Duration = Duration::from_secs(10);
+const IDENTITY_CACHE_MAX: usize = 1024;
 
 /// A broken rule, attributed to the policy that judges it most strictly.
 struct Violation<'a> {
-    rule: &'static str,
+    rule: Rule,
     policy: &'a RuntimePolicy,
     message: String,
+}
+
+/// A container's image as the enforcer knows it.
+struct Container {
+    baseline: Baseline,
+    /// Policy version `denied_content` was computed for.
+    denied_for: String,
+    /// Content of what each denied name is in this image (`sh` -> dash).
+    denied_content: Vec<(String, [u8; 32])>,
+}
+
+/// A socket finding is about this socket of this process: a second
+/// listener on the same port is a second finding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SocketKey {
+    proto: Proto,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    inode: u64,
+}
+
+#[derive(Default)]
+struct Unobserved {
+    pending: u64,
+    last_report: Option<Instant>,
+}
+
+/// What the enforcer could and could not see on its first pass.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub processes: usize,
+    pub unreadable: HashMap<Unreadable, usize>,
 }
 
 pub struct Monitor {
@@ -55,17 +126,29 @@ pub struct Monitor {
     policy: Arc<PolicyHolder>,
     reporter: Reporter,
     self_pid: i32,
+    own_uid: u32,
+    own_gid: u32,
     known: HashMap<i32, Seen>,
     /// Rules already reported per process (a re-exec or deletion re-judges
     /// the process; only what is new is reported).
-    reported: HashSet<(i32, u64, &'static str)>,
-    baselines: HashMap<(u64, u64), Baseline>,
+    reported: HashSet<(i32, u64, Rule)>,
+    /// Processes whose executable could not be read, and why.
+    hidden: HashMap<i32, Unreadable>,
+    containers: HashMap<(u64, u64), Container>,
+    identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
     files: Option<FileWatcher>,
-    listeners: HashSet<(Proto, u16)>,
-    egress: HashSet<(IpAddr, u16)>,
+    listeners: HashSet<SocketKey>,
+    egress: HashSet<SocketKey>,
+    etag: String,
     first_pass: bool,
-    last_socket_scan: Option<std::time::Instant>,
+    last_socket_scan: Option<Instant>,
+    last_pass: Option<Instant>,
     passes: u64,
+    last_pid: Option<i32>,
+    pid_max: i32,
+    exec_signals: u32,
+    unobserved: Unobserved,
+    ephemeral: (u16, u16),
 }
 
 impl Monitor {
@@ -73,24 +156,37 @@ impl Monitor {
         let files = match FileWatcher::new() {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "inotify unavailable; new files are not watched");
+                tracing::warn!(error = %e, "inotify unavailable; new files are not watched and execs wake no pass");
                 None
             }
         };
+        let pid_max = procfs::pid_max(&settings.proc_root);
+        let ephemeral = sockets::ephemeral_ports(&settings.proc_root);
         Self {
             settings,
             policy,
             reporter,
             self_pid: std::process::id() as i32,
+            own_uid: nix::unistd::geteuid().as_raw(),
+            own_gid: nix::unistd::getegid().as_raw(),
             known: HashMap::new(),
             reported: HashSet::new(),
-            baselines: HashMap::new(),
+            hidden: HashMap::new(),
+            containers: HashMap::new(),
+            identities: HashMap::new(),
             files,
             listeners: HashSet::new(),
             egress: HashSet::new(),
+            etag: String::new(),
             first_pass: true,
             last_socket_scan: None,
+            last_pass: None,
             passes: 0,
+            last_pid: None,
+            pid_max,
+            exec_signals: 0,
+            unobserved: Unobserved::default(),
+            ephemeral,
         }
     }
 
@@ -98,13 +194,81 @@ impl Monitor {
         &self.settings.proc_root
     }
 
+    /// Sleeps until an exec signal arrives or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        match &self.files {
+            Some(files) => {
+                files.wait(timeout);
+            }
+            None => std::thread::sleep(timeout),
+        }
+    }
+
+    /// What the first pass could see, for `agent/started`.
+    pub fn coverage(&self) -> Coverage {
+        let mut unreadable = HashMap::new();
+        for why in self.hidden.values() {
+            *unreadable.entry(*why).or_default() += 1;
+        }
+        Coverage {
+            processes: self.known.len(),
+            unreadable,
+        }
+    }
+
     pub fn tick(&mut self) {
         let bundle = self.policy.current();
-        let recheck = self.passes.is_multiple_of(RECHECK_EVERY);
+        let policy_changed = bundle.etag != self.etag;
+        if policy_changed {
+            self.etag = bundle.etag.clone();
+            if !self.first_pass {
+                // Re-judge everything alive under the new policy: what was
+                // allowed in audit is stopped once enforce arrives.
+                tracing::info!("policy changed: re-judging live processes and sockets");
+                self.known.clear();
+                self.reported.clear();
+                self.listeners.clear();
+                self.egress.clear();
+                self.last_socket_scan = None;
+            }
+        }
+        let activity = self.files.as_mut().map(|f| f.poll()).unwrap_or_default();
+        self.exec_signals += activity.exec_opens;
+        let last_pid = procfs::ns_last_pid(self.proc_root());
+        let forked = last_pid.is_some() && last_pid != self.last_pid;
+        let due = self
+            .last_pass
+            .is_none_or(|t| t.elapsed() >= self.settings.interval);
+        if due || forked || self.exec_signals > 0 || policy_changed {
+            self.process_pass(&bundle, last_pid, policy_changed);
+        }
+        if !activity.new_files.is_empty() {
+            self.check_files(&bundle, activity.new_files);
+        }
+        self.report_unobserved();
+        // Socket tables are costly to read on big hosts (see sockets.rs):
+        // they are scanned on their own, slower, schedule.
+        if self
+            .last_socket_scan
+            .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
+        {
+            self.last_socket_scan = Some(Instant::now());
+            self.check_sockets(&bundle);
+        }
+        self.first_pass = false;
+    }
+
+    fn process_pass(&mut self, bundle: &RuntimeBundle, last_pid: Option<i32>, rejudge: bool) {
+        let recheck_all =
+            self.exec_signals > 0 || rejudge || self.passes.is_multiple_of(RECHECK_EVERY);
+        let exec_seen = self.exec_signals > 0;
+        self.exec_signals = 0;
         self.passes += 1;
+        self.last_pass = Some(Instant::now());
         let pids = procfs::pids(self.proc_root());
         let alive: HashSet<i32> = pids.iter().copied().collect();
         self.known.retain(|pid, _| alive.contains(pid));
+        self.hidden.retain(|pid, _| alive.contains(pid));
         self.reported.retain(|(pid, _, _)| alive.contains(pid));
         for pid in pids {
             // PID 1 is the pod's infrastructure (pause) process.
@@ -113,116 +277,254 @@ impl Monitor {
             }
             match self.known.get_mut(&pid) {
                 Some(seen) if seen.retries > 0 => seen.retries -= 1,
-                Some(_) if !recheck => continue,
+                Some(seen) if !recheck_all && seen.first_seen.elapsed() > YOUNG => continue,
                 _ => {}
             }
             let Some(proc) = procfs::read(self.proc_root(), pid) else {
                 continue;
             };
-            let exe = procfs::exe_link(self.proc_root(), pid).ok();
-            let image = exe.clone().unwrap_or_else(|| proc.comm.clone());
-            if let Some(seen) = self.known.get(&pid) {
-                if seen.start == proc.start && seen.image == image {
-                    continue;
-                }
-            }
-            let retries = if exe.is_none() { UNREADABLE_RETRIES } else { 0 };
-            let seen = Seen {
-                start: proc.start,
-                image,
-                retries,
+            let exe = procfs::exe_link(self.proc_root(), pid);
+            let image = exe
+                .as_ref()
+                .map_or_else(|_| proc.comm.clone(), Clone::clone);
+            let first_seen = match self.known.get(&pid) {
+                Some(seen) if seen.start == proc.start && seen.image == image => continue,
+                Some(seen) if seen.start == proc.start => seen.first_seen,
+                _ => Instant::now(),
             };
-            self.known.insert(pid, seen);
-            self.evaluate_process(&proc, exe.as_deref(), &bundle);
+            let retries = if exe.is_err() { UNREADABLE_RETRIES } else { 0 };
+            self.known.insert(
+                pid,
+                Seen {
+                    start: proc.start,
+                    image,
+                    retries,
+                    first_seen,
+                },
+            );
+            self.evaluate_process(&proc, exe, bundle);
         }
-        // Socket tables are costly to read on big hosts (see sockets.rs):
-        // they are scanned on their own, slower, schedule.
-        if self
-            .last_socket_scan
-            .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
-        {
-            self.last_socket_scan = Some(std::time::Instant::now());
-            self.check_sockets(&bundle);
-        }
-        self.check_files(&bundle);
-        self.first_pass = false;
+        self.count_unobserved(last_pid, exec_seen);
     }
 
-    fn evaluate_process(&mut self, proc: &Proc, exe: Option<&str>, bundle: &RuntimeBundle) {
-        let root = self.proc_root().join(proc.pid.to_string()).join("root");
-        let root_id = procfs::root_id(self.proc_root(), proc.pid);
-        if let Some(id) = root_id {
-            if !self.baselines.contains_key(&id) {
-                // Watch first: files dropped while the baseline is taken are seen.
-                self.watch_dirs(&root, bundle);
-                let baseline = Baseline::scan(&root);
-                tracing::info!(
-                    pid = proc.pid,
-                    executables = baseline.len(),
-                    "baseline taken for a container"
-                );
-                self.baselines.insert(id, baseline);
-                // The walk's transient allocations are freed; hand the pages
-                // back so they do not count against the pod's memory.
-                // SAFETY: malloc_trim only releases free heap memory.
-                #[cfg(target_env = "gnu")]
-                unsafe {
-                    nix::libc::malloc_trim(0);
-                }
+    /// PIDs handed out since the last pass that no pass saw as a process
+    /// and that are not live threads: tasks that started and ended in
+    /// between. Counted only when an exec signal came in the same window,
+    /// so an app that churns threads is not taken for one that runs
+    /// programs.
+    fn count_unobserved(&mut self, last_pid: Option<i32>, exec_seen: bool) {
+        let (Some(before), Some(now)) = (self.last_pid, last_pid) else {
+            self.last_pid = last_pid.or(self.last_pid);
+            return;
+        };
+        self.last_pid = Some(now);
+        let allocated = rules::pids_allocated(before, now, self.pid_max);
+        if allocated == 0 || !exec_seen || now < before {
+            return;
+        }
+        let first = (before + 1).max(now - MAX_WINDOW_CHECKS + 1);
+        let gone = (first..=now)
+            .filter(|pid| *pid != self.self_pid)
+            .filter(|pid| !self.known.contains_key(pid))
+            .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
+            .count() as u64;
+        self.unobserved.pending += gone;
+    }
+
+    fn report_unobserved(&mut self) {
+        if self.unobserved.pending == 0
+            || self
+                .unobserved
+                .last_report
+                .is_some_and(|t| t.elapsed() < UNOBSERVED_REPORT_EVERY)
+        {
+            return;
+        }
+        let n = std::mem::take(&mut self.unobserved.pending);
+        self.unobserved.last_report = Some(Instant::now());
+        let total = self.reporter.add_unobserved(n);
+        self.reporter.report(Event {
+            id: self.reporter.next_id(),
+            time_ms: now_ms(),
+            kind: Rule::UnobservedProcesses.kind(),
+            rule: Rule::UnobservedProcesses.as_str().into(),
+            policy: None,
+            mode: Mode::Audit,
+            message: format!(
+                "{n} processes ran unobserved: started and exited between two scans \
+                 ({total} since start); programs ran that no rule could judge"
+            ),
+            process: None,
+            action: None,
+        });
+    }
+
+    /// The container's baseline and watches, set up the first time one of
+    /// its processes is seen.
+    fn container(&mut self, pid: i32, bundle: &RuntimeBundle) -> Option<(u64, u64)> {
+        let id = procfs::root_id(self.proc_root(), pid)?;
+        let root = self.proc_root().join(pid.to_string()).join("root");
+        if !self.containers.contains_key(&id) {
+            // Watch first: files dropped while the baseline is taken are seen.
+            self.watch_dirs(&root, bundle);
+            let (baseline, source) = Baseline::load_or_scan(&root, &self.settings.state_dir, id);
+            tracing::info!(
+                pid,
+                executables = baseline.len(),
+                source = match source {
+                    BaselineSource::Scanned => "scanned",
+                    BaselineSource::Persisted => "kept from the container's first look",
+                },
+                "baseline for a container"
+            );
+            self.containers.insert(
+                id,
+                Container {
+                    baseline,
+                    denied_for: String::new(),
+                    denied_content: Vec::new(),
+                },
+            );
+            // The walk read every program: those opens are not execs.
+            if let Some(f) = self.files.as_mut() {
+                f.discard();
+            }
+            // The walk's transient allocations are freed; hand the pages
+            // back so they do not count against the pod's memory.
+            // SAFETY: malloc_trim only releases free heap memory.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                nix::libc::malloc_trim(0);
             }
         }
+        let container = self.containers.get_mut(&id)?;
+        if container.denied_for != bundle.etag {
+            container.denied_for = bundle.etag.clone();
+            container.denied_content = denied_content(&root, &container.baseline, bundle);
+            if let Some(f) = self.files.as_mut() {
+                f.discard();
+            }
+        }
+        Some(id)
+    }
+
+    fn evaluate_process(&mut self, proc: &Proc, exe: io::Result<String>, bundle: &RuntimeBundle) {
+        let root = self.proc_root().join(proc.pid.to_string()).join("root");
+        let root_id = self.container(proc.pid, bundle);
         let mut violations = Vec::new();
         let mut exe_path = None;
-        let drift_policy = strictest(bundle.policies.iter().filter(|p| p.rules.drift));
-        if let (Some(exe), Some(policy)) = (exe, drift_policy) {
-            let root_link = procfs::root_link(self.proc_root(), proc.pid);
-            let (path, deleted) = drift::container_path(exe, root_link.as_deref());
-            // Processes already running when the enforcer started predate the
-            // baseline: only what the path itself tells counts for them.
-            let baseline = match (self.first_pass, root_id) {
-                (false, Some(id)) => self.baselines.get(&id),
-                _ => None,
-            };
-            let current = std::fs::metadata(drift::inside(&root, &path)).ok();
-            let temp_dirs = watched_paths(bundle);
-            for finding in drift::classify(&path, deleted, &temp_dirs, baseline, current.as_ref()) {
-                let message = match &finding {
-                    drift::Finding::Fileless => format!("{} runs from memory ({path})", proc.comm),
-                    drift::Finding::Deleted => {
-                        format!("{} runs a deleted executable {path}", proc.comm)
+        let mut sha256 = None;
+        let mut identity = ExeIdentity::default();
+        match &exe {
+            Ok(link) => {
+                self.hidden.remove(&proc.pid);
+                let root_link = procfs::root_link(self.proc_root(), proc.pid);
+                let (path, deleted) = drift::container_path(link, root_link.as_deref());
+                identity = self.identity(proc.pid, &path, root_id);
+                sha256 = identity.sha256;
+                if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
+                    // Processes already running when the enforcer started
+                    // predate the baseline: only what the path tells counts.
+                    let baseline = match (self.first_pass, root_id) {
+                        (false, Some(id)) => self.containers.get(&id).map(|c| &c.baseline),
+                        _ => None,
+                    };
+                    let file = drift::inside(&root, &path);
+                    let now = std::fs::metadata(&file)
+                        .ok()
+                        .map(|m| drift::Entry::of(&m, None));
+                    let image = drift::image_check(baseline, &path, now.as_ref(), || {
+                        drift::hash_file(&file, drift::HASH_LIMIT)
+                    });
+                    let temp_dirs = watched_paths(bundle);
+                    for finding in drift::classify(&path, deleted, &temp_dirs, image) {
+                        let message = match &finding {
+                            drift::Finding::Fileless => {
+                                format!("{} runs from memory ({path})", proc.comm)
+                            }
+                            drift::Finding::Deleted => {
+                                format!("{} runs a deleted executable {path}", proc.comm)
+                            }
+                            drift::Finding::FromTemporaryDir(dir) => {
+                                format!("{path} executed from {dir}")
+                            }
+                            drift::Finding::NotInImage => {
+                                format!("{path} is not in the container image")
+                            }
+                            drift::Finding::Modified => {
+                                format!("{path} changed since the container started")
+                            }
+                        };
+                        violations.push(Violation {
+                            rule: finding.rule(),
+                            policy,
+                            message,
+                        });
                     }
-                    drift::Finding::FromTemporaryDir(dir) => format!("{path} executed from {dir}"),
-                    drift::Finding::NotInImage => format!("{path} is not in the container image"),
-                    drift::Finding::Modified => {
-                        format!("{path} changed since the container started")
-                    }
-                };
-                violations.push(Violation {
-                    rule: finding.rule(),
-                    policy,
-                    message,
-                });
+                }
+                exe_path = Some(path);
             }
-            exe_path = Some(path);
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let why = procfs::ids(self.proc_root(), proc.pid)
+                    .map(|ids| rules::why_unreadable(ids, self.own_uid, self.own_gid));
+                if let Some(why) = why {
+                    self.hidden.insert(proc.pid, why);
+                    let policy = strictest(bundle.policies.iter().filter(|p| p.rules.drift))
+                        .or_else(|| strictest(bundle.policies.iter()));
+                    if let (Unreadable::NonDumpable, Some(policy)) = (why, policy) {
+                        violations.push(Violation {
+                            rule: Rule::NonDumpableProcess,
+                            policy,
+                            message: format!(
+                                "{} (pid {}) runs as the enforcer's UID but made itself \
+                                 non-dumpable: its executable, root and sockets cannot be checked",
+                                proc.comm, proc.pid
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(_) => {}
         }
-        let exe_name = exe_path
-            .as_deref()
-            .and_then(|p| Path::new(p).file_name())
-            .and_then(|n| n.to_str());
+        let exe_name = exe_path.as_deref().map(rules::base_name);
         let names: Vec<&str> = std::iter::once(proc.comm.as_str())
             .chain(exe_name)
             .collect();
-        let denied = strictest(bundle.policies.iter().filter(|p| {
-            p.rules
-                .denied_processes
-                .iter()
-                .any(|d| names.contains(&d.as_str()))
-        }));
-        if let Some(policy) = denied {
+        let argv: Vec<String> = procfs::cmdline(self.proc_root(), proc.pid)
+            .into_iter()
+            .take(MAX_ARGS)
+            .collect();
+        let applet = if identity.multicall {
+            rules::applet(exe_name.unwrap_or_default(), &argv)
+        } else {
+            None
+        };
+        let denied_content = root_id
+            .and_then(|id| self.containers.get(&id))
+            .map(|c| c.denied_content.as_slice())
+            .unwrap_or_default();
+        let mut denied: Option<(&RuntimePolicy, DeniedBy)> = None;
+        for p in &bundle.policies {
+            if let Some(by) = rules::denied_by(
+                &p.rules.denied_processes,
+                &names,
+                applet,
+                &identity,
+                denied_content,
+            ) {
+                if denied.is_none() || p.mode == Mode::Enforce {
+                    denied = Some((p, by));
+                }
+                if p.mode == Mode::Enforce {
+                    break;
+                }
+            }
+        }
+        if let Some((policy, by)) = denied {
             violations.push(Violation {
-                rule: "behavior/denied-process",
+                rule: Rule::DeniedProcess,
                 policy,
-                message: format!("denied process {} started", proc.comm),
+                message: format!("denied process {} started ({by})", proc.comm),
             });
         }
         let unexpected = strictest(bundle.policies.iter().filter(|p| {
@@ -231,11 +533,11 @@ impl Monitor {
                     .rules
                     .allowed_processes
                     .iter()
-                    .any(|a| names.contains(&a.as_str()))
+                    .any(|a| names.contains(&a.as_str()) || applet == Some(a.as_str()))
         }));
         if let Some(policy) = unexpected {
             violations.push(Violation {
-                rule: "behavior/unexpected-process",
+                rule: Rule::UnexpectedProcess,
                 policy,
                 message: format!("process {} is not in the allowed list", proc.comm),
             });
@@ -244,48 +546,81 @@ impl Monitor {
         if violations.is_empty() {
             return;
         }
-        let is_drift = violations.iter().any(|v| v.rule.starts_with("drift/"));
         let info = ProcessInfo {
             pid: proc.pid,
             ppid: proc.ppid,
             uid: procfs::uid(self.proc_root(), proc.pid),
             comm: proc.comm.clone(),
             exe: exe_path,
-            cmdline: procfs::cmdline(self.proc_root(), proc.pid)
-                .into_iter()
-                .take(MAX_ARGS)
-                .collect(),
-            sha256: if is_drift {
-                drift::hash_exe(self.proc_root(), proc.pid, HASH_LIMIT)
-            } else {
-                None
-            },
+            cmdline: argv,
+            sha256: sha256.map(hex::encode),
         };
+        // A non-dumpable process is reported, not killed: some programs
+        // (agents holding keys) do it for good reasons.
         let action = violations
             .iter()
-            .any(|v| v.policy.mode == Mode::Enforce)
-            .then(|| stop_process(proc.pid));
+            .any(|v| v.policy.mode == Mode::Enforce && v.rule != Rule::NonDumpableProcess)
+            .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
         for v in violations {
-            self.emit(&v, Some(info.clone()), action.clone());
+            let id = process_event_id(&v, proc);
+            self.emit(&v, id, Some(info.clone()), action.clone());
         }
     }
 
-    fn emit(&self, v: &Violation<'_>, process: Option<ProcessInfo>, action: Option<String>) {
-        let kind = if v.rule.starts_with("drift/") {
-            EventKind::Drift
-        } else {
-            EventKind::Behavior
+    /// Content identity of a process's executable: from the baseline when
+    /// the file is the image's unchanged one, else hashed (once per file
+    /// version, cached).
+    fn identity(&mut self, pid: i32, path: &str, root_id: Option<(u64, u64)>) -> ExeIdentity {
+        let exe = self.proc_root().join(pid.to_string()).join("exe");
+        let Ok(meta) = std::fs::metadata(&exe) else {
+            return ExeIdentity::default();
         };
+        let key = (meta.dev(), meta.ino(), meta.ctime(), meta.size());
+        if let Some(found) = self.identities.get(&key) {
+            return found.clone();
+        }
+        let now = drift::Entry::of(&meta, None);
+        let from_baseline = root_id
+            .and_then(|id| self.containers.get(&id))
+            .and_then(|c| c.baseline.get(path))
+            .filter(|e| {
+                (e.ino, e.size, e.mtime, e.ctime) == (now.ino, now.size, now.mtime, now.ctime)
+            })
+            .and_then(|e| e.sha256);
+        let sha256 = from_baseline.or_else(|| {
+            let h = drift::hash_exe(self.proc_root(), pid, drift::HASH_LIMIT);
+            if let Some(f) = self.files.as_mut() {
+                f.discard();
+            }
+            h
+        });
+        // Hard-linked busybox installs name it `sh`, `ls`...: many links.
+        let multicall = rules::is_multicall(rules::base_name(path)) || meta.nlink() > 8;
+        let identity = ExeIdentity { sha256, multicall };
+        if self.identities.len() >= IDENTITY_CACHE_MAX {
+            self.identities.clear();
+        }
+        self.identities.insert(key, identity.clone());
+        identity
+    }
+
+    fn emit(
+        &self,
+        v: &Violation<'_>,
+        id: String,
+        process: Option<ProcessInfo>,
+        action: Option<Action>,
+    ) {
         self.reporter.report(Event {
-            id: self.reporter.next_id(),
+            id,
             time_ms: now_ms(),
-            kind,
-            rule: v.rule.to_string(),
+            kind: v.rule.kind(),
+            rule: v.rule.as_str().to_string(),
             policy: Some(v.policy.name.clone()),
             mode: v.policy.mode,
             message: v.message.clone(),
             process,
-            action,
+            action: action.map(|a| a.to_string()),
         });
     }
 
@@ -294,30 +629,54 @@ impl Monitor {
             return;
         };
         for dir in watched_paths(bundle) {
-            if let Err(e) = files.watch(root, &dir) {
+            if let Err(e) = files.watch(root, &dir, Purpose::NewFiles) {
                 tracing::warn!(dir, error = %e, "cannot watch directory for new executables");
             }
         }
+        for dir in EXEC_DIRS {
+            // Missing directories are normal (no /lib64 on arm64...).
+            let _ = files.watch(root, dir, Purpose::Programs);
+        }
     }
 
-    fn check_files(&mut self, bundle: &RuntimeBundle) {
-        let Some(files) = self.files.as_mut() else {
-            return;
-        };
-        let found = files.poll();
+    fn check_files(&mut self, bundle: &RuntimeBundle, found: Vec<NewExecutable>) {
         let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) else {
             return;
         };
-        for file in found {
+        let by_path: HashMap<String, NewExecutable> =
+            found.iter().map(|f| (f.path.clone(), f.clone())).collect();
+        let (single, more) = rules::aggregate_files(found.into_iter().map(|f| f.path).collect());
+        for path in single {
+            let Some(file) = by_path.get(&path) else {
+                continue;
+            };
             let v = Violation {
-                rule: "drift/new-executable-file",
+                rule: Rule::NewExecutableFile,
                 policy,
                 message: format!(
                     "executable file {} ({} bytes) appeared",
                     file.path, file.size
                 ),
             };
-            self.emit(&v, None, None);
+            let id = rules::stable_id(
+                "f",
+                &[
+                    v.rule.as_str(),
+                    &policy.name,
+                    &file.path,
+                    &file.ino.to_string(),
+                    &file.ctime.to_string(),
+                ],
+            );
+            self.emit(&v, id, None, None);
+        }
+        for (dir, n, example) in more {
+            let v = Violation {
+                rule: Rule::NewExecutableFile,
+                policy,
+                message: format!("{n} more executable files appeared in {dir} (e.g. {example})"),
+            };
+            self.emit(&v, self.reporter.next_id(), None, None);
         }
     }
 
@@ -341,70 +700,92 @@ impl Monitor {
             })
             .collect();
         let sockets = sockets::all(self.proc_root());
-        // Accepted connections share their local port with a listener:
-        // they are inbound, not egress.
-        let listening: HashSet<u16> = sockets
+        let listening: HashSet<(Proto, IpAddr, u16)> = sockets
             .iter()
-            .filter(|s| s.is_listener())
-            .map(|s| s.local.1)
+            .filter(|s| s.is_tcp_listener())
+            .map(|s| (s.proto, s.local.0, s.local.1))
             .collect();
-        for socket in sockets {
-            if own.contains(&socket.inode) {
+        let mut present = HashSet::new();
+        for socket in &sockets {
+            if socket.inode != 0 && own.contains(&socket.inode) {
                 continue;
             }
-            if socket.is_listener() && self.listeners.insert((socket.proto, socket.local.1)) {
-                let port = socket.local.1;
-                let policy = strictest(bundle.policies.iter().filter(|p| {
-                    !p.rules.allowed_listen_ports.is_empty()
-                        && !p.rules.allowed_listen_ports.contains(&port)
-                }));
-                if let Some(policy) = policy {
-                    let v = Violation {
-                        rule: "behavior/unexpected-listener",
-                        policy,
-                        message: format!(
-                            "{:?} listener on {}:{port}",
-                            socket.proto, socket.local.0
-                        ),
-                    };
-                    let (process, action) = self.owner_action(socket.inode, policy.mode);
-                    self.emit(&v, process, action);
+            let key = SocketKey {
+                proto: socket.proto,
+                local: socket.local,
+                remote: socket.remote,
+                inode: socket.inode,
+            };
+            present.insert(key);
+            match rules::socket_role(socket, &listening, self.ephemeral) {
+                SocketRole::Listener if self.listeners.insert(key) => {
+                    self.judge_listener(socket, bundle)
                 }
-            }
-            if socket.is_egress()
-                && !listening.contains(&socket.local.1)
-                && self.egress.insert(socket.remote)
-            {
-                let (ip, port) = socket.remote;
-                let policy = strictest(
-                    egress_rules
-                        .iter()
-                        .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
-                        .map(|(p, _)| *p),
-                );
-                if let Some(policy) = policy {
-                    let v = Violation {
-                        rule: "behavior/unexpected-egress",
-                        policy,
-                        message: format!(
-                            "connection to {ip}:{port} is not in the egress allow-list"
-                        ),
-                    };
-                    let (process, action) = self.owner_action(socket.inode, policy.mode);
-                    self.emit(&v, process, action);
+                SocketRole::Egress if self.egress.insert(key) => {
+                    self.judge_egress(socket, &egress_rules)
                 }
+                _ => {}
             }
+        }
+        // Closed sockets are forgotten: the next one on that port or to
+        // that address is a new finding.
+        self.listeners.retain(|k| present.contains(k));
+        self.egress.retain(|k| present.contains(k));
+    }
+
+    fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
+        let port = socket.local.1;
+        let policy = strictest(bundle.policies.iter().filter(|p| {
+            !p.rules.allowed_listen_ports.is_empty()
+                && !p.rules.allowed_listen_ports.contains(&port)
+        }));
+        if let Some(policy) = policy {
+            let v = Violation {
+                rule: Rule::UnexpectedListener,
+                policy,
+                message: format!("{:?} listener on {}:{port}", socket.proto, socket.local.0),
+            };
+            let (process, action) = self.owner_action(socket.inode, policy.mode);
+            self.emit(&v, socket_event_id(&v, socket), process, action);
+        }
+    }
+
+    fn judge_egress(&self, socket: &Socket, egress_rules: &[(&RuntimePolicy, Vec<EgressRule>)]) {
+        let (ip, port) = socket.remote;
+        let policy = strictest(
+            egress_rules
+                .iter()
+                .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
+                .map(|(p, _)| *p),
+        );
+        if let Some(policy) = policy {
+            let proto = match socket.proto {
+                Proto::Tcp => "TCP",
+                Proto::Udp => "UDP",
+            };
+            let v = Violation {
+                rule: Rule::UnexpectedEgress,
+                policy,
+                message: format!(
+                    "{proto} connection to {ip}:{port} is not in the egress allow-list"
+                ),
+            };
+            let (process, action) = self.owner_action(socket.inode, policy.mode);
+            self.emit(&v, socket_event_id(&v, socket), process, action);
         }
     }
 
     /// The process holding socket `inode` (when its fds are readable) and,
     /// under enforce, the outcome of stopping it.
-    fn owner_action(&self, inode: u64, mode: Mode) -> (Option<ProcessInfo>, Option<String>) {
-        let owner = self
-            .known
-            .keys()
-            .copied()
-            .find(|pid| procfs::socket_inodes(self.proc_root(), *pid).contains(&inode))
+    fn owner_action(&self, inode: u64, mode: Mode) -> (Option<ProcessInfo>, Option<Action>) {
+        let owner = (inode != 0)
+            .then(|| {
+                self.known
+                    .keys()
+                    .copied()
+                    .find(|pid| procfs::socket_inodes(self.proc_root(), *pid).contains(&inode))
+            })
+            .flatten()
             .and_then(|pid| procfs::read(self.proc_root(), pid));
         let info = owner.as_ref().map(|p| ProcessInfo {
             pid: p.pid,
@@ -419,23 +800,91 @@ impl Monitor {
             sha256: None,
         });
         let action = (mode == Mode::Enforce).then(|| match &owner {
-            Some(p) => stop_process(p.pid),
-            None => "kill-failed: owner not visible (different UID)".to_string(),
+            Some(p) => procfs::kill_exact(self.proc_root(), p.pid, p.start),
+            None if inode == 0 => Action::NotKilled(NotKilled::NoOwner),
+            None if self.hidden.values().any(|w| *w == Unreadable::NonDumpable) => {
+                Action::NotKilled(NotKilled::OwnerHidden)
+            }
+            None if !self.hidden.is_empty() => Action::NotKilled(NotKilled::OwnerOtherUid),
+            None => Action::NotKilled(NotKilled::NoOwner),
         });
         (info, action)
     }
 }
 
-/// The enforce-mode policy among `policies` if any, else the first.
-fn strictest<'a>(policies: impl Iterator<Item = &'a RuntimePolicy>) -> Option<&'a RuntimePolicy> {
-    let mut first = None;
-    for p in policies {
-        if p.mode == Mode::Enforce {
-            return Some(p);
+/// What each denied name is in this image, by content: `sh` is whatever
+/// /bin/sh resolves to inside the container. Multi-call binaries are left
+/// out (busybox is every applet; the applet decides for those).
+fn denied_content(
+    root: &Path,
+    baseline: &Baseline,
+    bundle: &RuntimeBundle,
+) -> Vec<(String, [u8; 32])> {
+    let mut names: Vec<&String> = bundle
+        .policies
+        .iter()
+        .flat_map(|p| p.rules.denied_processes.iter())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        for dir in drift::PATH_DIRS {
+            let real = drift::resolve_in_root(root, &format!("{dir}/{name}"));
+            let file = drift::inside(root, &real);
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            if !meta.is_file() || rules::is_multicall(rules::base_name(&real)) || meta.nlink() > 8 {
+                continue;
+            }
+            let hash = baseline
+                .get(&real)
+                .and_then(|e| e.sha256)
+                .or_else(|| drift::hash_file(&file, drift::HASH_LIMIT));
+            if let Some(h) = hash {
+                if !out.contains(&(name.clone(), h)) {
+                    out.push((name.clone(), h));
+                }
+            }
         }
-        first.get_or_insert(p);
     }
-    first
+    out
+}
+
+/// The same finding about the same process gets the same id, across
+/// restarts of the enforcer; a stricter policy or mode is a new finding.
+fn process_event_id(v: &Violation<'_>, proc: &Proc) -> String {
+    rules::stable_id(
+        "p",
+        &[
+            v.rule.as_str(),
+            &v.policy.name,
+            mode_str(v.policy.mode),
+            &proc.pid.to_string(),
+            &proc.start.to_string(),
+        ],
+    )
+}
+
+fn socket_event_id(v: &Violation<'_>, s: &Socket) -> String {
+    rules::stable_id(
+        "s",
+        &[
+            v.rule.as_str(),
+            &v.policy.name,
+            mode_str(v.policy.mode),
+            &s.inode.to_string(),
+            &format!("{:?}{:?}", s.local, s.remote),
+        ],
+    )
+}
+
+fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Audit => "audit",
+        Mode::Enforce => "enforce",
+    }
 }
 
 /// Watched directories of every drift-enabled policy.
@@ -451,18 +900,13 @@ fn watched_paths(bundle: &RuntimeBundle) -> Vec<String> {
     dirs
 }
 
-fn stop_process(pid: i32) -> String {
-    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-        Ok(()) => "killed".to_string(),
-        Err(e) => format!("kill-failed: {e}"),
-    }
-}
-
 /// What this enforcer can observe with its UID and capabilities, said once
-/// at start so operators know which detections are active.
-pub fn observable_signals(settings: &Settings) -> String {
+/// at start so operators know which detections are active, and what the
+/// first pass found it could not see.
+pub fn observable_signals(settings: &Settings, coverage: &Coverage) -> String {
     let proc_root = &settings.proc_root;
     let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
     let ptrace = std::fs::read_to_string(proc_root.join("self/status"))
         .ok()
         .and_then(|s| {
@@ -474,13 +918,30 @@ pub fn observable_signals(settings: &Settings) -> String {
     let others = if ptrace || uid == 0 {
         "all processes"
     } else {
-        "processes of the same UID"
+        "processes of the same UID and GID"
     };
     let sockets = PathBuf::from(proc_root).join("self/net/tcp").exists();
-    format!(
-        "uid {uid}: process list, names and command lines of every process; \
+    let last_pid = procfs::ns_last_pid(proc_root).is_some();
+    let mut text = format!(
+        "uid {uid} gid {gid}: process list, names and command lines of every process; \
          executables, container roots (drift, inotify) and socket owners of {others}; \
-         pod sockets {}; stopping processes: {others}",
-        if sockets { "visible" } else { "not visible" }
-    )
+         pod sockets {}; short-lived process count {}; stopping processes: {others}",
+        if sockets { "visible" } else { "not visible" },
+        if last_pid { "active" } else { "not available" },
+    );
+    let blind: usize = coverage.unreadable.values().sum();
+    if blind > 0 {
+        let mut why: Vec<String> = coverage
+            .unreadable
+            .iter()
+            .map(|(w, n)| format!("{n} ({w})"))
+            .collect();
+        why.sort();
+        text.push_str(&format!(
+            "; NOT COVERED: drift and identity of {blind} of {} processes: {}",
+            coverage.processes,
+            why.join(", ")
+        ));
+    }
+    text
 }

@@ -50,9 +50,64 @@ pub fn read(proc_root: &Path, pid: i32) -> Option<Proc> {
     })
 }
 
-/// Owner of the process (read only when reporting it).
+/// Effective UID from /proc/PID/status. Not the owner of /proc/PID: that
+/// turns to root when a process makes itself non-dumpable.
 pub fn uid(proc_root: &Path, pid: i32) -> u32 {
-    fs::metadata(proc_root.join(pid.to_string())).map_or(u32::MAX, |m| m.uid())
+    fs::read_to_string(proc_root.join(pid.to_string()).join("status"))
+        .ok()
+        .and_then(|s| parse_status_euid(&s))
+        .unwrap_or(u32::MAX)
+}
+
+/// `Uid:\treal\teffective\tsaved\tfs` -> effective.
+pub fn parse_status_euid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Real, effective and saved UIDs and GIDs from /proc/PID/status.
+pub fn ids(proc_root: &Path, pid: i32) -> Option<crate::rules::Ids> {
+    let status = fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
+    let three = |prefix: &str| -> Option<[u32; 3]> {
+        let mut it = status
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))?
+            .split_whitespace()
+            .map(|n| n.parse::<u32>().ok());
+        Some([it.next()??, it.next()??, it.next()??])
+    };
+    Some(crate::rules::Ids {
+        uids: three("Uid:")?,
+        gids: three("Gid:")?,
+    })
+}
+
+/// The last PID handed out in the reader's PID namespace: it moves with
+/// every fork and thread, even ones that end before any scan sees them.
+pub fn ns_last_pid(proc_root: &Path) -> Option<i32> {
+    fs::read_to_string(proc_root.join("sys/kernel/ns_last_pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn pid_max(proc_root: &Path) -> i32 {
+    fs::read_to_string(proc_root.join("sys/kernel/pid_max"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
+/// Whether `pid` names a live task (process or thread): threads are not
+/// listed in /proc, yet /proc/TID answers.
+pub fn task_exists(proc_root: &Path, pid: i32) -> bool {
+    fs::symlink_metadata(proc_root.join(pid.to_string())).is_ok()
 }
 
 pub fn cmdline(proc_root: &Path, pid: i32) -> Vec<String> {
@@ -101,6 +156,63 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Vec<u64> {
         .collect()
 }
 
+/// Sends SIGKILL to the process `pid` started at `start` (clock ticks),
+/// through a pidfd: once the descriptor is open, it names that process and
+/// no other even if the PID is reused, and the start time read after
+/// opening it proves it is the one that was judged.
+pub fn kill_exact(proc_root: &Path, pid: i32, start: u64) -> crate::rules::Action {
+    use crate::rules::{Action, NotKilled};
+    use nix::libc;
+    // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1;
+    // no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let errno = nix::errno::Errno::last();
+        return match errno {
+            nix::errno::Errno::ESRCH => Action::NotKilled(NotKilled::Exited),
+            // Kernels before 5.3: fall back to kill(2), after the same check.
+            nix::errno::Errno::ENOSYS => match read(proc_root, pid) {
+                Some(p) if p.start == start => {
+                    match nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    ) {
+                        Ok(()) => Action::Killed,
+                        Err(e) => Action::KillFailed(e.to_string()),
+                    }
+                }
+                _ => Action::NotKilled(NotKilled::Exited),
+            },
+            e => Action::KillFailed(e.to_string()),
+        };
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned here only.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    match read(proc_root, pid) {
+        Some(p) if p.start == start => {}
+        _ => return Action::NotKilled(NotKilled::Exited),
+    }
+    // SAFETY: pidfd_send_signal reads only its integer arguments (the
+    // siginfo pointer is null); `fd` stays open for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Action::Killed
+    } else {
+        match nix::errno::Errno::last() {
+            nix::errno::Errno::ESRCH => Action::NotKilled(NotKilled::Exited),
+            e => Action::KillFailed(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +235,26 @@ mod tests {
         assert!(pids(Path::new("/proc")).contains(&me));
         assert!(exe_link(Path::new("/proc"), me).unwrap().starts_with('/'));
         assert!(!cmdline(Path::new("/proc"), me).is_empty());
+        assert_eq!(uid(Path::new("/proc"), me), nix::unistd::geteuid().as_raw());
+        assert!(ns_last_pid(Path::new("/proc")).is_some());
+    }
+
+    #[test]
+    fn kills_only_the_process_that_was_judged() {
+        use crate::rules::{Action, NotKilled};
+        let proc_root = Path::new("/proc");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = read(proc_root, pid).unwrap().start;
+        // Same PID, another start time: a reused PID is left alone.
+        assert_eq!(
+            kill_exact(proc_root, pid, start + 1),
+            Action::NotKilled(NotKilled::Exited)
+        );
+        assert_eq!(kill_exact(proc_root, pid, start), Action::Killed);
+        assert!(!child.wait().unwrap().success());
     }
 }

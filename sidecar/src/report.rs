@@ -1,32 +1,76 @@
-//! Reports: events are queued (bounded), sent in batches, retried with
-//! backoff, and spooled to disk while the service is unreachable, so
-//! nothing is lost across outages or restarts. What cannot be kept (full
-//! queue, full spool) is counted and reported as soon as possible.
+//! Reports: every event is written ahead to the spool file in the state
+//! directory before anything else happens to it, sent in batches, and
+//! removed from the spool only once the service has acknowledged it: an
+//! outage, a restart or a SIGKILL at any moment loses nothing that was
+//! reported (retries are safe, the service stores each id once).
+//!
+//! The queue is bounded. When it is full, file events make room for
+//! process and socket evidence, never the reverse; what cannot be kept is
+//! counted, reported as `agent/events-dropped` and carried in every
+//! heartbeat. A heartbeat goes to the service at a fixed interval, so it
+//! notices an enforcer that was stopped or killed.
 
-use std::fs::OpenOptions;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use palisade_common::wire::{Event, EventKind, ReportBatch};
+use palisade_common::policy::Mode;
+use palisade_common::wire::{AgentState, AgentStatus, Event, Heartbeat, ReportBatch};
 
 use crate::config::Settings;
+use crate::rules::{Priority, Rule};
 
-// Slots are allocated up front: 1024 events is about 256 KiB.
-const QUEUE: usize = 1024;
 const BATCH: usize = 500;
-const SPOOL_FILE: &str = "spool.jsonl";
+/// Events held (and spooled) at most; beyond, file events give way.
+const MAX_PENDING: usize = 2048;
+pub const SPOOL_FILE: &str = "spool.jsonl";
 
-/// Cheap to clone; `report` never blocks the watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Transport(#[from] ureq::Error),
+}
+
+/// Cheap to clone; `report` never waits for the network.
 #[derive(Clone)]
 pub struct Reporter {
-    tx: SyncSender<Event>,
-    ids: Arc<EventIds>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    ids: EventIds,
+    dropped: AtomicU64,
+    unobserved: AtomicU64,
+    /// No policy service: the log line per event is the report.
+    standalone: bool,
+    spool_max_bytes: u64,
+}
+
+struct Pending {
+    seq: u64,
+    priority: Priority,
+    bytes: u64,
+    event: Event,
+}
+
+struct Queue {
+    pending: VecDeque<Pending>,
+    bytes: u64,
+    next_seq: u64,
+    spool: PathBuf,
+    /// Append handle of the spool.
+    file: Option<File>,
+    /// Why the enforcer stops, once it does.
+    closing: Option<String>,
 }
 
 /// `BOOT-SEQ`: unique per enforcer start, stable across retries.
@@ -46,6 +90,10 @@ impl EventIds {
         }
     }
 
+    pub fn boot(&self) -> &str {
+        &self.boot
+    }
+
     pub fn next(&self) -> String {
         format!("{}-{}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed))
     }
@@ -58,208 +106,388 @@ impl Default for EventIds {
 }
 
 impl Reporter {
+    /// A reporter whose spool lives in `state_dir`; events left there by a
+    /// previous run are queued first.
+    pub fn new(state_dir: &Path, standalone: bool, spool_max_bytes: u64) -> Self {
+        let spool = state_dir.join(SPOOL_FILE);
+        let mut queue = Queue {
+            pending: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+            spool: spool.clone(),
+            file: None,
+            closing: None,
+        };
+        if !standalone {
+            if let Ok(text) = std::fs::read_to_string(&spool) {
+                for line in text.lines() {
+                    if let Ok(event) = serde_json::from_str::<Event>(line) {
+                        queue.push(event, line.len() as u64 + 1);
+                    }
+                }
+            }
+            queue.file = open_append(&spool);
+        }
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(queue),
+                wake: Condvar::new(),
+                ids: EventIds::new(),
+                dropped: AtomicU64::new(0),
+                unobserved: AtomicU64::new(0),
+                standalone,
+                spool_max_bytes,
+            }),
+        }
+    }
+
     pub fn next_id(&self) -> String {
-        self.ids.next()
+        self.shared.ids.next()
+    }
+
+    pub fn boot_id(&self) -> &str {
+        self.shared.ids.boot()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Adds processes that ran unobserved; returns the total since start.
+    pub fn add_unobserved(&self, n: u64) -> u64 {
+        self.shared.unobserved.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Events waiting for the service's acknowledgement.
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn report(&self, event: Event) {
         tracing::info!(rule = %event.rule, message = %event.message, action = ?event.action, "event");
-        if self.tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.shared.standalone {
+            return;
         }
+        let line = serde_json::to_string(&event).unwrap_or_default();
+        let bytes = line.len() as u64 + 1;
+        let priority = Rule::parse(&event.rule).map_or(Priority::Evidence, Rule::priority);
+        let mut q = self.lock();
+        let full = |q: &Queue| {
+            q.pending.len() >= MAX_PENDING || q.bytes + bytes > self.shared.spool_max_bytes
+        };
+        let mut evicted = false;
+        while full(&q) {
+            let victim = (priority == Priority::Evidence)
+                .then(|| q.pending.iter().position(|p| p.priority == Priority::File))
+                .flatten();
+            match victim {
+                Some(i) => {
+                    if let Some(p) = q.pending.remove(i) {
+                        q.bytes -= p.bytes;
+                    }
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    evicted = true;
+                }
+                None => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if evicted {
+            // The spool still holds what was evicted: rewrite it.
+            q.rewrite_spool();
+        }
+        let written = q
+            .file
+            .as_mut()
+            .map(|f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Some(Err(e)) = written {
+            tracing::error!(error = %e, "cannot write the report spool; events kept in memory only");
+            q.file = None;
+        }
+        q.push(event, bytes);
+        drop(q);
+        self.shared.wake.notify_all();
     }
 }
 
-/// Starts the sender thread. Dropping every `Reporter` clone makes it flush
-/// and end; join the handle to wait for that.
-pub fn spawn(settings: Settings, agent: ureq::Agent) -> (Reporter, JoinHandle<()>) {
-    let (tx, rx) = sync_channel(QUEUE);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let ids = Arc::new(EventIds::new());
-    let reporter = Reporter {
-        tx,
-        ids: ids.clone(),
-        dropped: dropped.clone(),
+impl Queue {
+    fn push(&mut self, event: Event, bytes: u64) {
+        let priority = Rule::parse(&event.rule).map_or(Priority::Evidence, Rule::priority);
+        self.pending.push_back(Pending {
+            seq: self.next_seq,
+            priority,
+            bytes,
+            event,
+        });
+        self.next_seq += 1;
+        self.bytes += bytes;
+    }
+
+    /// Drops what the service acknowledged, from memory and from disk.
+    fn acknowledge(&mut self, seqs: &[u64]) {
+        let before = self.pending.len();
+        self.pending.retain(|p| !seqs.contains(&p.seq));
+        if self.pending.len() != before {
+            self.bytes = self.pending.iter().map(|p| p.bytes).sum();
+            self.rewrite_spool();
+        }
+    }
+
+    /// The spool as exactly what is pending: written aside and renamed
+    /// over, so a kill mid-way leaves the old or the new file, never half.
+    fn rewrite_spool(&mut self) {
+        if self.pending.is_empty() {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.spool);
+            self.file = open_append(&self.spool);
+            return;
+        }
+        let tmp = self.spool.with_extension("tmp");
+        let mut text = String::with_capacity(self.bytes as usize);
+        for p in &self.pending {
+            text.push_str(&serde_json::to_string(&p.event).unwrap_or_default());
+            text.push('\n');
+        }
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.spool));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot rewrite the report spool");
+        }
+        self.file = open_append(&self.spool);
+    }
+}
+
+fn open_append(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(
+            |e| tracing::error!(error = %e, path = %path.display(), "cannot open the report spool"),
+        )
+        .ok()
+}
+
+/// Ends the sender: one last attempt to deliver, then a heartbeat saying
+/// the enforcer stops and why.
+pub struct SenderHandle {
+    shared: Arc<Shared>,
+    thread: JoinHandle<()>,
+}
+
+impl SenderHandle {
+    pub fn stop(self, reason: &str) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closing = Some(reason.to_string());
+        self.shared.wake.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the sender thread for `reporter`.
+pub fn spawn(settings: Settings, agent: ureq::Agent, reporter: &Reporter) -> SenderHandle {
+    let sender = Sender {
+        started_ms: now_ms(),
+        settings,
+        agent,
+        reporter: reporter.clone(),
+        dropped_reported: 0,
+        retry_at: Instant::now(),
+        backoff: Duration::from_millis(500),
     };
-    let handle = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("reporter".into())
         .stack_size(256 * 1024)
-        .spawn(move || Sender::new(settings, agent, dropped, ids).run(rx))
+        .spawn(move || sender.run())
         .expect("spawn reporter thread");
-    (reporter, handle)
+    SenderHandle {
+        shared: reporter.shared.clone(),
+        thread,
+    }
 }
 
 struct Sender {
     settings: Settings,
     agent: ureq::Agent,
-    spool: PathBuf,
-    dropped: Arc<AtomicU64>,
+    reporter: Reporter,
+    started_ms: i64,
     dropped_reported: u64,
-    ids: Arc<EventIds>,
     retry_at: Instant,
     backoff: Duration,
 }
 
 impl Sender {
-    fn new(
-        settings: Settings,
-        agent: ureq::Agent,
-        dropped: Arc<AtomicU64>,
-        ids: Arc<EventIds>,
-    ) -> Self {
-        let spool = settings.state_dir.join(SPOOL_FILE);
-        Self {
-            settings,
-            agent,
-            spool,
-            dropped,
-            dropped_reported: 0,
-            ids,
-            retry_at: Instant::now(),
-            backoff: Duration::from_millis(500),
+    fn run(mut self) {
+        if self.settings.policy_url.is_none() {
+            // Standalone: nothing to send; wait for the end.
+            let mut q = self.reporter.lock();
+            while q.closing.is_none() {
+                q = self
+                    .reporter
+                    .shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            return;
+        }
+        let mut next_heartbeat = Instant::now();
+        loop {
+            let (batch, closing) = self.next_batch(next_heartbeat);
+            if let Some(notice) = self.drop_notice() {
+                self.reporter.report(notice);
+            }
+            if !batch.is_empty() && (Instant::now() >= self.retry_at || closing.is_some()) {
+                self.deliver(batch);
+            }
+            if Instant::now() >= next_heartbeat || closing.is_some() {
+                let state = if closing.is_some() {
+                    AgentState::Stopping
+                } else {
+                    AgentState::Running
+                };
+                if let Err(e) = self.heartbeat(state, closing.as_deref().unwrap_or_default()) {
+                    tracing::debug!(error = %e, "heartbeat not delivered");
+                }
+                next_heartbeat = Instant::now() + self.settings.heartbeat;
+            }
+            if closing.is_some() {
+                return;
+            }
         }
     }
 
-    fn run(mut self, rx: Receiver<Event>) {
+    /// Waits until there is something to send (and the backoff allows it),
+    /// a heartbeat is due, or the enforcer stops.
+    fn next_batch(&self, next_heartbeat: Instant) -> (Vec<(u64, Event)>, Option<String>) {
+        let mut q = self.reporter.lock();
         loop {
-            let mut batch = Vec::new();
-            let open = match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(event) => {
-                    batch.push(event);
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(e) => batch.push(e),
-                            Err(_) => break,
-                        }
-                    }
-                    true
-                }
-                Err(RecvTimeoutError::Timeout) => true,
-                Err(RecvTimeoutError::Disconnected) => false,
-            };
-            batch.extend(self.drop_notice());
-            if open {
-                self.deliver(batch, false);
-            } else {
-                // Shutdown: one last attempt now, else keep it on disk.
-                self.deliver(batch, true);
-                return;
+            let now = Instant::now();
+            let sendable = !q.pending.is_empty() && now >= self.retry_at;
+            if sendable || q.closing.is_some() || now >= next_heartbeat {
+                break;
+            }
+            let mut until = next_heartbeat;
+            if !q.pending.is_empty() {
+                until = until.min(self.retry_at);
+            }
+            q = self
+                .reporter
+                .shared
+                .wake
+                .wait_timeout(q, until.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let batch = q
+            .pending
+            .iter()
+            .take(BATCH)
+            .map(|p| (p.seq, p.event.clone()))
+            .collect();
+        (batch, q.closing.clone())
+    }
+
+    fn deliver(&mut self, batch: Vec<(u64, Event)>) {
+        let (seqs, events): (Vec<u64>, Vec<Event>) = batch.into_iter().unzip();
+        match self.send(&events) {
+            Ok(()) => {
+                self.reporter.lock().acknowledge(&seqs);
+                self.backoff = Duration::from_millis(500);
+                self.retry_at = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = self.reporter.pending(), "policy service unreachable; reports stay spooled");
+                self.retry_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
 
     /// An agent event when events were dropped since the last notice.
     fn drop_notice(&mut self) -> Option<Event> {
-        let dropped = self.dropped.load(Ordering::Relaxed);
+        let dropped = self.reporter.dropped();
         if dropped == self.dropped_reported {
             return None;
         }
         let new = dropped - self.dropped_reported;
         self.dropped_reported = dropped;
         Some(Event {
-            id: self.ids.next(),
+            id: self.reporter.next_id(),
             time_ms: now_ms(),
-            kind: EventKind::Agent,
-            rule: "agent/events-dropped".into(),
+            kind: Rule::EventsDropped.kind(),
+            rule: Rule::EventsDropped.as_str().into(),
             policy: None,
-            mode: Default::default(),
-            message: format!("{new} events dropped (queue or spool full); {dropped} in total"),
+            mode: Mode::Audit,
+            message: format!(
+                "{new} events dropped (queue or spool full; file events give way first); {dropped} in total"
+            ),
             process: None,
             action: None,
         })
     }
 
-    fn deliver(&mut self, batch: Vec<Event>, final_attempt: bool) {
-        if self.settings.policy_url.is_none() {
-            // Standalone: the log line per event is the report.
-            return;
-        }
-        if Instant::now() < self.retry_at && !final_attempt {
-            self.spool_events(&batch);
-            return;
-        }
-        let mut pending = self.take_spool();
-        pending.extend(batch);
-        for (i, chunk) in pending.chunks(BATCH).enumerate() {
-            if let Err(e) = self.send(chunk) {
-                tracing::warn!(error = %e, events = pending.len() - i * BATCH, "policy service unreachable; spooling reports");
-                self.spool_events(&pending[i * BATCH..]);
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
-                return;
-            }
-        }
-        self.backoff = Duration::from_millis(500);
+    fn url(&self, path: &str) -> String {
+        let base = self.settings.policy_url.as_deref().unwrap_or_default();
+        format!("{}/api/v1/{path}", base.trim_end_matches('/'))
     }
 
-    fn send(&self, events: &[Event]) -> Result<(), String> {
+    fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<u16, SendError> {
+        let mut request = self.agent.post(&self.url(path));
+        if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
+            request = request.header("Authorization", &header);
+        }
+        Ok(request.send_json(body)?.status().as_u16())
+    }
+
+    fn send(&self, events: &[Event]) -> Result<(), SendError> {
         if events.is_empty() {
             return Ok(());
         }
-        let base = self.settings.policy_url.as_deref().unwrap_or_default();
-        let url = format!("{}/api/v1/reports", base.trim_end_matches('/'));
         let batch = ReportBatch {
             pod: self.settings.pod.clone(),
             events: events.to_vec(),
         };
-        let mut request = self.agent.post(&url);
-        if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
-            request = request.header("Authorization", &header);
-        }
-        match request.send_json(&batch) {
-            Ok(resp) if resp.status().is_success() => Ok(()),
+        match self.post("reports", &batch)? {
+            s if (200..300).contains(&s) => Ok(()),
             // A batch the service will never accept is not retried forever.
-            Ok(resp) if resp.status() == 400 => {
+            400 => {
                 tracing::error!("policy service rejected a report batch as malformed; dropping it");
-                self.dropped
+                self.reporter
+                    .shared
+                    .dropped
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(resp) => Err(format!("HTTP {}", resp.status())),
-            Err(e) => Err(e.to_string()),
+            s => Err(SendError::Status(s)),
         }
     }
 
-    fn spool_events(&self, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        let used = std::fs::metadata(&self.spool).map(|m| m.len()).unwrap_or(0);
-        let mut lines = Vec::new();
-        let mut kept = 0;
-        for e in events {
-            let line = serde_json::to_string(e).unwrap_or_default();
-            if used + (lines.len() + line.len() + 1) as u64 > self.settings.spool_max_bytes {
-                break;
-            }
-            lines.extend_from_slice(line.as_bytes());
-            lines.push(b'\n');
-            kept += 1;
-        }
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.spool)
-            .and_then(|mut f| f.write_all(&lines));
-        let lost = match written {
-            Ok(()) => events.len() - kept,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write the report spool");
-                events.len()
-            }
+    fn heartbeat(&self, state: AgentState, reason: &str) -> Result<(), SendError> {
+        let beat = Heartbeat {
+            pod: self.settings.pod.clone(),
+            agent: AgentStatus {
+                boot_id: self.reporter.boot_id().to_string(),
+                started_ms: self.started_ms,
+                heartbeat_ms: self.settings.heartbeat.as_millis() as u64,
+                state,
+                reason: reason.to_string(),
+                dropped: self.reporter.dropped(),
+                unobserved: self.reporter.shared.unobserved.load(Ordering::Relaxed),
+            },
         };
-        self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
-    }
-
-    /// Everything spooled so far (the file is emptied; failures re-spool).
-    fn take_spool(&self) -> Vec<Event> {
-        let Ok(text) = std::fs::read_to_string(&self.spool) else {
-            return Vec::new();
-        };
-        let _ = std::fs::remove_file(&self.spool);
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        match self.post("heartbeat", &beat)? {
+            s if (200..300).contains(&s) => Ok(()),
+            s => Err(SendError::Status(s)),
+        }
     }
 }
 
@@ -267,4 +495,103 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_common::wire::EventKind;
+
+    fn event(id: &str, rule: Rule) -> Event {
+        Event {
+            id: id.into(),
+            time_ms: 1,
+            kind: rule.kind(),
+            rule: rule.as_str().into(),
+            policy: None,
+            mode: Mode::Audit,
+            message: "m".into(),
+            process: None,
+            action: None,
+        }
+    }
+
+    fn spooled(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join(SPOOL_FILE))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Event>(l).unwrap().id)
+            .collect()
+    }
+
+    #[test]
+    fn every_event_is_on_disk_before_it_is_sent_and_survives_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), false, 1 << 20);
+        reporter.report(event("a", Rule::DeniedProcess));
+        reporter.report(event("b", Rule::ExecFromTmp));
+        assert_eq!(spooled(dir.path()), ["a", "b"]);
+        // A new process (after SIGKILL) picks them up again.
+        let again = Reporter::new(dir.path(), false, 1 << 20);
+        assert_eq!(again.pending(), 2);
+    }
+
+    #[test]
+    fn only_what_the_service_acknowledged_leaves_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), false, 1 << 20);
+        for id in ["a", "b", "c"] {
+            reporter.report(event(id, Rule::DeniedProcess));
+        }
+        let seqs: Vec<u64> = reporter
+            .lock()
+            .pending
+            .iter()
+            .take(2)
+            .map(|p| p.seq)
+            .collect();
+        reporter.lock().acknowledge(&seqs);
+        assert_eq!(spooled(dir.path()), ["c"]);
+        reporter.report(event("d", Rule::DeniedProcess));
+        assert_eq!(spooled(dir.path()), ["c", "d"]);
+        let all: Vec<u64> = reporter.lock().pending.iter().map(|p| p.seq).collect();
+        reporter.lock().acknowledge(&all);
+        assert!(spooled(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_burst_of_file_events_never_pushes_out_a_process_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), false, 1 << 30);
+        reporter.report(event("shell-1", Rule::DeniedProcess));
+        for i in 0..MAX_PENDING + 100 {
+            reporter.report(event(&format!("file-{i}"), Rule::NewExecutableFile));
+        }
+        reporter.report(event("shell-2", Rule::DeniedProcess));
+        let q = reporter.lock();
+        let ids: Vec<&str> = q.pending.iter().map(|p| p.event.id.as_str()).collect();
+        assert!(ids.contains(&"shell-1") && ids.contains(&"shell-2"));
+        assert_eq!(q.pending.len(), MAX_PENDING);
+        drop(q);
+        assert_eq!(reporter.dropped(), 102, "101 files refused, 1 evicted");
+        assert_eq!(spooled(dir.path()).len(), MAX_PENDING);
+        assert_eq!(
+            Reporter::new(dir.path(), false, 1 << 30)
+                .lock()
+                .pending
+                .iter()
+                .filter(|p| p.event.kind == EventKind::Behavior)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn standalone_enforcers_keep_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), true, 1 << 20);
+        reporter.report(event("a", Rule::DeniedProcess));
+        assert_eq!(reporter.pending(), 0);
+        assert!(!dir.path().join(SPOOL_FILE).exists());
+    }
 }

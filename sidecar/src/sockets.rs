@@ -20,25 +20,63 @@ pub struct Socket {
     pub inode: u64,
 }
 
-const TCP_ESTABLISHED: u8 = 0x01;
-const TCP_LISTEN: u8 = 0x0A;
-const UDP_UNCONNECTED: u8 = 0x07;
+/// Kernel TCP states (include/net/tcp_states.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+}
+
+impl TcpState {
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0x01 => TcpState::Established,
+            0x02 => TcpState::SynSent,
+            0x03 => TcpState::SynRecv,
+            0x04 => TcpState::FinWait1,
+            0x05 => TcpState::FinWait2,
+            0x06 => TcpState::TimeWait,
+            0x07 => TcpState::Close,
+            0x08 => TcpState::CloseWait,
+            0x09 => TcpState::LastAck,
+            0x0A => TcpState::Listen,
+            0x0B => TcpState::Closing,
+            0x0C => TcpState::NewSynRecv,
+            _ => return None,
+        })
+    }
+}
 
 impl Socket {
-    pub fn is_listener(&self) -> bool {
-        match self.proto {
-            Proto::Tcp => self.state == TCP_LISTEN,
-            Proto::Udp => self.state == UDP_UNCONNECTED && self.remote.1 == 0,
-        }
+    pub fn tcp_state(&self) -> Option<TcpState> {
+        TcpState::from_code(self.state)
     }
 
-    /// An outbound TCP connection to somewhere other than this pod.
-    pub fn is_egress(&self) -> bool {
-        self.proto == Proto::Tcp
-            && self.state == TCP_ESTABLISHED
-            && !self.remote.0.is_loopback()
-            && self.remote.0 != self.local.0
+    pub fn is_tcp_listener(&self) -> bool {
+        self.proto == Proto::Tcp && self.tcp_state() == Some(TcpState::Listen)
     }
+}
+
+/// The kernel's ephemeral port range: unconnected UDP sockets there are
+/// clients (a resolver's), not services.
+pub fn ephemeral_ports(proc_root: &Path) -> (u16, u16) {
+    std::fs::read_to_string(proc_root.join("sys/net/ipv4/ip_local_port_range"))
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 /// Every socket of the pod's network namespace, as seen through `proc_root`
@@ -58,27 +96,14 @@ pub fn all(proc_root: &Path) -> Vec<Socket> {
     out
 }
 
-/// Reads a /proc/net table in as few read() calls as possible: each call
-/// makes the kernel walk the host-wide connection hash table from the
-/// start (milliseconds on large hosts), so a small-buffer read loop, and
-/// the final read that only confirms end-of-file, are avoided.
+/// Reads a /proc/net table to its end. The kernel hands these out a page
+/// or so per read(), so a short read says nothing about the end: only a
+/// read of 0 bytes does (stopping earlier loses most of a busy pod's
+/// connections).
 fn read_table(path: &Path) -> Option<String> {
-    const CHUNK: usize = 256 * 1024;
-    // A record is under 200 bytes: a read that stops this far short of a
-    // full buffer reached the end of the table.
-    const SLACK: usize = 4096;
     let mut file = std::fs::File::open(path).ok()?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut len = 0;
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buf[len..]).ok()?;
-        len += n;
-        if n == 0 || buf.len() - len > SLACK {
-            break;
-        }
-        buf.resize(buf.len() + CHUNK, 0);
-    }
-    buf.truncate(len);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    std::io::Read::read_to_end(&mut file, &mut buf).ok()?;
     String::from_utf8(buf).ok()
 }
 
@@ -124,13 +149,13 @@ mod tests {
         let l = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0";
         let s = parse_line(l, Proto::Tcp).unwrap();
         assert_eq!(s.local, ("127.0.0.1".parse().unwrap(), 8080));
-        assert!(s.is_listener());
+        assert!(s.is_tcp_listener());
         assert_eq!(s.inode, 12345);
         let l6 = "   1: 00000000000000000000000001000000:0050 0000000000000000FFFF00000A00000A:C350 01 00000000:00000000 00:00000000 00000000  1000        0 999 1";
         let s = parse_line(l6, Proto::Tcp).unwrap();
         assert_eq!(s.local, ("::1".parse().unwrap(), 80));
         assert_eq!(s.remote, ("10.0.0.10".parse().unwrap(), 50000));
-        assert!(s.is_egress());
+        assert_eq!(s.tcp_state(), Some(TcpState::Established));
     }
 
     #[test]
@@ -139,6 +164,23 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(all(Path::new("/proc"))
             .iter()
-            .any(|s| s.is_listener() && s.local.1 == port));
+            .any(|s| s.is_tcp_listener() && s.local.1 == port));
+    }
+
+    #[test]
+    fn every_socket_of_a_busy_pod_is_read_not_just_the_first_page() {
+        let listeners: Vec<_> = (0..300)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: std::collections::HashSet<u16> = all(Path::new("/proc"))
+            .iter()
+            .filter(|s| s.is_tcp_listener())
+            .map(|s| s.local.1)
+            .collect();
+        let missing = listeners
+            .iter()
+            .filter(|l| !ports.contains(&l.local_addr().unwrap().port()))
+            .count();
+        assert_eq!(missing, 0, "{missing} of 300 listeners not read");
     }
 }

@@ -1,0 +1,602 @@
+//! The enforcer's decisions, apart from any I/O: which rule a finding
+//! breaks, who a process really is, what a socket is, how many processes
+//! ran between two scans, what to call an event. `monitor` gathers the
+//! facts from /proc and acts on these answers.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use palisade_common::policy::Mode;
+use palisade_common::wire::{EventKind, RuntimePolicy};
+use sha2::{Digest, Sha256};
+
+use crate::sockets::{Proto, Socket, TcpState};
+
+/// Every rule the enforcer reports, one name each on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    FilelessExec,
+    DeletedExecutable,
+    ExecFromTmp,
+    NewExecutable,
+    ModifiedExecutable,
+    NewExecutableFile,
+    DeniedProcess,
+    UnexpectedProcess,
+    /// A process of the enforcer's UID that made itself non-dumpable: its
+    /// executable, root and sockets can no longer be checked.
+    NonDumpableProcess,
+    UnexpectedListener,
+    UnexpectedEgress,
+    AgentStarted,
+    AgentStopped,
+    EventsDropped,
+    /// Processes started and exited between two scans, never judged.
+    UnobservedProcesses,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::FilelessExec => "drift/fileless-exec",
+            Rule::DeletedExecutable => "drift/deleted-executable",
+            Rule::ExecFromTmp => "drift/exec-from-tmp",
+            Rule::NewExecutable => "drift/new-executable",
+            Rule::ModifiedExecutable => "drift/modified-executable",
+            Rule::NewExecutableFile => "drift/new-executable-file",
+            Rule::DeniedProcess => "behavior/denied-process",
+            Rule::UnexpectedProcess => "behavior/unexpected-process",
+            Rule::NonDumpableProcess => "behavior/non-dumpable-process",
+            Rule::UnexpectedListener => "behavior/unexpected-listener",
+            Rule::UnexpectedEgress => "behavior/unexpected-egress",
+            Rule::AgentStarted => "agent/started",
+            Rule::AgentStopped => "agent/stopped",
+            Rule::EventsDropped => "agent/events-dropped",
+            Rule::UnobservedProcesses => "agent/unobserved-processes",
+        }
+    }
+
+    pub fn kind(self) -> EventKind {
+        match self {
+            Rule::FilelessExec
+            | Rule::DeletedExecutable
+            | Rule::ExecFromTmp
+            | Rule::NewExecutable
+            | Rule::ModifiedExecutable
+            | Rule::NewExecutableFile => EventKind::Drift,
+            Rule::DeniedProcess
+            | Rule::UnexpectedProcess
+            | Rule::NonDumpableProcess
+            | Rule::UnexpectedListener
+            | Rule::UnexpectedEgress => EventKind::Behavior,
+            Rule::AgentStarted
+            | Rule::AgentStopped
+            | Rule::EventsDropped
+            | Rule::UnobservedProcesses => EventKind::Agent,
+        }
+    }
+
+    /// File events come in bursts and matter less than what a process
+    /// did: when the queue is full they make room, never the reverse.
+    pub fn priority(self) -> Priority {
+        match self {
+            Rule::NewExecutableFile => Priority::File,
+            _ => Priority::Evidence,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        ALL_RULES.iter().copied().find(|r| r.as_str() == text)
+    }
+}
+
+const ALL_RULES: [Rule; 15] = [
+    Rule::FilelessExec,
+    Rule::DeletedExecutable,
+    Rule::ExecFromTmp,
+    Rule::NewExecutable,
+    Rule::ModifiedExecutable,
+    Rule::NewExecutableFile,
+    Rule::DeniedProcess,
+    Rule::UnexpectedProcess,
+    Rule::NonDumpableProcess,
+    Rule::UnexpectedListener,
+    Rule::UnexpectedEgress,
+    Rule::AgentStarted,
+    Rule::AgentStopped,
+    Rule::EventsDropped,
+    Rule::UnobservedProcesses,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    File,
+    Evidence,
+}
+
+/// What the enforcer did about a violation under an enforce policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Killed,
+    /// The kernel refused the signal (errno text).
+    KillFailed(String),
+    NotKilled(NotKilled),
+}
+
+/// Why a process could not be stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotKilled {
+    /// It had already exited (or its PID now names another process).
+    Exited,
+    /// Socket owners are found through /proc/PID/fd; a non-dumpable
+    /// process of the enforcer's UID hides its fds.
+    OwnerHidden,
+    /// The socket belongs to a process of another UID.
+    OwnerOtherUid,
+    /// No process holds the socket any more (e.g. TIME_WAIT).
+    NoOwner,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Killed => f.write_str("killed"),
+            Action::KillFailed(e) => write!(f, "kill-failed: {e}"),
+            Action::NotKilled(NotKilled::Exited) => f.write_str("not-killed: process exited"),
+            Action::NotKilled(NotKilled::OwnerHidden) => f.write_str(
+                "not-killed: owner hidden (a process of the enforcer's UID is non-dumpable)",
+            ),
+            Action::NotKilled(NotKilled::OwnerOtherUid) => {
+                f.write_str("not-killed: owner not visible (different UID)")
+            }
+            Action::NotKilled(NotKilled::NoOwner) => {
+                f.write_str("not-killed: no process holds the socket")
+            }
+        }
+    }
+}
+
+/// Why /proc/PID/exe could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unreadable {
+    /// Same UID and GID as the enforcer, yet hidden: the process is
+    /// non-dumpable.
+    NonDumpable,
+    /// Another UID (only CAP_SYS_PTRACE would see it).
+    OtherUid(u32),
+    /// The enforcer's UID but another GID: the kernel wants both to match.
+    OtherGid(u32),
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreadable::NonDumpable => f.write_str("non-dumpable process of the enforcer's UID"),
+            Unreadable::OtherUid(u) => write!(f, "uid {u}, not the enforcer's"),
+            Unreadable::OtherGid(g) => write!(f, "gid {g}, not the enforcer's"),
+        }
+    }
+}
+
+/// Real, effective and saved IDs from /proc/PID/status (always readable;
+/// the ownership of /proc/PID itself turns to root for a non-dumpable
+/// process, so it must not be used to tell these apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub uids: [u32; 3],
+    pub gids: [u32; 3],
+}
+
+/// Reading another process's executable needs all its UIDs and GIDs to be
+/// the reader's: when they are and it is still unreadable, the process
+/// hid itself.
+pub fn why_unreadable(target: Ids, own_uid: u32, own_gid: u32) -> Unreadable {
+    if let Some(u) = target.uids.iter().find(|u| **u != own_uid) {
+        Unreadable::OtherUid(*u)
+    } else if let Some(g) = target.gids.iter().find(|g| **g != own_gid) {
+        Unreadable::OtherGid(*g)
+    } else {
+        Unreadable::NonDumpable
+    }
+}
+
+/// The enforce-mode policy among `policies` if any, else the first.
+pub fn strictest<'a>(
+    policies: impl Iterator<Item = &'a RuntimePolicy>,
+) -> Option<&'a RuntimePolicy> {
+    let mut first = None;
+    for p in policies {
+        if p.mode == Mode::Enforce {
+            return Some(p);
+        }
+        first.get_or_insert(p);
+    }
+    first
+}
+
+/// Who a running executable is, beyond the names it was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExeIdentity {
+    /// SHA-256 of the executable's content (None: unreadable or too big).
+    pub sha256: Option<[u8; 32]>,
+    /// A multi-call binary (busybox, toybox): the applet decides what runs.
+    pub multicall: bool,
+}
+
+/// Names that make a binary multi-call: what it does comes from argv.
+const MULTICALL: &[&str] = &["busybox", "toybox", "toolbox"];
+
+pub fn is_multicall(file_name: &str) -> bool {
+    MULTICALL.contains(&file_name)
+}
+
+/// The applet a multi-call binary runs: argv[0]'s base name, or argv[1]
+/// when it was called by its own name (`busybox sh`).
+pub fn applet<'a>(exe_name: &str, argv: &'a [String]) -> Option<&'a str> {
+    let zero = argv.first().map(|a| base_name(a))?;
+    if zero == exe_name || is_multicall(zero) {
+        argv.get(1).map(|a| base_name(a))
+    } else {
+        Some(zero)
+    }
+}
+
+pub fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// How a process matched a denied name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeniedBy {
+    /// Its `comm` or executable name.
+    Name(String),
+    /// Its executable is the same file, or a copy, of what `name` is in the image.
+    Content(String),
+    /// A multi-call binary running the applet `name`.
+    Applet(String),
+}
+
+impl fmt::Display for DeniedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeniedBy::Name(n) => write!(f, "named {n}"),
+            DeniedBy::Content(n) => write!(f, "same executable as {n}"),
+            DeniedBy::Applet(n) => write!(f, "multi-call applet {n}"),
+        }
+    }
+}
+
+/// Whether a process is one of `denied`. `names` are what it calls
+/// itself (comm, executable base name); `denied_content` are the content
+/// hashes of what each denied name is in the image (`sh` -> dash's hash).
+/// For a multi-call binary its content says nothing (busybox is every
+/// applet), so its applet decides.
+pub fn denied_by(
+    denied: &[String],
+    names: &[&str],
+    applet: Option<&str>,
+    identity: &ExeIdentity,
+    denied_content: &[(String, [u8; 32])],
+) -> Option<DeniedBy> {
+    if let Some(n) = denied.iter().find(|d| names.contains(&d.as_str())) {
+        return Some(DeniedBy::Name(n.clone()));
+    }
+    if identity.multicall {
+        return applet
+            .and_then(|a| denied.iter().find(|d| d.as_str() == a))
+            .map(|n| DeniedBy::Applet(n.clone()));
+    }
+    let hash = identity.sha256?;
+    denied_content
+        .iter()
+        .find(|(name, h)| *h == hash && denied.contains(name))
+        .map(|(name, _)| DeniedBy::Content(name.clone()))
+}
+
+/// What a socket is, for the pod's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketRole {
+    Listener,
+    /// Accepted by one of the pod's listeners.
+    Inbound,
+    /// A connection the pod made to elsewhere (any TCP state that still
+    /// names the peer, or a connected UDP socket).
+    Egress,
+    /// Loopback or the pod talking to itself.
+    Local,
+    /// Nothing to judge: closed, or an unconnected client UDP socket.
+    Other,
+}
+
+/// Classifies `socket` given the pod's listening endpoints. An
+/// established socket is inbound only when a listener owns exactly its
+/// local address and port (or the wildcard address): a client that binds
+/// a listener's port number on another address is still egress.
+/// Unconnected UDP sockets on ephemeral ports are clients (resolvers), not
+/// listeners.
+pub fn socket_role(
+    socket: &Socket,
+    listeners: &HashSet<(Proto, IpAddr, u16)>,
+    ephemeral: (u16, u16),
+) -> SocketRole {
+    let (local_ip, local_port) = socket.local;
+    let (remote_ip, remote_port) = socket.remote;
+    match socket.proto {
+        Proto::Tcp => match socket.tcp_state() {
+            Some(TcpState::Listen) => return SocketRole::Listener,
+            Some(TcpState::Close) | None => return SocketRole::Other,
+            _ => {}
+        },
+        Proto::Udp => {
+            if remote_port == 0 {
+                let client = (ephemeral.0..=ephemeral.1).contains(&local_port);
+                return if client || local_port == 0 {
+                    SocketRole::Other
+                } else {
+                    SocketRole::Listener
+                };
+            }
+        }
+    }
+    let accepted = [local_ip, unspecified(local_ip)]
+        .iter()
+        .any(|ip| listeners.contains(&(socket.proto, *ip, local_port)));
+    if accepted {
+        SocketRole::Inbound
+    } else if remote_ip.is_loopback() || remote_ip == local_ip {
+        SocketRole::Local
+    } else {
+        SocketRole::Egress
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// PIDs handed out between two readings of the namespace's last-PID
+/// counter (`pid_max` wraps it around to 300 or so).
+pub fn pids_allocated(before: i32, now: i32, pid_max: i32) -> u64 {
+    if now >= before {
+        (now - before) as u64
+    } else {
+        (pid_max - before + now.max(0)) as u64
+    }
+}
+
+/// An event id that is the same every time the same finding is made,
+/// across restarts: the service stores each id once, so a restarted
+/// enforcer re-judging live processes does not report them twice.
+pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    format!("{prefix}-{}", hex::encode(&h.finalize()[..10]))
+}
+
+/// Findings of one pass in a directory beyond which the rest are summed
+/// up in one event (a burst of files must not flood the queue).
+pub const FILE_BURST: usize = 16;
+
+/// Splits a pass's new files into those reported one by one and, per
+/// directory, how many more there were with one example.
+pub fn aggregate_files(paths: Vec<String>) -> (Vec<String>, Vec<(String, usize, String)>) {
+    let mut single = Vec::new();
+    let mut more: Vec<(String, usize, String)> = Vec::new();
+    let mut per_dir: std::collections::HashMap<String, usize> = Default::default();
+    for path in paths {
+        let dir = path
+            .rsplit_once('/')
+            .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+            .to_string();
+        let n = per_dir.entry(dir.clone()).or_default();
+        *n += 1;
+        if *n <= FILE_BURST {
+            single.push(path);
+        } else if let Some(entry) = more.iter_mut().find(|(d, _, _)| *d == dir) {
+            entry.1 += 1;
+        } else {
+            more.push((dir, 1, path));
+        }
+    }
+    (single, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sockets::Socket;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_rule_round_trips_through_its_wire_name() {
+        for rule in ALL_RULES {
+            assert_eq!(Rule::parse(rule.as_str()), Some(rule));
+        }
+        assert_eq!(Rule::NewExecutableFile.priority(), Priority::File);
+        assert_eq!(Rule::DeniedProcess.priority(), Priority::Evidence);
+    }
+
+    #[test]
+    fn a_hidden_process_of_the_same_uid_is_called_non_dumpable_not_other_uid() {
+        let ids = |u: u32, g: u32| Ids {
+            uids: [u; 3],
+            gids: [g; 3],
+        };
+        assert_eq!(
+            why_unreadable(ids(1000, 1000), 1000, 1000),
+            Unreadable::NonDumpable
+        );
+        assert_eq!(
+            why_unreadable(ids(0, 0), 1000, 1000),
+            Unreadable::OtherUid(0)
+        );
+        assert_eq!(
+            why_unreadable(ids(1000, 0), 1000, 1000),
+            Unreadable::OtherGid(0)
+        );
+    }
+
+    #[test]
+    fn a_symlink_named_ls_to_the_shell_is_denied_by_content() {
+        let dash = [7u8; 32];
+        let denied = strings(&["sh"]);
+        let identity = ExeIdentity {
+            sha256: Some(dash),
+            multicall: false,
+        };
+        // comm "ls", executable "dash": no name matches, the content does.
+        let by = denied_by(
+            &denied,
+            &["ls", "dash"],
+            None,
+            &identity,
+            &[("sh".into(), dash)],
+        );
+        assert_eq!(by, Some(DeniedBy::Content("sh".into())));
+        let other = ExeIdentity {
+            sha256: Some([1; 32]),
+            multicall: false,
+        };
+        assert_eq!(
+            denied_by(&denied, &["ls"], None, &other, &[("sh".into(), dash)]),
+            None
+        );
+    }
+
+    #[test]
+    fn busybox_is_judged_by_its_applet_not_its_content() {
+        let bb = [9u8; 32];
+        let denied = strings(&["sh"]);
+        let identity = ExeIdentity {
+            sha256: Some(bb),
+            multicall: true,
+        };
+        let content = [("sh".to_string(), bb)];
+        let run = |argv: &[&str]| {
+            let argv = strings(argv);
+            let applet = applet("busybox", &argv);
+            denied_by(&denied, &["busybox"], applet, &identity, &content)
+        };
+        assert_eq!(
+            run(&["busybox", "sh", "-c", "id"]),
+            Some(DeniedBy::Applet("sh".into()))
+        );
+        assert_eq!(
+            run(&["/bin/sh", "-c", "id"]),
+            Some(DeniedBy::Applet("sh".into()))
+        );
+        assert_eq!(run(&["ls", "-l"]), None, "other applets run freely");
+        assert_eq!(run(&["busybox", "ls"]), None);
+    }
+
+    #[test]
+    fn names_still_match_as_before() {
+        let by = denied_by(
+            &strings(&["nc"]),
+            &["nc", "nc.openbsd"],
+            None,
+            &ExeIdentity::default(),
+            &[],
+        );
+        assert_eq!(by, Some(DeniedBy::Name("nc".into())));
+    }
+
+    fn sock(proto: Proto, local: &str, remote: &str, state: u8) -> Socket {
+        let ep = |s: &str| {
+            let (ip, port) = s.rsplit_once(':').unwrap();
+            (ip.parse().unwrap(), port.parse().unwrap())
+        };
+        Socket {
+            proto,
+            local: ep(local),
+            remote: ep(remote),
+            state,
+            inode: 1,
+        }
+    }
+
+    #[test]
+    fn a_client_bound_to_a_listening_port_number_is_egress_not_inbound() {
+        let listeners: HashSet<_> = [(Proto::Tcp, "192.0.2.2".parse().unwrap(), 8080)].into();
+        let eph = (32768, 60999);
+        let accepted = sock(Proto::Tcp, "192.0.2.2:8080", "192.0.2.1:40000", 0x01);
+        assert_eq!(socket_role(&accepted, &listeners, eph), SocketRole::Inbound);
+        let sneaky = sock(Proto::Tcp, "192.0.2.1:8080", "10.9.9.9:443", 0x01);
+        assert_eq!(socket_role(&sneaky, &listeners, eph), SocketRole::Egress);
+        let wildcard: HashSet<_> = [(Proto::Tcp, "0.0.0.0".parse().unwrap(), 8080)].into();
+        assert_eq!(socket_role(&sneaky, &wildcard, eph), SocketRole::Inbound);
+    }
+
+    #[test]
+    fn short_connections_count_in_closing_states_too() {
+        let none = HashSet::new();
+        let eph = (32768, 60999);
+        for state in [0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0B] {
+            let s = sock(Proto::Tcp, "192.0.2.1:40000", "10.9.9.9:443", state);
+            assert_eq!(
+                socket_role(&s, &none, eph),
+                SocketRole::Egress,
+                "{state:#x}"
+            );
+        }
+        let closed = sock(Proto::Tcp, "192.0.2.1:40000", "10.9.9.9:443", 0x07);
+        assert_eq!(socket_role(&closed, &none, eph), SocketRole::Other);
+    }
+
+    #[test]
+    fn connected_udp_is_egress_and_an_ephemeral_unconnected_one_is_no_listener() {
+        let none = HashSet::new();
+        let eph = (32768, 60999);
+        let dns = sock(Proto::Udp, "192.0.2.1:40000", "10.9.9.9:53", 0x01);
+        assert_eq!(socket_role(&dns, &none, eph), SocketRole::Egress);
+        let resolver = sock(Proto::Udp, "0.0.0.0:41000", "0.0.0.0:0", 0x07);
+        assert_eq!(socket_role(&resolver, &none, eph), SocketRole::Other);
+        let server = sock(Proto::Udp, "0.0.0.0:5353", "0.0.0.0:0", 0x07);
+        assert_eq!(socket_role(&server, &none, eph), SocketRole::Listener);
+    }
+
+    #[test]
+    fn pids_allocated_counts_across_the_wrap() {
+        assert_eq!(pids_allocated(100, 105, 32768), 5);
+        assert_eq!(pids_allocated(32760, 310, 32768), 318);
+    }
+
+    #[test]
+    fn stable_ids_repeat_for_the_same_finding_only() {
+        let a = stable_id("p", &["behavior/denied-process", "1234", "99"]);
+        assert_eq!(
+            a,
+            stable_id("p", &["behavior/denied-process", "1234", "99"])
+        );
+        assert_ne!(
+            a,
+            stable_id("p", &["behavior/denied-process", "1234", "100"])
+        );
+        assert_ne!(
+            stable_id("p", &["ab", "c"]),
+            stable_id("p", &["a", "bc"]),
+            "parts are delimited"
+        );
+    }
+
+    #[test]
+    fn a_burst_of_files_is_summed_up_per_directory() {
+        let paths: Vec<String> = (0..40).map(|i| format!("/tmp/f{i}")).collect();
+        let (single, more) = aggregate_files(paths);
+        assert_eq!(single.len(), FILE_BURST);
+        assert_eq!(
+            more,
+            [("/tmp".to_string(), 40 - FILE_BURST, "/tmp/f16".to_string())]
+        );
+    }
+}
