@@ -159,7 +159,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )),
     ]);
-    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let options = server::ServeOptions {
+        grace: Duration::from_secs(settings.shutdown_grace_secs),
+        header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+    };
+    let drain = Duration::from_secs(settings.shutdown_drain_secs);
     let state = Arc::new(AppState {
         webhook: crate::admission::Webhook::new(&settings),
         settings,
@@ -175,11 +179,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
+            // Drain: /readyz answers 503 while requests are still served,
+            // so load balancers and endpoint controllers move traffic away
+            // before the listener closes.
             serving_state.ready.store(false, Ordering::Relaxed);
             let _ = stopping_tx.send(true);
+            if !drain.is_zero() {
+                tracing::info!(
+                    drain_secs = drain.as_secs(),
+                    "shutting down: /readyz answers 503, still serving"
+                );
+                tokio::time::sleep(drain).await;
+            }
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
         };
-        server::serve(listener, acceptor, routes, shutdown, grace).await;
+        server::serve(listener, acceptor, routes, shutdown, options).await;
         for task in background {
             task.abort();
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::is_valid_quantity;
+use crate::quantity::{is_valid_quantity, Quantity};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +23,13 @@ pub struct Settings {
     pub service: ServiceSettings,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds `/readyz` answers 503 after SIGTERM while the listener still
+    /// serves, so load balancers and endpoint controllers stop sending
+    /// traffic before connections are refused.
+    pub shutdown_drain_secs: u64,
+    /// Seconds a client has to send a request's headers; a connection that
+    /// dribbles a partial request is closed instead of held forever.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +74,9 @@ pub struct InjectionSettings {
     pub image: String,
     pub image_pull_policy: String,
     /// Inject as an init container with `restartPolicy: Always` (Kubernetes
-    /// native sidecar) so Jobs complete when their main container exits.
+    /// native sidecar, GA in 1.33): the enforcer starts before the app and
+    /// Jobs complete when their main container exits. False: an ordinary
+    /// container appended to `containers`.
     pub native_sidecar: bool,
     /// Leave hostNetwork pods alone.
     pub skip_host_network: bool,
@@ -90,6 +99,25 @@ pub struct InjectionSettings {
 pub struct ResourceDefaults {
     pub requests: BTreeMap<String, String>,
     pub limits: BTreeMap<String, String>,
+}
+
+impl ResourceDefaults {
+    /// `(resource, request, limit)` for each resource whose request exceeds
+    /// its limit: the apiserver refuses such a container, so such settings
+    /// are refused at start.
+    pub fn request_above_limit(&self) -> Vec<(&str, &str, &str)> {
+        self.requests
+            .iter()
+            .filter_map(|(name, request)| {
+                let limit = self.limits.get(name)?;
+                (Quantity::compare(request, limit)? == std::cmp::Ordering::Greater).then_some((
+                    name.as_str(),
+                    request.as_str(),
+                    limit.as_str(),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The central policy service: policy push API, enforcer policy
@@ -171,6 +199,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             service: ServiceSettings::default(),
             shutdown_grace_secs: 10,
+            shutdown_drain_secs: 5,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -222,7 +252,7 @@ impl Default for InjectionSettings {
                 env!("CARGO_PKG_VERSION")
             ),
             image_pull_policy: "IfNotPresent".into(),
-            native_sidecar: false,
+            native_sidecar: true,
             skip_host_network: false,
             default_run_as_user: 65532,
             policy_service_url: None,
@@ -275,6 +305,8 @@ fn is_setting_var(name: &str) -> bool {
             | "log"
             | "service"
             | "shutdown_grace_secs"
+            | "shutdown_drain_secs"
+            | "header_read_timeout_secs"
     )
 }
 
@@ -367,6 +399,14 @@ impl Settings {
                     }
                 }
             }
+            for (name, request, limit) in defaults.request_above_limit() {
+                problems.push(format!(
+                    "{key}: requests.{name} ({request}) must not exceed limits.{name} ({limit})"
+                ));
+            }
+        }
+        if self.header_read_timeout_secs == 0 {
+            problems.push("header_read_timeout_secs must be at least 1".into());
         }
         if self.service.sync_interval_ms < 50 {
             problems.push("service.sync_interval_ms must be at least 50".into());
@@ -434,7 +474,7 @@ mod tests {
         let file = dir.path().join("palisade.yaml");
         std::fs::write(
             &file,
-            "listen: 127.0.0.1:9443\ninjection:\n  native_sidecar: true\n  image: file/image:1\n",
+            "listen: 127.0.0.1:9443\ninjection:\n  native_sidecar: false\n  image: file/image:1\n",
         )
         .unwrap();
         let s = Settings::load(
@@ -448,7 +488,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.listen.port(), 9443);
-        assert!(s.injection.native_sidecar);
+        assert!(!s.injection.native_sidecar);
         assert_eq!(s.injection.image, "env/image:2");
         assert_eq!(s.admission.excluded_namespaces, vec!["a", "b"]);
     }
@@ -480,5 +520,57 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn defaults_with_a_request_above_their_limit_are_refused_at_start() {
+        let err = Settings::load(
+            None,
+            env(&[
+                (
+                    "PALISADE_INJECTION__CONTAINER_DEFAULTS__REQUESTS__MEMORY",
+                    "1Gi",
+                ),
+                (
+                    "PALISADE_INJECTION__SIDECAR_RESOURCES__REQUESTS__CPU",
+                    "200m",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "injection.container_defaults: requests.memory (1Gi) must not exceed limits.memory (512Mi)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("injection.sidecar_resources: requests.cpu (200m) must not exceed limits.cpu (100m)"),
+            "{err}"
+        );
+        // Equal is fine, and units do not matter.
+        Settings::load(
+            None,
+            env(&[(
+                "PALISADE_INJECTION__CONTAINER_DEFAULTS__REQUESTS__MEMORY",
+                "0.5Gi",
+            )]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_enforcer_is_a_native_sidecar_by_default() {
+        assert!(Settings::default().injection.native_sidecar);
+        let s = Settings::load(
+            None,
+            env(&[("PALISADE_INJECTION__NATIVE_SIDECAR", "false")]),
+        )
+        .unwrap();
+        assert!(
+            !s.injection.native_sidecar,
+            "the classic mode stays available"
+        );
     }
 }

@@ -7,11 +7,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::admission::mutate;
+use crate::admission::reason::{InjectionResult, ReasonLabel};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
     /// allowed, patched, denied, warned, skipped, invalid, error
     pub outcome: &'static str,
+}
+
+/// `palisade_injections_total`: what the injector did to a Pod and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InjectionLabels {
+    pub result: InjectionResult,
+    pub reason: ReasonLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +32,7 @@ pub struct EndpointLabels {
 pub struct Metrics {
     registry: Registry,
     pub admission_requests: Family<RequestLabels, Counter>,
+    pub injections: Family<InjectionLabels, Counter>,
     pub admission_duration: Family<EndpointLabels, Histogram>,
     pub policies_loaded: Gauge,
     pub policy_reloads: Counter,
@@ -40,6 +51,12 @@ impl Metrics {
             "admission_requests",
             "AdmissionReview requests by endpoint and outcome",
             admission_requests.clone(),
+        );
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Pods seen by the injector, by result (injected, degraded, skipped) and reason",
+            injections.clone(),
         );
         let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             // 25 µs .. ~400 ms
@@ -99,6 +116,7 @@ impl Metrics {
             events_received,
             events_stored,
             admission_requests,
+            injections,
             admission_duration,
             policies_loaded,
             policy_reloads,
@@ -112,6 +130,29 @@ impl Metrics {
         self.admission_requests
             .get_or_create(&RequestLabels { endpoint, outcome })
             .inc();
+    }
+
+    /// Counts one injector decision: one sample per degrade reason, so
+    /// each reason can be alerted on alone.
+    pub fn count_injection(&self, outcome: &mutate::Outcome) {
+        let count = |result, reason| {
+            self.injections
+                .get_or_create(&InjectionLabels { result, reason })
+                .inc();
+        };
+        match outcome {
+            mutate::Outcome::Skipped { reason, .. } => {
+                count(InjectionResult::Skipped, ReasonLabel::Skipped(*reason))
+            }
+            mutate::Outcome::Injected { degraded, .. } if degraded.is_empty() => {
+                count(InjectionResult::Injected, ReasonLabel::None)
+            }
+            mutate::Outcome::Injected { degraded, .. } => {
+                for reason in degraded {
+                    count(InjectionResult::Degraded, ReasonLabel::Degraded(*reason));
+                }
+            }
+        }
     }
 
     pub fn observe(&self, endpoint: &'static str, seconds: f64) {
@@ -131,5 +172,36 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::reason::{DegradeReason, SkipReason};
+
+    #[test]
+    fn injection_reasons_are_labels() {
+        let metrics = Metrics::new();
+        metrics.count_injection(&mutate::Outcome::Skipped {
+            reason: SkipReason::HostPid,
+            defaulted: vec![],
+        });
+        metrics.count_injection(&mutate::Outcome::Injected {
+            defaulted: vec![],
+            degraded: vec![DegradeReason::ProcessNamespaceNotShared],
+        });
+        metrics.count_injection(&mutate::Outcome::Injected {
+            defaulted: vec![],
+            degraded: vec![],
+        });
+        let text = metrics.render();
+        for line in [
+            r#"palisade_injections_total{result="skipped",reason="host-pid"} 1"#,
+            r#"palisade_injections_total{result="degraded",reason="process-namespace-not-shared"} 1"#,
+            r#"palisade_injections_total{result="injected",reason="none"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

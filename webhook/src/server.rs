@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -172,7 +172,12 @@ fn handle_review(endpoint: &'static str, body: &[u8], state: &AppState) -> Respo
             );
             let _entered = span.enter();
             let (response, outcome) = if endpoint == "mutate" {
-                state.webhook.mutate(&req)
+                let (response, outcome, injection) = state.webhook.mutate_explained(&req);
+                // Dry runs change nothing, so they count as no injection.
+                if let Some(injection) = injection.filter(|_| !req.dry_run) {
+                    state.metrics.count_injection(&injection);
+                }
+                (response, outcome)
             } else {
                 state.webhook.validate(&req, &state.policies.current())
             };
@@ -221,14 +226,24 @@ async fn rejection_reply(rejection: Rejection) -> Result<Response<Vec<u8>>, Infa
     Ok(json_error(status, &message))
 }
 
+/// Connection limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// In-flight requests get this long after `shutdown` resolves.
+    pub grace: Duration,
+    /// An HTTP/1 client must send a request's headers within this time, or
+    /// the connection is closed (a slow client cannot hold it forever).
+    pub header_read_timeout: Duration,
+}
+
 /// Serves `routes` over TLS on `listener` until `shutdown` resolves, then
-/// waits up to `grace` for in-flight connections.
+/// waits up to `options.grace` for in-flight connections.
 pub async fn serve<F, R>(
     listener: TcpListener,
     tls: TlsAcceptor,
     routes: F,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    options: ServeOptions,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     R: Reply,
@@ -265,7 +280,11 @@ pub async fn serve<F, R>(
                     return;
                 }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -273,7 +292,7 @@ pub async fn serve<F, R>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(options.grace, graceful.shutdown())
         .await
         .is_err()
     {

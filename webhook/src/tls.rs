@@ -28,6 +28,14 @@ pub enum TlsError {
         path: PathBuf,
         source: rustls::Error,
     },
+    /// The leaf does not parse, or the key is not the leaf's: serving it
+    /// would fail every handshake.
+    #[error("{cert} and {key} are not a usable pair: {source}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("cannot write {path}: {source}")]
@@ -89,7 +97,12 @@ impl CertStore {
     }
 
     /// Re-reads the files if their modification times changed. Returns true
-    /// when a new certificate is in use. A broken new pair keeps the old one.
+    /// when a new certificate is in use. A new pair is used only when its
+    /// leaf parses and the key is the leaf's; otherwise the old pair stays,
+    /// and the files are tried again when they change next. So a rotation
+    /// that writes the certificate and the key one after the other never
+    /// serves a mismatched pair: the first write fails (old pair kept), the
+    /// second completes the new pair.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let Some((cert, key)) = &self.files else {
             return Ok(false);
@@ -98,9 +111,10 @@ impl CertStore {
         if seen.is_none() || seen == *read_lock(&self.last_seen) {
             return Ok(false);
         }
+        // Failed or not, this version of the files has been judged.
+        *write_lock(&self.last_seen) = seen;
         let loaded = load_files(cert, key)?;
         *write_lock(&self.current) = Arc::new(loaded);
-        *write_lock(&self.last_seen) = seen;
         Ok(true)
     }
 
@@ -166,7 +180,14 @@ fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
         path: key.to_path_buf(),
         source: rustls_pki_types::pem::Error::Io(e),
     })?;
-    certified_key(parse_certs(&cert_pem, cert)?, &key_pem, key)
+    let pair = certified_key(parse_certs(&cert_pem, cert)?, &key_pem, key)?;
+    // Parses the leaf and compares its public key with the private key's.
+    pair.keys_match().map_err(|source| TlsError::Pair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })?;
+    Ok(pair)
 }
 
 fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -308,6 +329,61 @@ mod tests {
             .unwrap();
         assert!(store.reload_if_changed().is_err());
         assert_eq!(read_lock(&store.current).cert[0], before);
+    }
+
+    fn touch_later(path: &Path, secs: u64) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_keeps_the_old_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_self_signed(&["localhost".into()])
+            .unwrap()
+            .write_to(dir.path())
+            .unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let store = CertStore::from_files(&cert, &key).unwrap();
+        let before = read_lock(&store.current).cert[0].clone();
+
+        // Rotation step one: the new certificate lands, the key is still old.
+        let next = generate_self_signed(&["localhost".into()]).unwrap();
+        std::fs::write(&cert, &next.cert_pem).unwrap();
+        touch_later(&cert, 5);
+        let err = store.reload_if_changed().unwrap_err();
+        assert!(matches!(err, TlsError::Pair { .. }), "{err}");
+        assert_eq!(read_lock(&store.current).cert[0], before, "old pair kept");
+        assert!(
+            !store.reload_if_changed().unwrap(),
+            "the same broken files are not retried every tick"
+        );
+
+        // Step two: the new key lands; the new pair is complete and used.
+        std::fs::write(&key, &next.key_pem).unwrap();
+        touch_later(&key, 6);
+        assert!(store.reload_if_changed().unwrap());
+        assert_ne!(read_lock(&store.current).cert[0], before);
+    }
+
+    #[test]
+    fn a_leaf_that_does_not_parse_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = generate_self_signed(&["localhost".into()]).unwrap();
+        pair.write_to(dir.path()).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        // Valid PEM framing around bytes that are no certificate.
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = CertStore::from_files(&cert, &key).unwrap_err();
+        assert!(matches!(err, TlsError::Pair { .. }), "{err}");
     }
 
     #[test]

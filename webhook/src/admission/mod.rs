@@ -2,7 +2,9 @@
 //! validate decisions, and encoding. Pure functions of the request and the
 //! settings/policies, so they are tested without a server.
 
+pub mod enforcer;
 pub mod mutate;
+pub mod reason;
 pub mod review;
 pub mod template;
 
@@ -12,7 +14,9 @@ use palisade_common::policy::Mode;
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::policy::{PodView, PolicySet, Violation};
+use crate::policy::pod::PodSpec;
+use crate::policy::{EnforcerVerdict, PodView, PolicySet, Violation};
+use enforcer::Claim;
 
 pub use review::{decode, encode, Request, Response, ReviewError};
 
@@ -81,33 +85,55 @@ impl Webhook {
 
     /// `/mutate`: inject the enforcer into Pods being created.
     pub fn mutate(&self, req: &Request) -> (Response, Outcome) {
+        let (response, outcome, _) = self.mutate_explained(req);
+        (response, outcome)
+    }
+
+    /// Like [`Webhook::mutate`], with what the injector decided (for the
+    /// injection metrics); `None` when it did not look at the pod.
+    pub fn mutate_explained(&self, req: &Request) -> (Response, Outcome, Option<mutate::Outcome>) {
         let allow = Response::allow(req);
         let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
         if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
-            return (allow, Outcome::Allowed);
+            return (allow, Outcome::Allowed, None);
         }
         if self.excluded(req) {
-            return (allow, Outcome::Skipped);
+            return (allow, Outcome::Skipped, None);
         }
         let Some(object) = object_text(req) else {
-            return no_object(allow);
+            let (response, outcome) = no_object(allow);
+            return (response, outcome, None);
         };
         let mutation = match self.injector.plan_json(object) {
             Ok(mutation) => mutation,
+            Err(mutate::MutateError::Impostor(e)) => {
+                let message = format!("denied by Palisade: {e}");
+                return (allow.deny(403, "Forbidden", message), Outcome::Denied, None);
+            }
             Err(e) => {
                 return (
                     allow.deny(400, "BadRequest", e.to_string()),
                     Outcome::Invalid,
+                    None,
                 )
             }
         };
         let mut response = allow;
         let mut result = Outcome::Patched;
-        if let mutate::Outcome::Skipped { reason, .. } = mutation.outcome {
-            response
-                .audit_annotations
-                .insert("injection-skipped".into(), reason.into());
-            result = Outcome::Skipped;
+        match &mutation.outcome {
+            mutate::Outcome::Skipped { reason, .. } => {
+                response
+                    .audit_annotations
+                    .insert("injection-skipped".into(), reason.as_str().into());
+                result = Outcome::Skipped;
+            }
+            mutate::Outcome::Injected { degraded, .. } if !degraded.is_empty() => {
+                let reasons: Vec<&str> = degraded.iter().map(|r| r.as_str()).collect();
+                response
+                    .audit_annotations
+                    .insert("injection-degraded".into(), reasons.join(","));
+            }
+            mutate::Outcome::Injected { .. } => {}
         }
         if mutation.ops.is_empty() {
             let unchanged = if result == Outcome::Skipped {
@@ -115,9 +141,60 @@ impl Webhook {
             } else {
                 Outcome::Allowed
             };
-            return (response, unchanged);
+            return (response, unchanged, Some(mutation.outcome));
         }
-        (response.with_patch(mutation.patch_json()), result)
+        let patch = mutation.patch_json();
+        (response.with_patch(patch), result, Some(mutation.outcome))
+    }
+
+    /// Whether the pod carries the configured enforcer, an impostor under
+    /// its name, or is exempt from carrying one for a reason its spec
+    /// states (the injector skips it whoever asks).
+    pub fn enforcer_verdict(
+        &self,
+        spec: &PodSpec,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> EnforcerVerdict {
+        let identity = self.injector.identity();
+        let lists = [
+            (
+                "spec.initContainers",
+                spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", spec.containers.as_slice()),
+        ];
+        let mut present = false;
+        for (list, containers) in lists {
+            for (index, c) in containers.iter().enumerate() {
+                match identity.claim(Some(&c.name), c.image.as_deref()) {
+                    None => {}
+                    Some(Claim::Genuine) => present = true,
+                    Some(Claim::Impostor) => {
+                        let path = format!("{list}[{index}]");
+                        let e = identity.impostor(&path, c.image.as_deref());
+                        return EnforcerVerdict::Impostor {
+                            path,
+                            message: e.reason,
+                        };
+                    }
+                }
+            }
+        }
+        if present {
+            return EnforcerVerdict::Present;
+        }
+        let facts = mutate::SkipFacts {
+            opted_out: annotations
+                .get(palisade_common::INJECT_ANNOTATION)
+                .is_some_and(|v| v == "false"),
+            windows: spec.os.as_ref().is_some_and(|os| os.name == "windows"),
+            host_pid: spec.host_pid == Some(true),
+            host_network: spec.host_network == Some(true),
+        };
+        match mutate::decide_skip(facts, self.injector.settings().skip_host_network) {
+            Some(reason) if reason.is_spec_derived() => EnforcerVerdict::Exempt(reason.as_str()),
+            _ => EnforcerVerdict::Missing,
+        }
     }
 
     /// `/validate`: evaluate the policy set on Pods and pod templates.
@@ -139,15 +216,19 @@ impl Webhook {
         let Some(text) = object_text(req) else {
             return no_object(allow);
         };
-        // Like Pod Security admission: an update that leaves the pod spec as
-        // it was is not re-judged (label or finalizer edits on old pods).
-        if req.operation == Operation::Update && spec_unchanged(req, text, location) {
+        // Like Pod Security admission: an update that leaves what policies
+        // judge as it was is not re-judged (finalizer or status-like edits
+        // on old objects).
+        if req.operation == Operation::Update && judged_fields_unchanged(req, text, location) {
             return (allow, Outcome::Allowed);
         }
         let namespace = req.namespace.as_deref().unwrap_or_default();
         let violations = if location.pointer.is_empty() {
             PodView::from_json(text, policies.reads())
-                .map(|pod| policies.evaluate(namespace, &pod, |p| location.field(p)))
+                .map(|mut pod| {
+                    pod.enforcer = self.enforcer_verdict(&pod.spec, &pod.annotations);
+                    policies.evaluate(namespace, &pod, |p| location.field(p))
+                })
                 .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))
         } else {
             match serde_json::from_str::<Value>(text) {
@@ -190,27 +271,67 @@ impl Webhook {
             effective = copy;
             &effective
         };
-        let view = PodView::parse(template, is_pod)
+        let mut view = PodView::parse(template, is_pod)
             .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
+        view.enforcer = self.enforcer_verdict(&view.spec, &view.annotations);
         Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
     }
 }
 
-/// Whether an update leaves the pod spec at `location` as it was (compared
-/// as JSON values, so formatting does not matter).
-fn spec_unchanged(req: &Request, text: &str, location: template::TemplateLocation) -> bool {
+/// Annotation prefix of the AppArmor profiles Pod Security judges.
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// Whether an update leaves what policies judge at `location` as it was
+/// (compared as JSON values, so formatting does not matter). A workload's
+/// template is compared whole: its spec, labels (policy selectors) and
+/// annotations (AppArmor profiles), since any change there rolls out new
+/// pods. A Pod's own labels and annotations change for many reasons that
+/// leave the running pod as it was, so of its metadata only the AppArmor
+/// annotations count.
+fn judged_fields_unchanged(
+    req: &Request,
+    text: &str,
+    location: template::TemplateLocation,
+) -> bool {
     let Some(old) = &req.old_object else {
         return false;
     };
-    let Ok(spec_path) = FieldPath::parse(&location.field("spec")) else {
+    let is_pod = location.pointer.is_empty();
+    let mut fields = vec!["spec", "metadata.annotations"];
+    if !is_pod {
+        fields.push("metadata.labels");
+    }
+    let Ok(paths) = fields
+        .iter()
+        .map(|f| FieldPath::parse(&location.field(f)))
+        .collect::<Result<Vec<_>, _>>()
+    else {
         return false;
     };
-    let mut spec = FieldSet::default();
-    spec.insert(&spec_path);
-    match (spec.extract(old.get()), spec.extract(text)) {
-        (Ok(old), Ok(new)) => spec_path.resolve(&old) == spec_path.resolve(&new),
-        _ => false,
+    let mut set = FieldSet::default();
+    for path in &paths {
+        set.insert(path);
     }
+    let (Ok(old), Ok(new)) = (set.extract(old.get()), set.extract(text)) else {
+        return false;
+    };
+    paths.iter().zip(&fields).all(|(path, field)| {
+        let (before, after) = (path.resolve(&old), path.resolve(&new));
+        if is_pod && *field == "metadata.annotations" {
+            let apparmor = |resolved: &[palisade_common::path::Resolved<'_>]| {
+                resolved
+                    .iter()
+                    .filter_map(|r| r.value?.as_object())
+                    .flat_map(|m| m.iter())
+                    .filter(|(k, _)| k.starts_with(APPARMOR_ANNOTATION_PREFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            apparmor(&before) == apparmor(&after)
+        } else {
+            before == after
+        }
+    })
 }
 
 /// Enforce-mode violations deny; audit-mode ones become warnings.

@@ -185,14 +185,13 @@ spec:
                 .map(|c| c["name"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(
-            names(&docs[1]["spec"]["template"]["spec"]["containers"]),
-            ["api", "palisade-enforcer"]
-        );
-        assert_eq!(
-            names(&docs[2]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]),
-            ["job", "palisade-enforcer"]
-        );
+        // The enforcer is a native sidecar: the first init container.
+        let template = &docs[1]["spec"]["template"]["spec"];
+        assert_eq!(names(&template["containers"]), ["api"]);
+        assert_eq!(names(&template["initContainers"]), ["palisade-enforcer"]);
+        let job = &docs[2]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(names(&job["initContainers"]), ["palisade-enforcer"]);
+        assert_eq!(job["initContainers"][0]["restartPolicy"], "Always");
         // Injecting the output again changes nothing.
         assert_eq!(inject(&out, &Settings::default()).unwrap(), out);
     }

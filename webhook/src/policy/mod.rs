@@ -62,6 +62,30 @@ pub struct PodView<'a> {
     pub annotations: BTreeMap<String, String>,
     /// True for a Pod itself (rules like requireEnforcer only apply there).
     pub is_pod: bool,
+    /// What admission found about the enforcer (it knows the configured
+    /// image; policies do not).
+    pub enforcer: EnforcerVerdict,
+}
+
+/// The pod's enforcer as admission judged it, for `requireEnforcer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EnforcerVerdict {
+    /// Not judged (offline and unit use): a container with the enforcer's
+    /// name counts.
+    #[default]
+    ByName,
+    /// The configured enforcer image runs under the enforcer's name.
+    Present,
+    Missing,
+    /// The pod gets no enforcer for a reason its spec states (Windows,
+    /// hostPID, hostNetwork when configured); the reason, for messages.
+    Exempt(&'static str),
+    /// A container takes the enforcer's name without its image: the
+    /// message says which and why.
+    Impostor {
+        path: String,
+        message: String,
+    },
 }
 
 impl<'a> PodView<'a> {
@@ -82,6 +106,7 @@ impl<'a> PodView<'a> {
             labels: string_map("labels")?,
             annotations: string_map("annotations")?,
             is_pod,
+            enforcer: EnforcerVerdict::default(),
         })
     }
 
@@ -96,6 +121,7 @@ impl<'a> PodView<'a> {
             labels: pod.labels,
             annotations: pod.annotations,
             is_pod: true,
+            enforcer: EnforcerVerdict::default(),
         })
     }
 
@@ -365,8 +391,16 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
                         res.and_then(|r| r.requests.as_ref()),
                     ),
                 ] {
+                    // A pod-level value covers containers without their own
+                    // (the injector leaves those resources to the pod).
+                    let pod_level = pod.spec.resources.as_ref().and_then(|r| match section {
+                        "limits" => r.limits.as_ref(),
+                        _ => r.requests.as_ref(),
+                    });
                     for name in names {
-                        if !present.is_some_and(|m| m.contains_key(name)) {
+                        if !present.is_some_and(|m| m.contains_key(name))
+                            && !pod_level.is_some_and(|m| m.contains_key(name))
+                        {
                             out.push(Finding {
                                 rule: "resources/required".into(),
                                 path: format!("{list}[{i}].resources.{section}.{name}"),
@@ -385,20 +419,32 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         && pod.is_pod
         && pod.annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("false")
     {
-        let has = pod
-            .spec
-            .containers
-            .iter()
-            .chain(pod.spec.init_containers.iter().flatten())
-            .any(|c| c.name == ENFORCER_CONTAINER);
-        if !has {
-            out.push(Finding {
+        let missing = || Finding {
+            rule: "enforcer/required".into(),
+            path: "spec.containers".into(),
+            message: format!(
+                "the {ENFORCER_CONTAINER} sidecar is missing (was injection skipped?)"
+            ),
+        };
+        match &pod.enforcer {
+            EnforcerVerdict::Present | EnforcerVerdict::Exempt(_) => {}
+            EnforcerVerdict::Missing => out.push(missing()),
+            EnforcerVerdict::Impostor { path, message } => out.push(Finding {
                 rule: "enforcer/required".into(),
-                path: "spec.containers".into(),
-                message: format!(
-                    "the {ENFORCER_CONTAINER} sidecar is missing (was injection skipped?)"
-                ),
-            });
+                path: path.clone(),
+                message: message.clone(),
+            }),
+            EnforcerVerdict::ByName => {
+                let has = pod
+                    .spec
+                    .containers
+                    .iter()
+                    .chain(pod.spec.init_containers.iter().flatten())
+                    .any(|c| c.name == ENFORCER_CONTAINER);
+                if !has {
+                    out.push(missing());
+                }
+            }
         }
     }
     for rule in &policy.custom {

@@ -28,6 +28,9 @@ pub struct PodSpec {
     pub host_ipc: Option<bool>,
     pub os: Option<PodOS>,
     pub volumes: Option<Vec<Volume>>,
+    /// Pod-level requests and limits (PodLevelResources): a pod-level
+    /// limit bounds every container that sets none of its own.
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// A container of any list (init, app, ephemeral).
@@ -222,6 +225,7 @@ impl<'de> Visitor<'de> for SpecVisitor<'_> {
                 "hostIPC" => spec.host_ipc = typed_and_raw(&mut map, read, "hostIPC", raw)?,
                 "os" => spec.os = typed_and_raw(&mut map, read, "os", raw)?,
                 "volumes" => spec.volumes = typed_and_raw(&mut map, read, "volumes", raw)?,
+                "resources" => spec.resources = typed_and_raw(&mut map, read, "resources", raw)?,
                 _ => read_or_skip(&mut map, read, key, raw)?,
             }
         }

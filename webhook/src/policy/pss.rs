@@ -280,7 +280,10 @@ fn baseline(
         }
     }
     for (key, value) in annotations {
+        // Like pod-security-admission: empty (the runtime default),
+        // runtime/default and localhost/* are allowed.
         if key.starts_with(APPARMOR_ANNOTATION_PREFIX)
+            && !value.is_empty()
             && value != "runtime/default"
             && !value.starts_with("localhost/")
         {
@@ -742,6 +745,21 @@ mod tests {
             &[(key, "localhost/custom")]
         )
         .is_empty());
+    }
+
+    #[test]
+    fn an_empty_apparmor_annotation_is_allowed_like_the_runtime_default() {
+        let key = "container.apparmor.security.beta.kubernetes.io/app";
+        for level in [Baseline, Restricted] {
+            for value in ["", "runtime/default"] {
+                assert!(
+                    run(level, spec(json!({}), json!({})), &[(key, value)])
+                        .iter()
+                        .all(|(rule, _)| rule != "podSecurity/appArmorProfile"),
+                    "{value:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub fn test_settings(policies: &Path, tls_dir: &Path) -> Settings {
     settings.tls.reload_interval_secs = 1;
     settings.service.data_dir = tls_dir.join("data");
     settings.service.sync_interval_ms = 100;
+    // Tests stop servers often; the drain is tested on its own.
+    settings.shutdown_drain_secs = 0;
     settings
 }
 
