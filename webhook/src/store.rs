@@ -4,9 +4,13 @@
 //! schema and placeholder syntax differ.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use palisade_common::policy::{Mode, PolicyDocument};
-use palisade_common::wire::{Event, EventKind, PodRef, PolicyRecord, StoredEvent};
+use palisade_common::wire::{
+    AgentRecord, AgentState, Event, EventKind, Heartbeat, Liveness, PodRef, PolicyRecord,
+    StoredEvent,
+};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -34,7 +38,17 @@ enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time. A transaction that reads and then
+    /// writes (a policy push) fails at once with "database is locked" when
+    /// another connection committed in between, whatever the busy timeout:
+    /// so this process's writes take turns here. (PostgreSQL: `None`.)
+    writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// Silence for this many heartbeat intervals makes an enforcer missing.
+const MISSING_AFTER_HEARTBEATS: i64 = 3;
+/// Bounds on the interval an enforcer may announce, in milliseconds.
+const HEARTBEAT_MS: std::ops::RangeInclusive<i64> = 100..=3_600_000;
 
 /// Filters for the event query API; all optional.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +86,11 @@ const COMMON_SCHEMA: &[&str] = &[
         PRIMARY KEY (namespace, pod, id))",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (time_ms)",
     "CREATE INDEX IF NOT EXISTS events_by_pod ON events (namespace, pod, time_ms)",
+    "CREATE TABLE IF NOT EXISTS agents (
+        namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
+        boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
+        state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
+        PRIMARY KEY (namespace, pod))",
 ];
 
 impl Store {
@@ -113,7 +132,12 @@ impl Store {
             }
             Backend::Postgres => options.max_connections(16).connect(url).await?,
         };
-        let store = Self { pool, backend };
+        let writes = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let store = Self {
+            pool,
+            backend,
+            writes,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -223,6 +247,7 @@ impl Store {
         body: Option<String>,
         author: &str,
     ) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
         // Two replicas racing for the same next revision: the UNIQUE
         // constraint refuses one, which retries.
         let mut attempts = 0;
@@ -293,6 +318,23 @@ impl Store {
     /// Stores the events not stored before (by pod and event id); returns
     /// how many were new. Retried batches therefore never duplicate.
     pub async fn insert_events(&self, pod: &PodRef, events: &[Event]) -> Result<usize, StoreError> {
+        let _turn = self.write_turn().await;
+        self.insert_events_in_turn(pod, events).await
+    }
+
+    /// This process's turn to write (SQLite only; see `writes`).
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
+    async fn insert_events_in_turn(
+        &self,
+        pod: &PodRef,
+        events: &[Event],
+    ) -> Result<usize, StoreError> {
         let received = now_ms();
         let insert = self.sql(
             "INSERT INTO events (namespace, pod, id, pod_uid, kind, rule, policy, mode, action, message, time_ms, received_ms, body)
@@ -385,8 +427,188 @@ impl Store {
             .collect()
     }
 
+    /// Records a heartbeat; returns the agent event it caused, if any
+    /// (`agent/stopped` when it says it stops, `agent/returned` after it
+    /// was reported missing), already stored.
+    pub async fn record_heartbeat(&self, beat: &Heartbeat) -> Result<Option<Event>, StoreError> {
+        let _turn = self.write_turn().await;
+        let now = now_ms();
+        let pod = &beat.pod;
+        let agent = &beat.agent;
+        let before = sqlx::query(&self.sql(
+            "SELECT boot_id, state, last_seen_ms FROM agents WHERE namespace = ? AND pod = ?",
+        ))
+        .bind(&pod.namespace)
+        .bind(&pod.name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let before: Option<(String, Option<Liveness>, i64)> = match before {
+            Some(row) => Some((
+                row.try_get(0)?,
+                Liveness::parse(&row.try_get::<String, _>(1)?),
+                row.try_get(2)?,
+            )),
+            None => None,
+        };
+        let state = match agent.state {
+            AgentState::Running => Liveness::Reporting,
+            AgentState::Stopping => Liveness::Stopped,
+        };
+        sqlx::query(&self.sql(
+            "INSERT INTO agents (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (namespace, pod) DO UPDATE SET pod_uid = excluded.pod_uid,
+               boot_id = excluded.boot_id, heartbeat_ms = excluded.heartbeat_ms,
+               last_seen_ms = excluded.last_seen_ms, state = excluded.state,
+               dropped = excluded.dropped, unobserved = excluded.unobserved",
+        ))
+        .bind(&pod.namespace)
+        .bind(&pod.name)
+        .bind(&pod.uid)
+        .bind(&agent.boot_id)
+        .bind((agent.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end()))
+        .bind(now)
+        .bind(state.as_str())
+        .bind(agent.dropped as i64)
+        .bind(agent.unobserved as i64)
+        .execute(&self.pool)
+        .await?;
+        let event = match (agent.state, before) {
+            (AgentState::Stopping, _) => Some(agent_event(
+                format!("stopped-{}", agent.boot_id),
+                now,
+                "agent/stopped",
+                format!(
+                    "enforcer stopping ({})",
+                    non_empty(&agent.reason, "reason unknown")
+                ),
+            )),
+            (AgentState::Running, Some((boot, Some(Liveness::Missing), last_seen))) => {
+                let silent_s = (now - last_seen) / 1000;
+                let how = if boot == agent.boot_id {
+                    "resumed (it was stopped or starved)"
+                } else {
+                    "restarted"
+                };
+                Some(agent_event(
+                    format!("returned-{}-{last_seen}", agent.boot_id),
+                    now,
+                    "agent/returned",
+                    format!("enforcer {how} after {silent_s} s of silence"),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(e) = &event {
+            self.insert_events_in_turn(pod, std::slice::from_ref(e))
+                .await?;
+        }
+        Ok(event)
+    }
+
+    /// Marks enforcers silent for longer than their heartbeats allow as
+    /// missing and stores one `agent/missing` event for each; returns them.
+    /// Safe on several replicas: the state change is conditional and the
+    /// event id is derived from the silence it reports.
+    pub async fn mark_missing_agents(&self, now: i64) -> Result<Vec<PodRef>, StoreError> {
+        let _turn = self.write_turn().await;
+        let rows = sqlx::query(&self.sql(
+            "SELECT namespace, pod, pod_uid, boot_id, last_seen_ms, heartbeat_ms FROM agents
+             WHERE state = 'reporting' AND last_seen_ms + heartbeat_ms * ? < ?",
+        ))
+        .bind(MISSING_AFTER_HEARTBEATS)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut missing = Vec::new();
+        for row in rows {
+            let pod = PodRef {
+                namespace: row.try_get(0)?,
+                name: row.try_get(1)?,
+                uid: row.try_get(2)?,
+            };
+            let boot: String = row.try_get(3)?;
+            let last_seen: i64 = row.try_get(4)?;
+            let changed = sqlx::query(&self.sql(
+                "UPDATE agents SET state = 'missing'
+                 WHERE namespace = ? AND pod = ? AND state = 'reporting' AND last_seen_ms = ?",
+            ))
+            .bind(&pod.namespace)
+            .bind(&pod.name)
+            .bind(last_seen)
+            .execute(&self.pool)
+            .await?;
+            if changed.rows_affected() == 0 {
+                continue;
+            }
+            let event = agent_event(
+                format!("missing-{boot}-{last_seen}"),
+                now,
+                "agent/missing",
+                format!(
+                    "no heartbeat for {} s: the enforcer was stopped, killed or starved",
+                    (now - last_seen) / 1000
+                ),
+            );
+            self.insert_events_in_turn(&pod, &[event]).await?;
+            missing.push(pod);
+        }
+        Ok(missing)
+    }
+
+    /// Every enforcer that ever sent a heartbeat.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved
+             FROM agents ORDER BY namespace, pod",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AgentRecord {
+                    pod: PodRef {
+                        namespace: row.try_get(0)?,
+                        name: row.try_get(1)?,
+                        uid: row.try_get(2)?,
+                    },
+                    boot_id: row.try_get(3)?,
+                    heartbeat_ms: row.try_get::<i64, _>(4)? as u64,
+                    last_seen_ms: row.try_get(5)?,
+                    state: Liveness::parse(&row.try_get::<String, _>(6)?)
+                        .unwrap_or(Liveness::Reporting),
+                    dropped: row.try_get::<i64, _>(7)? as u64,
+                    unobserved: row.try_get::<i64, _>(8)? as u64,
+                })
+            })
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// An event the service records about an enforcer.
+fn agent_event(id: String, time_ms: i64, rule: &str, message: String) -> Event {
+    Event {
+        id,
+        time_ms,
+        kind: EventKind::Agent,
+        rule: rule.to_string(),
+        policy: None,
+        mode: Mode::Audit,
+        message,
+        process: None,
+        action: None,
+    }
+}
+
+fn non_empty<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
+    if text.is_empty() {
+        otherwise
+    } else {
+        text
     }
 }
 

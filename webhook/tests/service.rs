@@ -410,3 +410,162 @@ async fn replicas_sharing_a_database_converge() {
     a.running.shutdown().await;
     b.running.shutdown().await;
 }
+
+/// Many enforcers flushing reports into SQLite at the moment a policy is
+/// pushed: every push and every report must succeed (no "database is
+/// locked").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn policy_pushes_succeed_while_many_enforcers_flush_reports() {
+    let server = std::sync::Arc::new(start(&repo_policies()).await);
+    let admin = server.admin_token();
+    let mut reporters = Vec::new();
+    for enforcer in 0..12 {
+        let server = server.clone();
+        reporters.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..15 {
+                let batch = ReportBatch {
+                    pod: PodRef {
+                        namespace: "load".into(),
+                        name: format!("pod-{enforcer}"),
+                        uid: format!("uid-{enforcer}"),
+                    },
+                    events: (0..100)
+                        .map(|i| event(&format!("{round}-{i}"), 1_000 + i, EventKind::Drift))
+                        .collect(),
+                };
+                let resp = server
+                    .client
+                    .post(format!("{}/api/v1/reports", server.base))
+                    .bearer_auth(server.report_token())
+                    .json(&batch)
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status() != 200 {
+                    failures.push(resp.text().await.unwrap_or_default());
+                }
+            }
+            failures
+        }));
+    }
+    let mut push_failures = Vec::new();
+    for revision in 0..20 {
+        let policy = TAG_POLICY.replace("[nc]", &format!("[nc, tool{revision}]"));
+        let resp = push(&server, &admin, &policy).await;
+        if resp.status() != 200 {
+            push_failures.push(resp.text().await.unwrap_or_default());
+        }
+    }
+    let mut report_failures = Vec::new();
+    for r in reporters {
+        report_failures.extend(r.await.unwrap());
+    }
+    assert!(push_failures.is_empty(), "pushes failed: {push_failures:?}");
+    assert!(
+        report_failures.is_empty(),
+        "reports failed: {report_failures:?}"
+    );
+}
+
+async fn heartbeat(server: &TestServer, body: Value) -> u16 {
+    server
+        .client
+        .post(format!("{}/api/v1/heartbeat", server.base))
+        .bearer_auth(server.report_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn agent_rules(server: &TestServer, pod: &str) -> Vec<String> {
+    let (_, events) = get_json(
+        server,
+        &server.admin_token(),
+        &format!("/api/v1/events?namespace=shop&pod={pod}&kind=agent"),
+    )
+    .await;
+    serde_json::from_value::<Vec<StoredEvent>>(events)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.rule)
+        .collect()
+}
+
+fn status(pod: &str, boot: &str, state: &str) -> Value {
+    json!({
+        "pod": {"namespace": "shop", "name": pod, "uid": format!("uid-{pod}")},
+        "agent": {"bootId": boot, "startedMs": 1, "heartbeatMs": 200, "state": state,
+                  "reason": if state == "stopping" { "SIGTERM" } else { "" },
+                  "dropped": 0, "unobserved": 0}
+    })
+}
+
+#[tokio::test]
+async fn an_enforcer_that_falls_silent_is_reported_missing_once_and_its_return_noted() {
+    let server = start(&repo_policies()).await;
+    assert_eq!(
+        heartbeat(&server, status("cart-0", "boot1", "running")).await,
+        200
+    );
+    assert_eq!(
+        server
+            .client
+            .post(format!("{}/api/v1/heartbeat", server.base))
+            .bearer_auth("nope")
+            .json(&status("cart-0", "boot1", "running"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Three heartbeats (600 ms) of silence, then the service's next sweep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent_rules(&server, "cart-0")
+        .await
+        .contains(&"agent/missing".to_string())
+    {
+        assert!(Instant::now() < deadline, "silence never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rules = agent_rules(&server, "cart-0").await;
+    assert_eq!(
+        rules.iter().filter(|r| *r == "agent/missing").count(),
+        1,
+        "{rules:?}"
+    );
+    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+    assert_eq!(agents[0]["state"], "missing", "{agents}");
+
+    // It comes back under a new boot id: a restart after silence.
+    assert_eq!(
+        heartbeat(&server, status("cart-0", "boot2", "running")).await,
+        200
+    );
+    let rules = agent_rules(&server, "cart-0").await;
+    assert!(rules.contains(&"agent/returned".to_string()), "{rules:?}");
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_enforcer_that_says_it_stops_is_not_reported_missing() {
+    let server = start(&repo_policies()).await;
+    assert_eq!(
+        heartbeat(&server, status("web-1", "b1", "running")).await,
+        200
+    );
+    assert_eq!(
+        heartbeat(&server, status("web-1", "b1", "stopping")).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rules = agent_rules(&server, "web-1").await;
+    assert!(rules.contains(&"agent/stopped".to_string()), "{rules:?}");
+    assert!(!rules.contains(&"agent/missing".to_string()), "{rules:?}");
+    server.running.shutdown().await;
+}

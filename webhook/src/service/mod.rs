@@ -8,6 +8,8 @@
 //! | DELETE | `/api/v1/policies/{name}` | admin | delete a pushed policy |
 //! | GET | `/api/v1/bundle` | enforcer | runtime rules for a pod; long-poll on `etag` |
 //! | POST | `/api/v1/reports` | enforcer | a batch of events (idempotent by event id) |
+//! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `agent/missing` |
+//! | GET | `/api/v1/agents` | admin | every enforcer and whether it is reporting |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_common::policy::PolicyDocument;
-use palisade_common::wire::{EventKind, IngestResult, PolicyRecord, ReportBatch};
+use palisade_common::wire::{EventKind, Heartbeat, IngestResult, PolicyRecord, ReportBatch};
 use serde::Serialize;
 use tokio::sync::watch;
 use warp::filters::BoxedFilter;
@@ -139,6 +141,21 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(limited_body(max_body))
         .and(with_state.clone())
         .then(ingest_reports);
+    let heartbeat = api
+        .and(warp::path("heartbeat"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth)
+        .and(limited_body(max_body))
+        .and(with_state.clone())
+        .then(record_heartbeat);
+    let agents = api
+        .and(warp::path("agents"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(auth)
+        .and(with_state.clone())
+        .then(list_agents);
     let events = api
         .and(warp::path("events"))
         .and(warp::path::end())
@@ -156,6 +173,10 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .or(bundle)
         .unify()
         .or(reports)
+        .unify()
+        .or(heartbeat)
+        .unify()
+        .or(agents)
         .unify()
         .or(events)
         .unify()
@@ -384,6 +405,52 @@ async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceSta
                 stored,
             })
         }
+        Err(e) => internal(e),
+    }
+}
+
+async fn record_heartbeat(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Reply {
+    let caller = match reporter(&state, auth.as_deref()).await {
+        Ok(c) => c,
+        Err(reply) => return reply,
+    };
+    let beat: Heartbeat = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed heartbeat: {e}"),
+            )
+        }
+    };
+    if beat.pod.namespace.is_empty() || beat.pod.name.is_empty() || beat.agent.boot_id.is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "pod.namespace, pod.name and agent.bootId are required",
+        );
+    }
+    if let Reporter::Workload(w) = &caller {
+        if !w.may_report_for(&beat.pod.namespace, &beat.pod.name) {
+            return forbidden_for(w, &beat.pod.namespace, &beat.pod.name);
+        }
+    }
+    match state.store.record_heartbeat(&beat).await {
+        Ok(event) => {
+            if let Some(e) = event {
+                tracing::info!(namespace = %beat.pod.namespace, pod = %beat.pod.name, rule = %e.rule, "{}", e.message);
+            }
+            ok(&serde_json::json!({"state": beat.agent.state}))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn list_agents(auth: Option<String>, state: Arc<ServiceState>) -> Reply {
+    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
+        return unauthorized();
+    }
+    match state.store.agents().await {
+        Ok(agents) => ok(&agents),
         Err(e) => internal(e),
     }
 }

@@ -1,5 +1,7 @@
 //! Pushed policies live in the database; every replica mirrors them into
 //! its policy set, at start and whenever the database's change marker moves.
+//! The same periodic pass notices enforcers that fell silent: an app that
+//! stops or kills its enforcer cannot stop the service from seeing that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,14 @@ pub async fn sync_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match store.mark_missing_agents(crate::store::now_ms()).await {
+            Ok(missing) => {
+                for pod in missing {
+                    tracing::warn!(namespace = %pod.namespace, pod = %pod.name, "enforcer missing: no heartbeat");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot check enforcer heartbeats"),
+        }
         match store.change_marker().await {
             Ok(marker) if Some(marker) == seen => {}
             Ok(marker) => match sync_once(&store, &policies, &metrics).await {
