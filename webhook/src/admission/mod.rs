@@ -4,6 +4,8 @@
 
 pub mod enforcer;
 pub mod mutate;
+#[cfg(test)]
+mod properties;
 pub mod reason;
 pub mod review;
 pub mod template;

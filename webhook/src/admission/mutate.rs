@@ -9,8 +9,8 @@
 //!
 //! Every plan yields a pod the apiserver accepts, whatever the input pod
 //! (given the input was itself valid); the property test in
-//! `tests/injection_properties.rs` checks the rules below against
-//! generated pods:
+//! `admission/properties.rs` checks the rules below against generated
+//! pods:
 //!
 //! - Skipped (no enforcer, resource defaults still apply, reason in the
 //!   status annotation): opted out by annotation, `hostNetwork` with
