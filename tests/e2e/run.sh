@@ -13,11 +13,17 @@ POLICIES="$WORK/policies"
 # shellcheck source=tests/e2e/cluster.sh
 source "$ROOT/tests/e2e/cluster.sh"
 
+# Restarts in the suite need not wait out the production drain period
+# (case_sigterm_keeps_serving_with_readiness_503_while_draining sets its own).
+export PALISADE_SHUTDOWN_DRAIN_SECS="${PALISADE_SHUTDOWN_DRAIN_SECS:-1}"
+
 PASSED=0
 FAILED=()
 
 finish() {
   local code=$?
+  stop_bg palisade-shapes
+  stop_bg palisade-drain
   stop_all
   if ((${#FAILED[@]})) || ((code != 0)); then
     echo "---- logs (tail) ----"
@@ -56,6 +62,9 @@ run_case() {
 
 # jsonpath of an object: get kind/name namespace path
 jp() { kubectl get "$1" -n "$2" -o "jsonpath=$3"; }
+
+# "init containers|containers" of a pod: kind/name namespace
+pod_names() { jp "$1" "$2" '{.spec.initContainers[*].name}|{.spec.containers[*].name}'; }
 
 new_namespace() { # name, opted-in (yes|no), extra labels...
   local ns="$1" opt="$2"; shift 2
@@ -97,10 +106,13 @@ case_opted_in_pod_gets_sidecar_and_limits() {
   restricted_pod web | kubectl apply -n e2e-in -f - >/dev/null
   local names
   names=$(jp pod/web e2e-in '{.spec.containers[*].name}')
-  [[ "$names" == "app palisade-enforcer" ]] || fail "containers: $names"
+  [[ "$names" == "app" ]] || fail "containers: $names"
+  # A native sidecar by default: the first init container, restartPolicy Always.
+  [[ $(jp pod/web e2e-in '{.spec.initContainers[0].name}') == palisade-enforcer ]] || fail "no native sidecar"
+  [[ $(jp pod/web e2e-in '{.spec.initContainers[0].restartPolicy}') == Always ]] || fail "restartPolicy"
   [[ $(jp pod/web e2e-in '{.spec.shareProcessNamespace}') == true ]] || fail "shareProcessNamespace"
   [[ $(jp pod/web e2e-in '{.spec.containers[0].resources.limits.memory}') == 512Mi ]] || fail "default memory limit"
-  [[ $(jp pod/web e2e-in '{.spec.containers[1].securityContext.runAsUser}') == 1000 ]] || fail "sidecar runs as the app UID"
+  [[ $(jp pod/web e2e-in '{.spec.initContainers[0].securityContext.runAsUser}') == 1000 ]] || fail "sidecar runs as the app UID"
   jp pod/web e2e-in '{.metadata.annotations.palisade\.dev/status}' | jq -e '.sidecar == "palisade-enforcer"' >/dev/null \
     || fail "status annotation"
 }
@@ -114,7 +126,9 @@ case_other_namespace_is_untouched() {
 case_opt_out_annotation() {
   restricted_pod optout | sed 's/^  labels:/  annotations: {palisade.dev\/inject: "false"}\n  labels:/' \
     | kubectl apply -n e2e-in -f - >/dev/null
-  [[ $(jp pod/optout e2e-in '{.spec.containers[*].name}') == app ]] || fail "opted-out pod was injected"
+  [[ $(pod_names pod/optout e2e-in) == "|app" ]] || fail "opted-out pod was injected"
+  jp pod/optout e2e-in '{.metadata.annotations.palisade\.dev/status}' | jq -e '.skipped == "opted-out"' >/dev/null \
+    || fail "no skip reason in the status annotation"
 }
 
 case_deployment_pods_get_sidecar() {
@@ -136,7 +150,7 @@ YAML
     "[[ \$(kubectl get pods -n e2e-in -l app=api -o name | wc -l) -eq 2 ]]"
   local pod
   for pod in $(kubectl get pods -n e2e-in -l app=api -o name); do
-    [[ $(jp "$pod" e2e-in '{.spec.containers[*].name}') == "api palisade-enforcer" ]] \
+    [[ $(pod_names "$pod" e2e-in) == "palisade-enforcer|api" ]] \
       || fail "$pod lacks the sidecar"
     [[ $(jp "$pod" e2e-in '{.spec.containers[0].resources.limits.cpu}') == 1 ]] || fail "$pod limits"
   done
@@ -170,9 +184,9 @@ spec:
 YAML
   wait_for "job pod" 60 bash -c "kubectl get pods -n e2e-in -l app=once -o name | grep -q pod/"
   wait_for "statefulset pod" 60 kubectl get pod db-0 -n e2e-in
-  [[ $(kubectl get pods -n e2e-in -l app=once -o 'jsonpath={.items[0].spec.containers[*].name}') == "task palisade-enforcer" ]] \
+  [[ $(kubectl get pods -n e2e-in -l app=once -o 'jsonpath={.items[0].spec.initContainers[*].name}|{.items[0].spec.containers[*].name}') == "palisade-enforcer|task" ]] \
     || fail "job pod lacks the sidecar"
-  [[ $(jp pod/db-0 e2e-in '{.spec.containers[*].name}') == "db palisade-enforcer" ]] || fail "statefulset pod"
+  [[ $(pod_names pod/db-0 e2e-in) == "palisade-enforcer|db" ]] || fail "statefulset pod"
 }
 
 case_privileged_pod_is_denied_with_rule_and_path() {
@@ -218,14 +232,14 @@ case_deployment_template_is_validated() {
 case_server_dry_run_is_mutated_and_not_stored() {
   local out
   out=$(restricted_pod dry | kubectl apply -n e2e-in --dry-run=server -o json -f -)
-  jq -e '[.spec.containers[].name] == ["app","palisade-enforcer"]' <<<"$out" >/dev/null || fail "dry-run not mutated"
+  jq -e '[.spec.initContainers[].name, .spec.containers[].name] == ["palisade-enforcer","app"]' <<<"$out" >/dev/null || fail "dry-run not mutated"
   if kubectl get pod dry -n e2e-in >/dev/null 2>&1; then fail "dry-run pod stored"; fi
 }
 
 case_restricted_psa_accepts_mutated_pod() {
   restricted_pod strict | kubectl apply -n e2e-psa -f - >/dev/null \
     || fail "PSA restricted rejected the injected pod"
-  [[ $(jp pod/strict e2e-psa '{.spec.containers[*].name}') == "app palisade-enforcer" ]] || fail "not injected"
+  [[ $(pod_names pod/strict e2e-psa) == "palisade-enforcer|app" ]] || fail "not injected"
 }
 
 case_reapply_is_idempotent() {
@@ -233,20 +247,20 @@ case_reapply_is_idempotent() {
   # container order) and prints "configured"; what matters is that the
   # stored pod does not change: same resourceVersion, one sidecar.
   local before after
-  before=$(jp pod/web e2e-in '{.metadata.resourceVersion} {.spec.containers[*].name}')
+  before=$(jp pod/web e2e-in '{.metadata.resourceVersion} {.spec.initContainers[*].name}|{.spec.containers[*].name}')
   restricted_pod web | kubectl apply -n e2e-in -f - >/dev/null
-  after=$(jp pod/web e2e-in '{.metadata.resourceVersion} {.spec.containers[*].name}')
+  after=$(jp pod/web e2e-in '{.metadata.resourceVersion} {.spec.initContainers[*].name}|{.spec.containers[*].name}')
   [[ "$before" == "$after" ]] || fail "re-apply changed the pod: $before -> $after"
-  [[ "$after" == *" app palisade-enforcer" ]] || fail "containers: $after"
+  [[ "$after" == *" palisade-enforcer|app" ]] || fail "containers: $after"
 }
 
-case_native_sidecar_for_jobs() {
+case_classic_sidecar_mode_stays_available() {
   stop_webhook
-  start_webhook "$POLICIES" PALISADE_INJECTION__NATIVE_SIDECAR=true
+  start_webhook "$POLICIES" PALISADE_INJECTION__NATIVE_SIDECAR=false
   register_webhooks Fail
-  restricted_pod native | kubectl apply -n e2e-in -f - >/dev/null
-  [[ $(jp pod/native e2e-in '{.spec.initContainers[0].name}') == palisade-enforcer ]] || fail "not an init container"
-  [[ $(jp pod/native e2e-in '{.spec.initContainers[0].restartPolicy}') == Always ]] || fail "restartPolicy"
+  restricted_pod classic | kubectl apply -n e2e-in -f - >/dev/null
+  [[ $(pod_names pod/classic e2e-in) == "|app palisade-enforcer" ]] || fail "not an ordinary container: $(pod_names pod/classic e2e-in)"
+  [[ -z $(jp pod/classic e2e-in '{.spec.containers[1].restartPolicy}') ]] || fail "restartPolicy on a container"
   stop_webhook
   start_webhook "$POLICIES"
   register_webhooks Fail
@@ -261,7 +275,7 @@ case_webhook_down_failure_policy() {
   # Ignore: admitted, without the sidecar.
   register_webhooks Ignore
   restricted_pod down2 | kubectl apply -n e2e-in -f - >/dev/null || fail "Ignore did not admit"
-  [[ $(jp pod/down2 e2e-in '{.spec.containers[*].name}') == app ]] || fail "sidecar from nowhere"
+  [[ $(pod_names pod/down2 e2e-in) == "|app" ]] || fail "sidecar from nowhere"
   # Injector unreachable but validator up: require-enforcer catches the pod.
   start_webhook "$POLICIES"
   register_webhooks Ignore 1 "$E2E_WEBHOOK_PORT"
@@ -389,6 +403,204 @@ YAML
   register_webhooks Fail
 }
 
+# ---------------------------------------------------------------- pod shapes
+# Each shape goes through the real apiserver: the patched pod must be one it
+# stores. Validation runs on a second instance with no policies, so what is
+# proven here is the injector's output (pod-security-baseline would deny
+# hostPID and hostPath for its own reasons).
+
+SHAPES_PORT=$((E2E_WEBHOOK_PORT + 3))
+
+start_policy_free_validator() {
+  mkdir -p "$WORK/no-policies"
+  start_bg palisade-shapes env PALISADE_LISTEN="127.0.0.1:$SHAPES_PORT" \
+    PALISADE_TLS__CERT_FILE="$WORK/palisade-tls/tls.crt" PALISADE_TLS__KEY_FILE="$WORK/palisade-tls/tls.key" \
+    PALISADE_SERVICE__ENABLED=false PALISADE_POLICIES__DIR="$WORK/no-policies" "$PALISADE_BIN" serve
+  wait_for "policy-free validator" 20 curl -fsS --cacert "$WORK/palisade-tls/ca.crt" \
+    "https://127.0.0.1:$SHAPES_PORT/readyz" || fail "validator did not start"
+  register_webhooks Fail "$E2E_WEBHOOK_PORT" "$SHAPES_PORT"
+}
+
+stop_policy_free_validator() {
+  register_webhooks Fail
+  stop_bg palisade-shapes
+}
+
+status_of() { jp "pod/$1" e2e-shapes '{.metadata.annotations.palisade\.dev/status}'; }
+
+# shape name: a pod manifest with the given spec lines (YAML, 2-space indent
+# under spec) and metadata annotations.
+shape() { # name, annotations (flow map), spec body
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  annotations: ${2:-{\}}
+spec:
+$3
+YAML
+}
+
+case_every_pod_shape_is_stored_by_the_apiserver() {
+  start_policy_free_validator
+  # The registration is restored whatever happens to the shapes.
+  local rc=0
+  (pod_shapes) || rc=$?
+  stop_policy_free_validator
+  return "$rc"
+}
+
+pod_shapes() {
+  local out
+  # hostPID: skipped (no shareProcessNamespace, which the apiserver forbids with it).
+  shape hostpid '' '  hostPID: true
+  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - >/dev/null \
+    || fail "hostPID pod refused"
+  [[ $(pod_names pod/hostpid e2e-shapes) == "|app" ]] || fail "enforcer in a hostPID pod"
+  [[ -z $(jp pod/hostpid e2e-shapes '{.spec.shareProcessNamespace}') ]] || fail "shareProcessNamespace with hostPID"
+  status_of hostpid | jq -e '.skipped == "host-pid"' >/dev/null || fail "status: $(status_of hostpid)"
+
+  # Windows: skipped (Linux securityContext fields are forbidden there).
+  shape windows '' '  os: {name: windows}
+  containers: [{name: app, image: mcr.microsoft.com/windows/nanoserver:ltsc2022}]' \
+    | kubectl apply -n e2e-shapes -f - >/dev/null || fail "windows pod refused"
+  [[ $(pod_names pod/windows e2e-shapes) == "|app" ]] || fail "enforcer in a windows pod"
+  status_of windows | jq -e '.skipped == "windows"' >/dev/null || fail "status: $(status_of windows)"
+
+  # shareProcessNamespace: false is kept; the enforcer is injected, degraded.
+  shape separate '' '  shareProcessNamespace: false
+  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - >/dev/null \
+    || fail "pod with separate process namespaces refused"
+  [[ $(jp pod/separate e2e-shapes '{.spec.shareProcessNamespace}') == false ]] || fail "choice overridden"
+  [[ $(pod_names pod/separate e2e-shapes) == "palisade-enforcer|app" ]] || fail "no enforcer"
+  status_of separate | jq -e '.degraded == ["process-namespace-not-shared"]' >/dev/null \
+    || fail "status: $(status_of separate)"
+
+  # A request above the default limit: the limit is raised to it.
+  shape requestonly '' '  containers:
+    - name: app
+      image: registry.k8s.io/pause:3.10
+      resources: {requests: {memory: 1Gi, cpu: "2"}}' | kubectl apply -n e2e-shapes -f - >/dev/null \
+    || fail "request-only pod refused"
+  [[ $(jp pod/requestonly e2e-shapes '{.spec.containers[0].resources.limits.memory} {.spec.containers[0].resources.limits.cpu}') == "1Gi 2" ]] \
+    || fail "limits: $(jp pod/requestonly e2e-shapes '{.spec.containers[0].resources}')"
+
+  # Pod-level resources: the pod's budget is not exceeded by defaults or the enforcer.
+  shape podlevel '' '  resources: {limits: {cpu: 500m, memory: 256Mi}}
+  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - >/dev/null \
+    || fail "pod with pod-level resources refused"
+  if [[ -n $(jp pod/podlevel e2e-shapes '{.spec.resources}') ]]; then
+    [[ -z $(jp pod/podlevel e2e-shapes '{.spec.containers[0].resources.limits}') ]] || fail "container defaults under a pod budget"
+    [[ -z $(jp pod/podlevel e2e-shapes '{.spec.initContainers[0].resources.limits.memory}') ]] || fail "enforcer memory under a pod budget"
+  fi
+
+  # The pod's own volume under the injector's usual name stays the pod's.
+  shape volumes '' '  volumes: [{name: palisade-enforcer-state, hostPath: {path: /etc}}]
+  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - >/dev/null \
+    || fail "pod with a colliding volume name refused"
+  [[ $(jp pod/volumes e2e-shapes '{.spec.initContainers[0].volumeMounts[0].name}') == palisade-enforcer-state-1 ]] \
+    || fail "enforcer mounts: $(jp pod/volumes e2e-shapes '{.spec.initContainers[0].volumeMounts}')"
+
+  # An annotated request above the default limit raises the enforcer's limit...
+  shape bigger '{palisade.dev/sidecar-memory: 100Mi}' '  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' \
+    | kubectl apply -n e2e-shapes -f - >/dev/null || fail "sidecar-memory annotation refused"
+  [[ $(jp pod/bigger e2e-shapes '{.spec.initContainers[0].resources.limits.memory}') == 100Mi ]] || fail "enforcer limit"
+  # ...and annotations that contradict each other are refused, saying why.
+  if out=$(shape contradict '{palisade.dev/sidecar-cpu: "1", palisade.dev/sidecar-cpu-limit: 500m}' \
+      '  containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - 2>&1); then
+    fail "contradicting annotations admitted"
+  fi
+  grep -q 'a request must not exceed its limit' <<<"$out" || fail "$out"
+}
+
+case_a_container_posing_as_the_enforcer_is_denied() {
+  local out
+  if out=$(kubectl run posing -n e2e-in --image=registry.k8s.io/pause:3.10 \
+      --overrides='{"spec":{"containers":[{"name":"palisade-enforcer","image":"registry.k8s.io/pause:3.10"}]}}' 2>&1); then
+    fail "impostor admitted"
+  fi
+  grep -q 'is reserved for the Palisade enforcer' <<<"$out" || fail "$out"
+}
+
+mutate_calls() {
+  kubectl get --raw /metrics \
+    | awk '/^apiserver_admission_webhook_request_total\{/ && /name="inject.palisade.dev"/ && /type="admit"/ {s += $NF} END {print s + 0}'
+}
+
+case_mutate_is_called_once_per_pod_and_the_enforcer_gets_no_api_token() {
+  local before after i
+  before=$(mutate_calls)
+  for i in 1 2 3; do
+    restricted_pod "once-$i" | kubectl apply -n e2e-in -f - >/dev/null
+  done
+  after=$(mutate_calls)
+  ((after - before == 3)) || fail "/mutate called $((after - before)) times for 3 pods"
+  # The ServiceAccount plugin mounts the API token into the app only.
+  local mounts
+  mounts=$(jp pod/once-1 e2e-in '{range .spec.initContainers[0].volumeMounts[*]}{.name}={.mountPath} {end}')
+  [[ "$mounts" == *"palisade-no-api-token=/var/run/secrets/kubernetes.io/serviceaccount"* ]] || fail "enforcer mounts: $mounts"
+  [[ "$mounts" != *kube-api-access* ]] || fail "the enforcer got the API token: $mounts"
+  [[ $(jp pod/once-1 e2e-in '{.spec.containers[0].volumeMounts[0].name}') == kube-api-access-* ]] || fail "the app lost its token"
+}
+
+case_request_only_containers_pass_the_resource_limits_policy() {
+  kubectl apply -n e2e-in -f - >/dev/null <<'YAML' || fail "request-only pod denied"
+apiVersion: v1
+kind: Pod
+metadata: {name: requests-only}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: app
+      image: registry.k8s.io/pause:3.10
+      resources: {requests: {memory: 1Gi}}
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+YAML
+  [[ $(jp pod/requests-only e2e-in '{.spec.containers[0].resources.limits.memory}') == 1Gi ]] || fail "limit"
+}
+
+case_template_metadata_updates_are_rejudged() {
+  local out
+  kubectl apply -n e2e-in -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: armored}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: armored}}
+  template:
+    metadata:
+      labels: {app: armored}
+      annotations: {container.apparmor.security.beta.kubernetes.io/web: ""}
+    spec:
+      containers: [{name: web, image: registry.k8s.io/pause:3.10}]
+YAML
+  [[ $(jp deploy/armored e2e-in '{.metadata.name}') == armored ]] || fail "empty AppArmor annotation denied"
+  if out=$(kubectl patch deployment armored -n e2e-in --type merge \
+      -p '{"spec":{"template":{"metadata":{"annotations":{"container.apparmor.security.beta.kubernetes.io/web":"unconfined"}}}}}' 2>&1); then
+    fail "metadata-only template update not re-judged"
+  fi
+  grep -q 'podSecurity/appArmorProfile' <<<"$out" || fail "$out"
+}
+
+case_sigterm_keeps_serving_with_readiness_503_while_draining() {
+  local port=$((E2E_WEBHOOK_PORT + 4)) url pid code
+  url="https://127.0.0.1:$port"
+  start_bg palisade-drain env PALISADE_LISTEN="127.0.0.1:$port" PALISADE_TLS__SELF_SIGNED_DIR="$WORK/drain-tls" \
+    PALISADE_SERVICE__ENABLED=false PALISADE_SHUTDOWN_DRAIN_SECS=3 PALISADE_POLICIES__DIR="$POLICIES" "$PALISADE_BIN" serve
+  wait_for "drain instance" 20 curl -fsS --cacert "$WORK/drain-tls/ca.crt" "$url/readyz" || fail "did not start"
+  pid=$(cat "$WORK/pids/palisade-drain.pid")
+  kill -TERM "$pid"
+  sleep 0.5
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$WORK/drain-tls/ca.crt" "$url/readyz") || fail "refused during drain"
+  [[ "$code" == 503 ]] || fail "/readyz during drain: $code"
+  curl -fsS -o /dev/null --cacert "$WORK/drain-tls/ca.crt" "$url/healthz" || fail "not serving during drain"
+  wait_for "listener closed" 10 bash -c "! curl -s -o /dev/null --cacert '$WORK/drain-tls/ca.crt' '$url/healthz'" \
+    || fail "still listening after the drain"
+  rm -f "$WORK/pids/palisade-drain.pid"
+}
+
 # ---------------------------------------------------------------- main
 
 echo "work dir: $WORK"
@@ -400,6 +612,7 @@ register_webhooks Fail
 new_namespace e2e-in yes
 new_namespace e2e-out no
 new_namespace e2e-psa yes pod-security.kubernetes.io/enforce=restricted
+new_namespace e2e-shapes yes
 
 CASES=(
   case_opted_in_pod_gets_sidecar_and_limits
@@ -413,7 +626,13 @@ CASES=(
   case_deployment_template_is_validated
   case_server_dry_run_is_mutated_and_not_stored
   case_restricted_psa_accepts_mutated_pod
-  case_native_sidecar_for_jobs
+  case_every_pod_shape_is_stored_by_the_apiserver
+  case_a_container_posing_as_the_enforcer_is_denied
+  case_mutate_is_called_once_per_pod_and_the_enforcer_gets_no_api_token
+  case_request_only_containers_pass_the_resource_limits_policy
+  case_template_metadata_updates_are_rejudged
+  case_sigterm_keeps_serving_with_readiness_503_while_draining
+  case_classic_sidecar_mode_stays_available
   case_webhook_down_failure_policy
   case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
