@@ -92,6 +92,7 @@ struct Violation<'a> {
 /// A container's image as the enforcer knows it.
 struct Container {
     baseline: Baseline,
+    source: BaselineSource,
     /// Policy version `denied_content` was computed for.
     denied_for: String,
     /// Content of what each denied name is in this image (`sh` -> dash).
@@ -145,6 +146,8 @@ pub struct Monitor {
     last_pass: Option<Instant>,
     passes: u64,
     last_pid: Option<i32>,
+    /// PIDs the previous pass listed: judged, even if gone by now.
+    listed_before: HashSet<i32>,
     pid_max: i32,
     exec_signals: u32,
     unobserved: Unobserved,
@@ -183,6 +186,7 @@ impl Monitor {
             last_pass: None,
             passes: 0,
             last_pid: None,
+            listed_before: HashSet::new(),
             pid_max,
             exec_signals: 0,
             unobserved: Unobserved::default(),
@@ -304,7 +308,8 @@ impl Monitor {
             );
             self.evaluate_process(&proc, exe, bundle);
         }
-        self.count_unobserved(last_pid, exec_seen);
+        self.count_unobserved(last_pid, exec_seen, &alive);
+        self.listed_before = alive;
     }
 
     /// PIDs handed out since the last pass that no pass saw as a process
@@ -312,7 +317,7 @@ impl Monitor {
     /// between. Counted only when an exec signal came in the same window,
     /// so an app that churns threads is not taken for one that runs
     /// programs.
-    fn count_unobserved(&mut self, last_pid: Option<i32>, exec_seen: bool) {
+    fn count_unobserved(&mut self, last_pid: Option<i32>, exec_seen: bool, listed: &HashSet<i32>) {
         let (Some(before), Some(now)) = (self.last_pid, last_pid) else {
             self.last_pid = last_pid.or(self.last_pid);
             return;
@@ -325,6 +330,7 @@ impl Monitor {
         let first = (before + 1).max(now - MAX_WINDOW_CHECKS + 1);
         let gone = (first..=now)
             .filter(|pid| *pid != self.self_pid)
+            .filter(|pid| !listed.contains(pid) && !self.listed_before.contains(pid))
             .filter(|pid| !self.known.contains_key(pid))
             .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
             .count() as u64;
@@ -381,6 +387,7 @@ impl Monitor {
                 id,
                 Container {
                     baseline,
+                    source,
                     denied_for: String::new(),
                     denied_content: Vec::new(),
                 },
@@ -423,12 +430,14 @@ impl Monitor {
                 identity = self.identity(proc.pid, &path, root_id);
                 sha256 = identity.sha256;
                 if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
-                    // Processes already running when the enforcer started
-                    // predate the baseline: only what the path tells counts.
-                    let baseline = match (self.first_pass, root_id) {
-                        (false, Some(id)) => self.containers.get(&id).map(|c| &c.baseline),
-                        _ => None,
-                    };
+                    // Processes already running when a container's first
+                    // baseline is taken predate it: only what the path tells
+                    // counts for them. A baseline kept from before a restart
+                    // judges everything.
+                    let baseline = root_id
+                        .and_then(|id| self.containers.get(&id))
+                        .filter(|c| !self.first_pass || c.source == BaselineSource::Persisted)
+                        .map(|c| &c.baseline);
                     let file = drift::inside(&root, &path);
                     let now = std::fs::metadata(&file)
                         .ok()
@@ -461,6 +470,16 @@ impl Monitor {
                             message,
                         });
                     }
+                }
+                if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
+                    self.foreign_code(
+                        proc,
+                        root_link.as_deref(),
+                        &path,
+                        bundle,
+                        policy,
+                        &mut violations,
+                    );
                 }
                 exe_path = Some(path);
             }
@@ -564,6 +583,63 @@ impl Monitor {
         for v in violations {
             let id = process_event_id(&v, proc);
             self.emit(&v, id, Some(info.clone()), action.clone());
+        }
+    }
+
+    /// Libraries and scripts that are not the image's: what an exec check
+    /// alone misses (an image interpreter running a dropped script, an
+    /// image program with a dropped library preloaded).
+    fn foreign_code<'a>(
+        &self,
+        proc: &Proc,
+        root_link: Option<&Path>,
+        exe: &str,
+        bundle: &RuntimeBundle,
+        policy: &'a RuntimePolicy,
+        violations: &mut Vec<Violation<'a>>,
+    ) {
+        let temp_dirs = watched_paths(bundle);
+        let mapped = procfs::executable_mappings(self.proc_root(), proc.pid);
+        let inside: Vec<String> = mapped
+            .iter()
+            .map(|m| {
+                let (p, deleted) = drift::container_path(m, root_link);
+                if deleted {
+                    format!("{p} (deleted)")
+                } else {
+                    p
+                }
+            })
+            // The executable itself is judged by the exec rules.
+            .filter(|p| p.trim_end_matches(" (deleted)") != exe && !p.starts_with("/memfd:"))
+            .collect();
+        let mut libraries = rules::foreign_mappings(inside.iter().map(String::as_str), &temp_dirs);
+        for p in rules::preload_from_tmp(&procfs::environ(self.proc_root(), proc.pid), &temp_dirs) {
+            if !libraries.contains(&p) {
+                libraries.push(p);
+            }
+        }
+        if !libraries.is_empty() {
+            violations.push(Violation {
+                rule: Rule::ForeignLibrary,
+                policy,
+                message: format!(
+                    "{} loads code that is not in the image: {}",
+                    proc.comm,
+                    libraries.join(", ")
+                ),
+            });
+        }
+        let argv = procfs::cmdline(self.proc_root(), proc.pid);
+        if let Some(script) = rules::script_from_tmp(rules::base_name(exe), &argv, &temp_dirs) {
+            violations.push(Violation {
+                rule: Rule::ScriptFromTmp,
+                policy,
+                message: format!(
+                    "{} runs the script {script} from a temporary directory",
+                    proc.comm
+                ),
+            });
         }
     }
 

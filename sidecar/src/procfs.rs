@@ -121,6 +121,34 @@ pub fn cmdline(proc_root: &Path, pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `KEY=value` entries of the process's environment (same UID only).
+pub fn environ(proc_root: &Path, pid: i32) -> Vec<String> {
+    fs::read(proc_root.join(pid.to_string()).join("environ"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Paths of the executable mappings in /proc/PID/maps (same UID only),
+/// as the kernel names them (relative to the reader's root).
+pub fn executable_mappings(proc_root: &Path, pid: i32) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(proc_root.join(pid.to_string()).join("maps")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(6, ' ');
+            let perms = f.nth(1)?;
+            let path = f.nth(3)?.trim_start();
+            (perms.contains('x') && (path.starts_with('/'))).then(|| path.to_string())
+        })
+        .collect()
+}
+
 /// The executable as the kernel names it: a path, `PATH (deleted)`, or
 /// `/memfd:NAME (deleted)`. Needs the process's UID (or CAP_SYS_PTRACE).
 pub fn exe_link(proc_root: &Path, pid: i32) -> std::io::Result<String> {

@@ -168,8 +168,8 @@ impl Reporter {
     }
 
     pub fn report(&self, event: Event) {
-        tracing::info!(rule = %event.rule, message = %event.message, action = ?event.action, "event");
         if self.shared.standalone {
+            log(&event);
             return;
         }
         let line = serde_json::to_string(&event).unwrap_or_default();
@@ -210,10 +210,16 @@ impl Reporter {
             tracing::error!(error = %e, "cannot write the report spool; events kept in memory only");
             q.file = None;
         }
+        // Logged once on disk: a log line is proof the event survives a kill.
+        log(&event);
         q.push(event, bytes);
         drop(q);
         self.shared.wake.notify_all();
     }
+}
+
+fn log(event: &Event) {
+    tracing::info!(rule = %event.rule, message = %event.message, action = ?event.action, "event");
 }
 
 impl Queue {

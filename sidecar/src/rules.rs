@@ -22,6 +22,11 @@ pub enum Rule {
     NewExecutable,
     ModifiedExecutable,
     NewExecutableFile,
+    /// Code mapped into a process from a temporary directory, a deleted
+    /// file or memory (an LD_PRELOAD drop), or named by LD_PRELOAD there.
+    ForeignLibrary,
+    /// An interpreter running a script from a temporary directory.
+    ScriptFromTmp,
     DeniedProcess,
     UnexpectedProcess,
     /// A process of the enforcer's UID that made itself non-dumpable: its
@@ -45,6 +50,8 @@ impl Rule {
             Rule::NewExecutable => "drift/new-executable",
             Rule::ModifiedExecutable => "drift/modified-executable",
             Rule::NewExecutableFile => "drift/new-executable-file",
+            Rule::ForeignLibrary => "drift/foreign-library",
+            Rule::ScriptFromTmp => "drift/script-from-tmp",
             Rule::DeniedProcess => "behavior/denied-process",
             Rule::UnexpectedProcess => "behavior/unexpected-process",
             Rule::NonDumpableProcess => "behavior/non-dumpable-process",
@@ -64,7 +71,9 @@ impl Rule {
             | Rule::ExecFromTmp
             | Rule::NewExecutable
             | Rule::ModifiedExecutable
-            | Rule::NewExecutableFile => EventKind::Drift,
+            | Rule::NewExecutableFile
+            | Rule::ForeignLibrary
+            | Rule::ScriptFromTmp => EventKind::Drift,
             Rule::DeniedProcess
             | Rule::UnexpectedProcess
             | Rule::NonDumpableProcess
@@ -91,7 +100,9 @@ impl Rule {
     }
 }
 
-const ALL_RULES: [Rule; 15] = [
+const ALL_RULES: [Rule; 17] = [
+    Rule::ForeignLibrary,
+    Rule::ScriptFromTmp,
     Rule::FilelessExec,
     Rule::DeletedExecutable,
     Rule::ExecFromTmp,
@@ -380,6 +391,66 @@ pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
     format!("{prefix}-{}", hex::encode(&h.finalize()[..10]))
 }
 
+/// Executable mappings in `/proc/PID/maps` (paths already made relative to
+/// the container) that do not come from the image: under a temporary
+/// directory, deleted since, or anonymous memory files.
+pub fn foreign_mappings<'a>(
+    paths: impl Iterator<Item = &'a str>,
+    temp_dirs: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in paths {
+        let foreign =
+            path.ends_with(" (deleted)") || path.starts_with("/memfd:") || in_dirs(path, temp_dirs);
+        if foreign && !out.iter().any(|p| p == path) {
+            out.push(path.to_string());
+        }
+    }
+    out
+}
+
+/// `LD_PRELOAD` (colon or space separated) entries under temporary directories.
+pub fn preload_from_tmp(environ: &[String], temp_dirs: &[String]) -> Vec<String> {
+    environ
+        .iter()
+        .filter_map(|kv| kv.strip_prefix("LD_PRELOAD="))
+        .flat_map(|v| v.split([':', ' ']))
+        .filter(|p| in_dirs(p, temp_dirs))
+        .map(String::from)
+        .collect()
+}
+
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "perl", "ruby", "node", "php", "lua", "python",
+    "python2", "python3",
+];
+
+fn is_interpreter(name: &str) -> bool {
+    INTERPRETERS.contains(&name)
+        || name
+            .strip_prefix("python3.")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The script an interpreter runs from a temporary directory: its first
+/// argument that is not an option, when it is a path under one.
+pub fn script_from_tmp<'a>(
+    exe_name: &str,
+    argv: &'a [String],
+    temp_dirs: &[String],
+) -> Option<&'a str> {
+    if !is_interpreter(exe_name) {
+        return None;
+    }
+    let script = argv.iter().skip(1).find(|a| !a.starts_with('-'))?;
+    in_dirs(script, temp_dirs).then_some(script.as_str())
+}
+
+fn in_dirs(path: &str, dirs: &[String]) -> bool {
+    dirs.iter()
+        .any(|d| std::path::Path::new(path).starts_with(d.as_str()))
+}
+
 /// Findings of one pass in a directory beyond which the rest are summed
 /// up in one event (a burst of files must not flood the queue).
 pub const FILE_BURST: usize = 16;
@@ -586,6 +657,48 @@ mod tests {
             stable_id("p", &["ab", "c"]),
             stable_id("p", &["a", "bc"]),
             "parts are delimited"
+        );
+    }
+
+    #[test]
+    fn a_library_preloaded_from_tmp_is_foreign_and_image_libraries_are_not() {
+        let temp = strings(&["/tmp", "/dev/shm"]);
+        let maps = [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/tmp/hook.so",
+            "/tmp/hook.so",
+            "/usr/lib/libgone.so (deleted)",
+            "/memfd:jit",
+        ];
+        assert_eq!(
+            foreign_mappings(maps.into_iter(), &temp),
+            [
+                "/tmp/hook.so",
+                "/usr/lib/libgone.so (deleted)",
+                "/memfd:jit"
+            ]
+        );
+        let env = strings(&["PATH=/bin", "LD_PRELOAD=/usr/lib/ok.so:/dev/shm/x.so"]);
+        assert_eq!(preload_from_tmp(&env, &temp), ["/dev/shm/x.so"]);
+    }
+
+    #[test]
+    fn a_script_run_from_tmp_by_an_interpreter_is_drift() {
+        let temp = strings(&["/tmp"]);
+        let argv = strings(&["python3", "-u", "/tmp/x.py"]);
+        assert_eq!(
+            script_from_tmp("python3.11", &argv, &temp),
+            Some("/tmp/x.py")
+        );
+        let argv = strings(&["bash", "/tmp/run.sh"]);
+        assert_eq!(script_from_tmp("bash", &argv, &temp), Some("/tmp/run.sh"));
+        let argv = strings(&["bash", "/app/run.sh"]);
+        assert_eq!(script_from_tmp("bash", &argv, &temp), None);
+        let argv = strings(&["tar", "/tmp/x"]);
+        assert_eq!(
+            script_from_tmp("tar", &argv, &temp),
+            None,
+            "not an interpreter"
         );
     }
 

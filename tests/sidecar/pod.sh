@@ -12,6 +12,12 @@ ip addr add 192.0.2.2/32 dev lo
 
 # --- the app container: overlayfs over the host root (the "image").
 mkdir -p "$W"/{upper,ovwork,merged,state,data,policies}
+# Part of the "image": a program only the detection tests run (a denied
+# name), and /app, the app's own writable program directory.
+mkdir -p "$W/upper/usr/local/bin" "$W/upper/app"
+cp /bin/sleep "$W/upper/usr/local/bin/napper"
+cp /bin/sleep "$W/upper/app/worker"
+chown -R "$APP_UID:$APP_UID" "$W/upper/app"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/ovwork" "$W/merged"
 mount --rbind /dev "$W/merged/dev"
 mount -t proc proc "$W/merged/proc"

@@ -77,7 +77,7 @@ spec:
   selector: {namespaces: [shop]}
   runtime:
     drift: true
-    deniedProcesses: [sh, dash]
+    deniedProcesses: [sh, napper]
     allowedListenPorts: [8080, $PORT]
     egressAllow: ["10.0.0.0/8"]
 YAML
@@ -100,7 +100,7 @@ start_enforcer() {
   nsenter -t "$POD" -p -m -n -i -u setpriv --reuid=$APP_UID --regid=$APP_UID --clear-groups env \
     PALISADE_POLICY_URL="https://127.0.0.1:$PORT" PALISADE_REPORT_TOKEN="$REPORT" PALISADE_CA_FILE="$W/ca.crt" \
     PALISADE_POD_NAMESPACE=shop PALISADE_POD_NAME=cart-0 PALISADE_POD_UID=uid-cart-0 \
-    PALISADE_STATE_DIR="$W/state" PALISADE_INTERVAL_MS=100 \
+    PALISADE_STATE_DIR="$W/state" PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500 \
     "$ENFORCER" >>"$W/enforcer.log" 2>&1 &
   echo $! >"$W/enforcer.pid"
 }
@@ -112,6 +112,9 @@ stop_enforcer() {
   wait "$(cat "$W/enforcer.pid")" 2>/dev/null || true
   rm -f "$W/enforcer.pid"
 }
+
+# The service's JSON API as the admin (for fields the CLI table leaves out).
+api() { in_net curl -fsS --cacert "$W/ca.crt" -H "Authorization: Bearer $ADMIN" "https://127.0.0.1:$PORT/api/v1/$1"; }
 
 events() {
   in_net "$PALISADE" events --server "https://127.0.0.1:$PORT" --token "$ADMIN" --ca-file "$W/ca.crt" \
@@ -143,7 +146,13 @@ echo $! >"$W/app.pid"
 wait_for "app container" 10 pgrep -u "$APP_UID" -x sleep
 start_enforcer
 
-check "enforcer reports its start and observable signals" event_within 10 'agent/started.*uid 1000'
+check "enforcer reports its start and observable signals" event_within 10 'agent/started.*uid 1000 gid 1000'
+check "enforcer is non-dumpable: the app cannot read its memory or fds" \
+  test "$(stat -c %u "/proc/$(enforcer_pid)/environ")" -eq 0
+# A denied program that lives on, to prove restarts do not re-report it.
+app /usr/local/bin/napper 3600 &
+echo $! >"$W/napper.pid"
+check "long-lived denied process reported" event_within 5 'denied process napper started'
 
 app sh -c 'cp /bin/sleep /tmp/evil && /tmp/evil 2' &
 check "shell reported as a denied process" event_within 5 'behavior/denied-process.*denied process (sh|dash)'
@@ -157,6 +166,85 @@ check "fileless (memfd) exec" event_within 5 'drift/fileless-exec.*runs from mem
 app sh -c 'cp /bin/sleep /tmp/gone; /tmp/gone 3 & sleep 0.5; rm /tmp/gone; wait' &
 check "executable deleted after start" event_within 5 'drift/deleted-executable.*/tmp/gone'
 
+# --- identity, not names: the policy denies only "sh" (and napper).
+app /usr/bin/python3 -c 'import os; os.symlink("/bin/sh", "/tmp/ls"); os.execv("/tmp/ls", ["ls", "-c", "sleep 3"])' &
+check "a symlink named ls to the shell is denied" event_within 5 'denied process ls started \(same executable as sh\)'
+app busybox sh -c 'sleep 3' &
+check "busybox sh is denied by its applet" event_within 5 'denied process busybox started \(multi-call applet sh\)'
+app /usr/bin/python3 -c 'import os, shutil; shutil.copy("/bin/dash", "/var/tmp/x"); os.execv("/var/tmp/x", ["x", "-c", "sleep 3"])' &
+check "a renamed copy of the shell is denied by content" event_within 5 'denied process x started \(same executable as sh\)'
+
+# --- drift the old fingerprint missed: same size, mtime put back.
+app /usr/bin/python3 -c '
+import os
+p = "/app/worker"; st = os.stat(p); data = bytearray(open(p, "rb").read()); data[-1] ^= 1
+open(p, "r+b").write(bytes(data)); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+os.execv(p, ["worker", "3"])' &
+check "same-size overwrite with restored mtime is a modified executable" event_within 5 'drift/modified-executable.*/app/worker changed'
+
+# --- code that is not the image's, run by the image's programs.
+app /usr/bin/python3 -c 'open("/tmp/s.py", "w").write("import time\ntime.sleep(3)\n")'
+app /usr/bin/python3 /tmp/s.py &
+check "script run by an interpreter from /tmp is drift" event_within 5 'drift/script-from-tmp.*runs the script /tmp/s.py'
+app cp /usr/lib/x86_64-linux-gnu/libz.so.1 /tmp/hook.so
+app env LD_PRELOAD=/tmp/hook.so /bin/sleep 3 &
+check "library preloaded from /tmp is drift" event_within 5 'drift/foreign-library.*/tmp/hook.so'
+
+# --- a process that hides itself is named for what it is.
+app /usr/bin/python3 -c 'import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(4)' &
+check "non-dumpable same-UID process reported as such" event_within 5 'behavior/non-dumpable-process.*made itself non-dumpable'
+if events | grep -q 'different UID'; then FAILED+=("nothing is labelled different UID"); log "FAIL a same-UID process labelled different UID"; fi
+
+# --- exec in place (fork, wait past the young window, exec) judged on the pass that sees it.
+app /usr/bin/python3 -c '
+import os, time
+time.sleep(2.5)
+open("/tmp/exec-at", "w").write(str(int(time.time() * 1000)))
+os.execv("/usr/local/bin/napper", ["napper", "3"])' &
+exec_judged_fast() {
+  local at judged
+  at=$(cat "$W/merged/tmp/exec-at")
+  judged=$(api "events?namespace=shop&pod=cart-0&kind=behavior&limit=1000" |
+    jq -r --argjson at "$at" '[.[] | select(.rule == "behavior/denied-process" and .process.comm == "napper" and .timeMs >= $at)] | map(.timeMs) | min // empty')
+  [[ -n "$judged" ]] || return 1
+  log "     exec in place judged $((judged - at)) ms after the exec"
+  ((judged - at < 150))
+}
+sleep 3.5
+check "exec in place judged within 150 ms (not on every 8th pass)" wait_for "exec in place" 3 exec_judged_fast
+
+# --- short-lived processes: judged or at least counted, never silent.
+unobserved_total() { api agents | jq '[.[] | select(.pod.name == "cart-0") | .unobserved] | add // 0'; }
+napper_events() { api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" | jq '[.[] | select(.process.comm == "napper")] | length'; }
+# detection_round MS COUNT: runs COUNT napper processes of MS each, one
+# after another; prints "judged noticed" (noticed = judged + counted).
+detection_round() {
+  local ms="$1" n="$2" judged0 unobs0 judged1 unobs1
+  judged0=$(napper_events); unobs0=$(unobserved_total)
+  app /usr/bin/python3 -c "
+import subprocess, time
+for _ in range($n):
+    subprocess.run(['/usr/local/bin/napper', '$(awk "BEGIN{print $ms/1000}")'])
+    time.sleep(0.03)"
+  sleep 2
+  judged1=$(napper_events); unobs1=$(unobserved_total)
+  local judged=$((judged1 - judged0)) counted=$((unobs1 - unobs0))
+  local noticed=$((judged + counted)); ((noticed > n)) && noticed=$n
+  echo "$judged $noticed"
+}
+read -r judged20 noticed20 < <(detection_round 20 100)
+log "     20 ms processes: $judged20/100 judged, $noticed20/100 noticed"
+check ">= 99% of 20 ms processes noticed" test "$noticed20" -ge 99
+if [[ -n "${PALISADE_DETECTION_TABLE:-}" ]]; then
+  log "     | lifetime | processes | judged | noticed (judged or counted) |"
+  log "     | --- | --- | --- | --- |"
+  for spec in "5 200" "20 200" "50 200" "200 50" "1000 20"; do
+    read -r ms n <<<"$spec"
+    read -r j c < <(detection_round "$ms" "$n")
+    log "     | $ms ms | $n | $((j * 100 / n)) % | $((c * 100 / n)) % |"
+  done
+fi
+
 app /usr/bin/python3 -c 'import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 9999)); s.listen(); time.sleep(6)' &
 check "unexpected listener" event_within 10 'behavior/unexpected-listener.*127.0.0.1:9999'
 
@@ -167,7 +255,39 @@ cli = socket.socket(); cli.bind(("192.0.2.1", 0)); cli.connect(("192.0.2.2", 808
 check "unexpected egress" event_within 15 'behavior/unexpected-egress.*192.0.2.2:8080'
 if events | grep -q 'unexpected-egress.*192.0.2.1:'; then FAILED+=("inbound connection reported as egress"); log "FAIL inbound side not reported as egress"; fi
 
-# --- enforce: a pushed policy reaches the enforcer live and shells are killed.
+# A busy pod: hundreds of connections; the one that leaves is still seen.
+app /usr/bin/python3 -c '
+import socket, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 8080)); srv.listen(1024)
+conns = [socket.create_connection(("127.0.0.1", 8080)) for _ in range(400)]
+peers = [srv.accept()[0] for _ in range(400)]
+lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); lst.bind(("192.0.2.2", 8443)); lst.listen()
+cli = socket.socket(); cli.bind(("192.0.2.1", 0)); cli.connect(("192.0.2.2", 8443)); time.sleep(8)' &
+check "egress seen among 800 sockets (tables read to the end)" event_within 10 'behavior/unexpected-egress.*192.0.2.2:8443'
+
+# A client that binds a listening port number on another address is still egress.
+app /usr/bin/python3 -c '
+import socket, time
+srv = socket.socket(); srv.bind(("192.0.2.2", 9090)); srv.listen()
+dst = socket.socket(); dst.bind(("192.0.2.2", 7070)); dst.listen()
+cli = socket.socket(); cli.bind(("192.0.2.1", 9090)); cli.connect(("192.0.2.2", 7070)); time.sleep(8)' &
+check "client bound to a listening port number counted as egress" event_within 10 'behavior/unexpected-egress.*192.0.2.2:7070'
+
+app /usr/bin/python3 -c 'import socket, time; u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("192.0.2.1", 0)); u.connect(("192.0.2.2", 5353)); u.send(b"x"); time.sleep(6)' &
+check "UDP egress" event_within 10 'behavior/unexpected-egress.*UDP connection to 192.0.2.2:5353'
+
+# A short connection, closed before any socket scan: seen in TIME_WAIT.
+app /usr/bin/python3 -c '
+import socket
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("192.0.2.2", 6060)); srv.listen()
+c = socket.socket(); c.bind(("192.0.2.1", 0)); c.connect(("192.0.2.2", 6060)); a, _ = srv.accept(); c.close(); a.close()' &
+check "short connection caught in a closing state" event_within 10 'behavior/unexpected-egress.*192.0.2.2:6060'
+
+# --- enforce: a pushed policy reaches the enforcer live and shells are killed,
+# including one that started (and was reported) under audit.
+app sh -c 'sleep 60; true' &
+audit_shell=$!
+sleep 0.5
 cat >"$W/enforce.yaml" <<'YAML'
 apiVersion: palisade.dev/v1alpha1
 kind: RuntimePolicy
@@ -191,6 +311,11 @@ killed_in_time() {
   while kill -0 "$shell" 2>/dev/null; do ((SECONDS < deadline)) || return 1; sleep 0.05; done
 }
 check "enforce mode kills the shell" killed_in_time
+gone_in_time() {
+  local deadline=$((SECONDS + 5))
+  while kill -0 "$audit_shell" 2>/dev/null; do ((SECONDS < deadline)) || return 1; sleep 0.05; done
+}
+check "a shell allowed under audit is re-judged and killed once enforce arrives" gone_in_time
 check "kill reported with its action" event_within 5 'behavior/denied-process.*killed'
 
 # --- outage: reports spool to disk, survive an enforcer restart, arrive later.
@@ -208,11 +333,44 @@ check "spooled events delivered after the outage" wait_for "spooled events" 15 m
 spooled_delivered() { [[ ! -s "$W/state/spool.jsonl" ]]; }
 check "spool drained" wait_for "spool drained" 15 spooled_delivered
 
+# --- SIGKILL right after an event is logged: it is already on disk.
+before_kill=$(denied_count)
+stop_service
+logged_before=$(grep -c 'denied process sh' "$W/enforcer.log" || true)
+app sh -c 'sleep 1; true' &
+logged() { (($(grep -c 'denied process sh' "$W/enforcer.log") > logged_before)); }
+wait_for "event logged" 10 logged || true
+kill -KILL "$(enforcer_pid)"; wait "$(cat "$W/enforcer.pid")" 2>/dev/null || true
+# While the enforcer is down, the app drops and runs a program of its own.
+app sh -c 'cp /bin/sleep /app/dropped; exec /app/dropped 120' &
+sleep 0.5
+start_service
+start_enforcer
+after_kill() { (($(denied_count) > before_kill)); }
+check "event logged just before SIGKILL delivered after restart" wait_for "killed enforcer's event" 15 after_kill
+check "program dropped while the enforcer was down is still drift (baseline kept)" \
+  event_within 10 'drift/new-executable.*/app/dropped is not in the container image'
+napper_reports() {
+  api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" |
+    jq '[.[] | select(.process.cmdline == ["/usr/local/bin/napper", "3600"])] | length'
+}
+check "a restart does not re-report live processes (stable ids)" test "$(napper_reports)" -eq 1
+
+# --- the service notices an enforcer that is stopped, and its return.
+missing_count() { events | grep -c 'agent/missing' || true; }
+missing_before=$(missing_count)
+more_missing() { (($(missing_count) > missing_before)); }
+kill -STOP "$(enforcer_pid)"
+check "stopped enforcer reported missing" wait_for "agent/missing" 10 more_missing
+kill -CONT "$(enforcer_pid)"
+check "its return is noted" event_within 10 'agent/returned.*resumed'
+
 # --- graceful shutdown flushes what is queued.
 app sh -c 'true; true' &
 sleep 0.3
 stop_enforcer
 check "shutdown flushes pending reports" event_within 5 'agent/started'
+check "a stopping enforcer says so and why" event_within 5 'agent/stopped.*SIGTERM'
 
 start_enforcer
 sleep 2
