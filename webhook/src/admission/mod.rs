@@ -372,3 +372,127 @@ fn respond(allow: Response, violations: Vec<Violation>) -> (Response, Outcome) {
     );
     (response.deny(403, "Forbidden", message), Outcome::Denied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn update(kind: (&str, &str), old: Value, new: Value) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "name": "n", "namespace": "ns", "operation": "UPDATE",
+                "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+                "resource": {"group": kind.0, "version": "v1", "resource": "x"},
+                "userInfo": {},
+                "object": new, "oldObject": old
+            }
+        });
+        decode(review.to_string().as_bytes()).unwrap()
+    }
+
+    fn unchanged(kind: (&str, &str), old: Value, new: Value) -> bool {
+        let req = update(kind, old, new);
+        let text = req.object.as_ref().unwrap().get().to_string();
+        let location = template::locate(kind.0, kind.1).unwrap();
+        judged_fields_unchanged(&req, &text, location)
+    }
+
+    const APPARMOR: &str = "container.apparmor.security.beta.kubernetes.io/app";
+
+    #[test]
+    fn a_pod_relabelled_or_annotated_is_not_rejudged_but_an_apparmor_change_is() {
+        let pod = |labels: Value, annotations: Value| {
+            json!({"metadata": {"labels": labels, "annotations": annotations},
+                   "spec": {"containers": [{"name": "app", "image": "x:1"}]}})
+        };
+        let old = pod(json!({"a": "1"}), json!({"note": "x"}));
+        assert!(unchanged(
+            ("", "Pod"),
+            old.clone(),
+            pod(json!({"a": "2"}), json!({"note": "y"}))
+        ));
+        assert!(!unchanged(
+            ("", "Pod"),
+            old,
+            pod(
+                json!({"a": "1"}),
+                json!({"note": "x", APPARMOR: "unconfined"})
+            )
+        ));
+    }
+
+    #[test]
+    fn a_workload_whose_template_labels_or_annotations_change_is_rejudged() {
+        let deployment = |labels: Value, annotations: Value| {
+            json!({"metadata": {"labels": {"owner": "x"}}, "spec": {"template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "x:1"}]}}}})
+        };
+        let old = deployment(json!({"app": "a"}), json!({}));
+        let kind = ("apps", "Deployment");
+        assert!(unchanged(kind, old.clone(), old.clone()));
+        assert!(!unchanged(
+            kind,
+            old.clone(),
+            deployment(json!({"app": "a", "tier": "web"}), json!({}))
+        ));
+        assert!(!unchanged(
+            kind,
+            old.clone(),
+            deployment(json!({"app": "a"}), json!({APPARMOR: "unconfined"}))
+        ));
+        // The workload's own metadata is not its pods'.
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"]["owner"] = json!("y");
+        assert!(unchanged(kind, old, relabelled));
+    }
+
+    #[test]
+    fn the_enforcer_verdict_names_impostors_and_exempts_spec_derived_skips() {
+        let webhook = Webhook::new(&Settings::default());
+        let verdict = |spec: Value, annotations: Value| {
+            let pod = json!({"metadata": {"annotations": annotations}, "spec": spec});
+            let view = PodView::parse(&pod, true).unwrap();
+            webhook.enforcer_verdict(&view.spec, &view.annotations)
+        };
+        let image = Settings::default().injection.image;
+        let with = |name: &str, image: &str| json!({"containers": [{"name": "app", "image": "x:1"}, {"name": name, "image": image}]});
+        assert_eq!(
+            verdict(with(palisade_common::ENFORCER_CONTAINER, &image), json!({})),
+            EnforcerVerdict::Present
+        );
+        assert!(matches!(
+            verdict(with(palisade_common::ENFORCER_CONTAINER, "busybox:1"), json!({})),
+            EnforcerVerdict::Impostor { path, .. } if path == "spec.containers[1]"
+        ));
+        assert_eq!(
+            verdict(with("other", &image), json!({})),
+            EnforcerVerdict::Missing
+        );
+        assert_eq!(
+            verdict(
+                json!({"os": {"name": "windows"}, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt("windows")
+        );
+        assert_eq!(
+            verdict(
+                json!({"hostPID": true, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt("host-pid")
+        );
+        // Opting out is exempt by the policy's own rule, not as a verdict.
+        assert_eq!(
+            verdict(
+                json!({"containers": [{"name": "app"}]}),
+                json!({"palisade.dev/inject": "false"})
+            ),
+            EnforcerVerdict::Missing
+        );
+    }
+}

@@ -692,4 +692,59 @@ spec:
             ["a: 1\n", "b: 2\n"]
         );
     }
+
+    #[test]
+    fn a_pod_level_limit_satisfies_required_container_limits() {
+        let pod = json!({"metadata": {}, "spec": {
+            "resources": {"limits": {"memory": "1Gi"}},
+            "containers": [{"name": "a", "image": "registry.k8s.io/pause:3.10"}]
+        }});
+        assert!(violations(pod, "default").is_empty());
+    }
+
+    const REQUIRE_ENFORCER: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: require-enforcer }
+spec:
+  mode: enforce
+  admission: { requireEnforcer: true }
+"#;
+
+    fn enforcer_findings(verdict: EnforcerVerdict) -> Vec<(String, String, String)> {
+        let pod = json!({"metadata": {}, "spec": {"containers": [
+            {"name": ENFORCER_CONTAINER, "image": "busybox:1.36"}
+        ]}});
+        let mut view = PodView::parse(&pod, true).unwrap();
+        view.enforcer = verdict;
+        set(REQUIRE_ENFORCER)
+            .evaluate("default", &view, |p| p.to_string())
+            .into_iter()
+            .map(|v| (v.rule, v.path, v.message))
+            .collect()
+    }
+
+    #[test]
+    fn require_enforcer_follows_the_verdict_of_admission_not_the_container_name() {
+        assert!(enforcer_findings(EnforcerVerdict::Present).is_empty());
+        assert!(enforcer_findings(EnforcerVerdict::Exempt("windows")).is_empty());
+        assert_eq!(
+            enforcer_findings(EnforcerVerdict::Missing)[0].1,
+            "spec.containers"
+        );
+        let impostor = enforcer_findings(EnforcerVerdict::Impostor {
+            path: "spec.containers[0]".into(),
+            message: "container name is reserved".into(),
+        });
+        assert_eq!(
+            impostor,
+            [(
+                "enforcer/required".to_string(),
+                "spec.containers[0]".to_string(),
+                "container name is reserved".to_string()
+            )]
+        );
+        // Unjudged (offline) views fall back to the name.
+        assert!(enforcer_findings(EnforcerVerdict::ByName).is_empty());
+    }
 }
