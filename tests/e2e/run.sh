@@ -490,10 +490,10 @@ pod_shapes() {
   shape podlevel '' '  resources: {limits: {cpu: 500m, memory: 256Mi}}
   containers: [{name: app, image: registry.k8s.io/pause:3.10}]' | kubectl apply -n e2e-shapes -f - >/dev/null \
     || fail "pod with pod-level resources refused"
-  if [[ -n $(jp pod/podlevel e2e-shapes '{.spec.resources}') ]]; then
-    [[ -z $(jp pod/podlevel e2e-shapes '{.spec.containers[0].resources.limits}') ]] || fail "container defaults under a pod budget"
-    [[ -z $(jp pod/podlevel e2e-shapes '{.spec.initContainers[0].resources.limits.memory}') ]] || fail "enforcer memory under a pod budget"
-  fi
+  [[ $(jp pod/podlevel e2e-shapes '{.spec.resources.limits.memory}') == 256Mi ]] || fail "pod-level resources dropped"
+  [[ -z $(jp pod/podlevel e2e-shapes '{.spec.containers[0].resources.limits}') ]] || fail "container defaults under a pod budget"
+  [[ -z $(jp pod/podlevel e2e-shapes '{.spec.initContainers[0].resources.limits.memory}') ]] || fail "enforcer memory under a pod budget"
+  [[ $(jp pod/podlevel e2e-shapes '{.spec.initContainers[0].name}') == palisade-enforcer ]] || fail "no enforcer"
 
   # The pod's own volume under the injector's usual name stays the pod's.
   shape volumes '' '  volumes: [{name: palisade-enforcer-state, hostPath: {path: /etc}}]
