@@ -194,7 +194,7 @@ impl Webhook {
             host_network: spec.host_network == Some(true),
         };
         match mutate::decide_skip(facts, self.injector.settings().skip_host_network) {
-            Some(reason) if reason.is_spec_derived() => EnforcerVerdict::Exempt(reason.as_str()),
+            Some(reason) if reason.is_spec_derived() => EnforcerVerdict::Exempt(reason),
             _ => EnforcerVerdict::Missing,
         }
     }
@@ -477,14 +477,14 @@ mod tests {
                 json!({"os": {"name": "windows"}, "containers": [{"name": "app"}]}),
                 json!({})
             ),
-            EnforcerVerdict::Exempt("windows")
+            EnforcerVerdict::Exempt(reason::SkipReason::Windows)
         );
         assert_eq!(
             verdict(
                 json!({"hostPID": true, "containers": [{"name": "app"}]}),
                 json!({})
             ),
-            EnforcerVerdict::Exempt("host-pid")
+            EnforcerVerdict::Exempt(reason::SkipReason::HostPid)
         );
         // Opting out is exempt by the policy's own rule, not as a verdict.
         assert_eq!(

@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 use custom::CompiledRule;
 
+use crate::admission::reason::SkipReason;
+
 /// A broken rule, relative to the pod template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -78,8 +80,8 @@ pub enum EnforcerVerdict {
     Present,
     Missing,
     /// The pod gets no enforcer for a reason its spec states (Windows,
-    /// hostPID, hostNetwork when configured); the reason, for messages.
-    Exempt(&'static str),
+    /// hostPID, hostNetwork when configured).
+    Exempt(SkipReason),
     /// A container takes the enforcer's name without its image: the
     /// message says which and why.
     Impostor {
@@ -727,7 +729,7 @@ spec:
     #[test]
     fn require_enforcer_follows_the_verdict_of_admission_not_the_container_name() {
         assert!(enforcer_findings(EnforcerVerdict::Present).is_empty());
-        assert!(enforcer_findings(EnforcerVerdict::Exempt("windows")).is_empty());
+        assert!(enforcer_findings(EnforcerVerdict::Exempt(SkipReason::Windows)).is_empty());
         assert_eq!(
             enforcer_findings(EnforcerVerdict::Missing)[0].1,
             "spec.containers"
