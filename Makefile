@@ -17,7 +17,7 @@ build: ## Build the control plane (release) and the enforcer (static musl binary
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer --target $(ENFORCER_TARGET)
 
 # Static (musl) builds for the container images: no libc in the image.
-PALISADE_STATIC = target/$(ENFORCER_TARGET)/release/palisade
+PALISADE_STATIC = target/$(ENFORCER_TARGET)/image/palisade
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IMAGE_REPO ?= ghcr.io/palisade-dev
@@ -29,7 +29,7 @@ OCI_LABELS = --label org.opencontainers.image.source=https://github.com/palisade
 
 build-static: ## Static musl builds of palisade and palisade-enforcer (needs musl-tools)
 	rustup target add $(ENFORCER_TARGET) >/dev/null 2>&1 || true
-	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release -p palisade-webhook --bin palisade --target $(ENFORCER_TARGET)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile image -p palisade-webhook --bin palisade --target $(ENFORCER_TARGET)
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer --target $(ENFORCER_TARGET)
 
 images: build-static ## OCI archives of both images in target/images (offline, non-root, reproducible)

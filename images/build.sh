@@ -9,7 +9,8 @@
 #       [--user UID:GID] -- SRC=DEST...
 #
 # SRC=DEST copies a file or a directory tree into the image at DEST; a DEST
-# ending in / keeps SRC's base name. Environment: SOURCE_DATE_EPOCH (default:
+# ending in / keeps SRC's base name; SRC ending in /. copies a directory's
+# contents (a prepared root: `rootfs/.=/`). Environment: SOURCE_DATE_EPOCH (default:
 # the last commit's time) fixes every timestamp.
 set -euo pipefail
 
@@ -48,18 +49,29 @@ for spec in "$@"; do
   src="${spec%%=*}" dest="${spec#*=}"
   [[ -e "$src" ]] || die "$src does not exist"
   [[ "$dest" == /* ]] || die "destination $dest must be absolute"
+  if [[ "$src" == */. ]]; then
+    mkdir -p "$rootfs$dest"
+    cp -a --no-preserve=ownership "$src" "$rootfs$dest"
+    continue
+  fi
   [[ "$dest" == */ ]] && dest="$dest$(basename "$src")"
   mkdir -p "$rootfs$(dirname "$dest")"
   cp -a --no-preserve=ownership "$src" "$rootfs$dest"
 done
-chmod -R go-w "$rootfs"
+# Nothing writable by others, but sticky directories (/tmp) stay as given.
+find "$rootfs" ! -type l ! -perm -1000 -exec chmod go-w {} +
 find "$rootfs" -exec touch -h -d "@$epoch" {} +
 
 layout="$work/layout"
 umoci init --layout "$layout"
 umoci new --image "$layout:$tag"
-umoci insert --image "$layout:$tag" --history.created "$created" \
-  --history.created_by "palisade images/build.sh" "$rootfs" /
+# Unpack the empty image, fill its root, repack: one layer whose entries are
+# relative paths (./bin/...), as every image tool writes them.
+umoci unpack --image "$layout:$tag" "$work/bundle" >/dev/null
+cp -a "$rootfs/." "$work/bundle/rootfs/"
+find "$work/bundle/rootfs" -exec touch -h -d "@$epoch" {} +
+umoci repack --image "$layout:$tag" --history.created "$created" \
+  --history.created_by "palisade images/build.sh" "$work/bundle"
 config_args=(--image "$layout:$tag" --created "$created" --history.created "$created"
   --history.created_by "palisade images/build.sh (config)"
   --config.user "$user" --config.entrypoint "$entrypoint" --clear config.env

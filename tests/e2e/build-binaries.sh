@@ -11,7 +11,7 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
 CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
 BIN_DIR="$CACHE_DIR/bin"
 STAMP="$BIN_DIR/.versions"
-WANT="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION coredns=$COREDNS_VERSION"
+WANT="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION coredns=$COREDNS_VERSION stamped"
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns helm pause)
 
 mkdir -p "$BIN_DIR"
@@ -81,7 +81,15 @@ cmds=()
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
   cmds+=("k8s.io/kubernetes/cmd/$cmd")
 done
-build_in_module "$work" -o "$BIN_DIR/" "${cmds[@]}"
+# Stamp the version the way Kubernetes' own build does, so nodes, kubectl
+# and Helm see v1.34.x rather than v0.0.0.
+k8s_minor="${K8S_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
+version_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  version_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+  version_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+(cd "$work" && go build -trimpath -ldflags="-s -w$version_ldflags" -o "$BIN_DIR/" "${cmds[@]}")
 
 # --- pause: the sandbox process of every Pod, from the same Kubernetes
 # source (build/pause/linux/pause.c), linked statically.

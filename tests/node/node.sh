@@ -3,7 +3,7 @@
 # kube-scheduler, CoreDNS) beside the control plane from tests/e2e/cluster.sh.
 #
 # Addresses (all inside the namespace):
-#   NODE_IP       on a dummy interface: apiserver, kubelet, CoreDNS (:53)
+#   NODE_IP       on lo: apiserver, kubelet, CoreDNS (:53)
 #   10.244.0.0/24 Pods, on the CNI bridge cni0 (gateway 10.244.0.1)
 #   10.0.0.0/24   Services (kube-proxy, iptables mode)
 
@@ -16,14 +16,17 @@ CONTAINERD_SOCK="$WORK/containerd/containerd.sock"
 # Interfaces and kernel settings of the node's network namespace.
 setup_node_network() {
   ip link set lo up
-  ip link add node0 type dummy
-  ip addr add "$NODE_IP/32" dev node0
-  ip link set node0 up
+  # The node's address lives on lo (these kernels have no dummy driver):
+  # local all the same, and Pods reach it through their default route.
+  ip addr add "$NODE_IP/32" dev lo
   # Per-namespace settings: routing for Pods, and bridged Pod-to-Pod traffic
   # through iptables so Service replies are un-NATed.
   sysctl -qw net.ipv4.ip_forward=1
   sysctl -qw net.bridge.bridge-nf-call-iptables=1
   sysctl -qw net.ipv4.conf.all.route_localnet=1
+  # The node has no default route; Service addresses need one to reach
+  # kube-proxy's DNAT in OUTPUT (after which packets are routed to Pods).
+  ip route add 10.0.0.0/24 dev lo
 }
 
 start_containerd() {
@@ -51,6 +54,12 @@ state = "$d/state"
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # These VMs withhold CAP_SYS_RESOURCE: an OOM score below containerd's own
+  # (the kubelet asks -998 for sandboxes) cannot be set.
+  restrict_oom_score_adj = true
+  # Pod network namespaces and runc state under the suite's directory: all of
+  # it goes when the suite does.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -58,6 +67,7 @@ state = "$d/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$d/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "${CNI_BIN_DIR:-/usr/lib/cni}"
     conf_dir = "$WORK/cni/net.d"
@@ -93,6 +103,7 @@ failSwapOn: false
 clusterDNS: ["$NODE_IP"]
 clusterDomain: cluster.local
 resolvConf: "$k/resolv.conf"
+podLogsDir: "$k/pod-logs"
 # A test node on a shared disk: never evict for disk or image pressure.
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100
@@ -159,12 +170,17 @@ stop_node() {
   stop_bg containerd
   # Volume mounts the kubelet made (secrets, projected tokens) and container roots.
   grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  # Any process left in a Pod cgroup.
+  # Any process left in a Pod cgroup, then the cgroups themselves.
   local cg
   for cg in /sys/fs/cgroup/*/kubepods; do
     [[ -d "$cg" ]] || continue
     find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
   done
+  sleep 0.5
+  for cg in /sys/fs/cgroup/*/kubepods; do
+    [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
 }
 
 crictl_ps_ids() {

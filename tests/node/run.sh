@@ -42,7 +42,7 @@ mkdir -p "$WORK/logs"
 E2E_API_ADDRESS="${NODE_IP:-172.31.0.1}"
 # Webhooks are called at their Service's endpoints (no kube-proxy in the
 # path); kubectl exec/logs reach the kubelet with the admin client cert.
-E2E_APISERVER_ARGS="--enable-aggregator-routing=true --kubelet-client-certificate $WORK/pki/admin.crt --kubelet-client-key $WORK/pki/admin.key"
+E2E_APISERVER_ARGS="--enable-aggregator-routing=true --kubelet-preferred-address-types=InternalIP --kubelet-client-certificate $WORK/pki/admin.crt --kubelet-client-key $WORK/pki/admin.key"
 # shellcheck source=tests/e2e/cluster.sh
 source "$ROOT/tests/e2e/cluster.sh"
 # shellcheck source=tests/node/node.sh
@@ -52,6 +52,11 @@ PASSED=0
 FAILED=()
 finish() {
   local code=$?
+  if [[ -n "${NODE_HOLD:-}" ]]; then
+    echo "holding the cluster (KUBECONFIG=$WORK/admin.kubeconfig, netns $PALISADE_NODE_NETNS): rm $WORK/hold to end"
+    touch "$WORK/hold"
+    while [[ -f "$WORK/hold" ]]; do sleep 1; done
+  fi
   if ((${#FAILED[@]})) || ((code != 0)); then
     echo "---- state"
     kubectl get pods -A -o wide 2>/dev/null || true
@@ -94,15 +99,18 @@ result() { echo "$*" | tee -a "$RESULTS"; }
 # from the pinned Kubernetes source, and an app from Debian's static busybox.
 build_test_images() {
   local out="$WORK/images" fs="$WORK/imagefs"
-  mkdir -p "$fs/pause" "$fs/app/bin"
+  mkdir -p "$fs/pause" "$fs/app/bin" "$fs/app/tmp" "$fs/app/var/tmp" "$fs/app/etc"
+  chmod 1777 "$fs/app/tmp" "$fs/app/var/tmp"
+  printf 'root:x:0:0:root:/:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n' >"$fs/app/etc/passwd"
+  printf 'root:x:0:\napp:x:1000:\n' >"$fs/app/etc/group"
   cp "$CACHE_DIR/bin/pause" "$fs/pause/pause"
   "$ROOT/images/build.sh" "$out" "$PAUSE_IMAGE" /pause --user 65535:65535 -- "$fs/pause/pause=/pause" >/dev/null
   cp "$(command -v busybox)" "$fs/app/bin/busybox"
   local applet
-  for applet in sh ls cat cp mv rm mkdir chmod sleep echo id ps nc wget httpd timeout true head; do
+  for applet in sh ls cat cp mv rm mkdir chmod sleep echo id ps nc nslookup httpd timeout true head; do
     ln -s busybox "$fs/app/bin/$applet"
   done
-  "$ROOT/images/build.sh" "$out" palisade.test/app:e2e /bin/sh --user 1000:1000 -- "$fs/app/bin=/bin" >/dev/null
+  "$ROOT/images/build.sh" "$out" palisade.test/app:e2e /bin/sh --user 1000:1000 -- "$fs/app/.=/" >/dev/null
 }
 
 # ---------------------------------------------------------------- helpers
@@ -199,6 +207,12 @@ spec:
 YAML
 }
 
+AUDIT_RULES="    drift: true
+    deniedProcesses: [nc]
+    allowedListenPorts: [8080]
+    egressAllow: [\"10.244.0.0/24:443\"]
+    watchedPaths: [/tmp, /var/tmp, /dev/shm]"
+
 push_policy() { # name namespace mode runtime-yaml (indented 4)
   cat >"$WORK/policy-$1.yaml" <<YAML
 apiVersion: palisade.dev/v1alpha1
@@ -264,24 +278,22 @@ injected_deployment_runs_in_a_restricted_namespace() {
 }
 
 drift_and_behaviour_in_a_running_pod_reach_the_service() {
-  push_policy shop-audit shop audit "    drift: true
-    deniedProcesses: [nc]
-    allowedListenPorts: [8080]
-    egressAllow: [\"10.244.0.0/24:443\"]
-    watchedPaths: [/tmp, /var/tmp, /dev/shm]"
+  push_policy shop-runtime shop audit "$AUDIT_RULES"
   sleep 2 # the long-poll hands the new bundle over
   local pod q t0 t
   pod=$(app_pod shop web)
   q="namespace=shop&pod=$pod"
 
   t0=$(now_ms)
-  in_app shop "$pod" sh -c 'cp /bin/busybox /tmp/dropped && /tmp/dropped sleep 2'
+  # busybox picks its applet from argv[0] only when named busybox: the
+  # dropped copies keep that name in new directories.
+  in_app shop "$pod" sh -c 'mkdir -p /tmp/dropped && cp /bin/busybox /tmp/dropped/busybox && /tmp/dropped/busybox sleep 2'
   t=$(wait_event "$q" '.rule == "drift/exec-from-tmp"' 30)
   result "node: exec from /tmp reported $((t - t0)) ms after kubectl exec started"
 
   t0=$(now_ms)
-  in_app shop "$pod" sh -c 'cp /bin/busybox /data/tool && /data/tool sleep 2'
-  t=$(wait_event "$q" '.kind == "drift" and ((.process.exe // "") | contains("/data/tool"))' 30)
+  in_app shop "$pod" sh -c 'mkdir -p /data/tool && cp /bin/busybox /data/tool/busybox && /data/tool/busybox sleep 2'
+  t=$(wait_event "$q" '.kind == "drift" and ((.process.exe // "") | contains("/data/tool/"))' 30)
   result "node: binary dropped on an emptyDir reported $((t - t0)) ms after kubectl exec started"
 
   t0=$(now_ms)
@@ -303,12 +315,12 @@ drift_and_behaviour_in_a_running_pod_reach_the_service() {
 }
 
 enforce_policy_kills_a_denied_process() {
-  push_policy shop-audit shop enforce "    deniedProcesses: [nc]"
+  push_policy shop-runtime shop enforce "    deniedProcesses: [nc]"
   sleep 2
   local pod t0 t rc=0
   pod=$(app_pod shop web)
   t0=$(now_ms)
-  in_app shop "$pod" nc -l -p 9997 || rc=$?
+  timeout 30 kubectl exec -n shop "$pod" -c app -- nc -l -p 9997 || rc=$?
   ((rc == 137)) || fail "nc was not killed (exit $rc)"
   t=$(wait_event "namespace=shop&pod=$pod" '.rule == "behavior/denied-process" and .action == "killed"' 30)
   result "node: denied process killed $((t - t0)) ms after kubectl exec started (includes kubectl exec setup)"
@@ -378,10 +390,12 @@ reports_are_spooled_through_a_policy_service_outage() {
   local pod q before after
   pod=$(app_pod shop web)
   q="namespace=shop&pod=$pod&kind=drift"
+  push_policy shop-runtime shop audit "$AUDIT_RULES"
+  sleep 2
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=0 >/dev/null
   wait_for "policy service down" 60 bash -c \
     "[[ -z \"\$(kubectl get pods -n palisade-system -l app.kubernetes.io/component=policy-service -o name)\" ]]"
-  in_app shop "$pod" sh -c 'cp /bin/busybox /tmp/during-outage && /tmp/during-outage true'
+  in_app shop "$pod" sh -c 'mkdir -p /tmp/during-outage && cp /bin/busybox /tmp/during-outage/busybox && /tmp/during-outage/busybox sleep 2'
   sleep 3
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null

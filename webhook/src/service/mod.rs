@@ -332,12 +332,19 @@ async fn runtime_bundle(
     auth: Option<String>,
     state: Arc<ServiceState>,
 ) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Reporter) {
-        return unauthorized();
-    }
+    // Enforcers in a cluster fetch with their pod-bound token, as they report.
+    let who = match reporter(&state, auth.as_deref()).await {
+        Ok(who) => who,
+        Err(reply) => return reply,
+    };
     let Some(namespace) = query.get("namespace").filter(|n| !n.is_empty()) else {
         return json_error(StatusCode::BAD_REQUEST, "namespace is required");
     };
+    if let Reporter::Workload(workload) = &who {
+        if workload.namespace != *namespace {
+            return forbidden_for(workload, namespace, "*");
+        }
+    }
     let labels = match parse_labels(query.get("labels").map_or("", String::as_str)) {
         Ok(l) => l,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
