@@ -467,6 +467,10 @@ pod_shapes() {
     | kubectl apply -n e2e-shapes -f - >/dev/null || fail "windows pod refused"
   [[ $(pod_names pod/windows e2e-shapes) == "|app" ]] || fail "enforcer in a windows pod"
   status_of windows | jq -e '.skipped == "windows"' >/dev/null || fail "status: $(status_of windows)"
+  shape winselector '' '  nodeSelector: {kubernetes.io/os: windows}
+  containers: [{name: app, image: mcr.microsoft.com/windows/nanoserver:ltsc2022}]' \
+    | kubectl apply -n e2e-shapes -f - >/dev/null || fail "windows-selected pod refused"
+  [[ $(pod_names pod/winselector e2e-shapes) == "|app" ]] || fail "enforcer in a pod for Windows nodes"
 
   # shareProcessNamespace: false is kept; the enforcer is injected, degraded.
   shape separate '' '  shareProcessNamespace: false

@@ -189,7 +189,12 @@ impl Webhook {
             opted_out: annotations
                 .get(palisade_common::INJECT_ANNOTATION)
                 .is_some_and(|v| v == "false"),
-            windows: spec.os.as_ref().is_some_and(|os| os.name == "windows"),
+            windows: spec.os.as_ref().is_some_and(|os| os.name == "windows")
+                || spec
+                    .node_selector
+                    .as_ref()
+                    .and_then(|s| s.get(mutate::OS_LABEL))
+                    .is_some_and(|os| os == "windows"),
             host_pid: spec.host_pid == Some(true),
             host_network: spec.host_network == Some(true),
         };
@@ -475,6 +480,13 @@ mod tests {
         assert_eq!(
             verdict(
                 json!({"os": {"name": "windows"}, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt(reason::SkipReason::Windows)
+        );
+        assert_eq!(
+            verdict(
+                json!({"nodeSelector": {"kubernetes.io/os": "windows"}, "containers": [{"name": "app"}]}),
                 json!({})
             ),
             EnforcerVerdict::Exempt(reason::SkipReason::Windows)

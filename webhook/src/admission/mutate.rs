@@ -60,6 +60,9 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/palisade";
 pub const NO_API_TOKEN_VOLUME: &str = "palisade-no-api-token";
 pub const API_TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// Node label naming the node's operating system.
+pub const OS_LABEL: &str = "kubernetes.io/os";
+
 /// Per-pod overrides of the sidecar's resources, merged over the defaults.
 pub const RESOURCE_OVERRIDES: [(&str, Section, &str); 4] = [
     ("palisade.dev/sidecar-cpu", Section::Requests, "cpu"),
@@ -154,6 +157,8 @@ struct SpecShape {
     security_context: Option<SecurityContextShape>,
     #[serde(default)]
     os: Option<NamedShape>,
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
     /// Pod-level resources (PodLevelResources).
     #[serde(default)]
     resources: Option<ResourcesShape>,
@@ -237,6 +242,7 @@ impl PodShape {
             share_process_namespace: None,
             security_context: None,
             os: None,
+            node_selector: None,
             resources: None,
         };
         self.spec.as_ref().unwrap_or(&EMPTY)
@@ -346,7 +352,9 @@ impl ContainerList {
 pub struct SkipFacts {
     /// `palisade.dev/inject: "false"`.
     pub opted_out: bool,
-    /// `spec.os.name: windows`.
+    /// `spec.os.name: windows`, or a `kubernetes.io/os: windows` node
+    /// selector (the older way, still common): the Linux enforcer image
+    /// cannot run there, and as a native sidecar it would hold the app back.
     pub windows: bool,
     pub host_pid: bool,
     pub host_network: bool,
@@ -373,7 +381,13 @@ pub fn skip_reason(pod: &PodShape, skip_host_network: bool) -> Option<SkipReason
     let spec = pod.spec();
     let facts = SkipFacts {
         opted_out: pod.annotation(INJECT_ANNOTATION) == Some("false"),
-        windows: spec.os.as_ref().and_then(|os| os.name.as_deref()) == Some("windows"),
+        windows: spec.os.as_ref().and_then(|os| os.name.as_deref()) == Some("windows")
+            || spec
+                .node_selector
+                .as_ref()
+                .and_then(|s| s.get(OS_LABEL))
+                .map(String::as_str)
+                == Some("windows"),
         host_pid: spec.host_pid == Some(true),
         host_network: spec.host_network == Some(true),
     };
@@ -1342,6 +1356,11 @@ mod tests {
         assert_eq!(status(&out)["skipped"], "windows");
         assert!(out["spec"].get("shareProcessNamespace").is_none());
         assert!(out["spec"].get("initContainers").is_none());
+        // So are pods bound to Windows nodes by the node selector alone.
+        let mut selected = pod();
+        selected["spec"]["nodeSelector"] = json!({OS_LABEL: "windows"});
+        let out = injected(&selected, &InjectionSettings::default());
+        assert_eq!(status(&out)["skipped"], "windows");
         // Linux pods that say so are injected as usual.
         p["spec"]["os"] = json!({"name": "linux"});
         assert!(matches!(

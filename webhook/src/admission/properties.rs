@@ -304,7 +304,7 @@ fn pod() -> impl Strategy<Value = Value> {
             init,
             any::<bool>(),
             prop::option::of(any::<bool>()),
-            prop::sample::select(vec![None, Some("linux"), Some("windows")]),
+            prop::sample::select(vec![None, Some("linux"), Some("windows"), Some("selector")]),
             any::<bool>(),
             prop::option::weighted(0.3, resources()),
             annotations(),
@@ -339,8 +339,13 @@ fn pod() -> impl Strategy<Value = Value> {
                     if let Some(share) = share {
                         spec["shareProcessNamespace"] = json!(share);
                     }
-                    if let Some(os) = os {
-                        spec["os"] = json!({"name": os});
+                    match os {
+                        // Bound to Windows nodes by the older node selector.
+                        Some("selector") => {
+                            spec["nodeSelector"] = json!({"kubernetes.io/os": "windows"})
+                        }
+                        Some(os) => spec["os"] = json!({"name": os}),
+                        None => {}
                     }
                     if host_network {
                         spec["hostNetwork"] = json!(true);
@@ -426,6 +431,9 @@ proptest! {
         let status: Value = serde_json::from_str(
             out["metadata"]["annotations"][STATUS_ANNOTATION].as_str().unwrap_or("null"),
         ).unwrap();
+        let windows = pod["spec"]["os"]["name"] == "windows"
+            || pod["spec"]["nodeSelector"]["kubernetes.io/os"] == "windows";
+        prop_assert!(!windows || skipped(&mutation.outcome), "a Linux enforcer in a Windows pod");
         if skipped(&mutation.outcome) {
             prop_assert!(enforcers.is_empty());
             prop_assert!(status["skipped"].is_string(), "{status}");

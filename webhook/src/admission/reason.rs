@@ -18,9 +18,10 @@ pub enum SkipReason {
     /// it, and in the host's PID namespace the enforcer would watch (and
     /// report as this pod's) every process on the node.
     HostPid,
-    /// `spec.os.name: windows`: the enforcer is a Linux binary, and its
-    /// Linux securityContext fields and `shareProcessNamespace` are
-    /// forbidden in Windows pods.
+    /// `spec.os.name: windows` (or a `kubernetes.io/os: windows` node
+    /// selector): the enforcer is a Linux binary, and its Linux
+    /// securityContext fields and `shareProcessNamespace` are forbidden in
+    /// Windows pods.
     Windows,
 }
 

@@ -31,6 +31,7 @@ pub struct PodSpec {
     /// Pod-level requests and limits (PodLevelResources): a pod-level
     /// limit bounds every container that sets none of its own.
     pub resources: Option<ResourceRequirements>,
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// A container of any list (init, app, ephemeral).
@@ -226,6 +227,9 @@ impl<'de> Visitor<'de> for SpecVisitor<'_> {
                 "os" => spec.os = typed_and_raw(&mut map, read, "os", raw)?,
                 "volumes" => spec.volumes = typed_and_raw(&mut map, read, "volumes", raw)?,
                 "resources" => spec.resources = typed_and_raw(&mut map, read, "resources", raw)?,
+                "nodeSelector" => {
+                    spec.node_selector = typed_and_raw(&mut map, read, "nodeSelector", raw)?
+                }
                 _ => read_or_skip(&mut map, read, key, raw)?,
             }
         }
