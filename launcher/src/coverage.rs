@@ -1,0 +1,403 @@
+//! What the kernel actually enforced, derived purely from the plan and the
+//! outcome of `landlock_restrict_self`. Never claims a protection the
+//! kernel refused: a protection counts only when the ruleset was enforced
+//! and the kernel's ABI has the feature behind it.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::plan::RulesetPlan;
+
+/// One protection the launcher can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Protection {
+    /// execve only beneath program directories: no dropped binaries, no
+    /// copies in temp dirs or emptyDirs, no memfd execution.
+    ExecOnlyFromProgramDirs,
+    /// No file created, written, removed, renamed or linked beneath the
+    /// program directories.
+    ProgramDirsWriteProtected,
+    /// No truncation of files beneath the program directories.
+    ProgramFilesTruncateProtected,
+    /// No ptrace of, and no ptrace-guarded `/proc/<pid>/` access to,
+    /// processes outside the sandbox (the enforcer).
+    PtraceScoped,
+    /// No signals to processes outside the sandbox (no SIGSTOP/SIGKILL of
+    /// the enforcer).
+    SignalScoped,
+    /// No connections to abstract unix sockets created outside the sandbox.
+    AbstractUnixSocketsScoped,
+    /// TCP bind only on the allowed ports.
+    TcpBindAllowList,
+    /// TCP connect only to the allowed ports.
+    TcpConnectAllowList,
+}
+
+impl Protection {
+    /// The Landlock ABI that brings the protection. The filesystem part
+    /// waits for ABI 2 on purpose: ABI 1 cannot allow renaming files
+    /// between directories, and breaking every app that does is worse than
+    /// running it unconfined (the ruleset requires ABI 2 as a whole).
+    pub fn min_abi(self) -> u8 {
+        match self {
+            Self::ExecOnlyFromProgramDirs
+            | Self::ProgramDirsWriteProtected
+            | Self::PtraceScoped => 2,
+            Self::ProgramFilesTruncateProtected => 3,
+            Self::TcpBindAllowList | Self::TcpConnectAllowList => 4,
+            Self::SignalScoped | Self::AbstractUnixSocketsScoped => 6,
+        }
+    }
+}
+
+/// Landlock as the running kernel offers it to this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "state", content = "abi")]
+pub enum LandlockSupport {
+    /// Available with this ABI version.
+    Available(u8),
+    /// Built in but not enabled at boot (`lsm=` without landlock).
+    NotEnabled,
+    /// Not in the kernel, or its syscalls are blocked (e.g. by a seccomp
+    /// profile that predates Landlock).
+    NotImplemented,
+    /// Applying failed before the kernel reported its ABI.
+    Unknown,
+}
+
+/// The ruleset status `landlock_restrict_self` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RulesetState {
+    Full,
+    Partial,
+    None,
+}
+
+/// The outcome of applying a plan, as the kernel reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub support: LandlockSupport,
+    pub ruleset: RulesetState,
+    pub no_new_privs: bool,
+    /// Applying failed after the kernel accepted Landlock (e.g. a rule was
+    /// refused); nothing from the ruleset is enforced then.
+    pub error: Option<String>,
+}
+
+/// Why a requested protection is not enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "reason")]
+pub enum NotEnforcedReason {
+    #[serde(rename_all = "camelCase")]
+    KernelAbiTooOld {
+        needs_abi: u8,
+    },
+    LandlockNotEnabled,
+    LandlockUnavailable,
+    ApplyFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotEnforced {
+    pub protection: Protection,
+    #[serde(flatten)]
+    pub reason: NotEnforcedReason,
+}
+
+/// Overall verdict, for dashboards and `--on-unsupported`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Level {
+    Full,
+    Partial,
+    None,
+}
+
+/// The coverage report: one JSON line per launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    pub event: &'static str,
+    pub level: Level,
+    pub landlock: LandlockSupport,
+    pub no_new_privs: bool,
+    pub enforced: Vec<Protection>,
+    pub not_enforced: Vec<NotEnforced>,
+    pub program_dirs: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_program_dirs: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlisted_dirs: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_ports: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ports: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub const COVERAGE_EVENT: &str = "palisade-launch/coverage";
+
+/// The protections a plan asks for, in a stable order.
+pub fn requested(plan: &RulesetPlan) -> Vec<Protection> {
+    let mut wanted = vec![
+        Protection::ExecOnlyFromProgramDirs,
+        Protection::ProgramDirsWriteProtected,
+        Protection::ProgramFilesTruncateProtected,
+        Protection::PtraceScoped,
+    ];
+    if plan.scope_signals {
+        wanted.push(Protection::SignalScoped);
+    }
+    if plan.scope_abstract_unix_sockets {
+        wanted.push(Protection::AbstractUnixSocketsScoped);
+    }
+    if plan.tcp.bind.is_some() {
+        wanted.push(Protection::TcpBindAllowList);
+    }
+    if plan.tcp.connect.is_some() {
+        wanted.push(Protection::TcpConnectAllowList);
+    }
+    wanted
+}
+
+/// Derives the report from the plan and what the kernel said.
+pub fn coverage(
+    plan: &RulesetPlan,
+    missing_program_dirs: &[PathBuf],
+    applied: &Applied,
+) -> Coverage {
+    let mut enforced = Vec::new();
+    let mut not_enforced = Vec::new();
+    for protection in requested(plan) {
+        let reason = match (applied.support, applied.ruleset, &applied.error) {
+            (_, _, Some(_)) => Some(NotEnforcedReason::ApplyFailed),
+            (LandlockSupport::NotEnabled, _, _) => Some(NotEnforcedReason::LandlockNotEnabled),
+            (LandlockSupport::NotImplemented, _, _) => Some(NotEnforcedReason::LandlockUnavailable),
+            (LandlockSupport::Unknown, _, _) => Some(NotEnforcedReason::ApplyFailed),
+            (LandlockSupport::Available(abi), _, _) if abi < protection.min_abi() => {
+                Some(NotEnforcedReason::KernelAbiTooOld {
+                    needs_abi: protection.min_abi(),
+                })
+            }
+            // The ABI has it, but the kernel enforced nothing: say so rather
+            // than trust the ABI number.
+            (LandlockSupport::Available(_), RulesetState::None, _) => {
+                Some(NotEnforcedReason::ApplyFailed)
+            }
+            (LandlockSupport::Available(_), _, _) => None,
+        };
+        match reason {
+            None => enforced.push(protection),
+            Some(reason) => not_enforced.push(NotEnforced { protection, reason }),
+        }
+    }
+    let level = match (enforced.is_empty(), not_enforced.is_empty()) {
+        (true, _) => Level::None,
+        (false, true) => Level::Full,
+        (false, false) => Level::Partial,
+    };
+    let kept = |p: Protection, ports: &Option<Vec<u16>>| {
+        enforced.contains(&p).then(|| ports.clone()).flatten()
+    };
+    Coverage {
+        event: COVERAGE_EVENT,
+        level,
+        landlock: applied.support,
+        no_new_privs: applied.no_new_privs,
+        bind_ports: kept(Protection::TcpBindAllowList, &plan.tcp.bind),
+        connect_ports: kept(Protection::TcpConnectAllowList, &plan.tcp.connect),
+        enforced,
+        not_enforced,
+        program_dirs: plan.program_dirs.clone(),
+        missing_program_dirs: missing_program_dirs.to_vec(),
+        unlisted_dirs: plan.unlisted_dirs.clone(),
+        error: applied.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::TcpRequest;
+
+    fn plan(tcp: TcpRequest) -> RulesetPlan {
+        RulesetPlan {
+            program_dirs: vec![PathBuf::from("/usr")],
+            rules: Vec::new(),
+            tcp,
+            scope_signals: true,
+            scope_abstract_unix_sockets: true,
+            unlisted_dirs: Vec::new(),
+        }
+    }
+
+    fn applied(support: LandlockSupport, ruleset: RulesetState) -> Applied {
+        Applied {
+            support,
+            ruleset,
+            no_new_privs: true,
+            error: None,
+        }
+    }
+
+    fn with_ports() -> TcpRequest {
+        TcpRequest {
+            bind: Some(vec![8080]),
+            connect: Some(vec![443]),
+        }
+    }
+
+    #[test]
+    fn abi_7_enforces_everything_requested() {
+        let c = coverage(
+            &plan(with_ports()),
+            &[],
+            &applied(LandlockSupport::Available(7), RulesetState::Full),
+        );
+        assert_eq!(c.level, Level::Full);
+        assert!(c.not_enforced.is_empty());
+        assert_eq!(c.enforced.len(), 8);
+        assert_eq!(c.bind_ports, Some(vec![8080]));
+        assert_eq!(c.connect_ports, Some(vec![443]));
+    }
+
+    #[test]
+    fn abi_4_enforces_files_and_tcp_but_not_signal_scoping() {
+        let c = coverage(
+            &plan(with_ports()),
+            &[],
+            &applied(LandlockSupport::Available(4), RulesetState::Partial),
+        );
+        assert_eq!(c.level, Level::Partial);
+        assert!(c.enforced.contains(&Protection::TcpBindAllowList));
+        assert_eq!(
+            c.not_enforced,
+            vec![
+                NotEnforced {
+                    protection: Protection::SignalScoped,
+                    reason: NotEnforcedReason::KernelAbiTooOld { needs_abi: 6 },
+                },
+                NotEnforced {
+                    protection: Protection::AbstractUnixSocketsScoped,
+                    reason: NotEnforcedReason::KernelAbiTooOld { needs_abi: 6 },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn abi_2_keeps_drift_prevention_and_reports_ports_it_could_not_enforce() {
+        let c = coverage(
+            &plan(with_ports()),
+            &[],
+            &applied(LandlockSupport::Available(2), RulesetState::Partial),
+        );
+        assert_eq!(
+            c.enforced,
+            vec![
+                Protection::ExecOnlyFromProgramDirs,
+                Protection::ProgramDirsWriteProtected,
+                Protection::PtraceScoped,
+            ]
+        );
+        assert_eq!(
+            c.bind_ports, None,
+            "ports are not claimed when not enforced"
+        );
+        assert_eq!(c.connect_ports, None);
+    }
+
+    #[test]
+    fn abi_1_enforces_nothing_because_renames_would_break() {
+        let c = coverage(
+            &plan(TcpRequest::default()),
+            &[],
+            &applied(LandlockSupport::Available(1), RulesetState::None),
+        );
+        assert_eq!(c.level, Level::None);
+        assert!(c.enforced.is_empty());
+        assert!(c
+            .not_enforced
+            .iter()
+            .all(|n| matches!(n.reason, NotEnforcedReason::KernelAbiTooOld { .. })));
+    }
+
+    #[test]
+    fn a_kernel_without_landlock_is_reported_as_none_with_the_cause() {
+        for (support, reason) in [
+            (
+                LandlockSupport::NotImplemented,
+                NotEnforcedReason::LandlockUnavailable,
+            ),
+            (
+                LandlockSupport::NotEnabled,
+                NotEnforcedReason::LandlockNotEnabled,
+            ),
+        ] {
+            let c = coverage(
+                &plan(TcpRequest::default()),
+                &[],
+                &applied(support, RulesetState::None),
+            );
+            assert_eq!(c.level, Level::None);
+            assert!(c.not_enforced.iter().all(|n| n.reason == reason));
+        }
+    }
+
+    #[test]
+    fn a_recent_abi_with_nothing_enforced_is_not_trusted() {
+        let c = coverage(
+            &plan(TcpRequest::default()),
+            &[],
+            &applied(LandlockSupport::Available(7), RulesetState::None),
+        );
+        assert_eq!(c.level, Level::None);
+    }
+
+    #[test]
+    fn an_apply_error_means_nothing_is_claimed() {
+        let mut outcome = applied(LandlockSupport::Available(7), RulesetState::None);
+        outcome.error = Some("add rule /opt: EBADF".into());
+        let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
+        assert_eq!(c.level, Level::None);
+        assert!(c
+            .not_enforced
+            .iter()
+            .all(|n| n.reason == NotEnforcedReason::ApplyFailed));
+    }
+
+    #[test]
+    fn unrequested_tcp_lists_are_neither_enforced_nor_missing() {
+        let c = coverage(
+            &plan(TcpRequest::default()),
+            &[],
+            &applied(LandlockSupport::Available(7), RulesetState::Full),
+        );
+        assert_eq!(c.level, Level::Full);
+        assert!(!c.enforced.contains(&Protection::TcpBindAllowList));
+    }
+
+    #[test]
+    fn the_report_is_one_json_line_with_camel_case_names() {
+        let c = coverage(
+            &plan(TcpRequest::default()),
+            &[PathBuf::from("/lib64")],
+            &applied(LandlockSupport::Available(4), RulesetState::Partial),
+        );
+        let line = serde_json::to_string(&c).expect("serialises");
+        assert!(!line.contains('\n'));
+        for needle in [
+            r#""event":"palisade-launch/coverage""#,
+            r#""level":"partial""#,
+            r#""landlock":{"state":"available","abi":4}"#,
+            r#""missingProgramDirs":["/lib64"]"#,
+            r#"{"protection":"signalScoped","reason":"kernelAbiTooOld","needsAbi":6}"#,
+        ] {
+            assert!(line.contains(needle), "{needle} in {line}");
+        }
+    }
+}
