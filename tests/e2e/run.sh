@@ -516,6 +516,20 @@ pod_shapes() {
     fail "contradicting annotations admitted"
   fi
   grep -q 'a request must not exceed its limit' <<<"$out" || fail "$out"
+
+  # The property test's generated pods (hostPID, Windows, process namespace
+  # choices, pod-level resources, request-only containers, colliding volume
+  # names, override annotations, init containers), all through the apiserver.
+  local generated="$ROOT/webhook/tests/fixtures/generated-pods.json"
+  kubectl create -n e2e-shapes --dry-run=server -o json -f "$generated" >"$WORK/generated.out" 2>"$WORK/generated.err" \
+    || fail "generated pods refused: $(grep -v '^Warning' "$WORK/generated.err" | head -5)"
+  jq -s --argjson want "$(jq '.items | length' "$generated")" -e '
+    [.[] | if .kind == "List" then .items[] else . end]
+    | length == $want and all(
+        (.metadata.annotations["palisade.dev/status"] | fromjson) as $status
+        | ([.spec.initContainers[]?.name] | index("palisade-enforcer")) as $enforcer
+        | if $status.skipped then $enforcer == null else $enforcer != null end)' \
+    "$WORK/generated.out" >/dev/null || fail "generated pods not injected as their status says"
 }
 
 case_a_container_posing_as_the_enforcer_is_denied() {

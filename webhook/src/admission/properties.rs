@@ -107,13 +107,23 @@ pub(crate) fn apiserver_problems(pod: &Value) -> Vec<String> {
             }
         }
     }
-    if spec["shareProcessNamespace"] == true {
-        if spec["hostPID"] == true {
-            problems.push("hostPID and shareProcessNamespace together".into());
-        }
-        if windows {
-            problems.push("shareProcessNamespace forbidden on windows".into());
-        }
+    if spec["shareProcessNamespace"] == true && spec["hostPID"] == true {
+        problems.push("hostPID and shareProcessNamespace together".into());
+    }
+    // Windows pods may not set shareProcessNamespace at all (false
+    // included), nor hostPID.
+    if windows
+        && spec
+            .get("shareProcessNamespace")
+            .is_some_and(|v| !v.is_null())
+    {
+        problems.push("shareProcessNamespace forbidden on windows".into());
+    }
+    if windows && spec["hostPID"] == true {
+        problems.push("hostPID forbidden on windows".into());
+    }
+    if windows && !spec["resources"].is_null() {
+        problems.push("pod-level resources forbidden on windows".into());
     }
     problems.extend(pod_level_problems(spec));
     problems
@@ -503,5 +513,58 @@ fn the_checker_catches_what_the_apiserver_refuses() {
         "cpu: containers request 2000000000n > pod 1000000000n",
     ] {
         assert!(problems.contains(expected), "{expected} in\n{problems}");
+    }
+}
+
+/// Pods from the generator, kept in the repository so the e2e suite sends
+/// the same shapes through a real apiserver. Regenerate with
+/// `PALISADE_WRITE_GENERATED_PODS=1 cargo test -p palisade-webhook --lib generated_pods`.
+const GENERATED_PODS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/generated-pods.json"
+);
+
+/// `count` valid pods without contradicting override annotations, from a
+/// fixed seed.
+fn generate_pods(count: usize) -> Vec<Value> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
+    let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
+    let strategy = pod();
+    let mut pods = Vec::new();
+    while pods.len() < count {
+        let mut pod = strategy.new_tree(&mut runner).unwrap().current();
+        if input_is_valid(&pod) && !overrides_conflict(&pod) {
+            pod["metadata"]["name"] = json!(format!("generated-{}", pods.len()));
+            pod["apiVersion"] = json!("v1");
+            pod["kind"] = json!("Pod");
+            pods.push(pod);
+        }
+    }
+    pods
+}
+
+#[test]
+fn generated_pods_for_the_e2e_suite_are_valid_and_patch_into_valid_pods() {
+    if std::env::var_os("PALISADE_WRITE_GENERATED_PODS").is_some() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": generate_pods(80)});
+        let text = serde_json::to_string_pretty(&list).unwrap() + "\n";
+        std::fs::write(GENERATED_PODS, text).unwrap();
+    }
+    let list: Value =
+        serde_json::from_str(&std::fs::read_to_string(GENERATED_PODS).unwrap()).unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert!(items.len() >= 80);
+    let injector = Injector::new(&InjectionSettings::default());
+    for pod in items {
+        let mut pod = pod.clone();
+        pod.as_object_mut().unwrap().remove("apiVersion");
+        pod.as_object_mut().unwrap().remove("kind");
+        assert!(input_is_valid(&pod), "{pod:#}");
+        let mutation = injector.plan(&PodShape::from_value(&pod).unwrap()).unwrap();
+        mutation.apply(&mut pod).unwrap();
+        let problems = apiserver_problems(&pod);
+        assert!(problems.is_empty(), "{problems:?}\n{pod:#}");
     }
 }
