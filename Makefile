@@ -59,12 +59,12 @@ e2e-binaries: ## Build pinned etcd, Kubernetes (control plane, kubelet, kube-pro
 
 e2e: e2e-kube e2e-pod e2e-node ## All end-to-end suites (e2e-node needs root)
 
-e2e-kube: e2e-binaries ## End-to-end against a real kube-apiserver + controller-manager
-	$(CARGO) build --release -p palisade-webhook --bin palisade
-	PALISADE_E2E_CACHE=$(E2E_CACHE) bash tests/e2e/run.sh
+# The suites run the static binaries the images ship.
+e2e-kube: e2e-binaries build-static ## End-to-end against a real kube-apiserver + controller-manager
+	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) bash tests/e2e/run.sh
 
-e2e-pod: build ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
-	PALISADE_BIN=target/release/palisade PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) \
+e2e-pod: build-static ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
+	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) \
 	  bash tests/sidecar/run.sh
 
 e2e-node: e2e-binaries images ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root

@@ -139,6 +139,10 @@ pub struct AgentStatus {
     /// Processes that started and exited between two of its scans.
     #[serde(default)]
     pub unobserved: u64,
+    /// The runtime policy bundle it enforces (the bundle's etag; `builtin`
+    /// before the first fetch): tells which pods run the current policy.
+    #[serde(default)]
+    pub policy_etag: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -198,6 +202,8 @@ pub struct AgentRecord {
     pub state: Liveness,
     pub dropped: u64,
     pub unobserved: u64,
+    /// The policy bundle it last said it enforces.
+    pub policy_etag: String,
 }
 
 /// Result of an ingestion: how many events were new.

@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         settings.policy_url.is_none(),
         settings.spool_max_bytes,
     );
-    let sender = report::spawn(settings.clone(), report_agent, &reporter);
+    let sender = report::spawn(settings.clone(), report_agent, &reporter, holder.clone());
     let fetcher = {
         let (settings, holder, stop) = (settings.clone(), holder.clone(), stop.clone());
         std::thread::Builder::new()

@@ -23,6 +23,7 @@ use palisade_common::policy::Mode;
 use palisade_common::wire::{AgentState, AgentStatus, Event, Heartbeat, ReportBatch};
 
 use crate::config::Settings;
+use crate::policy::PolicyHolder;
 use crate::rules::{Priority, Rule};
 
 const BATCH: usize = 500;
@@ -299,9 +300,15 @@ impl SenderHandle {
 }
 
 /// Starts the sender thread for `reporter`.
-pub fn spawn(settings: Settings, agent: ureq::Agent, reporter: &Reporter) -> SenderHandle {
+pub fn spawn(
+    settings: Settings,
+    agent: ureq::Agent,
+    reporter: &Reporter,
+    policy: Arc<PolicyHolder>,
+) -> SenderHandle {
     let sender = Sender {
         started_ms: now_ms(),
+        policy,
         settings,
         agent,
         reporter: reporter.clone(),
@@ -322,6 +329,8 @@ pub fn spawn(settings: Settings, agent: ureq::Agent, reporter: &Reporter) -> Sen
 
 struct Sender {
     settings: Settings,
+    /// Heartbeats say which policy bundle is in force.
+    policy: Arc<PolicyHolder>,
     agent: ureq::Agent,
     reporter: Reporter,
     started_ms: i64,
@@ -488,6 +497,7 @@ impl Sender {
                 reason: reason.to_string(),
                 dropped: self.reporter.dropped(),
                 unobserved: self.reporter.shared.unobserved.load(Ordering::Relaxed),
+                policy_etag: self.policy.current().etag.clone(),
             },
         };
         match self.post("heartbeat", &beat)? {

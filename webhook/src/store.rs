@@ -90,6 +90,7 @@ const COMMON_SCHEMA: &[&str] = &[
         namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
         boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
         state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
+        policy_etag TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (namespace, pod))",
 ];
 
@@ -455,12 +456,13 @@ impl Store {
             AgentState::Stopping => Liveness::Stopped,
         };
         sqlx::query(&self.sql(
-            "INSERT INTO agents (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO agents (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (namespace, pod) DO UPDATE SET pod_uid = excluded.pod_uid,
                boot_id = excluded.boot_id, heartbeat_ms = excluded.heartbeat_ms,
                last_seen_ms = excluded.last_seen_ms, state = excluded.state,
-               dropped = excluded.dropped, unobserved = excluded.unobserved",
+               dropped = excluded.dropped, unobserved = excluded.unobserved,
+               policy_etag = excluded.policy_etag",
         ))
         .bind(&pod.namespace)
         .bind(&pod.name)
@@ -471,6 +473,7 @@ impl Store {
         .bind(state.as_str())
         .bind(agent.dropped as i64)
         .bind(agent.unobserved as i64)
+        .bind(&agent.policy_etag)
         .execute(&self.pool)
         .await?;
         let event = match (agent.state, before) {
@@ -559,7 +562,7 @@ impl Store {
     /// Every enforcer that ever sent a heartbeat.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved
+            "SELECT namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag
              FROM agents ORDER BY namespace, pod",
         )
         .fetch_all(&self.pool)
@@ -579,6 +582,7 @@ impl Store {
                         .unwrap_or(Liveness::Reporting),
                     dropped: row.try_get::<i64, _>(7)? as u64,
                     unobserved: row.try_get::<i64, _>(8)? as u64,
+                    policy_etag: row.try_get(9)?,
                 })
             })
             .collect()

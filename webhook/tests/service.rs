@@ -569,3 +569,22 @@ async fn an_enforcer_that_says_it_stops_is_not_reported_missing() {
     assert!(!rules.contains(&"agent/missing".to_string()), "{rules:?}");
     server.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_agents_list_shows_which_policy_bundle_each_enforcer_runs() {
+    let server = start(&repo_policies()).await;
+    let mut beat = status("web-2", "b1", "running");
+    beat["agent"]["policyEtag"] = json!("etag-one");
+    assert_eq!(heartbeat(&server, beat.clone()).await, 200);
+    beat["agent"]["policyEtag"] = json!("etag-two");
+    assert_eq!(heartbeat(&server, beat).await, 200);
+    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+    let web = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["pod"]["name"] == "web-2")
+        .expect("web-2 listed");
+    assert_eq!(web["policyEtag"], "etag-two", "{agents}");
+    server.running.shutdown().await;
+}
