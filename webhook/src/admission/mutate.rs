@@ -714,6 +714,12 @@ impl Injector {
     /// pod level are left to the pod's budget.
     fn default_container_resources(&self, pod: &PodShape, ops: &mut Vec<AddOp>) -> Vec<String> {
         let defaults = &self.settings.container_defaults;
+        let resource_names: BTreeSet<&str> = defaults
+            .requests
+            .keys()
+            .chain(defaults.limits.keys())
+            .map(String::as_str)
+            .collect();
         let mut defaulted = Vec::new();
         for (list, index, container) in pod.all_containers() {
             if self
@@ -725,13 +731,7 @@ impl Injector {
             }
             let mut requests: BTreeMap<&str, &str> = BTreeMap::new();
             let mut limits: BTreeMap<&str, Cow<'_, str>> = BTreeMap::new();
-            let names: BTreeSet<&str> = defaults
-                .requests
-                .keys()
-                .chain(defaults.limits.keys())
-                .map(String::as_str)
-                .collect();
-            for name in names {
+            for &name in &resource_names {
                 if pod.pod_level_sets(name) {
                     continue;
                 }
@@ -807,16 +807,19 @@ impl Injector {
             |key| pod.annotation(key).map(str::to_string),
             |name| pod.pod_level_sets(name),
         )?;
-        // Volume names: the usual ones unless the pod already uses them.
-        let mut taken: BTreeSet<String> =
-            pod.volume_names().into_iter().map(str::to_string).collect();
+        // Volume names: the usual ones unless the pod already uses them
+        // (checked first, so the common case allocates nothing).
+        let existing = pod.volume_names();
+        let renamed = self.volumes.iter().any(|v| existing.contains(v.name));
         let mut names = BTreeMap::new();
-        for v in &self.volumes {
-            let name = unique_name(v.name, &taken);
-            taken.insert(name.to_string());
-            names.insert(v.name, name);
+        if renamed {
+            let mut taken: BTreeSet<String> = existing.into_iter().map(str::to_string).collect();
+            for v in &self.volumes {
+                let name = unique_name(v.name, &taken);
+                taken.insert(name.to_string());
+                names.insert(v.name, name);
+            }
         }
-        let renamed = names.iter().any(|(base, name)| base != name);
         let custom_mounts;
         let mounts: &RawValue = if renamed {
             custom_mounts =
