@@ -48,8 +48,10 @@ pub struct PolicySpec {
     pub selector: Selector,
     #[serde(default)]
     pub admission: AdmissionRules,
-    #[serde(default)]
-    pub runtime: RuntimeRules,
+    /// Only policies with a runtime section reach enforcers: an
+    /// admission-only `enforce` policy must not turn on drift kills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRules>,
 }
 
 /// Audit reports violations (admission warnings, runtime events); enforce
@@ -259,16 +261,18 @@ impl PolicyDocument {
                 problems.push(format!("{at}: {problem}"));
             }
         }
-        for (i, entry) in self.spec.runtime.egress_allow.iter().enumerate() {
-            if let Err(problem) = crate::net::EgressRule::parse(entry) {
-                problems.push(format!("spec.runtime.egressAllow[{i}]: {problem}"));
+        if let Some(runtime) = &self.spec.runtime {
+            for (i, entry) in runtime.egress_allow.iter().enumerate() {
+                if let Err(problem) = crate::net::EgressRule::parse(entry) {
+                    problems.push(format!("spec.runtime.egressAllow[{i}]: {problem}"));
+                }
             }
-        }
-        for (i, path) in self.spec.runtime.watched_paths.iter().enumerate() {
-            if !path.starts_with('/') {
-                problems.push(format!(
-                    "spec.runtime.watchedPaths[{i}]: {path:?} must be absolute"
-                ));
+            for (i, path) in runtime.watched_paths.iter().enumerate() {
+                if !path.starts_with('/') {
+                    problems.push(format!(
+                        "spec.runtime.watchedPaths[{i}]: {path:?} must be absolute"
+                    ));
+                }
             }
         }
         for (i, name) in self.spec.admission.allowed_registries.iter().enumerate() {
@@ -358,8 +362,9 @@ spec:
             doc.spec.admission.pod_security,
             Some(PodSecurityLevel::Restricted)
         );
-        assert!(doc.spec.runtime.drift, "drift defaults to on");
-        assert_eq!(doc.spec.runtime.watched_paths.len(), 3);
+        let runtime = doc.spec.runtime.as_ref().expect("runtime section");
+        assert!(runtime.drift, "drift defaults to on");
+        assert_eq!(runtime.watched_paths.len(), 3);
     }
 
     #[test]

@@ -288,10 +288,12 @@ impl PolicySet {
             .policies
             .iter()
             .filter(|p| p.doc.spec.selector.matches(namespace, labels))
-            .map(|p| RuntimePolicy {
-                name: p.doc.metadata.name.clone(),
-                mode: p.doc.spec.mode,
-                rules: p.doc.spec.runtime.clone(),
+            .filter_map(|p| {
+                Some(RuntimePolicy {
+                    name: p.doc.metadata.name.clone(),
+                    mode: p.doc.spec.mode,
+                    rules: p.doc.spec.runtime.clone()?,
+                })
             })
             .collect();
         let canonical = serde_json::to_vec(&policies).unwrap_or_default();
@@ -667,18 +669,20 @@ spec:
     }
 
     #[test]
-    fn runtime_bundles_follow_selectors_and_tag_their_content() {
+    fn runtime_bundles_carry_only_policies_with_runtime_rules_and_follow_selectors() {
         let policies = format!(
             "{POLICIES}---\napiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: shells}}\nspec:\n  mode: enforce\n  selector: {{podLabels: {{tier: web}}}}\n  runtime: {{deniedProcesses: [sh]}}\n"
         );
         let set = set(&policies);
         let web: BTreeMap<String, String> = [("tier".to_string(), "web".to_string())].into();
         let prod_web = set.runtime_bundle("prod", &web);
+        // "images" (enforce) and "audit-only" judge admission only: enforcers
+        // never see them, so their mode cannot arm runtime kills.
         let names: Vec<&str> = prod_web.policies.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["audit-only", "images", "shells"]);
-        assert_eq!(prod_web.policies[2].rules.denied_processes, ["sh"]);
+        assert_eq!(names, ["shells"]);
+        assert_eq!(prod_web.policies[0].rules.denied_processes, ["sh"]);
         let other = set.runtime_bundle("default", &BTreeMap::new());
-        assert_eq!(other.policies.len(), 1);
+        assert!(other.policies.is_empty());
         assert_ne!(other.etag, prod_web.etag);
         assert_eq!(
             set.runtime_bundle("prod", &web).etag,
