@@ -33,21 +33,28 @@ pub enum Protection {
     TcpBindAllowList,
     /// TCP connect only to the allowed ports.
     TcpConnectAllowList,
+    /// No execution of memfds. Landlock does not check anonymous files
+    /// against path rules, so this comes from the pid namespace's
+    /// `vm.memfd_noexec = 2` (inherited from the node), never from the
+    /// launcher; it is reported so that the gap is visible.
+    MemfdExecDenied,
 }
 
 impl Protection {
-    /// The Landlock ABI that brings the protection. The filesystem part
+    /// The Landlock ABI that brings the protection (`None`: not Landlock's
+    /// to give). The filesystem part
     /// waits for ABI 2 on purpose: ABI 1 cannot allow renaming files
     /// between directories, and breaking every app that does is worse than
     /// running it unconfined (the ruleset requires ABI 2 as a whole).
-    pub fn min_abi(self) -> u8 {
+    pub fn min_abi(self) -> Option<u8> {
         match self {
             Self::ExecOnlyFromProgramDirs
             | Self::ProgramDirsWriteProtected
-            | Self::PtraceScoped => 2,
-            Self::ProgramFilesTruncateProtected => 3,
-            Self::TcpBindAllowList | Self::TcpConnectAllowList => 4,
-            Self::SignalScoped | Self::AbstractUnixSocketsScoped => 6,
+            | Self::PtraceScoped => Some(2),
+            Self::ProgramFilesTruncateProtected => Some(3),
+            Self::TcpBindAllowList | Self::TcpConnectAllowList => Some(4),
+            Self::SignalScoped | Self::AbstractUnixSocketsScoped => Some(6),
+            Self::MemfdExecDenied => None,
         }
     }
 }
@@ -85,6 +92,9 @@ pub struct Applied {
     /// Applying failed after the kernel accepted Landlock (e.g. a rule was
     /// refused); nothing from the ruleset is enforced then.
     pub error: Option<String>,
+    /// `/proc/sys/vm/memfd_noexec` as this process sees it (`None`: the
+    /// kernel predates it, 6.3).
+    pub memfd_noexec: Option<u8>,
 }
 
 /// Why a requested protection is not enforced.
@@ -98,6 +108,11 @@ pub enum NotEnforcedReason {
     LandlockNotEnabled,
     LandlockUnavailable,
     ApplyFailed,
+    /// A node setting the launcher cannot make (it needs privilege).
+    #[serde(rename_all = "camelCase")]
+    NodeSettingMissing {
+        setting: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,7 +122,9 @@ pub struct NotEnforced {
     pub reason: NotEnforcedReason,
 }
 
-/// Overall verdict, for dashboards and `--on-unsupported`.
+/// What Landlock enforced of what the launcher asked of it, for dashboards
+/// and `--on-unsupported` (node settings such as `vm.memfd_noexec` are
+/// listed, but do not count: the launcher cannot change them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Level {
@@ -124,6 +141,8 @@ pub struct Coverage {
     pub level: Level,
     pub landlock: LandlockSupport,
     pub no_new_privs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memfd_noexec: Option<u8>,
     pub enforced: Vec<Protection>,
     pub not_enforced: Vec<NotEnforced>,
     pub program_dirs: Vec<PathBuf>,
@@ -161,6 +180,7 @@ pub fn requested(plan: &RulesetPlan) -> Vec<Protection> {
     if plan.tcp.connect.is_some() {
         wanted.push(Protection::TcpConnectAllowList);
     }
+    wanted.push(Protection::MemfdExecDenied);
     wanted
 }
 
@@ -173,32 +193,27 @@ pub fn coverage(
     let mut enforced = Vec::new();
     let mut not_enforced = Vec::new();
     for protection in requested(plan) {
-        let reason = match (applied.support, applied.ruleset, &applied.error) {
-            (_, _, Some(_)) => Some(NotEnforcedReason::ApplyFailed),
-            (LandlockSupport::NotEnabled, _, _) => Some(NotEnforcedReason::LandlockNotEnabled),
-            (LandlockSupport::NotImplemented, _, _) => Some(NotEnforcedReason::LandlockUnavailable),
-            (LandlockSupport::Unknown, _, _) => Some(NotEnforcedReason::ApplyFailed),
-            (LandlockSupport::Available(abi), _, _) if abi < protection.min_abi() => {
-                Some(NotEnforcedReason::KernelAbiTooOld {
-                    needs_abi: protection.min_abi(),
+        let reason = match protection.min_abi() {
+            Some(needs_abi) => landlock_refusal(needs_abi, applied),
+            None => {
+                (applied.memfd_noexec != Some(2)).then_some(NotEnforcedReason::NodeSettingMissing {
+                    setting: "vm.memfd_noexec=2",
                 })
             }
-            // The ABI has it, but the kernel enforced nothing: say so rather
-            // than trust the ABI number.
-            (LandlockSupport::Available(_), RulesetState::None, _) => {
-                Some(NotEnforcedReason::ApplyFailed)
-            }
-            (LandlockSupport::Available(_), _, _) => None,
         };
         match reason {
             None => enforced.push(protection),
             Some(reason) => not_enforced.push(NotEnforced { protection, reason }),
         }
     }
-    let level = match (enforced.is_empty(), not_enforced.is_empty()) {
-        (true, _) => Level::None,
-        (false, true) => Level::Full,
-        (false, false) => Level::Partial,
+    let from_landlock = |p: &Protection| p.min_abi().is_some();
+    let level = match (
+        enforced.iter().any(from_landlock),
+        not_enforced.iter().any(|n| from_landlock(&n.protection)),
+    ) {
+        (false, _) => Level::None,
+        (true, false) => Level::Full,
+        (true, true) => Level::Partial,
     };
     let kept = |p: Protection, ports: &Option<Vec<u16>>| {
         enforced.contains(&p).then(|| ports.clone()).flatten()
@@ -208,6 +223,7 @@ pub fn coverage(
         level,
         landlock: applied.support,
         no_new_privs: applied.no_new_privs,
+        memfd_noexec: applied.memfd_noexec,
         bind_ports: kept(Protection::TcpBindAllowList, &plan.tcp.bind),
         connect_ports: kept(Protection::TcpConnectAllowList, &plan.tcp.connect),
         enforced,
@@ -216,6 +232,25 @@ pub fn coverage(
         missing_program_dirs: missing_program_dirs.to_vec(),
         unlisted_dirs: plan.unlisted_dirs.clone(),
         error: applied.error.clone(),
+    }
+}
+
+/// Why a Landlock protection that needs `needs_abi` is not enforced, if it
+/// is not.
+fn landlock_refusal(needs_abi: u8, applied: &Applied) -> Option<NotEnforcedReason> {
+    match (applied.support, applied.ruleset, &applied.error) {
+        (_, _, Some(_)) | (LandlockSupport::Unknown, _, _) => Some(NotEnforcedReason::ApplyFailed),
+        (LandlockSupport::NotEnabled, _, _) => Some(NotEnforcedReason::LandlockNotEnabled),
+        (LandlockSupport::NotImplemented, _, _) => Some(NotEnforcedReason::LandlockUnavailable),
+        (LandlockSupport::Available(abi), _, _) if abi < needs_abi => {
+            Some(NotEnforcedReason::KernelAbiTooOld { needs_abi })
+        }
+        // The ABI has it, but the kernel enforced nothing: say so rather
+        // than trust the ABI number.
+        (LandlockSupport::Available(_), RulesetState::None, _) => {
+            Some(NotEnforcedReason::ApplyFailed)
+        }
+        (LandlockSupport::Available(_), _, _) => None,
     }
 }
 
@@ -241,7 +276,16 @@ mod tests {
             ruleset,
             no_new_privs: true,
             error: None,
+            // What most nodes have today.
+            memfd_noexec: Some(0),
         }
+    }
+
+    fn landlock_gaps(c: &Coverage) -> Vec<&NotEnforced> {
+        c.not_enforced
+            .iter()
+            .filter(|n| n.protection != Protection::MemfdExecDenied)
+            .collect()
     }
 
     fn with_ports() -> TcpRequest {
@@ -259,7 +303,7 @@ mod tests {
             &applied(LandlockSupport::Available(7), RulesetState::Full),
         );
         assert_eq!(c.level, Level::Full);
-        assert!(c.not_enforced.is_empty());
+        assert!(landlock_gaps(&c).is_empty());
         assert_eq!(c.enforced.len(), 8);
         assert_eq!(c.bind_ports, Some(vec![8080]));
         assert_eq!(c.connect_ports, Some(vec![443]));
@@ -275,13 +319,13 @@ mod tests {
         assert_eq!(c.level, Level::Partial);
         assert!(c.enforced.contains(&Protection::TcpBindAllowList));
         assert_eq!(
-            c.not_enforced,
+            landlock_gaps(&c),
             vec![
-                NotEnforced {
+                &NotEnforced {
                     protection: Protection::SignalScoped,
                     reason: NotEnforcedReason::KernelAbiTooOld { needs_abi: 6 },
                 },
-                NotEnforced {
+                &NotEnforced {
                     protection: Protection::AbstractUnixSocketsScoped,
                     reason: NotEnforcedReason::KernelAbiTooOld { needs_abi: 6 },
                 },
@@ -320,8 +364,7 @@ mod tests {
         );
         assert_eq!(c.level, Level::None);
         assert!(c.enforced.is_empty());
-        assert!(c
-            .not_enforced
+        assert!(landlock_gaps(&c)
             .iter()
             .all(|n| matches!(n.reason, NotEnforcedReason::KernelAbiTooOld { .. })));
     }
@@ -344,7 +387,7 @@ mod tests {
                 &applied(support, RulesetState::None),
             );
             assert_eq!(c.level, Level::None);
-            assert!(c.not_enforced.iter().all(|n| n.reason == reason));
+            assert!(landlock_gaps(&c).iter().all(|n| n.reason == reason));
         }
     }
 
@@ -364,10 +407,37 @@ mod tests {
         outcome.error = Some("add rule /opt: EBADF".into());
         let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
         assert_eq!(c.level, Level::None);
-        assert!(c
-            .not_enforced
+        assert!(landlock_gaps(&c)
             .iter()
             .all(|n| n.reason == NotEnforcedReason::ApplyFailed));
+    }
+
+    #[test]
+    fn memfd_execution_is_reported_missing_unless_the_node_sets_memfd_noexec_2() {
+        let mut outcome = applied(LandlockSupport::Available(7), RulesetState::Full);
+        let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
+        assert_eq!(
+            c.not_enforced,
+            vec![NotEnforced {
+                protection: Protection::MemfdExecDenied,
+                reason: NotEnforcedReason::NodeSettingMissing {
+                    setting: "vm.memfd_noexec=2"
+                },
+            }]
+        );
+        assert_eq!(c.level, Level::Full, "the launcher did all it could");
+        outcome.memfd_noexec = Some(2);
+        let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
+        assert!(c.enforced.contains(&Protection::MemfdExecDenied));
+        assert!(c.not_enforced.is_empty());
+    }
+
+    #[test]
+    fn a_node_setting_alone_does_not_make_an_unconfined_app_look_covered() {
+        let mut outcome = applied(LandlockSupport::NotImplemented, RulesetState::None);
+        outcome.memfd_noexec = Some(2);
+        let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
+        assert_eq!(c.level, Level::None);
     }
 
     #[test]

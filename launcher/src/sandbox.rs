@@ -100,6 +100,9 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
     // missing.
     let _ = nix::sys::prctl::set_no_new_privs();
     let no_new_privs = nix::sys::prctl::get_no_new_privs().unwrap_or(false);
+    let memfd_noexec = std::fs::read_to_string("/proc/sys/vm/memfd_noexec")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
     match restrict(plan) {
         Ok(status) => Applied {
             support: support(status.landlock),
@@ -110,12 +113,14 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
             },
             no_new_privs: no_new_privs || status.no_new_privs,
             error: None,
+            memfd_noexec,
         },
         Err(error) => Applied {
             support: LandlockSupport::Unknown,
             ruleset: RulesetState::None,
             no_new_privs,
             error: Some(error.to_string()),
+            memfd_noexec,
         },
     }
 }
