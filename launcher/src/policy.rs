@@ -107,8 +107,13 @@ impl LaunchPolicy {
                 .iter()
                 .find(|t| dir.starts_with(t) || Path::new(t).starts_with(dir))
             {
+                let relation = if dir.as_path() == Path::new(temp) {
+                    "is"
+                } else {
+                    "overlaps"
+                };
                 problems.push(format!(
-                    "{at}: {} overlaps {temp}, which every process can write",
+                    "{at}: {} {relation} {temp}, which every process can write",
                     dir.display()
                 ));
             }

@@ -288,6 +288,8 @@ works "/dev/null and /proc/self are usable" 'echo x >/dev/null && cat /proc/self
 works "the app can signal its own children" 'sleep 30 & kill $! && wait $! ; [ $? -gt 128 ]'
 [[ -x $PY ]] && works "an interpreter from the image runs" "$PY -c 'print(1)' >/dev/null"
 works "the command's exit status is the app's" 'exit 0'
+[[ -x $PY ]] && works "a program re-executing itself through /proc/self/exe still runs" \
+    "$PY"' -c "import os, sys; os.execv(\"/proc/self/exe\", [\"python3\", \"-c\", \"pass\"])"'
 out=$(confined /bin/sh -c 'exit 7' 2>&1)
 rc=$?
 [[ $rc == 7 ]] && ok "an app exit status of 7 comes back as 7" || not_ok "exit status 7 came back as $rc: $out"
@@ -317,11 +319,51 @@ if ! $WITHOUT_LAUNCHER; then
         || not_ok "a /tmp program directory exited $rc: $out"
 fi
 
+if ! $WITHOUT_LAUNCHER && [[ -x $PY && $(uname -m) == x86_64 ]]; then
+    echo "# a runtime whose seccomp profile predates Landlock (landlock_create_ruleset -> ENOSYS)"
+    # Installs a seccomp filter as the app UID, then execs the rest of argv.
+    cat >"$S/no-landlock.py" <<'PYEOF'
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Filter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+LANDLOCK_CREATE_RULESET, ENOSYS = 444, 38
+insns = (Filter * 4)(
+    Filter(0x20, 0, 0, 0),                           # A = syscall number
+    Filter(0x15, 0, 1, LANDLOCK_CREATE_RULESET),     # if A == 444
+    Filter(0x06, 0, 0, 0x00050000 | ENOSYS),         #   return ERRNO(ENOSYS)
+    Filter(0x06, 0, 0, 0x7FFF0000),                  # return ALLOW
+)
+prog = Prog(len(insns), insns)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):
+    sys.exit("seccomp: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[1], sys.argv[1:])
+PYEOF
+    NOLL_REPORT=$S/noll-coverage.jsonl
+    touch "$NOLL_REPORT" && chown "$APP_UID" "$NOLL_REPORT"
+    out=$(as_app "$PY" "$S/no-landlock.py" "$LAUNCH" --report "$NOLL_REPORT" -- /bin/sh -c 'echo app-ran' 2>&1)
+    rc=$?
+    if [[ $rc == 0 && $out == *app-ran* ]] && tail -1 "$NOLL_REPORT" | grep -q '"level":"none","landlock":{"state":"notImplemented"}'; then
+        ok "by default the app runs and the report says none: $(tail -1 "$NOLL_REPORT" | cut -c1-120)..."
+    else
+        not_ok "--on-unsupported=run without Landlock: rc=$rc out=$out report=$(tail -1 "$NOLL_REPORT")"
+    fi
+    out=$(as_app "$PY" "$S/no-landlock.py" "$LAUNCH" --on-unsupported=refuse --report "$NOLL_REPORT" -- /bin/sh -c 'echo app-ran' 2>&1)
+    rc=$?
+    if [[ $rc == 126 && $out != *app-ran* ]]; then
+        ok "--on-unsupported=refuse does not start the app (126): $out"
+    else
+        not_ok "--on-unsupported=refuse without Landlock: rc=$rc out=$out"
+    fi
+fi
+
 echo "# known gap (not a failure): the dynamic loader maps code with mmap, which Landlock does not treat as execution"
 cp /bin/true "$WORK/loader-gap" && chown "$APP_UID" "$WORK/loader-gap"
 loader=$(ls /lib64/ld-linux-x86-64.so.2 2>/dev/null || ls /lib/ld-musl-x86_64.so.1 2>/dev/null || true)
 if [[ -n $loader ]] && confined "$loader" "$WORK/loader-gap" 2>/dev/null; then
-    note "'$loader $WORK/loader-gap' still runs under the launcher: the enforcer's detection covers it"
+    note "'$loader $WORK/loader-gap' still runs under the launcher: Landlock does not treat mmap(PROT_EXEC) by the loader as execution; only detection sees it"
 fi
 
 if ! $WITHOUT_LAUNCHER; then
