@@ -12,6 +12,9 @@ NODE_IP="${NODE_IP:-172.31.0.1}"
 POD_CIDR="10.244.0.0/24"
 PAUSE_IMAGE="palisade.test/pause:$K8S_VERSION"
 CONTAINERD_SOCK="$WORK/containerd/containerd.sock"
+# The node's Pods live under their own cgroup in every hierarchy: two runs
+# never share kubepods, and cleanup removes just this tree.
+CGROUP_ROOT="/palisade-e2e-$$"
 
 # Interfaces and kernel settings of the node's network namespace.
 setup_node_network() {
@@ -86,6 +89,10 @@ start_node() {
   local d="$WORK/pki" k="$WORK/kubelet"
   mkdir -p "$k/root"
   : >"$k/resolv.conf"
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    mkdir -p "$hierarchy${CGROUP_ROOT#/}"
+  done
   cat >"$k/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -98,6 +105,7 @@ address: "$NODE_IP"
 healthzBindAddress: 127.0.0.1
 containerRuntimeEndpoint: "unix://$CONTAINERD_SOCK"
 cgroupDriver: cgroupfs
+cgroupRoot: "$CGROUP_ROOT"
 failCgroupV1: false
 failSwapOn: false
 clusterDNS: ["$NODE_IP"]
@@ -172,12 +180,12 @@ stop_node() {
   grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Any process left in a Pod cgroup, then the cgroups themselves.
   local cg
-  for cg in /sys/fs/cgroup/*/kubepods; do
+  for cg in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
     [[ -d "$cg" ]] || continue
     find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
   done
   sleep 0.5
-  for cg in /sys/fs/cgroup/*/kubepods; do
+  for cg in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
     [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   return 0

@@ -314,6 +314,30 @@ drift_and_behaviour_in_a_running_pod_reach_the_service() {
   result "node: PolicyReport carried the drift $(( ($(now_ms) - t0) / 1000 )) s later (interval 30 s)"
 }
 
+# GET on the policy service with the admin token.
+service_get() { # path
+  local ip
+  ip=$(awk '{print $1}' "$WORK/hosts")
+  curl -fsS --cacert "$WORK/policy-ca.crt" --resolve "$POLICY_SVC:443:$ip" \
+    -H "Authorization: Bearer $(cat "$WORK/admin.token")" "https://$POLICY_SVC$1"
+}
+
+a_policy_push_reaches_running_enforcers_and_each_pod_shows_its_version() {
+  local pod etag t0
+  pod=$(app_pod shop web)
+  t0=$(now_ms)
+  # A new revision with one more denied name: a different bundle.
+  push_policy shop-runtime shop audit "${AUDIT_RULES/\[nc\]/[nc, telnet]}"
+  etag=$(service_get "/api/v1/bundle?namespace=shop&labels=app=web" | jq -r .etag)
+  [[ -n "$etag" && "$etag" != null ]] || fail "no bundle etag"
+  # The enforcer's heartbeat names the bundle it now enforces.
+  wait_for "enforcer of $pod on bundle $etag" 60 bash -c \
+    "$(declare -f service_get); WORK=$WORK POLICY_SVC=$POLICY_SVC service_get /api/v1/agents \
+      | jq -e --arg pod $pod --arg etag $etag '.[] | select(.pod.name == \$pod and .policyEtag == \$etag)'"
+  result "node: a push was in force and reported by the running enforcer $(( $(now_ms) - t0 )) ms later (heartbeat every 10 s)"
+  service_get /api/v1/agents | jq -r '.[] | "    \(.pod.namespace)/\(.pod.name): \(.state), policy \(.policyEtag)"'
+}
+
 enforce_policy_kills_a_denied_process() {
   push_policy shop-runtime shop enforce "    deniedProcesses: [nc]"
   sleep 2
@@ -429,6 +453,7 @@ echo "node ready in $((SECONDS - stage_start)) s"
 run_case chart_installs_unchanged_and_its_pods_become_ready
 run_case injected_deployment_runs_in_a_restricted_namespace
 run_case drift_and_behaviour_in_a_running_pod_reach_the_service
+run_case a_policy_push_reaches_running_enforcers_and_each_pod_shows_its_version
 run_case enforce_policy_kills_a_denied_process
 run_case a_job_completes_with_the_native_sidecar
 run_case enforcer_footprint_in_a_running_pod
