@@ -92,7 +92,7 @@ impl Settings {
                 ),
             }
         };
-        let pid_poll_ms = ranged("PALISADE_PID_POLL_MS", 10, 1..=1000)?;
+        let pid_poll_ms = ranged("PALISADE_PID_POLL_MS", 50, 1..=1000)?;
         let heartbeat_ms = ranged("PALISADE_HEARTBEAT_MS", 10_000, 100..=300_000)?;
         let token = match (
             get("PALISADE_REPORT_TOKEN"),

@@ -43,6 +43,11 @@ const MAX_SYMLINKS: usize = 40;
 /// An executable at baseline time. `ctime` is what a same-size overwrite
 /// with a restored mtime cannot restore (only the clock's owner can), and
 /// the content hash is the file's identity (a renamed copy keeps it).
+///
+/// Images hold gigabytes of programs and the enforcer runs on a tenth of a
+/// core, so the hash is taken the first time the file is used (run, or
+/// named by a denied process) while its metadata is still the baseline's:
+/// until then, ctime guards it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub ino: u64,
@@ -176,6 +181,24 @@ impl Baseline {
         self.files.get(&path_key(path))
     }
 
+    /// The content hash of `path` as it is `now`, if its metadata is still
+    /// the baseline's: taken once (`hash`), then kept.
+    pub fn content(
+        &mut self,
+        path: &str,
+        now: &Entry,
+        hash: impl FnOnce() -> Option<[u8; 32]>,
+    ) -> Option<[u8; 32]> {
+        let entry = self.files.get_mut(&path_key(path))?;
+        if !entry.same_metadata(now) {
+            return None;
+        }
+        if entry.sha256.is_none() {
+            entry.sha256 = hash();
+        }
+        entry.sha256
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -203,8 +226,14 @@ fn walk(root: &Path, dir: &Path, depth: usize, files: &mut HashMap<u64, Entry>) 
         let path_text = path.to_string_lossy();
         // Links are followed inside the container's root: an absolute
         // target (/etc/alternatives/...) means the container's file, not
-        // the enforcer's.
-        let real = resolve_in_root(root, &path_text);
+        // the enforcer's. (Directories walked are already resolved, so only
+        // links need the walk.)
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        let real = if is_link {
+            resolve_in_root(root, &path_text)
+        } else {
+            path_text.to_string()
+        };
         let Ok(meta) = fs::metadata(inside(root, &real)) else {
             continue;
         };
@@ -564,12 +593,22 @@ mod tests {
         );
         assert_eq!(resolve_in_root(r, "/nowhere/x"), "/nowhere/x");
         // The kernel names what runs by its real path: it is in the baseline.
-        let baseline = Baseline::scan(r);
+        let mut baseline = Baseline::scan(r);
         assert!(baseline.get("/usr/lib/jvm/java-17/bin/java").is_some());
         assert!(baseline.get("/usr/bin/java").is_some());
+        let real = "/usr/lib/jvm/java-17/bin/java";
+        let now = fs::metadata(inside(r, real))
+            .map(|m| Entry::of(&m, None))
+            .unwrap();
+        let hash = || hash_file(&inside(r, real), HASH_LIMIT);
         assert_eq!(
-            baseline.get("/usr/bin/java").unwrap().sha256,
+            baseline.content(real, &now, hash),
             Some(Sha256::digest(b"java").into())
+        );
+        assert_eq!(
+            baseline.content(real, &now, || None),
+            Some(Sha256::digest(b"java").into()),
+            "kept"
         );
     }
 

@@ -81,6 +81,9 @@ const MAX_WINDOW_CHECKS: i32 = 4096;
 /// counts in between are summed into it.
 const UNOBSERVED_REPORT_EVERY: Duration = Duration::from_secs(10);
 const IDENTITY_CACHE_MAX: usize = 1024;
+/// The socket tables are read at least this often even when the pod's
+/// socket counts did not move (one socket replacing another keeps them).
+const FULL_SOCKET_SCAN_EVERY: Duration = Duration::from_secs(10);
 
 /// A broken rule, attributed to the policy that judges it most strictly.
 struct Violation<'a> {
@@ -143,6 +146,9 @@ pub struct Monitor {
     etag: String,
     first_pass: bool,
     last_socket_scan: Option<Instant>,
+    /// Socket counts at the last table read (see `sockets::fingerprint`).
+    socket_counts: Option<Vec<u64>>,
+    last_full_socket_scan: Option<Instant>,
     last_pass: Option<Instant>,
     passes: u64,
     last_pid: Option<i32>,
@@ -183,6 +189,8 @@ impl Monitor {
             etag: String::new(),
             first_pass: true,
             last_socket_scan: None,
+            socket_counts: None,
+            last_full_socket_scan: None,
             last_pass: None,
             passes: 0,
             last_pid: None,
@@ -234,6 +242,7 @@ impl Monitor {
                 self.listeners.clear();
                 self.egress.clear();
                 self.last_socket_scan = None;
+                self.last_full_socket_scan = None;
             }
         }
         let activity = self.files.as_mut().map(|f| f.poll()).unwrap_or_default();
@@ -257,7 +266,15 @@ impl Monitor {
             .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
         {
             self.last_socket_scan = Some(Instant::now());
-            self.check_sockets(&bundle);
+            let counts = sockets::fingerprint(self.proc_root());
+            let full_due = self
+                .last_full_socket_scan
+                .is_none_or(|t| t.elapsed() >= FULL_SOCKET_SCAN_EVERY);
+            if counts.is_none() || counts != self.socket_counts || full_due {
+                self.socket_counts = counts;
+                self.last_full_socket_scan = Some(Instant::now());
+                self.check_sockets(&bundle);
+            }
         }
         self.first_pass = false;
     }
@@ -407,7 +424,7 @@ impl Monitor {
         let container = self.containers.get_mut(&id)?;
         if container.denied_for != bundle.etag {
             container.denied_for = bundle.etag.clone();
-            container.denied_content = denied_content(&root, &container.baseline, bundle);
+            container.denied_content = denied_content(&root, &mut container.baseline, bundle);
             if let Some(f) = self.files.as_mut() {
                 f.discard();
             }
@@ -656,20 +673,19 @@ impl Monitor {
             return found.clone();
         }
         let now = drift::Entry::of(&meta, None);
-        let from_baseline = root_id
-            .and_then(|id| self.containers.get(&id))
-            .and_then(|c| c.baseline.get(path))
-            .filter(|e| {
-                (e.ino, e.size, e.mtime, e.ctime) == (now.ino, now.size, now.mtime, now.ctime)
-            })
-            .and_then(|e| e.sha256);
-        let sha256 = from_baseline.or_else(|| {
-            let h = drift::hash_exe(self.proc_root(), pid, drift::HASH_LIMIT);
-            if let Some(f) = self.files.as_mut() {
-                f.discard();
-            }
-            h
-        });
+        let proc_root = self.settings.proc_root.clone();
+        let hash = || drift::hash_exe(&proc_root, pid, drift::HASH_LIMIT);
+        let sha256 = match root_id.and_then(|id| self.containers.get_mut(&id)) {
+            Some(c) if c.baseline.get(path).is_some() => c
+                .baseline
+                .content(path, &now, hash)
+                .or_else(|| drift::hash_exe(&proc_root, pid, drift::HASH_LIMIT)),
+            _ => hash(),
+        };
+        // The enforcer's own reads look like execs to the watcher.
+        if let Some(f) = self.files.as_mut() {
+            f.discard();
+        }
         // Hard-linked busybox installs name it `sh`, `ls`...: many links.
         let multicall = rules::is_multicall(rules::base_name(path)) || meta.nlink() > 8;
         let identity = ExeIdentity { sha256, multicall };
@@ -893,7 +909,7 @@ impl Monitor {
 /// out (busybox is every applet; the applet decides for those).
 fn denied_content(
     root: &Path,
-    baseline: &Baseline,
+    baseline: &mut Baseline,
     bundle: &RuntimeBundle,
 ) -> Vec<(String, [u8; 32])> {
     let mut names: Vec<&String> = bundle
@@ -914,9 +930,9 @@ fn denied_content(
             if !meta.is_file() || rules::is_multicall(rules::base_name(&real)) || meta.nlink() > 8 {
                 continue;
             }
+            let now = drift::Entry::of(&meta, None);
             let hash = baseline
-                .get(&real)
-                .and_then(|e| e.sha256)
+                .content(&real, &now, || drift::hash_file(&file, drift::HASH_LIMIT))
                 .or_else(|| drift::hash_file(&file, drift::HASH_LIMIT));
             if let Some(h) = hash {
                 if !out.contains(&(name.clone(), h)) {

@@ -67,6 +67,33 @@ impl Socket {
     }
 }
 
+/// The pod's own socket counts (`inuse` and `tw` of /proc/net/sockstat and
+/// sockstat6, which are per network namespace; the other fields are
+/// host-wide). Reading them costs nothing, while reading the socket tables
+/// walks the host's whole connection hash: tables are read again only
+/// when these move (or on a slower safety schedule).
+pub fn fingerprint(proc_root: &Path) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    for file in ["sockstat", "sockstat6"] {
+        let text = std::fs::read_to_string(proc_root.join("self/net").join(file)).ok()?;
+        for line in text.lines() {
+            let (proto, fields) = line.split_once(':')?;
+            if !matches!(proto, "TCP" | "UDP" | "TCP6" | "UDP6") {
+                continue;
+            }
+            let words: Vec<&str> = fields.split_whitespace().collect();
+            for pair in words.chunks(2) {
+                if let [key, value] = pair {
+                    if matches!(*key, "inuse" | "tw") {
+                        out.push(value.parse().ok()?);
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// The kernel's ephemeral port range: unconnected UDP sockets there are
 /// clients (a resolver's), not services.
 pub fn ephemeral_ports(proc_root: &Path) -> (u16, u16) {
@@ -165,6 +192,14 @@ mod tests {
         assert!(all(Path::new("/proc"))
             .iter()
             .any(|s| s.is_tcp_listener() && s.local.1 == port));
+    }
+
+    #[test]
+    fn socket_counts_move_when_a_socket_opens() {
+        let before = fingerprint(Path::new("/proc")).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_ne!(fingerprint(Path::new("/proc")).unwrap(), before);
+        drop(l);
     }
 
     #[test]

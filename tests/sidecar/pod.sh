@@ -15,7 +15,9 @@ mkdir -p "$W"/{upper,ovwork,merged,state,data,policies}
 # Part of the "image": a program only the detection tests run (a denied
 # name), and /app, the app's own writable program directory.
 mkdir -p "$W/upper/usr/local/bin" "$W/upper/app"
+# (a trailing marker makes its content its own: it is not `sleep`)
 cp /bin/sleep "$W/upper/usr/local/bin/napper"
+printf 'napper' >>"$W/upper/usr/local/bin/napper"
 cp /bin/sleep "$W/upper/app/worker"
 chown -R "$APP_UID:$APP_UID" "$W/upper/app"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/ovwork" "$W/merged"

@@ -96,11 +96,14 @@ start_service() {
 
 stop_service() { kill -TERM "$(cat "$W/service.pid")"; wait "$(cat "$W/service.pid")" 2>/dev/null || true; rm -f "$W/service.pid"; }
 
+# Faster passes and heartbeats than the defaults keep the suite short;
+# detection rates and idle CPU are measured with the defaults at the end.
+ENFORCER_SETTINGS="PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500"
 start_enforcer() {
   nsenter -t "$POD" -p -m -n -i -u setpriv --reuid=$APP_UID --regid=$APP_UID --clear-groups env \
     PALISADE_POLICY_URL="https://127.0.0.1:$PORT" PALISADE_REPORT_TOKEN="$REPORT" PALISADE_CA_FILE="$W/ca.crt" \
     PALISADE_POD_NAMESPACE=shop PALISADE_POD_NAME=cart-0 PALISADE_POD_UID=uid-cart-0 \
-    PALISADE_STATE_DIR="$W/state" PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500 \
+    PALISADE_STATE_DIR="$W/state" $ENFORCER_SETTINGS \
     "$ENFORCER" >>"$W/enforcer.log" 2>&1 &
   echo $! >"$W/enforcer.pid"
 }
@@ -146,7 +149,8 @@ echo $! >"$W/app.pid"
 wait_for "app container" 10 pgrep -u "$APP_UID" -x sleep
 start_enforcer
 
-check "enforcer reports its start and observable signals" event_within 10 'agent/started.*uid 1000 gid 1000'
+# The "image" is this host's root: its first baseline walks thousands of programs.
+check "enforcer reports its start and observable signals" event_within 30 'agent/started.*uid 1000 gid 1000'
 check "enforcer is non-dumpable: the app cannot read its memory or fds" \
   test "$(stat -c %u "/proc/$(enforcer_pid)/environ")" -eq 0
 # A denied program that lives on, to prove restarts do not re-report it.
@@ -167,11 +171,11 @@ app sh -c 'cp /bin/sleep /tmp/gone; /tmp/gone 3 & sleep 0.5; rm /tmp/gone; wait'
 check "executable deleted after start" event_within 5 'drift/deleted-executable.*/tmp/gone'
 
 # --- identity, not names: the policy denies only "sh" (and napper).
-app /usr/bin/python3 -c 'import os; os.symlink("/bin/sh", "/tmp/ls"); os.execv("/tmp/ls", ["ls", "-c", "sleep 3"])' &
+app /usr/bin/python3 -c 'import os; os.symlink("/bin/sh", "/tmp/ls"); os.execv("/tmp/ls", ["ls", "-c", "sleep 3; true"])' &
 check "a symlink named ls to the shell is denied" event_within 5 'denied process ls started \(same executable as sh\)'
-app busybox sh -c 'sleep 3' &
+app busybox sh -c 'sleep 3; true' &
 check "busybox sh is denied by its applet" event_within 5 'denied process busybox started \(multi-call applet sh\)'
-app /usr/bin/python3 -c 'import os, shutil; shutil.copy("/bin/dash", "/var/tmp/x"); os.execv("/var/tmp/x", ["x", "-c", "sleep 3"])' &
+app /usr/bin/python3 -c 'import os, shutil; shutil.copy("/bin/dash", "/var/tmp/x"); os.execv("/var/tmp/x", ["x", "-c", "sleep 3; true"])' &
 check "a renamed copy of the shell is denied by content" event_within 5 'denied process x started \(same executable as sh\)'
 
 # --- drift the old fingerprint missed: same size, mtime put back.
@@ -203,7 +207,7 @@ open("/tmp/exec-at", "w").write(str(int(time.time() * 1000)))
 os.execv("/usr/local/bin/napper", ["napper", "3"])' &
 exec_judged_fast() {
   local at judged
-  at=$(cat "$W/merged/tmp/exec-at")
+  at=$(cat "$W/upper/tmp/exec-at")
   judged=$(api "events?namespace=shop&pod=cart-0&kind=behavior&limit=1000" |
     jq -r --argjson at "$at" '[.[] | select(.rule == "behavior/denied-process" and .process.comm == "napper" and .timeMs >= $at)] | map(.timeMs) | min // empty')
   [[ -n "$judged" ]] || return 1
@@ -212,38 +216,6 @@ exec_judged_fast() {
 }
 sleep 3.5
 check "exec in place judged within 150 ms (not on every 8th pass)" wait_for "exec in place" 3 exec_judged_fast
-
-# --- short-lived processes: judged or at least counted, never silent.
-unobserved_total() { api agents | jq '[.[] | select(.pod.name == "cart-0") | .unobserved] | add // 0'; }
-napper_events() { api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" | jq '[.[] | select(.process.comm == "napper")] | length'; }
-# detection_round MS COUNT: runs COUNT napper processes of MS each, one
-# after another; prints "judged noticed" (noticed = judged + counted).
-detection_round() {
-  local ms="$1" n="$2" judged0 unobs0 judged1 unobs1
-  judged0=$(napper_events); unobs0=$(unobserved_total)
-  app /usr/bin/python3 -c "
-import subprocess, time
-for _ in range($n):
-    subprocess.run(['/usr/local/bin/napper', '$(awk "BEGIN{print $ms/1000}")'])
-    time.sleep(0.03)"
-  sleep 2
-  judged1=$(napper_events); unobs1=$(unobserved_total)
-  local judged=$((judged1 - judged0)) counted=$((unobs1 - unobs0))
-  local noticed=$((judged + counted)); ((noticed > n)) && noticed=$n
-  echo "$judged $noticed"
-}
-read -r judged20 noticed20 < <(detection_round 20 100)
-log "     20 ms processes: $judged20/100 judged, $noticed20/100 noticed"
-check ">= 99% of 20 ms processes noticed" test "$noticed20" -ge 99
-if [[ -n "${PALISADE_DETECTION_TABLE:-}" ]]; then
-  log "     | lifetime | processes | judged | noticed (judged or counted) |"
-  log "     | --- | --- | --- | --- |"
-  for spec in "5 200" "20 200" "50 200" "200 50" "1000 20"; do
-    read -r ms n <<<"$spec"
-    read -r j c < <(detection_round "$ms" "$n")
-    log "     | $ms ms | $n | $((j * 100 / n)) % | $((c * 100 / n)) % |"
-  done
-fi
 
 app /usr/bin/python3 -c 'import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 9999)); s.listen(); time.sleep(6)' &
 check "unexpected listener" event_within 10 'behavior/unexpected-listener.*127.0.0.1:9999'
@@ -362,7 +334,8 @@ missing_before=$(missing_count)
 more_missing() { (($(missing_count) > missing_before)); }
 kill -STOP "$(enforcer_pid)"
 check "stopped enforcer reported missing" wait_for "agent/missing" 10 more_missing
-kill -CONT "$(enforcer_pid)"
+# nsenter stops itself when its child stops; continuing it continues both.
+kill -CONT "$(cat "$W/enforcer.pid")" "$(enforcer_pid)"
 check "its return is noted" event_within 10 'agent/returned.*resumed'
 
 # --- graceful shutdown flushes what is queued.
@@ -372,15 +345,54 @@ stop_enforcer
 check "shutdown flushes pending reports" event_within 5 'agent/started'
 check "a stopping enforcer says so and why" event_within 5 'agent/stopped.*SIGTERM'
 
+# --- short-lived processes: judged or at least counted, never silent.
+unobserved_total() { api agents | jq '[.[] | select(.pod.name == "cart-0") | .unobserved] | add // 0'; }
+napper_events() { api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" | jq '[.[] | select(.process.comm == "napper")] | length'; }
+# detection_round MS COUNT: runs COUNT napper processes of MS each, one
+# after another; prints "judged noticed" (noticed = judged + counted).
+detection_round() {
+  local ms="$1" n="$2" judged0 unobs0 judged1 unobs1
+  judged0=$(napper_events); unobs0=$(unobserved_total)
+  app /usr/bin/python3 -c "
+import subprocess, time
+for _ in range($n):
+    subprocess.run(['/usr/local/bin/napper', '$(awk "BEGIN{print $ms/1000}")'])
+    time.sleep(0.03)"
+  sleep 2
+  judged1=$(napper_events); unobs1=$(unobserved_total)
+  local judged=$((judged1 - judged0)) counted=$((unobs1 - unobs0))
+  local noticed=$((judged + counted)); ((noticed > n)) && noticed=$n
+  echo "$judged $noticed"
+}
+# (the enforcer was stopped above)
+ENFORCER_SETTINGS="PALISADE_HEARTBEAT_MS=1000"   # defaults, but counts reach the service each second
+start_enforcer
+wait_for "enforcer restart" 10 pgrep -P "$(cat "$W/enforcer.pid")"
+sleep 2
+read -r judged20 noticed20 < <(detection_round 20 100)
+log "     20 ms processes: $judged20/100 judged, $noticed20/100 noticed"
+check ">= 99% of 20 ms processes noticed" test "$noticed20" -ge 99
+if [[ -n "${PALISADE_DETECTION_TABLE:-}" ]]; then
+  log "     | lifetime | processes | judged | noticed (judged or counted) |"
+  log "     | --- | --- | --- | --- |"
+  for spec in "5 200" "20 200" "50 200" "200 50" "1000 20"; do
+    read -r ms n <<<"$spec"
+    read -r j c < <(detection_round "$ms" "$n")
+    log "     | $ms ms | $n | $((j * 100 / n)) % | $((c * 100 / n)) % |"
+  done
+fi
+
+stop_enforcer
+ENFORCER_SETTINGS=""   # all defaults: 250 ms passes, 10 s heartbeats
 start_enforcer
 sleep 2
 rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$(enforcer_pid)/status")
 log "     enforcer RSS: ${rss_kb} KiB"
 check "enforcer RSS under 8 MiB" test "$rss_kb" -lt 8192
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(enforcer_pid)/stat"; }
-before=$(cpu_ticks); sleep 5; after=$(cpu_ticks)
-# Idle pod, 100 ms scan interval: CPU share in hundredths of a percent.
-cpu_centi=$(( (after - before) * 10000 / ($(getconf CLK_TCK) * 5) ))
+before=$(cpu_ticks); sleep 10; after=$(cpu_ticks)
+# Idle pod, default settings: CPU share in hundredths of a percent.
+cpu_centi=$(( (after - before) * 10000 / ($(getconf CLK_TCK) * 10) ))
 log "     enforcer CPU while idle: $((cpu_centi / 100)).$(printf '%02d' $((cpu_centi % 100)))%"
 check "enforcer under 1% CPU while idle" test "$cpu_centi" -lt 100
 
