@@ -3,13 +3,17 @@
 # kube-scheduler, CoreDNS) beside the control plane from tests/e2e/cluster.sh.
 #
 # Addresses (all inside the namespace):
-#   NODE_IP       on lo: apiserver, kubelet, CoreDNS (:53)
+#   NODE_IP       on lo: apiserver, kubelet, CoreDNS (:53, behind the
+#                 kube-dns Service 10.0.0.10)
 #   10.244.0.0/24 Pods, on the CNI bridge cni0 (gateway 10.244.0.1)
 #   10.0.0.0/24   Services (kube-proxy, iptables mode)
 
 NODE_NAME="palisade-node"
 NODE_IP="${NODE_IP:-172.31.0.1}"
 POD_CIDR="10.244.0.0/24"
+# Cluster DNS as in any cluster: the kube-dns Service; its endpoint is CoreDNS
+# on the node.
+DNS_SERVICE_IP="10.0.0.10"
 PAUSE_IMAGE="palisade.test/pause:$K8S_VERSION"
 CONTAINERD_SOCK="$WORK/containerd/containerd.sock"
 # The node's Pods live under their own cgroup in every hierarchy: two runs
@@ -108,7 +112,7 @@ cgroupDriver: cgroupfs
 cgroupRoot: "$CGROUP_ROOT"
 failCgroupV1: false
 failSwapOn: false
-clusterDNS: ["$NODE_IP"]
+clusterDNS: ["$DNS_SERVICE_IP"]
 clusterDomain: cluster.local
 resolvConf: "$k/resolv.conf"
 podLogsDir: "$k/pod-logs"
@@ -158,6 +162,28 @@ YAML
 }
 CORE
   start_bg coredns coredns -conf "$WORK/Corefile"
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $DNS_SERVICE_IP
+  ports:
+    - {name: dns, port: 53, protocol: UDP}
+    - {name: dns-tcp, port: 53, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+YAML
 
   wait_for "node $NODE_NAME Ready" 120 \
     bash -c "kubectl get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"

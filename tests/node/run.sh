@@ -271,6 +271,9 @@ injected_deployment_runs_in_a_restricted_namespace() {
   [[ "$restart" == Always ]] || fail "enforcer is not a native sidecar (restartPolicy '$restart')"
   ready=$(jp "pod/$pod" shop '{.status.initContainerStatuses[?(@.name=="palisade-enforcer")].ready}')
   [[ "$ready" == true ]] || fail "enforcer not ready"
+  # Service names resolve as in any cluster (kube-dns Service -> CoreDNS).
+  in_app shop "$pod" nslookup "$POLICY_SVC.cluster.local" | grep -q "$(awk '{print $1}' "$WORK/hosts")" \
+    || fail "the policy service's name does not resolve to its ClusterIP in the Pod"
   local started
   started=$(wait_event "namespace=shop&pod=$pod&kind=agent" '.rule == "agent/started"' 60)
   events_json "namespace=shop&pod=$pod&kind=agent" | jq -r '.[] | select(.rule == "agent/started") | "    " + .message' | head -1
