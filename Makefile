@@ -3,13 +3,14 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-binaries bench fuzz clean
+.PHONY: help build build-static images run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 ENFORCER_TARGET ?= x86_64-unknown-linux-musl
 ENFORCER_BIN = target/$(ENFORCER_TARGET)/release-small/palisade-enforcer
+LAUNCH_BIN = target/$(ENFORCER_TARGET)/release-small/palisade-launch
 
 build: ## Build the control plane (release) and the enforcer (static musl binary, size-optimised)
 	$(CARGO) build --release -p palisade-webhook
@@ -30,7 +31,7 @@ OCI_LABELS = --label org.opencontainers.image.source=https://github.com/palisade
 build-static: ## Static musl builds of palisade and palisade-enforcer (needs musl-tools)
 	rustup target add $(ENFORCER_TARGET) >/dev/null 2>&1 || true
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile image -p palisade-webhook --bin palisade --target $(ENFORCER_TARGET)
-	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer --target $(ENFORCER_TARGET)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer -p palisade-launch --target $(ENFORCER_TARGET)
 
 images: build-static ## OCI archives of both images in target/images (offline, non-root, reproducible)
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) bash images/build.sh $(IMAGES_DIR) \
@@ -38,7 +39,8 @@ images: build-static ## OCI archives of both images in target/images (offline, n
 	  --label org.opencontainers.image.title=palisade -- $(PALISADE_STATIC)=/usr/local/bin/
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) bash images/build.sh $(IMAGES_DIR) \
 	  $(IMAGE_REPO)/palisade-enforcer:$(VERSION) /usr/local/bin/palisade-enforcer $(OCI_LABELS) \
-	  --label org.opencontainers.image.title=palisade-enforcer -- $(ENFORCER_BIN)=/usr/local/bin/
+	  --label org.opencontainers.image.title=palisade-enforcer -- $(ENFORCER_BIN)=/usr/local/bin/ \
+	  $(LAUNCH_BIN)=/usr/local/bin/
 	@ls -l $(IMAGES_DIR)
 
 run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, policies/)
@@ -57,7 +59,7 @@ fmt:
 e2e-binaries: ## Build pinned etcd, Kubernetes (control plane, kubelet, kube-proxy, kubectl), CoreDNS, helm, pause (cached)
 	PALISADE_E2E_CACHE=$(E2E_CACHE) bash tests/e2e/build-binaries.sh
 
-e2e: e2e-kube e2e-pod e2e-node ## All end-to-end suites (e2e-node needs root)
+e2e: e2e-kube e2e-pod e2e-launcher e2e-node ## All end-to-end suites (e2e-pod, e2e-launcher, e2e-node need root)
 
 # The suites run the static binaries the images ship.
 e2e-kube: e2e-binaries build-static ## End-to-end against a real kube-apiserver + controller-manager
@@ -70,6 +72,12 @@ e2e-pod: build-static ## Enforcer in a simulated pod (namespaces, overlayfs) wit
 e2e-node: e2e-binaries images ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root
 	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_IMAGES_DIR=$(IMAGES_DIR) PALISADE_BIN=$(PALISADE_STATIC) \
 	  bash tests/node/run.sh
+
+e2e-launcher: build-static ## The Landlock launcher against the real kernel (attacks as an unprivileged UID); needs root
+	PALISADE_LAUNCH=$(LAUNCH_BIN) bash tests/launcher/run.sh
+
+bench-images: images ## Refresh only the image-size and e2e-node sections of bench/RESULTS.md
+	IMAGES_DIR=$(IMAGES_DIR) bash bench/images.sh --update bench/RESULTS.md
 
 bench: build images ## Benchmarks (with image sizes and the last e2e-node figures); writes bench/RESULTS.md
 	PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) bash bench/run.sh

@@ -89,28 +89,6 @@ cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f",
 kill -KILL "$EPID" 2>/dev/null || true  # PID 1 of the namespace: takes the 200 with it
 echo "processes in the namespace: $procs, RSS ${rss_kb} KiB, CPU ${cpu_pct}% (250 ms scans)"
 
-echo "== container images (make images)"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-image_row() { # archive: | image | archive KiB | compressed layers KiB | unpacked KiB |
-  local archive="$1" d manifest layers packed unpacked
-  d="$W/img-$(basename "$archive")"; mkdir -p "$d"; tar -xf "$archive" -C "$d"
-  manifest="$d/blobs/sha256/$(jq -r '.manifests[0].digest | sub("sha256:"; "")' "$d/index.json")"
-  layers=$(jq -r '.layers[].digest | sub("sha256:"; "")' "$manifest")
-  packed=0; unpacked=0
-  for l in $layers; do
-    packed=$((packed + $(stat -c %s "$d/blobs/sha256/$l")))
-    unpacked=$((unpacked + $(gzip -dc "$d/blobs/sha256/$l" | wc -c)))
-  done
-  echo "| \`$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' "$d/index.json")\` | $(( $(stat -c %s "$archive") / 1024 )) | $((packed / 1024)) | $((unpacked / 1024)) |"
-}
-image_rows=""
-for img in palisade palisade-enforcer; do
-  a="${IMAGES_DIR:-target/images}/$img-$VERSION.oci.tar"
-  [[ -f "$a" ]] && image_rows+="$(image_row "$a")"$'\n'
-done
-echo "$image_rows"
-NODE_RESULTS="${PALISADE_NODE_RESULTS:-target/node-results.txt}"
-
 f() { jq -r ".$2" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
 {
@@ -155,26 +133,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
   echo "| RSS | $rss_kb KiB |"
   echo "| CPU while idle, 250 ms scans (10 s) | $cpu_pct % |"
   echo
-  echo "## Container images (\`make images\`)"
-  echo
-  if [[ -n "$image_rows" ]]; then
-    echo "| Image | archive (KiB) | compressed layers (KiB) | unpacked (KiB) |"
-    echo "| --- | ---: | ---: | ---: |"
-    printf '%s' "$image_rows"
-    echo
-    echo "Targets: enforcer image < 5 MiB, control plane < 20 MiB (compressed, as a registry stores and a node pulls them)."
-  else
-    echo "Not measured: run \`make images\` first."
-  fi
-  echo
-  echo "## In running Pods (\`make e2e-node\`, real kubelet + containerd)"
-  echo
-  if [[ -s "$NODE_RESULTS" ]]; then
-    echo "From the last \`make e2e-node\` run on this machine ($(date -u -r "$NODE_RESULTS" +%Y-%m-%d)); times include \`kubectl exec\` setup:"
-    echo
-    sed 's/^node: /- /' "$NODE_RESULTS"
-  else
-    echo "Not measured: run \`make e2e-node\` first (needs root)."
-  fi
+  bash bench/images.sh
 } >bench/RESULTS.md
 echo "wrote bench/RESULTS.md"
