@@ -189,3 +189,58 @@ pub fn plan_from_disk(policy: &crate::policy::LaunchPolicy) -> (RulesetPlan, Res
     );
     (plan, dirs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn program_dirs_resolve_through_symlinks_and_missing_ones_are_reported() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let real = root.path().join("usr-bin");
+        std::fs::create_dir(&real).expect("mkdir");
+        symlink(&real, root.path().join("bin")).expect("symlink");
+        std::fs::write(root.path().join("file"), b"").expect("write");
+        let requested = [
+            root.path().join("bin"),
+            real.clone(),
+            root.path().join("lib64"),
+            root.path().join("file"),
+        ];
+        let resolved = resolve_program_dirs(&requested);
+        assert_eq!(
+            resolved.present,
+            vec![real.canonicalize().expect("canonical")]
+        );
+        assert_eq!(
+            resolved.missing,
+            vec![root.path().join("lib64"), root.path().join("file")]
+        );
+    }
+
+    #[test]
+    fn listings_name_symlinks_as_such_instead_of_following_them() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("usr")).expect("mkdir");
+        symlink("usr", root.path().join("bin")).expect("symlink");
+        std::fs::write(root.path().join(".dockerenv"), b"").expect("write");
+        let dirs = BTreeSet::from([root.path().to_path_buf(), root.path().join("gone")]);
+        let listings = list_dirs(&dirs);
+        assert!(!listings.contains_key(&root.path().join("gone")));
+        let mut entries = listings[root.path()].clone();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let kinds: Vec<(String, EntryKind)> = entries
+            .into_iter()
+            .map(|e| (e.name.to_string_lossy().into_owned(), e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (".dockerenv".into(), EntryKind::File),
+                ("bin".into(), EntryKind::Symlink),
+                ("usr".into(), EntryKind::Dir),
+            ]
+        );
+    }
+}

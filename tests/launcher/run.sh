@@ -37,10 +37,13 @@ chmod 755 "$S"
 PIDS=()
 cleanup() {
     local pid
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do
+        { kill -KILL "$pid" && wait "$pid"; } 2>/dev/null
+    done
     rm -rf "$S"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The launcher lives where the app cannot change it, as in the pod
 # (a volume the app mounts read-only).
@@ -229,6 +232,7 @@ attack "the app cannot SIGSTOP the enforcer" "$EPERM" \
 [[ $(state "$ENFORCER") == S ]] && ok "the enforcer is still running (state S)" || not_ok "the enforcer is in state $(state "$ENFORCER")"
 attack "the app cannot SIGKILL the enforcer" "$EPERM" \
     'if [ "$1" = bare ]; then kill -KILL '"$SACRIFICE"'; else kill -KILL '"$ENFORCER"'; fi'
+{ wait "$SACRIFICE"; } 2>/dev/null # reaped quietly: the bare side killed it
 [[ $(state "$ENFORCER") != gone ]] && ok "the enforcer survived" || not_ok "the enforcer was killed"
 attack "the app cannot read the enforcer's /proc/<pid>/environ (ptrace scoping)" "$EACCES" \
     "cat /proc/$ENFORCER/environ >/dev/null"
@@ -288,6 +292,25 @@ works "/dev/null and /proc/self are usable" 'echo x >/dev/null && cat /proc/self
 works "the app can signal its own children" 'sleep 30 & kill $! && wait $! ; [ $? -gt 128 ]'
 [[ -x $PY ]] && works "an interpreter from the image runs" "$PY -c 'print(1)' >/dev/null"
 works "the command's exit status is the app's" 'exit 0'
+out=$(as_app env PALISADE_LAUNCH_POLICY="$(cat "$POLICY")" "$LAUNCH" --report /dev/null -- \
+    /bin/sh -c "$PROG/image-ls / >/dev/null && test -z \"\${PALISADE_LAUNCH_POLICY:-}\"" 2>&1)
+[[ $? == 0 ]] && ok "the policy can come from \$PALISADE_LAUNCH_POLICY, and the app does not inherit it" \
+    || not_ok "policy from the environment: $out"
+if ! $WITHOUT_LAUNCHER; then
+    # Detection keeps working: the enforcer, outside the sandbox, may still
+    # inspect the confined app (ptrace rules only stop the inner looking out).
+    as_app "$LAUNCH" --policy "$POLICY" --report /dev/null -- \
+        /bin/sh -c "echo \$\$ >$WORK/app.pid && exec sleep 1" &
+    runner=$!
+    sleep 0.3
+    app=$(cat "$WORK/app.pid" 2>/dev/null)
+    if [[ -n $app ]] && as_app readlink "/proc/$app/exe" >/dev/null && as_app cat "/proc/$app/environ" >/dev/null; then
+        ok "the enforcer can still read the confined app's /proc/<pid>/exe and environ"
+    else
+        not_ok "the enforcer lost sight of the confined app (pid ${app:-none})"
+    fi
+    wait "$runner"
+fi
 [[ -x $PY ]] && works "a program re-executing itself through /proc/self/exe still runs" \
     "$PY"' -c "import os, sys; os.execv(\"/proc/self/exe\", [\"python3\", \"-c\", \"pass\"])"'
 out=$(confined /bin/sh -c 'exit 7' 2>&1)
@@ -367,15 +390,24 @@ if [[ -n $loader ]] && confined "$loader" "$WORK/loader-gap" 2>/dev/null; then
 fi
 
 if ! $WITHOUT_LAUNCHER; then
-    echo "# start overhead ($RUNS runs each, as root, report to /dev/null)"
-    t0=$(date +%s%N)
-    for ((i = 0; i < RUNS; i++)); do /bin/true; done
-    t1=$(date +%s%N)
-    for ((i = 0; i < RUNS; i++)); do "$LAUNCH" --report /dev/null -- /bin/true; done
-    t2=$(date +%s%N)
-    bare_us=$(((t1 - t0) / RUNS / 1000))
-    launch_us=$(((t2 - t1) / RUNS / 1000))
-    note "/bin/true: ${bare_us} µs per start; palisade-launch -- /bin/true: ${launch_us} µs per start; overhead $((launch_us - bare_us)) µs"
+    echo "# start overhead ($RUNS runs each, interleaved, as root, report to /dev/null)"
+    # Per-run times from $EPOCHREALTIME (no fork for the clock), interleaved
+    # so that load from other work on the machine hits both sides alike;
+    # medians resist the outliers that load still causes.
+    : >"$S/bare.us"
+    : >"$S/launch.us"
+    usec() { local t=${EPOCHREALTIME/./}; echo "$((10#$t))"; }
+    for ((i = 0; i < RUNS; i++)); do
+        t0=$(usec); /bin/true; t1=$(usec)
+        "$LAUNCH" --report /dev/null -- /bin/true; t2=$(usec)
+        echo $((t1 - t0)) >>"$S/bare.us"
+        echo $((t2 - t1)) >>"$S/launch.us"
+    done
+    median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+    mean() { awk '{s += $1} END {printf "%d", s / NR}' "$1"; }
+    bare_med=$(median "$S/bare.us")
+    launch_med=$(median "$S/launch.us")
+    note "/bin/true: median ${bare_med} µs (mean $(mean "$S/bare.us")); palisade-launch -- /bin/true: median ${launch_med} µs (mean $(mean "$S/launch.us")); overhead (median) $((launch_med - bare_med)) µs per start"
 fi
 
 echo "# $PASSED passed, $FAILED failed"
