@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: palisade-launch [--policy FILE] [--report FILE] [--on-unsupported=run|refuse] -- COMMAND [ARG...]
+       palisade-launch --install-to DIR
 
 Confines COMMAND with Landlock, then execs it: execution only beneath the
 image's program directories, no writes to them, no signals or ptrace to
@@ -15,6 +16,8 @@ processes outside the sandbox, TCP allow-lists when the policy enforces them.
   --report FILE              append the coverage report (one JSON line) to FILE instead of stderr
   --on-unsupported=run       run COMMAND even if the kernel enforces nothing (default)
   --on-unsupported=refuse    exit 126 instead of running COMMAND unconfined
+  --install-to DIR           copy this binary to DIR/palisade-launch and exit
+                             (an init container filling a shared volume)
 
 exit codes: 125 bad arguments or policy, 126 refused or not executable, 127 command not found";
 
@@ -40,6 +43,8 @@ pub struct LaunchArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
     Launch(LaunchArgs),
+    /// Copy the launcher into a directory (a volume shared with the app).
+    Install(PathBuf),
     Help,
     Version,
 }
@@ -89,6 +94,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Usa
         match name.as_str() {
             "-h" | "--help" => return Ok(Invocation::Help),
             "-V" | "--version" => return Ok(Invocation::Version),
+            "--install-to" => return Ok(Invocation::Install(value("--install-to")?.into())),
             "--policy" => set_once(&mut policy_file, "--policy", value("--policy")?.into())?,
             "--report" => set_once(&mut report_file, "--report", value("--report")?.into())?,
             "--on-unsupported" => {
@@ -187,6 +193,18 @@ mod tests {
         assert_eq!(
             parse_str(&["--report=a", "--report", "b", "--", "x"]),
             Err(UsageError::Repeated("--report"))
+        );
+    }
+
+    #[test]
+    fn install_to_names_the_target_directory_and_needs_no_command() {
+        assert_eq!(
+            parse_str(&["--install-to", "/palisade/bin"]),
+            Ok(Invocation::Install(PathBuf::from("/palisade/bin")))
+        );
+        assert_eq!(
+            parse_str(&["--install-to"]),
+            Err(UsageError::MissingValue("--install-to"))
         );
     }
 

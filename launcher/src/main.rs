@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -45,6 +46,12 @@ fn run() -> Result<(), Failure> {
         Ok(Invocation::Help) => {
             println!("{USAGE}");
             return Ok(());
+        }
+        Ok(Invocation::Install(dir)) => {
+            return install(&dir).map_err(|error| Failure {
+                exit: Exit::CannotRun,
+                error,
+            })
         }
         Ok(Invocation::Version) => {
             println!("palisade-launch {}", env!("CARGO_PKG_VERSION"));
@@ -97,6 +104,23 @@ fn run() -> Result<(), Failure> {
             Path::new(program).display()
         )),
     })
+}
+
+/// Copies this executable to `dir/palisade-launch`, read-only and
+/// executable, through a rename so that an app container starting at the
+/// same time never runs a half-written launcher.
+fn install(dir: &Path) -> anyhow::Result<()> {
+    let source = std::env::current_exe().context("cannot find this executable")?;
+    let target = dir.join("palisade-launch");
+    let partial = dir.join(".palisade-launch.partial");
+    std::fs::copy(&source, &partial)
+        .with_context(|| format!("cannot copy {} to {}", source.display(), partial.display()))?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
+        .with_context(|| format!("cannot make {} executable", partial.display()))?;
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("cannot move the launcher to {}", target.display()))?;
+    println!("installed {}", target.display());
+    Ok(())
 }
 
 /// `--policy FILE` wins over `$PALISADE_LAUNCH_POLICY`; with neither, the

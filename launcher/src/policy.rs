@@ -107,15 +107,14 @@ impl LaunchPolicy {
                 .iter()
                 .find(|t| dir.starts_with(t) || Path::new(t).starts_with(dir))
             {
-                let relation = if dir.as_path() == Path::new(temp) {
-                    "is"
+                problems.push(if dir.as_path() == Path::new(temp) {
+                    format!("{at}: {temp} is writable by every process")
                 } else {
-                    "overlaps"
-                };
-                problems.push(format!(
-                    "{at}: {} {relation} {temp}, which every process can write",
-                    dir.display()
-                ));
+                    format!(
+                        "{at}: {} overlaps {temp}, which every process can write",
+                        dir.display()
+                    )
+                });
             }
         }
         for (i, entry) in self.egress_allow.iter().enumerate() {

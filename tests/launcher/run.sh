@@ -336,6 +336,14 @@ if ! $WITHOUT_LAUNCHER; then
     out=$(as_app "$LAUNCH" --report /dev/null -- /no/such/app 2>&1)
     rc=$?
     [[ $rc == 127 ]] && ok "a missing command exits 127" || not_ok "a missing command exited $rc: $out"
+    install -d -o "$APP_UID" -g "$APP_UID" "$S/shared"
+    if as_app "$LAUNCH" --install-to "$S/shared" >/dev/null &&
+        [[ $(stat -c %a "$S/shared/palisade-launch") == 555 ]] &&
+        as_app "$S/shared/palisade-launch" --report /dev/null -- /bin/true; then
+        ok "--install-to fills a shared volume with a read-only launcher that runs"
+    else
+        not_ok "--install-to: $(ls -l "$S/shared" 2>&1)"
+    fi
     printf '{"programDirs": ["/tmp"]}' >"$S/bad.json"
     out=$(as_app "$LAUNCH" --policy "$S/bad.json" -- /bin/true 2>&1)
     rc=$?
