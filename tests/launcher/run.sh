@@ -405,18 +405,21 @@ if ! $WITHOUT_LAUNCHER; then
     # medians resist the outliers that load still causes.
     : >"$S/bare.us"
     : >"$S/launch.us"
-    usec() { local t=${EPOCHREALTIME/./}; echo "$((10#$t))"; }
     for ((i = 0; i < RUNS; i++)); do
-        t0=$(usec); /bin/true; t1=$(usec)
-        "$LAUNCH" --report /dev/null -- /bin/true; t2=$(usec)
-        echo $((t1 - t0)) >>"$S/bare.us"
-        echo $((t2 - t1)) >>"$S/launch.us"
+        t0=${EPOCHREALTIME/./}
+        /bin/true
+        t1=${EPOCHREALTIME/./}
+        "$LAUNCH" --report /dev/null -- /bin/true
+        t2=${EPOCHREALTIME/./}
+        echo $((10#$t1 - 10#$t0)) >>"$S/bare.us"
+        echo $((10#$t2 - 10#$t1)) >>"$S/launch.us"
     done
     median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+    p10() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int(NR / 10) + 1]}'; }
     mean() { awk '{s += $1} END {printf "%d", s / NR}' "$1"; }
     bare_med=$(median "$S/bare.us")
     launch_med=$(median "$S/launch.us")
-    note "/bin/true: median ${bare_med} µs (mean $(mean "$S/bare.us")); palisade-launch -- /bin/true: median ${launch_med} µs (mean $(mean "$S/launch.us")); overhead (median) $((launch_med - bare_med)) µs per start"
+    note "/bin/true: median ${bare_med} µs (mean $(mean "$S/bare.us")); palisade-launch -- /bin/true: median ${launch_med} µs (mean $(mean "$S/launch.us")); overhead (median) $((launch_med - bare_med)) µs, (10th percentile) $(($(p10 "$S/launch.us") - $(p10 "$S/bare.us"))) µs per start"
 fi
 
 echo "# $PASSED passed, $FAILED failed"
