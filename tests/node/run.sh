@@ -312,9 +312,12 @@ drift_and_behaviour_in_a_running_pod_reach_the_service() {
 
   # And the policy service summarises them into the namespace's PolicyReport.
   t0=$(now_ms)
+  # Each finding, drift and behaviour alike, lands in the namespace's report.
   wait_for "PolicyReport in shop" 90 bash -c \
-    "kubectl get policyreports -n shop -o json | jq -e '[.items[].results[]? | select(.rule == \"drift/exec-from-tmp\")] | length > 0'"
-  result "node: PolicyReport carried the drift $(( ($(now_ms) - t0) / 1000 )) s later (interval 30 s)"
+    "kubectl get policyreports -n shop -o json | jq -e '[.items[].results[]?.rule] as \$r
+       | [\"drift/exec-from-tmp\", \"behavior/denied-process\", \"behavior/unexpected-listener\", \"behavior/unexpected-egress\"]
+       | all(. as \$want | \$r | index(\$want))'"
+  result "node: PolicyReport carried drift, denied process, listener and egress $(( ($(now_ms) - t0) / 1000 )) s later (interval 30 s)"
 }
 
 # GET on the policy service with the admin token.
