@@ -296,7 +296,7 @@ drift_and_behaviour_in_a_running_pod_reach_the_service() {
 
   t0=$(now_ms)
   in_app shop "$pod" sh -c 'mkdir -p /data/tool && cp /bin/busybox /data/tool/busybox && /data/tool/busybox sleep 2'
-  t=$(wait_event "$q" '.kind == "drift" and ((.process.exe // "") | contains("/data/tool/"))' 30)
+  t=$(wait_event "$q" '.kind == "drift" and (.message | contains("/data/tool/busybox"))' 30)
   result "node: binary dropped on an emptyDir reported $((t - t0)) ms after kubectl exec started"
 
   t0=$(now_ms)
@@ -429,9 +429,9 @@ reports_are_spooled_through_a_policy_service_outage() {
   sleep 3
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
-  wait_event "$q" '((.process.exe // "") | contains("during-outage"))' 60 >/dev/null
+  wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 60 >/dev/null
   sleep 5 # a retry would land by now
-  after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and ((.process.exe // "") | contains("during-outage")))] | length')
+  after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and (.message | contains("/tmp/during-outage/busybox")))] | length')
   [[ "$after" == 1 ]] || fail "expected the outage's exec-from-tmp once, stored $after times"
 }
 
