@@ -352,6 +352,8 @@ impl Monitor {
             .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
             .count() as u64;
         self.unobserved.pending += gone;
+        // Counted at once (heartbeats carry it); the event sums them up.
+        self.reporter.add_unobserved(gone);
     }
 
     fn report_unobserved(&mut self) {
@@ -365,7 +367,7 @@ impl Monitor {
         }
         let n = std::mem::take(&mut self.unobserved.pending);
         self.unobserved.last_report = Some(Instant::now());
-        let total = self.reporter.add_unobserved(n);
+        let total = self.reporter.unobserved();
         self.reporter.report(Event {
             id: self.reporter.next_id(),
             time_ms: now_ms(),

@@ -154,9 +154,14 @@ impl Reporter {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Adds processes that ran unobserved; returns the total since start.
-    pub fn add_unobserved(&self, n: u64) -> u64 {
-        self.shared.unobserved.fetch_add(n, Ordering::Relaxed) + n
+    /// Adds processes that ran unobserved.
+    pub fn add_unobserved(&self, n: u64) {
+        self.shared.unobserved.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Processes that ran unobserved since the enforcer started.
+    pub fn unobserved(&self) -> u64 {
+        self.shared.unobserved.load(Ordering::Relaxed)
     }
 
     /// Events waiting for the service's acknowledgement.
