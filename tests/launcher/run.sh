@@ -31,6 +31,10 @@ if [[ -z "${PALISADE_LAUNCH:-}" && ! -x "$LAUNCH" ]]; then
     (cd "$ROOT" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build -q --profile release-small \
         -p palisade-launch --target x86_64-unknown-linux-musl) || exit 2
 fi
+if [[ ! -x $LAUNCH ]]; then
+    echo "tests/launcher: no launcher at $LAUNCH" >&2
+    exit 2
+fi
 
 S=$(mktemp -d /run/palisade-launch-test.XXXXXX)
 chmod 755 "$S"
