@@ -20,7 +20,7 @@ build: ## Build the control plane (release) and the enforcer (static musl binary
 # Static (musl) builds for the container images: no libc in the image.
 PALISADE_STATIC = target/$(ENFORCER_TARGET)/image/palisade
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 IMAGE_REPO ?= ghcr.io/palisade-dev
 IMAGES_DIR ?= target/images
 OCI_LABELS = --label org.opencontainers.image.source=https://github.com/palisade-dev/palisade \
@@ -49,7 +49,9 @@ run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, polici
 test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
 	bash tests/with-postgres.sh $(CARGO) test --workspace
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt, clippy (warnings are errors), chart appVersion = Cargo version
+	@grep -qx "appVersion: \"$(VERSION)\"" helm/palisade/Chart.yaml || \
+	  { echo "helm/palisade/Chart.yaml appVersion must be $(VERSION) (Cargo.toml): the chart's default images are what make images builds"; exit 1; }
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -2,8 +2,10 @@
 # Builds OCI image archives offline from static binaries: no base image,
 # nothing pulled. umoci writes the layout (one layer, fixed timestamps, so the
 # same inputs give the same digest), skopeo names it with its full reference
-# (what `ctr images import`, `docker load` and `kind load` read), and the
-# layout is archived with sorted entries and fixed metadata.
+# (what `ctr images import` and `kind load` read), a `manifest.json` beside
+# `index.json` lets Docker's classic image store load it too (the layout
+# `docker save` writes since Docker 25), and the layout is archived with
+# sorted entries and fixed metadata.
 #
 #   images/build.sh OUT_DIR NAME:TAG ENTRYPOINT [--cmd ARG]... [--label K=V]... \
 #       [--user UID:GID] -- SRC=DEST...
@@ -62,12 +64,16 @@ done
 find "$rootfs" ! -type l ! -perm -1000 -exec chmod go-w {} +
 find "$rootfs" -exec touch -h -d "@$epoch" {} +
 
+# Without root, umoci maps the caller to the image's root (files stay 0:0).
+umoci_user=()
+[[ $(id -u) -eq 0 ]] || umoci_user=(--rootless)
+
 layout="$work/layout"
 umoci init --layout "$layout"
 umoci new --image "$layout:$tag"
 # Unpack the empty image, fill its root, repack: one layer whose entries are
 # relative paths (./bin/...), as every image tool writes them.
-umoci unpack --image "$layout:$tag" "$work/bundle" >/dev/null
+umoci unpack "${umoci_user[@]}" --image "$layout:$tag" "$work/bundle" >/dev/null
 cp -a "$rootfs/." "$work/bundle/rootfs/"
 find "$work/bundle/rootfs" -exec touch -h -d "@$epoch" {} +
 umoci repack --image "$layout:$tag" --history.created "$created" \
@@ -85,13 +91,23 @@ umoci gc --layout "$layout"
 # archive under that name.
 named="$work/named"
 skopeo copy --quiet "oci:$layout:$tag" "oci:$named:$name:$tag"
+# containerd's own name annotation (kind and ctr prefer it) and Docker's
+# index of the same blobs; both refer to what skopeo wrote, nothing new.
+digest="$(jq -r '.manifests[0].digest' "$named/index.json")"
+jq --arg ref "$name:$tag" '.manifests[0].annotations["io.containerd.image.name"] = $ref' \
+  "$named/index.json" >"$work/index.json" && mv "$work/index.json" "$named/index.json"
+manifest="$named/blobs/sha256/${digest#sha256:}"
+jq --arg ref "$name:$tag" '[{
+    Config: ("blobs/sha256/" + (.config.digest | sub("sha256:"; ""))),
+    RepoTags: [$ref],
+    Layers: [.layers[].digest | "blobs/sha256/" + sub("sha256:"; "")]
+  }]' "$manifest" >"$named/manifest.json"
 
 mkdir -p "$out_dir"
 file="$out_dir/$(basename "$name")-$tag.oci.tar"
 (cd "$named" && find . -exec touch -h -d "@$epoch" {} + \
   && tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
        --format=gnu \
-       -cf "$work/image.tar" oci-layout index.json blobs)
+       -cf "$work/image.tar" oci-layout index.json manifest.json blobs)
 mv "$work/image.tar" "$file"
-digest="$(jq -r '.manifests[0].digest' "$named/index.json")"
 printf '%s\t%s\t%s\n' "$ref" "$digest" "$file"

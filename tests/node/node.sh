@@ -27,7 +27,9 @@ setup_node_network() {
   # local all the same, and Pods reach it through their default route.
   ip addr add "$NODE_IP/32" dev lo
   # Per-namespace settings: routing for Pods, and bridged Pod-to-Pod traffic
-  # through iptables so Service replies are un-NATed.
+  # through iptables so Service replies are un-NATed (br_netfilter is a
+  # module on stock kernels, built in on some).
+  modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.ipv4.ip_forward=1
   sysctl -qw net.bridge.bridge-nf-call-iptables=1
   sysctl -qw net.ipv4.conf.all.route_localnet=1
@@ -88,8 +90,17 @@ import_image() { # archive
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$1" >/dev/null
 }
 
+# Host-wide kernel settings the kubelet adjusts at start (its "kernel
+# defaults"); saved here and put back by stop_node.
+KUBELET_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+
 # The node's kubelet, kube-proxy, kube-scheduler and CoreDNS.
 start_node() {
+  local s
+  for s in "${KUBELET_SYSCTLS[@]}"; do
+    echo "$s=$(sysctl -n "$s")"
+  done >"$WORK/host-sysctls"
   local d="$WORK/pki" k="$WORK/kubelet"
   mkdir -p "$k/root"
   : >"$k/resolv.conf"
@@ -110,7 +121,6 @@ healthzBindAddress: 127.0.0.1
 containerRuntimeEndpoint: "unix://$CONTAINERD_SOCK"
 cgroupDriver: cgroupfs
 cgroupRoot: "$CGROUP_ROOT"
-failCgroupV1: false
 failSwapOn: false
 clusterDNS: ["$DNS_SERVICE_IP"]
 clusterDomain: cluster.local
@@ -191,17 +201,24 @@ YAML
 }
 
 stop_node() {
-  local name
+  local name id
   for name in kube-scheduler kube-proxy coredns kubelet; do stop_bg "$name"; done
-  # Pods' containers outlive the kubelet: stop them through the runtime.
+  # Pods' containers outlive the kubelet: kill and delete them through the
+  # runtime, so no shim is left behind.
+  local sandboxes=""
   if [[ -S "$CONTAINERD_SOCK" ]]; then
-    local ids
-    ids=$(crictl_ps_ids)
-    for id in $ids; do
+    sandboxes=$(ctr --address "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null || true)
+    for id in $(runtime_task_ids); do
       ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for id in $(runtime_task_ids); do
+      ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
     done
   fi
   stop_bg containerd
+  # Shims of tasks that would not delete: identified by this runtime's socket.
+  pkill -KILL -f -- "-address $CONTAINERD_SOCK" 2>/dev/null || true
   # Volume mounts the kubelet made (secrets, projected tokens) and container roots.
   grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Any process left in a Pod cgroup, then the cgroups themselves.
@@ -214,9 +231,17 @@ stop_node() {
   for cg in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
     [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
   done
+  # What the kubelet and the CNI plugins write to fixed host paths.
+  find /var/log/containers -maxdepth 1 -lname "$WORK/*" -delete 2>/dev/null || true
+  rm -f /var/lib/cni/results/palisade-e2e-* 2>/dev/null || true
+  for id in $sandboxes; do rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null || true; done
+  if [[ -f "$WORK/host-sysctls" ]]; then
+    local setting
+    while read -r setting; do sysctl -qw "$setting" || true; done <"$WORK/host-sysctls"
+  fi
   return 0
 }
 
-crictl_ps_ids() {
+runtime_task_ids() {
   ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null || true
 }

@@ -29,14 +29,19 @@ if [[ -z "${PALISADE_NODE_NETNS:-}" ]]; then
   done
   netns="palisade-e2e-$$"
   ip netns add "$netns"
-  rc=0
-  PALISADE_NODE_NETNS="$netns" nsenter --net="/run/netns/$netns" -- bash "$0" "$@" || rc=$?
-  ip netns delete "$netns" 2>/dev/null || true
-  exit "$rc"
+  # Whatever is still in the namespace goes with it, also on interruption.
+  remove_netns() {
+    ip netns pids "$netns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    ip netns delete "$netns" 2>/dev/null || true
+  }
+  trap remove_netns EXIT
+  PALISADE_NODE_NETNS="$netns" nsenter --net="/run/netns/$netns" -- bash "$0" "$@"
+  exit $?
 fi
 
 # --- Inside the namespace. ---
 WORK="$(mktemp -d /tmp/palisade-node.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
 chmod 755 "$WORK"
 mkdir -p "$WORK/logs"
 E2E_API_ADDRESS="${NODE_IP:-172.31.0.1}"
@@ -92,7 +97,8 @@ run_case() {
   fi
 }
 now_ms() { date +%s%3N; }
-result() { echo "$*" | tee -a "$RESULTS"; }
+# Figures go to a scratch file, published only when every case passed.
+result() { echo "$*" | tee -a "$WORK/results.txt"; }
 
 # ---------------------------------------------------------------- images
 # Test images built offline like Palisade's own: the pause binary compiled
@@ -213,6 +219,27 @@ AUDIT_RULES="    drift: true
     egressAllow: [\"10.244.0.0/24:443\"]
     watchedPaths: [/tmp, /var/tmp, /dev/shm]"
 
+# Waits until the pod's enforcer says (heartbeat) that it enforces the bundle
+# the service now serves for namespace shop; prints that etag.
+wait_policy_applied() { # pod
+  local pod="$1" etag
+  etag=$(service_get "/api/v1/bundle?namespace=shop&labels=app=web" | jq -r .etag)
+  [[ -n "$etag" && "$etag" != null ]] || fail "no bundle etag"
+  wait_for "enforcer of $pod on bundle $etag" 60 bash -c \
+    "$(declare -f service_get); WORK=$WORK POLICY_SVC=$POLICY_SVC service_get /api/v1/agents \
+      | jq -e --arg pod $pod --arg etag $etag '.[] | select(.pod.name == \$pod and .policyEtag == \$etag)'" \
+    || fail "the enforcer of $pod never reported bundle $etag"
+  echo "$etag"
+}
+
+# GET on the policy service with the admin token.
+service_get() { # path
+  local ip
+  ip=$(awk '{print $1}' "$WORK/hosts")
+  curl -fsS --cacert "$WORK/policy-ca.crt" --resolve "$POLICY_SVC:443:$ip" \
+    -H "Authorization: Bearer $(cat "$WORK/admin.token")" "https://$POLICY_SVC$1"
+}
+
 push_policy() { # name namespace mode runtime-yaml (indented 4)
   cat >"$WORK/policy-$1.yaml" <<YAML
 apiVersion: palisade.dev/v1alpha1
@@ -272,7 +299,7 @@ injected_deployment_runs_in_a_restricted_namespace() {
   ready=$(jp "pod/$pod" shop '{.status.initContainerStatuses[?(@.name=="palisade-enforcer")].ready}')
   [[ "$ready" == true ]] || fail "enforcer not ready"
   # Service names resolve as in any cluster (kube-dns Service -> CoreDNS).
-  in_app shop "$pod" nslookup "$POLICY_SVC.cluster.local" | grep -q "$(awk '{print $1}' "$WORK/hosts")" \
+  in_app shop "$pod" nslookup "$POLICY_SVC.cluster.local" | grep -Fqw "Address: $(awk '{print $1}' "$WORK/hosts")" \
     || fail "the policy service's name does not resolve to its ClusterIP in the Pod"
   local started
   started=$(wait_event "namespace=shop&pod=$pod&kind=agent" '.rule == "agent/started"' 60)
@@ -281,10 +308,10 @@ injected_deployment_runs_in_a_restricted_namespace() {
 }
 
 drift_and_behaviour_in_a_running_pod_reach_the_service() {
-  push_policy shop-runtime shop audit "$AUDIT_RULES"
-  sleep 2 # the long-poll hands the new bundle over
   local pod q t0 t
   pod=$(app_pod shop web)
+  push_policy shop-runtime shop audit "$AUDIT_RULES"
+  wait_policy_applied "$pod" >/dev/null
   q="namespace=shop&pod=$pod"
 
   t0=$(now_ms)
@@ -320,35 +347,25 @@ drift_and_behaviour_in_a_running_pod_reach_the_service() {
   result "node: PolicyReport carried drift, denied process, listener and egress $(( ($(now_ms) - t0) / 1000 )) s later (interval 30 s)"
 }
 
-# GET on the policy service with the admin token.
-service_get() { # path
-  local ip
-  ip=$(awk '{print $1}' "$WORK/hosts")
-  curl -fsS --cacert "$WORK/policy-ca.crt" --resolve "$POLICY_SVC:443:$ip" \
-    -H "Authorization: Bearer $(cat "$WORK/admin.token")" "https://$POLICY_SVC$1"
-}
-
 a_policy_push_reaches_running_enforcers_and_each_pod_shows_its_version() {
-  local pod etag t0
+  local pod before etag t0
   pod=$(app_pod shop web)
+  before=$(service_get "/api/v1/bundle?namespace=shop&labels=app=web" | jq -r .etag)
   t0=$(now_ms)
-  # A new revision with one more denied name: a different bundle.
+  # A new revision with one more denied name: a different bundle, which the
+  # enforcer's heartbeat then names.
   push_policy shop-runtime shop audit "${AUDIT_RULES/\[nc\]/[nc, telnet]}"
-  etag=$(service_get "/api/v1/bundle?namespace=shop&labels=app=web" | jq -r .etag)
-  [[ -n "$etag" && "$etag" != null ]] || fail "no bundle etag"
-  # The enforcer's heartbeat names the bundle it now enforces.
-  wait_for "enforcer of $pod on bundle $etag" 60 bash -c \
-    "$(declare -f service_get); WORK=$WORK POLICY_SVC=$POLICY_SVC service_get /api/v1/agents \
-      | jq -e --arg pod $pod --arg etag $etag '.[] | select(.pod.name == \$pod and .policyEtag == \$etag)'"
+  etag=$(wait_policy_applied "$pod")
+  [[ "$etag" != "$before" ]] || fail "the push did not change the bundle ($etag)"
   result "node: a push was in force and reported by the running enforcer $(( $(now_ms) - t0 )) ms later (heartbeat every 10 s)"
   service_get /api/v1/agents | jq -r '.[] | "    \(.pod.namespace)/\(.pod.name): \(.state), policy \(.policyEtag)"'
 }
 
 enforce_policy_kills_a_denied_process() {
-  push_policy shop-runtime shop enforce "    deniedProcesses: [nc]"
-  sleep 2
   local pod t0 t rc=0
   pod=$(app_pod shop web)
+  push_policy shop-runtime shop enforce "    deniedProcesses: [nc]"
+  wait_policy_applied "$pod" >/dev/null
   t0=$(now_ms)
   timeout 30 kubectl exec -n shop "$pod" -c app -- nc -l -p 9997 || rc=$?
   ((rc == 137)) || fail "nc was not killed (exit $rc)"
@@ -384,7 +401,8 @@ YAML
 webhook_restarts_do_not_deadlock() {
   kubectl rollout restart deploy/palisade -n palisade-system >/dev/null
   kubectl rollout status deploy/palisade -n palisade-system --timeout=180s >/dev/null
-  kubectl run after-restart -n shop --image=palisade.test/app:e2e --image-pull-policy=Never \
+  wait_for "webhook serving after the restart" 60 kubectl run after-restart -n shop \
+    --image=palisade.test/app:e2e --image-pull-policy=Never \
     --overrides='{"spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":1000,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"app","image":"palisade.test/app:e2e","imagePullPolicy":"Never","command":["sleep","3600"],"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}' >/dev/null
   [[ -n "$(jp pod/after-restart shop '{.spec.initContainers[?(@.name=="palisade-enforcer")].name}')" ]] \
     || fail "not injected after the rolling restart"
@@ -413,7 +431,7 @@ enforcer_footprint_in_a_running_pod() {
   rss=$(jq -r '.memory.rssBytes // 0' <<<"$stats")
   cpu=$(jq -r '.cpu.usageNanoCores // 0' <<<"$stats")
   result "node: enforcer footprint (kubelet stats/summary): working set $((ws / 1024)) KiB, RSS $((rss / 1024)) KiB, CPU $((cpu / 1000000)) millicores"
-  ((ws > 0 && ws < 32 * 1024 * 1024)) || fail "working set $ws outside (0, 32Mi)"
+  ((ws > 0 && ws < 8 * 1024 * 1024)) || fail "working set $ws outside (0, 8 MiB)"
 }
 
 reports_are_spooled_through_a_policy_service_outage() {
@@ -421,18 +439,24 @@ reports_are_spooled_through_a_policy_service_outage() {
   pod=$(app_pod shop web)
   q="namespace=shop&pod=$pod&kind=drift"
   push_policy shop-runtime shop audit "$AUDIT_RULES"
-  sleep 2
+  wait_policy_applied "$pod" >/dev/null
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=0 >/dev/null
   wait_for "policy service down" 60 bash -c \
     "[[ -z \"\$(kubectl get pods -n palisade-system -l app.kubernetes.io/component=policy-service -o name)\" ]]"
   in_app shop "$pod" sh -c 'mkdir -p /tmp/during-outage && cp /bin/busybox /tmp/during-outage/busybox && /tmp/during-outage/busybox sleep 2'
   sleep 3
+  local back
+  back=$(now_ms)
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
   wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 60 >/dev/null
   sleep 5 # a retry would land by now
   after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and (.message | contains("/tmp/during-outage/busybox")))] | length')
   [[ "$after" == 1 ]] || fail "expected the outage's exec-from-tmp once, stored $after times"
+  # Seen while the service was down, delivered after: spooled, not re-detected.
+  local seen
+  seen=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and (.message | contains("/tmp/during-outage/busybox")))][0].timeMs')
+  ((seen < back)) || fail "the event was made at $seen, after the service came back at $back"
 }
 
 # ---------------------------------------------------------------- main
@@ -442,7 +466,6 @@ for img in palisade palisade-enforcer; do
 done
 [[ -x "$PALISADE_BIN" ]] || { echo "missing $PALISADE_BIN (cargo build --release)" >&2; exit 1; }
 mkdir -p "$(dirname "$RESULTS")"
-: >"$RESULTS"
 
 stage_start=$SECONDS
 setup_node_network
@@ -469,3 +492,4 @@ run_case webhook_restarts_do_not_deadlock
 echo
 echo "node suite: $PASSED passed, ${#FAILED[@]} failed ${FAILED[*]:-}"
 ((${#FAILED[@]} == 0))
+cp "$WORK/results.txt" "$RESULTS"
