@@ -1039,3 +1039,37 @@ pub fn observable_signals(settings: &Settings, coverage: &Coverage) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_report_never_claims_coverage_it_does_not_have() {
+        let settings = Settings::from_env(|_| None).unwrap();
+        let full = observable_signals(&settings, &Coverage::default());
+        assert!(!full.contains("NOT COVERED"), "{full}");
+        let mut unreadable = HashMap::new();
+        unreadable.insert(Unreadable::OtherUid(0), 2);
+        unreadable.insert(Unreadable::NonDumpable, 1);
+        let partial = observable_signals(
+            &settings,
+            &Coverage {
+                processes: 5,
+                unreadable,
+            },
+        );
+        assert!(
+            partial.contains("NOT COVERED: drift and identity of 3 of 5 processes"),
+            "{partial}"
+        );
+        assert!(
+            partial.contains("2 (uid 0, not the enforcer's)"),
+            "{partial}"
+        );
+        assert!(
+            partial.contains("1 (non-dumpable process of the enforcer's UID)"),
+            "{partial}"
+        );
+    }
+}
