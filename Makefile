@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images fuzz clean
+.PHONY: help build build-static images run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -78,7 +78,11 @@ e2e-node: e2e-binaries images ## Palisade's chart and enforcer in running Pods o
 e2e-launcher: build-static ## The Landlock launcher against the real kernel (attacks as an unprivileged UID); needs root
 	PALISADE_LAUNCH=$(LAUNCH_BIN) bash tests/launcher/run.sh
 
-bench-images: images ## Refresh only the image-size and e2e-node sections of bench/RESULTS.md
+bench-detection: build-static ## Enforcer detection rates by process lifetime, idle CPU (simulated pod; needs root)
+	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_DETECTION_TABLE=1 \
+	  PALISADE_POD_RESULTS=target/pod-results.txt bash tests/sidecar/run.sh
+
+bench-images: images ## Refresh only the image-size, detection and e2e-node sections of bench/RESULTS.md
 	IMAGES_DIR=$(IMAGES_DIR) bash bench/images.sh --update bench/RESULTS.md
 
 bench: build images ## Benchmarks (with image sizes and the last e2e-node figures); writes bench/RESULTS.md

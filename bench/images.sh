@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The "Container images" and "In running Pods" sections of bench/RESULTS.md:
-# image sizes from the archives `make images` wrote, and the figures the last
-# `make e2e-node` run recorded. `bench/run.sh` includes them; with --update
+# The last sections of bench/RESULTS.md: image sizes from the archives
+# `make images` wrote, the enforcer's detection table from the last
+# `make bench-detection`, and the figures the last `make e2e-node` recorded. `bench/run.sh` includes them; with --update
 # FILE they replace those sections of FILE in place (`make bench-images`), so
 # sizes can be refreshed without a load run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IMAGES_DIR="${IMAGES_DIR:-$ROOT/target/images}"
 NODE_RESULTS="${PALISADE_NODE_RESULTS:-$ROOT/target/node-results.txt}"
+POD_RESULTS="${PALISADE_POD_RESULTS:-$ROOT/target/pod-results.txt}"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 W="$(mktemp -d)"
 trap 'rm -rf "$W"' EXIT
@@ -46,6 +47,16 @@ sections() {
     echo "Targets: enforcer image < 5 MiB, control plane < 20 MiB (compressed, as a registry stores and a node pulls them). The same commit builds the same digests."
   else
     echo "Not measured: run \`make images\` first."
+  fi
+  echo
+  echo "## Enforcer detection (\`make bench-detection\`: simulated pod, processes of a given lifetime run one after another)"
+  echo
+  if [[ -s "$POD_RESULTS" ]]; then
+    echo "From the last passing run on this machine ($(date -u -r "$POD_RESULTS" +%Y-%m-%d)). Judged: the process was seen and checked against the policy; noticed: judged, or counted as having run unobserved (\`agent/unobserved-processes\`)."
+    echo
+    sed 's/^\([^|].*\)$/- \1/' "$POD_RESULTS"
+  else
+    echo "Not measured: run \`make bench-detection\` (needs root)."
   fi
   echo
   echo "## In running Pods (\`make e2e-node\`, real kubelet + containerd)"

@@ -29,6 +29,9 @@ PASSED=0
 FAILED=()
 
 log() { printf '%s\n' "$*"; }
+# Figures for bench/RESULTS.md: kept in the work dir, published to
+# PALISADE_POD_RESULTS only when every check passed.
+result() { log "     $*"; printf '%s\n' "$*" >>"$W/results.txt"; }
 
 cleanup() {
   local code=$?
@@ -376,16 +379,18 @@ start_enforcer
 wait_for "enforcer restart" 10 pgrep -P "$(cat "$W/enforcer.pid")"
 sleep 2
 read -r judged20 noticed20 < <(detection_round 20 100)
-log "     20 ms processes: $judged20/100 judged, $noticed20/100 noticed"
+result "20 ms processes: $judged20/100 judged, $noticed20/100 noticed (default settings)"
 check ">= 99% of 20 ms processes noticed" test "$noticed20" -ge 99
 if [[ -n "${PALISADE_DETECTION_TABLE:-}" ]]; then
-  log "     | lifetime | processes | judged | noticed (judged or counted) |"
-  log "     | --- | --- | --- | --- |"
+  result ""
+  result "| lifetime | processes | judged | noticed (judged or counted) |"
+  result "| --- | ---: | ---: | ---: |"
   for spec in "5 200" "20 200" "50 200" "200 50" "1000 20"; do
     read -r ms n <<<"$spec"
     read -r j c < <(detection_round "$ms" "$n")
-    log "     | $ms ms | $n | $((j * 100 / n)) % | $((c * 100 / n)) % |"
+    result "| $ms ms | $n | $((j * 100 / n)) % | $((c * 100 / n)) % |"
   done
+  result ""
 fi
 
 stop_enforcer
@@ -393,16 +398,20 @@ ENFORCER_SETTINGS=""   # all defaults: 250 ms passes, 10 s heartbeats
 start_enforcer
 sleep 2
 rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$(enforcer_pid)/status")
-log "     enforcer RSS: ${rss_kb} KiB"
+result "enforcer RSS: ${rss_kb} KiB"
 check "enforcer RSS under 8 MiB" test "$rss_kb" -lt 8192
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(enforcer_pid)/stat"; }
 before=$(cpu_ticks); sleep 10; after=$(cpu_ticks)
 # Idle pod, default settings: CPU share in hundredths of a percent.
 cpu_centi=$(( (after - before) * 10000 / ($(getconf CLK_TCK) * 10) ))
-log "     enforcer CPU while idle: $((cpu_centi / 100)).$(printf '%02d' $((cpu_centi % 100)))%"
+result "enforcer CPU while idle (default settings, 10 s): $((cpu_centi / 100)).$(printf '%02d' $((cpu_centi % 100)))%"
 check "enforcer under 1% CPU while idle" test "$cpu_centi" -lt 100
 
 [[ -z "${PAUSE_AT_END:-}" ]] || sleep "$PAUSE_AT_END"
 log ""
 log "sidecar e2e: $PASSED passed, ${#FAILED[@]} failed"
 if ((${#FAILED[@]})); then printf '  failed: %s\n' "${FAILED[@]}"; exit 1; fi
+if [[ -n "${PALISADE_POD_RESULTS:-}" ]]; then
+  mkdir -p "$(dirname "$PALISADE_POD_RESULTS")"
+  cp "$W/results.txt" "$PALISADE_POD_RESULTS"
+fi
