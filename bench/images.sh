@@ -44,7 +44,7 @@ sections() {
     echo "| --- | --- | ---: | ---: | ---: |"
     printf '%s' "$rows"
     echo
-    echo "Targets: enforcer image < 5 MiB, control plane < 20 MiB (compressed, as a registry stores and a node pulls them). The same commit builds the same digests."
+    echo "Targets: enforcer image < 5 MiB, control plane < 20 MiB (compressed, as a registry stores and a node pulls them). The same binaries build the same digests."
   else
     echo "Not measured: run \`make images\` first."
   fi
