@@ -194,6 +194,8 @@ struct ResourcesShape {
 struct SecurityContextShape {
     #[serde(default)]
     run_as_user: Option<i64>,
+    #[serde(default)]
+    run_as_group: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,14 +291,22 @@ impl PodShape {
 
     /// The application's UID, so the enforcer can read its /proc entries
     /// (exe, root, fds need the same UID). Root is never copied.
-    fn app_run_as_user(&self) -> Option<i64> {
-        let user = |sc: &Option<SecurityContextShape>| sc.as_ref().and_then(|sc| sc.run_as_user);
+    /// The app's UID and, when declared, its GID: the first app container
+    /// that sets a user, else the pod's. Reading another process's
+    /// `/proc/PID/exe`, root and fds needs both to match, so the enforcer
+    /// takes both. Root (or no declared user) gives `None`.
+    fn app_identity(&self) -> Option<(i64, Option<i64>)> {
+        let pod = self.spec().security_context.as_ref();
+        let pod_group = pod.and_then(|sc| sc.run_as_group);
         self.containers(ContainerList::App)
             .iter()
             .filter(|c| c.name.as_deref() != Some(ENFORCER_CONTAINER))
-            .find_map(|c| user(&c.security_context))
-            .or_else(|| user(&self.spec().security_context))
-            .filter(|uid| *uid > 0)
+            .find_map(|c| {
+                let sc = c.security_context.as_ref()?;
+                Some((sc.run_as_user?, sc.run_as_group.or(pod_group)))
+            })
+            .or_else(|| pod.and_then(|sc| Some((sc.run_as_user?, pod_group))))
+            .filter(|(uid, _)| *uid > 0)
     }
 }
 
@@ -798,9 +808,9 @@ impl Injector {
     }
 
     fn add_enforcer(&self, pod: &PodShape, ops: &mut Vec<AddOp>) -> Result<(), MutateError> {
-        let run_as_user = pod
-            .app_run_as_user()
-            .unwrap_or(self.settings.default_run_as_user);
+        let (run_as_user, run_as_group) = pod
+            .app_identity()
+            .unwrap_or((self.settings.default_run_as_user, None));
         let settings = &self.settings;
         let resources = sidecar_resources(
             &settings.sidecar_resources,
@@ -834,7 +844,7 @@ impl Injector {
             image_pull_policy: &settings.image_pull_policy,
             env: &self.enforcer_env,
             resources,
-            security_context: restricted_security_context(run_as_user),
+            security_context: restricted_security_context(run_as_user, run_as_group),
             volume_mounts: mounts,
             restart_policy: settings.native_sidecar.then_some("Always"),
         };
@@ -986,10 +996,11 @@ struct EnforcerContainer<'a> {
 }
 
 /// Passes Pod Security "restricted"; never root.
-fn restricted_security_context(run_as_user: i64) -> SecurityContext {
+fn restricted_security_context(run_as_user: i64, run_as_group: Option<i64>) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(run_as_user),
+        run_as_group,
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         capabilities: Some(Capabilities {
@@ -1409,6 +1420,41 @@ mod tests {
         assert_eq!(
             out["spec"]["containers"][2]["securityContext"]["runAsUser"],
             65532
+        );
+    }
+
+    #[test]
+    fn sidecar_takes_the_app_gid_too_from_its_container_or_the_pod() {
+        let sidecar_ids = |p: &Value| {
+            let out = injected(p, &classic());
+            let sc = out["spec"]["containers"][2]["securityContext"].clone();
+            (sc["runAsUser"].clone(), sc["runAsGroup"].clone())
+        };
+        let mut p = pod();
+        p["spec"]["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 2000});
+        assert_eq!(sidecar_ids(&p), (json!(1000), json!(2000)));
+
+        p["spec"]["containers"][0]["securityContext"] =
+            json!({"runAsUser": 1001, "runAsGroup": 3000});
+        assert_eq!(
+            sidecar_ids(&p),
+            (json!(1001), json!(3000)),
+            "the container's own"
+        );
+
+        p["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1001});
+        assert_eq!(
+            sidecar_ids(&p),
+            (json!(1001), json!(2000)),
+            "the pod's group"
+        );
+
+        p["spec"]["securityContext"] = json!({});
+        p["spec"]["containers"][0]["securityContext"] = json!({});
+        assert_eq!(
+            sidecar_ids(&p),
+            (json!(65532), Value::Null),
+            "the image's group when unknown"
         );
     }
 
