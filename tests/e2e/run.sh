@@ -343,7 +343,9 @@ case_enforcer_tokens_verified_by_tokenreview() {
   local port=$((E2E_WEBHOOK_PORT + 2)) url uid token out
   url="https://127.0.0.1:$port"
   kubectl apply -f "$ROOT/tests/e2e/policyreport-crd.yaml" >/dev/null
-  kubectl wait --for condition=established --timeout=30s crd/policyreports.wgpolicyk8s.io >/dev/null
+  # A CRD created a moment ago may have no conditions yet, which kubectl
+  # wait reports as an error rather than waiting on: retry until it answers.
+  wait_for "CRD policyreports.wgpolicyk8s.io established" 30 kubectl wait --for condition=established --timeout=5s crd/policyreports.wgpolicyk8s.io
   start_bg palisade-tr env PALISADE_LISTEN="127.0.0.1:$port" PALISADE_TLS__SELF_SIGNED_DIR="$WORK/tr-tls" \
     PALISADE_SERVICE__DATA_DIR="$WORK/tr-data" PALISADE_SERVICE__TOKEN_REVIEW=true \
     PALISADE_SERVICE__POLICY_REPORT_INTERVAL_SECS=1 \
@@ -378,7 +380,9 @@ pause_pod_allowed() { ! pause_pod_denied; }
 
 case_runtime_policy_resources_are_watched() {
   kubectl apply -f "$ROOT/helm/palisade/crds/runtimepolicies.yaml" >/dev/null
-  kubectl wait --for condition=established --timeout=30s crd/runtimepolicies.palisade.dev >/dev/null
+  # A CRD created a moment ago may have no conditions yet, which kubectl
+  # wait reports as an error rather than waiting on: retry until it answers.
+  wait_for "CRD runtimepolicies.palisade.dev established" 30 kubectl wait --for condition=established --timeout=5s crd/runtimepolicies.palisade.dev
   stop_webhook
   start_webhook "$POLICIES" PALISADE_POLICIES__WATCH_CRDS=true
   register_webhooks Fail
