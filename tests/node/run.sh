@@ -449,7 +449,9 @@ reports_are_spooled_through_a_policy_service_outage() {
   back=$(now_ms)
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
-  wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 60 >/dev/null
+  # The enforcer retries with a backoff of up to 30 s: allow several rounds.
+  wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 120 >/dev/null
+  result "node: events spooled during a policy-service outage delivered $(( ($(now_ms) - back) / 1000 )) s after it was scaled back up (retry backoff up to 30 s)"
   sleep 5 # a retry would land by now
   after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and (.message | contains("/tmp/during-outage/busybox")))] | length')
   [[ "$after" == 1 ]] || fail "expected the outage's exec-from-tmp once, stored $after times"
