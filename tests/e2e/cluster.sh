@@ -61,6 +61,33 @@ stop_bg() { # name
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Cases run in a subshell with errexit on; fail ends the case.
+fail() { echo "    FAIL: $*" >&2; exit 1; }
+
+# run_case name: runs the function of that name, records the result in
+# PASSED / FAILED and prints how long it took.
+run_case() {
+  local name="$1" rc started=$SECONDS
+  echo "--- $name"
+  set +e
+  (
+    set -Eeuo pipefail
+    trap 'echo "    FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+    "$name"
+  )
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    PASSED=$((PASSED + 1))
+    echo "    ok ($((SECONDS - started)) s)"
+  else
+    FAILED+=("$name")
+  fi
+}
+
+# jsonpath of an object: kind/name, namespace, path.
+jp() { kubectl get "$1" -n "$2" -o "jsonpath=$3"; }
+
 wait_for() { # description, timeout seconds, command...
   local what="$1" timeout="$2"; shift 2
   local deadline=$((SECONDS + timeout))

@@ -36,33 +36,6 @@ finish() {
 }
 trap finish EXIT
 
-# Cases run in a subshell with errexit on; fail ends the case.
-fail() { echo "    FAIL: $*" >&2; exit 1; }
-
-# run_case name: runs the function of that name, records the result.
-run_case() {
-  local name="$1"
-  echo "--- $name"
-  local rc
-  set +e
-  (
-    set -Eeuo pipefail
-    trap 'echo "    FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-    "$name"
-  )
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    PASSED=$((PASSED + 1))
-    echo "    ok"
-  else
-    FAILED+=("$name")
-  fi
-}
-
-# jsonpath of an object: get kind/name namespace path
-jp() { kubectl get "$1" -n "$2" -o "jsonpath=$3"; }
-
 # "init containers|containers" of a pod: kind/name namespace
 pod_names() { jp "$1" "$2" '{.spec.initContainers[*].name}|{.spec.containers[*].name}'; }
 

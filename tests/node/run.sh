@@ -77,25 +77,6 @@ finish() {
 }
 trap finish EXIT
 
-fail() { echo "    FAIL: $*" >&2; exit 1; }
-run_case() {
-  local name="$1" rc started=$SECONDS
-  echo "--- $name"
-  set +e
-  (
-    set -Eeuo pipefail
-    trap 'echo "    FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-    "$name"
-  )
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    PASSED=$((PASSED + 1))
-    echo "    ok ($((SECONDS - started)) s)"
-  else
-    FAILED+=("$name")
-  fi
-}
 now_ms() { date +%s%3N; }
 # Figures go to a scratch file, published only when every case passed.
 result() { echo "$*" | tee -a "$WORK/results.txt"; }
@@ -121,7 +102,6 @@ build_test_images() {
 
 # ---------------------------------------------------------------- helpers
 POLICY_SVC="palisade-policy.palisade-system.svc"
-jp() { kubectl get "$1" -n "$2" -o "jsonpath=$3"; }
 
 # The policy service's CA, admin token and address, read from the cluster.
 policy_service_access() {
@@ -141,13 +121,7 @@ palisade_cli() {
 }
 
 # Stored events as JSON: query string (namespace=..&pod=..&kind=..).
-events_json() {
-  local ip
-  ip=$(awk '{print $1}' "$WORK/hosts")
-  curl -fsS --cacert "$WORK/policy-ca.crt" --resolve "$POLICY_SVC:443:$ip" \
-    -H "Authorization: Bearer $(cat "$WORK/admin.token")" \
-    "https://$POLICY_SVC/api/v1/events?limit=1000&$1"
-}
+events_json() { service_get "/api/v1/events?limit=1000&$1"; }
 
 # Waits until the events matching query $1 satisfy jq filter $2 (which
 # yields true); prints the matching events' newest timeMs.
