@@ -63,9 +63,22 @@ struct Seen {
     /// pass: a container's first process may still be changing to its UID.
     retries: u8,
     first_seen: Instant,
+    /// Passes that found it mid-exec and left it for the next.
+    deferred: u8,
 }
 
 const UNREADABLE_RETRIES: u8 = 16;
+
+/// Passes that may leave a mid-exec process for the next one; bounded so a
+/// program started with no arguments at all is still judged.
+const MAX_DEFERRALS: u8 = 3;
+
+/// Whether a process was judged on all it will show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Complete,
+    MidExec,
+}
 
 /// Known processes are re-read (name, start, executable link) on every
 /// pass that follows an exec signal, and otherwise every Nth pass, which
@@ -305,25 +318,35 @@ impl Monitor {
                 continue;
             };
             let exe = procfs::exe_link(self.proc_root(), pid);
-            let image = exe
-                .as_ref()
-                .map_or_else(|_| proc.comm.clone(), Clone::clone);
-            let first_seen = match self.known.get(&pid) {
+            // The name is part of what was judged: mid-exec, the link can
+            // already be the new program while the name is still the old.
+            let image = match &exe {
+                Ok(link) => format!("{link}\0{}", proc.comm),
+                Err(_) => proc.comm.clone(),
+            };
+            let (first_seen, deferred) = match self.known.get(&pid) {
                 Some(seen) if seen.start == proc.start && seen.image == image => continue,
-                Some(seen) if seen.start == proc.start => seen.first_seen,
-                _ => Instant::now(),
+                Some(seen) if seen.start == proc.start => (seen.first_seen, seen.deferred),
+                _ => (Instant::now(), 0),
             };
             let retries = if exe.is_err() { UNREADABLE_RETRIES } else { 0 };
+            let may_defer = deferred < MAX_DEFERRALS;
+            let view = self.evaluate_process(&proc, exe, bundle, may_defer);
             self.known.insert(
                 pid,
                 Seen {
                     start: proc.start,
-                    image,
+                    // Left empty, the next pass judges it again.
+                    image: if view == View::MidExec {
+                        String::new()
+                    } else {
+                        image
+                    },
                     retries,
                     first_seen,
+                    deferred: deferred + u8::from(view == View::MidExec),
                 },
             );
-            self.evaluate_process(&proc, exe, bundle);
         }
         self.count_unobserved(last_pid, exec_seen, &alive);
         self.listed_before = alive;
@@ -434,7 +457,23 @@ impl Monitor {
         Some(id)
     }
 
-    fn evaluate_process(&mut self, proc: &Proc, exe: io::Result<String>, bundle: &RuntimeBundle) {
+    fn evaluate_process(
+        &mut self,
+        proc: &Proc,
+        exe: io::Result<String>,
+        bundle: &RuntimeBundle,
+        may_defer: bool,
+    ) -> View {
+        let argv: Vec<String> = procfs::cmdline(self.proc_root(), proc.pid)
+            .into_iter()
+            .take(MAX_ARGS)
+            .collect();
+        // Between switching to the new program and laying out its
+        // arguments, an exec shows the new executable with no arguments
+        // (and maybe the old name): judged on the next pass instead.
+        if may_defer && exe.is_ok() && argv.is_empty() {
+            return View::MidExec;
+        }
         let root = self.proc_root().join(proc.pid.to_string()).join("root");
         let root_id = self.container(proc.pid, bundle);
         let mut violations = Vec::new();
@@ -528,10 +567,6 @@ impl Monitor {
         let names: Vec<&str> = std::iter::once(proc.comm.as_str())
             .chain(exe_name)
             .collect();
-        let argv: Vec<String> = procfs::cmdline(self.proc_root(), proc.pid)
-            .into_iter()
-            .take(MAX_ARGS)
-            .collect();
         let applet = if identity.multicall {
             rules::applet(exe_name.unwrap_or_default(), &argv)
         } else {
@@ -582,7 +617,7 @@ impl Monitor {
         }
         violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
         if violations.is_empty() {
-            return;
+            return View::Complete;
         }
         let info = ProcessInfo {
             pid: proc.pid,
@@ -603,6 +638,7 @@ impl Monitor {
             let id = process_event_id(&v, proc);
             self.emit(&v, id, Some(info.clone()), action.clone());
         }
+        View::Complete
     }
 
     /// Libraries and scripts that are not the image's: what an exec check
