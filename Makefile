@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection fuzz clean
+.PHONY: help build build-static images chart run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ ENFORCER_BIN = target/$(ENFORCER_TARGET)/release-small/palisade-enforcer
 LAUNCH_BIN = target/$(ENFORCER_TARGET)/release-small/palisade-launch
 
 build: ## Build the control plane (release) and the enforcer (static musl binary, size-optimised)
-	$(CARGO) build --release -p palisade-webhook
+	$(CARGO) build --release -p palisade
 	rustup target add $(ENFORCER_TARGET) >/dev/null 2>&1 || true
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer --target $(ENFORCER_TARGET)
 
@@ -30,7 +30,7 @@ OCI_LABELS = --label org.opencontainers.image.source=https://github.com/palisade
 
 build-static: ## Static musl builds of palisade and palisade-enforcer (needs musl-tools)
 	rustup target add $(ENFORCER_TARGET) >/dev/null 2>&1 || true
-	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile image -p palisade-webhook --bin palisade --target $(ENFORCER_TARGET)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile image -p palisade --bin palisade --target $(ENFORCER_TARGET)
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --profile release-small -p palisade-enforcer -p palisade-launch --target $(ENFORCER_TARGET)
 
 images: build-static ## OCI archives of both images in target/images (offline, non-root, reproducible)
@@ -43,8 +43,17 @@ images: build-static ## OCI archives of both images in target/images (offline, n
 	  $(LAUNCH_BIN)=/usr/local/bin/
 	@ls -l $(IMAGES_DIR)
 
+# The chart ships the policy library; it is copied in here instead of kept
+# as a symlink in the source tree (helm packages no symlinks).
+CHART_DIR ?= target/chart/palisade
+chart: ## The Helm chart with the policy library in target/chart/palisade (and a .tgz when helm is installed)
+	rm -rf $(CHART_DIR) && mkdir -p $(dir $(CHART_DIR))
+	cp -R helm/palisade $(CHART_DIR)
+	mkdir -p $(CHART_DIR)/policies && cp policies/*.yaml $(CHART_DIR)/policies/
+	@if command -v helm >/dev/null; then helm package $(CHART_DIR) -d $(dir $(CHART_DIR)) >/dev/null && ls $(dir $(CHART_DIR))*.tgz; fi
+
 run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, policies/)
-	$(CARGO) run --release -p palisade-webhook --bin palisade -- serve
+	$(CARGO) run --release -p palisade --bin palisade -- serve
 
 test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
 	bash tests/with-postgres.sh $(CARGO) test --workspace
@@ -64,15 +73,15 @@ e2e-binaries: ## Build pinned etcd, Kubernetes (control plane, kubelet, kube-pro
 e2e: e2e-kube e2e-pod e2e-launcher e2e-node ## All end-to-end suites (e2e-pod, e2e-launcher, e2e-node need root)
 
 # The suites run the static binaries the images ship.
-e2e-kube: e2e-binaries build-static ## End-to-end against a real kube-apiserver + controller-manager
-	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) bash tests/e2e/run.sh
+e2e-kube: e2e-binaries build-static chart ## End-to-end against a real kube-apiserver + controller-manager
+	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) PALISADE_CHART=$(CHART_DIR) bash tests/e2e/run.sh
 
 e2e-pod: build-static ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
 	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) \
 	  bash tests/sidecar/run.sh
 
-e2e-node: e2e-binaries images ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root
-	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_IMAGES_DIR=$(IMAGES_DIR) PALISADE_BIN=$(PALISADE_STATIC) \
+e2e-node: e2e-binaries images chart ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root
+	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_IMAGES_DIR=$(IMAGES_DIR) PALISADE_BIN=$(PALISADE_STATIC) PALISADE_CHART=$(CHART_DIR) \
 	  bash tests/node/run.sh
 
 e2e-launcher: build-static ## The Landlock launcher against the real kernel (attacks as an unprivileged UID); needs root
@@ -90,7 +99,7 @@ bench: build images ## Benchmarks (with image sizes and the last e2e-node figure
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz AdmissionReview decoding + mutate/validate for FUZZ_SECONDS (needs nightly and cargo-fuzz)
-	cargo +nightly fuzz run admission fuzz/corpus/admission webhook/tests/fixtures -- -max_total_time=$(FUZZ_SECONDS)
+	cargo +nightly fuzz run admission fuzz/corpus/admission tests/fixtures/admission -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

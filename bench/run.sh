@@ -15,7 +15,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
 
-cargo build --release -p palisade-webhook -p palisade-bench >/dev/null 2>&1
+cargo build --release -p palisade -p palisade-bench >/dev/null 2>&1
 ENFORCER="${PALISADE_ENFORCER_BIN:-target/x86_64-unknown-linux-musl/release-small/palisade-enforcer}"
 
 echo "== micro-benchmarks (criterion)"
@@ -40,7 +40,7 @@ serve palisade 19443
 "$BIN/palisade-bench" floor --listen 127.0.0.1:19444 --ca-out "$W/floor-ca.crt" 2>/dev/null &
 PIDS+=($!)
 sleep 0.5
-BODY=webhook/tests/fixtures/pod-create.json
+BODY=tests/fixtures/admission/pod-create.json
 ROUNDS="${BENCH_ROUNDS:-3}"
 ROUND_SECONDS=$(( SECONDS_PER_RUN / ROUNDS > 0 ? SECONDS_PER_RUN / ROUNDS : 1 ))
 echo "== load over TLS, keep-alive, $CONNECTIONS connections, $ROUNDS alternating rounds of ${ROUND_SECONDS}s per endpoint"

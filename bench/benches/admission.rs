@@ -3,15 +3,15 @@
 //! beside the floor (a kube-rs parse and re-serialise, no decision).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use palisade_webhook::admission::{self, Webhook};
-use palisade_webhook::config::Settings;
-use palisade_webhook::policy::PolicySet;
+use palisade_engine::admission::{self, Webhook};
+use palisade_engine::policy::PolicySet;
+use palisade_engine::settings::Settings;
 use serde_json::{json, Value};
 
 fn fixture() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../webhook/tests/fixtures/pod-create.json"
+        "/../tests/fixtures/admission/pod-create.json"
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

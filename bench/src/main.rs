@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn floor(listen: SocketAddr, ca_out: PathBuf) -> anyhow::Result<()> {
     let generated =
-        palisade_webhook::tls::generate_self_signed(&["127.0.0.1".into(), "localhost".into()])?;
+        palisade_server::tls::generate_self_signed(&["127.0.0.1".into(), "localhost".into()])?;
     std::fs::write(&ca_out, &generated.ca_pem)?;
     let certs = CertificateDer::pem_slice_iter(generated.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;

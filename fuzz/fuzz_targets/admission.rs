@@ -8,10 +8,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use palisade_webhook::admission::mutate::PodShape;
-use palisade_webhook::admission::{self, Webhook};
-use palisade_webhook::config::Settings;
-use palisade_webhook::policy::PolicySet;
+use palisade_engine::admission::mutate::PodShape;
+use palisade_engine::admission::{self, Webhook};
+use palisade_engine::settings::Settings;
+use palisade_engine::policy::PolicySet;
 use serde_json::Value;
 
 fn policies() -> &'static PolicySet {

@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: mallopt only tunes the allocator; called before other threads exist.
     // (musl, the static build, has a single small heap and needs no tuning.)
     #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)]
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
     }

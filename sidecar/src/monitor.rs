@@ -442,6 +442,7 @@ impl Monitor {
             // back so they do not count against the pod's memory.
             // SAFETY: malloc_trim only releases free heap memory.
             #[cfg(target_env = "gnu")]
+            #[allow(unsafe_code)]
             unsafe {
                 nix::libc::malloc_trim(0);
             }

@@ -188,6 +188,7 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Vec<u64> {
 /// through a pidfd: once the descriptor is open, it names that process and
 /// no other even if the PID is reused, and the start time read after
 /// opening it proves it is the one that was judged.
+#[allow(unsafe_code)] // pidfd_open and pidfd_send_signal have no safe wrapper in nix
 pub fn kill_exact(proc_root: &Path, pid: i32, start: u64) -> crate::rules::Action {
     use crate::rules::{Action, NotKilled};
     use nix::libc;

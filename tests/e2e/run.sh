@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
 export PATH="$CACHE_DIR/bin:$PATH"
 PALISADE_BIN="${PALISADE_BIN:-$ROOT/target/release/palisade}"
+# The chart as `make chart` packages it (with the policy library).
+CHART="${PALISADE_CHART:-$ROOT/target/chart/palisade}"
+[[ -f "$CHART/Chart.yaml" && -d "$CHART/policies" ]] || { echo "no packaged chart at $CHART: run make chart" >&2; exit 1; }
 WORK="$(mktemp -d /tmp/palisade-e2e.XXXXXX)"
 POLICIES="$WORK/policies"
 
@@ -259,12 +262,12 @@ case_webhook_down_failure_policy() {
 
 case_helm_chart_lints_and_applies() {
   local out
-  helm lint "$ROOT/helm/palisade" >/dev/null 2>&1 || fail "helm lint"
+  helm lint "$CHART" >/dev/null 2>&1 || fail "helm lint"
   kubectl create namespace palisade-system >/dev/null 2>&1 || true
   # The chart's own pods must meet Pod Security "restricted".
   kubectl label namespace palisade-system --overwrite \
     pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >/dev/null
-  helm template palisade "$ROOT/helm/palisade" -n palisade-system --include-crds >"$WORK/chart.yaml" 2>/dev/null || fail "helm template"
+  helm template palisade "$CHART" -n palisade-system --include-crds >"$WORK/chart.yaml" 2>/dev/null || fail "helm template"
   out=$(kubectl apply --dry-run=server -f "$WORK/chart.yaml" 2>&1) || fail "chart rejected by the apiserver: $out"
   if grep -qi warning <<<"$out"; then fail "warnings: $out"; fi
   grep -q 'deployment.apps/palisade created (server dry run)' <<<"$out" || fail "$out"
@@ -282,7 +285,7 @@ case_helm_chart_lints_and_applies() {
       PALISADE_LISTEN="127.0.0.1:$((E2E_WEBHOOK_PORT + 1))" \
       PALISADE_TLS__CERT_FILE="$WORK/chart.crt" PALISADE_TLS__KEY_FILE="$WORK/chart.key" \
       PALISADE_SERVICE__DATA_DIR="$WORK/chart-data-$n" \
-      PALISADE_POLICIES__DIR="$ROOT/helm/palisade/policies" "$PALISADE_BIN" serve
+      PALISADE_POLICIES__DIR="$CHART/policies" "$PALISADE_BIN" serve
     wait_for "chart-configured palisade ($n)" 20 curl -fsS --cacert "$WORK/chart.crt" \
       "https://127.0.0.1:$((E2E_WEBHOOK_PORT + 1))/readyz" \
       || fail "chart settings $n rejected: $(tail -5 "$WORK/logs/palisade-chart.log")"
@@ -292,7 +295,7 @@ case_helm_chart_lints_and_applies() {
     || fail "injector not pointed at the policy service"
   grep -q 'deployment.apps/palisade-policy created (server dry run)' <<<"$out" || fail "no policy service: $out"
 
-  helm template palisade "$ROOT/helm/palisade" -n palisade-system \
+  helm template palisade "$CHART" -n palisade-system \
     --set webhook.failurePolicy=Ignore --set injection.nativeSidecar=true \
     --set certificates.mode=certManager >"$WORK/chart-cm.yaml" 2>/dev/null || fail "helm template (cert-manager)"
   grep -q 'failurePolicy: Ignore' "$WORK/chart-cm.yaml" || fail "failurePolicy value not applied"
@@ -497,7 +500,7 @@ pod_shapes() {
   # The property test's generated pods (hostPID, Windows, process namespace
   # choices, pod-level resources, request-only containers, colliding volume
   # names, override annotations, init containers), all through the apiserver.
-  local generated="$ROOT/webhook/tests/fixtures/generated-pods.json"
+  local generated="$ROOT/tests/fixtures/admission/generated-pods.json"
   kubectl create -n e2e-shapes --dry-run=server -o json -f "$generated" >"$WORK/generated.out" 2>"$WORK/generated.err" \
     || fail "generated pods refused: $(grep -v '^Warning' "$WORK/generated.err" | head -5)"
   jq -s --argjson want "$(jq '.items | length' "$generated")" -e '

@@ -15,6 +15,9 @@ export PATH="$CACHE_DIR/bin:$PATH"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 IMAGES_DIR="${PALISADE_IMAGES_DIR:-$ROOT/target/images}"
 PALISADE_BIN="${PALISADE_BIN:-$ROOT/target/release/palisade}"
+# The chart as `make chart` packages it (with the policy library).
+CHART="${PALISADE_CHART:-$ROOT/target/chart/palisade}"
+[[ -f "$CHART/Chart.yaml" && -d "$CHART/policies" ]] || { echo "no packaged chart at $CHART: run make chart" >&2; exit 1; }
 RESULTS="${PALISADE_NODE_RESULTS:-$ROOT/target/node-results.txt}"
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -245,7 +248,7 @@ spec:
   persistentVolumeReclaimPolicy: Delete
   hostPath: {path: $WORK/pv, type: Directory}
 YAML
-  helm install palisade "$ROOT/helm/palisade" -n palisade-system --create-namespace \
+  helm install palisade "$CHART" -n palisade-system --create-namespace \
     --wait --timeout 5m >"$WORK/logs/helm.log"
   kubectl rollout status deploy/palisade -n palisade-system --timeout=120s >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null

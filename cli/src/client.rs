@@ -1,0 +1,234 @@
+//! `palisade policy ...` and `palisade events`: a client of the policy
+//! service API with table output.
+
+use std::path::Path;
+
+use palisade_common::wire::{PolicyRecord, StoredEvent};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid CA certificate {path}: {source}")]
+    Ca {
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("request to {url} failed: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("{status}: {message}")]
+    Api { status: StatusCode, message: String },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+}
+
+impl Client {
+    /// `ca_file` verifies the server (e.g. the self-signed `ca.crt`);
+    /// without it the system roots are used.
+    pub fn new(server: &str, token: &str, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|source| ClientError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| ClientError::Ca {
+                path: path.display().to_string(),
+                source,
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|source| ClientError::Http {
+            url: server.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            http,
+            server: server.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+        })
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Value, ClientError> {
+        let http = |source| ClientError::Http {
+            url: url.to_string(),
+            source,
+        };
+        let resp = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(http)?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let message = body["error"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string();
+            Err(ClientError::Api { status, message })
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    /// Pushes one policy document; returns (name, revision).
+    pub async fn push(&self, document: &str) -> Result<(String, i64), ClientError> {
+        let url = self.url("/api/v1/policies");
+        let body = self
+            .send(self.http.put(&url).body(document.to_string()), &url)
+            .await?;
+        Ok((
+            body["name"].as_str().unwrap_or_default().to_string(),
+            body["revision"].as_i64().unwrap_or_default(),
+        ))
+    }
+
+    pub async fn list(&self) -> Result<Vec<PolicyRecord>, ClientError> {
+        let url = self.url("/api/v1/policies");
+        let body = self.send(self.http.get(&url), &url).await?;
+        Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/api/v1/policies/{name}"));
+        self.send(self.http.delete(&url), &url).await.map(drop)
+    }
+
+    pub async fn events(&self, query: &[(&str, String)]) -> Result<Vec<StoredEvent>, ClientError> {
+        let url = self.url("/api/v1/events");
+        let body = self.send(self.http.get(&url).query(query), &url).await?;
+        Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n") + "\n"
+}
+
+pub fn policies_table(records: &[PolicyRecord]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{:?}", r.document.spec.mode).to_lowercase(),
+                r.revision.to_string(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "MODE", "REVISION", "SOURCE"], &rows)
+}
+
+pub fn events_table(events: &[StoredEvent]) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                format_time(e.event.time_ms),
+                e.pod.namespace.clone(),
+                e.pod.name.clone(),
+                e.event.kind.as_str().to_string(),
+                e.event.rule.clone(),
+                e.event.action.clone().unwrap_or_default(),
+                e.event.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TIME",
+            "NAMESPACE",
+            "POD",
+            "KIND",
+            "RULE",
+            "ACTION",
+            "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+/// UTC RFC 3339 (seconds) from unix milliseconds.
+pub fn format_time(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// `30s`, `15m`, `2h`, `7d` (any humantime duration) into milliseconds.
+/// Milliseconds since the Unix epoch, the unit the service stores.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn times_and_durations() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_795_000_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
+        assert_eq!(parse_duration_ms("h"), None);
+        assert_eq!(parse_duration_ms("5q"), None);
+    }
+}

@@ -1,0 +1,297 @@
+//! `palisade`: the control plane binary and its command-line tools.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+mod client;
+mod offline;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use client::Client;
+use palisade_engine::policy::{split_yaml_documents, PolicySet};
+#[cfg(feature = "server")]
+use palisade_engine::settings::LogFormat;
+use palisade_engine::settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Kubernetes admission and runtime protection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook server and policy service (the default).
+    Serve {
+        /// YAML settings file; `PALISADE_*` variables override it.
+        #[arg(long, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print manifests with the enforcer injected into every pod template.
+    Inject {
+        /// Manifest file (multi-document YAML); `-` reads stdin.
+        #[arg(short = 'f', long = "filename", default_value = "-")]
+        file: String,
+        #[arg(long, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check manifests against policies; exits 1 on enforce violations.
+    Check {
+        #[arg(short = 'f', long = "filename", default_value = "-")]
+        file: String,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Namespace for objects that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Manage policies in the policy service.
+    Policy {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Show runtime events reported by enforcers.
+    Events {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        pod: Option<String>,
+        /// drift, behavior or agent
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events newer than this (e.g. 30m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Push policy documents (multi-document YAML allowed).
+    Push {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List active policies.
+    List,
+    /// Delete a pushed policy.
+    Delete { name: String },
+}
+
+#[derive(Args)]
+struct Connection {
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_SERVER",
+        default_value = "https://localhost:8443"
+    )]
+    server: String,
+    /// Admin token; defaults to the contents of --token-file.
+    #[arg(long, global = true, env = "PALISADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, global = true, default_value = "data/admin.token")]
+    token_file: PathBuf,
+    /// CA certificate of the server (the generated one by default).
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_CA_FILE",
+        default_value = "data/tls/ca.crt"
+    )]
+    ca_file: PathBuf,
+}
+
+impl Connection {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(&self.token_file).with_context(|| {
+                format!(
+                    "no --token given and cannot read {}",
+                    self.token_file.display()
+                )
+            })?,
+        };
+        let ca = self.ca_file.exists().then_some(self.ca_file.as_path());
+        Ok(Client::new(&self.server, &token, ca)?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: std::env::var_os("PALISADE_CONFIG").map(PathBuf::from),
+    });
+    match command {
+        Command::Serve { config } => serve(config).await,
+        Command::Inject { file, config } => {
+            let settings = load_settings(config.as_deref())?;
+            print!(
+                "{}",
+                offline::inject(&read_input(&file)?, &settings)
+                    .with_context(|| format!("injecting {file}"))?
+            );
+            Ok(())
+        }
+        Command::Check {
+            file,
+            policies,
+            namespace,
+        } => check(&file, &policies, &namespace),
+        Command::Policy { conn, action } => policy(conn, action).await,
+        Command::Events {
+            conn,
+            namespace,
+            pod,
+            kind,
+            since,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(namespace.map(|n| ("namespace", n)));
+            query.extend(pod.map(|p| ("pod", p)));
+            query.extend(kind.map(|k| ("kind", k)));
+            if let Some(since) = since {
+                let Some(ago) = client::parse_duration_ms(&since) else {
+                    bail!("--since {since:?}: expected a duration such as 30m, 2h or 7d");
+                };
+                query.push(("since", (client::now_ms() - ago).to_string()));
+            }
+            let events = conn.client()?.events(&query).await?;
+            print!("{}", client::events_table(&events));
+            Ok(())
+        }
+    }
+}
+
+fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    Settings::load(config, std::env::vars()).with_context(|| match config {
+        Some(path) => format!("loading settings from {}", path.display()),
+        None => "loading settings from defaults and PALISADE_* variables".to_string(),
+    })
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+    }
+}
+
+fn check(file: &str, policies: &Path, namespace: &str) -> anyhow::Result<()> {
+    let set = PolicySet::load_dir(policies)
+        .with_context(|| format!("loading policies from {}", policies.display()))?;
+    let settings = load_settings(None)?;
+    let results = offline::check(&read_input(file)?, namespace, &settings, &set)
+        .with_context(|| format!("checking {file}"))?;
+    for object in &results {
+        for v in &object.violations {
+            println!("{}/{}: {:?}: {v}", object.kind, object.name, v.mode);
+        }
+    }
+    let total: usize = results.iter().map(|r| r.violations.len()).sum();
+    eprintln!("{} object(s) checked, {total} violation(s)", results.len());
+    if offline::has_enforced(&results) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<()> {
+    let client = conn.client()?;
+    match action {
+        PolicyAction::Push { files } => {
+            for file in files {
+                let text = read_input(&file)?;
+                for doc in split_yaml_documents(&text) {
+                    let (name, revision) = client
+                        .push(doc)
+                        .await
+                        .with_context(|| format!("pushing {file}"))?;
+                    println!("policy/{name} pushed (revision {revision})");
+                }
+            }
+        }
+        PolicyAction::List => print!("{}", client::policies_table(&client.list().await?)),
+        PolicyAction::Delete { name } => {
+            client.delete(&name).await?;
+            println!("policy/{name} deleted");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "server"))]
+async fn serve(_config: Option<PathBuf>) -> anyhow::Result<()> {
+    bail!("this palisade was built without the server (cargo feature `server`); inject, check, policy and events work")
+}
+
+#[cfg(feature = "server")]
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = load_settings(config.as_deref())?;
+    init_tracing(settings.log.format, &settings.log.level)?;
+    let mut running = palisade_server::app::start(settings)
+        .await
+        .context("starting the webhook server")?;
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(feature = "server")]
+fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .with_context(|| format!("invalid log level {level:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+#[cfg(feature = "server")]
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

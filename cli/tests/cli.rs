@@ -1,0 +1,203 @@
+//! The `palisade` binary's commands against a real server and real files.
+
+// The server suite's helpers: the CLI is tested against a running service.
+#[path = "../../server/tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use palisade_common::wire::{Event, EventKind, PodRef, ReportBatch};
+
+fn palisade(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("PALISADE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("palisade runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: 'nginx:latest'}]
+";
+
+#[test]
+fn inject_reads_stdin_and_prints_injected_manifests() {
+    let out = palisade(&["inject", "-f", "-"], Some(DEPLOYMENT));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("name: palisade-enforcer"), "{stdout}");
+    assert!(stdout.contains("shareProcessNamespace: true"), "{stdout}");
+}
+
+#[test]
+fn check_exits_non_zero_on_enforce_violations() {
+    let out = palisade(
+        &["check", "-f", "-", "--policies", "../policies"],
+        Some(DEPLOYMENT),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Deployment/api: Enforce: [image-tags] images/disallowedTags: spec.template.spec.containers[0].image"), "{stdout}");
+    let fixed = DEPLOYMENT.replace("nginx:latest", "registry.k8s.io/nginx-slim:0.27");
+    let out = palisade(
+        &["check", "-f", "-", "--policies", "../policies"],
+        Some(&fixed),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = palisade(
+        &[
+            "check",
+            "-f",
+            "/nonexistent.yaml",
+            "--policies",
+            "../policies",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("reading /nonexistent.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_push_list_delete_and_events_against_a_server() {
+    let server = start(&repo_policies()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: no-shells}\nspec:\n  mode: enforce\n  runtime: {deniedProcesses: [sh]}\n",
+    )
+    .unwrap();
+    let ca = server.tls_dir.path().join("ca.crt");
+    let token = server.admin_token();
+    let conn = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--server".into(),
+            server.base.clone(),
+            "--token".into(),
+            token.clone(),
+            "--ca-file".into(),
+            ca.display().to_string(),
+        ]);
+        args
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        palisade(&refs, None)
+    };
+
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&["policy", "push", "-f", policy.to_str().unwrap()]))
+    });
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "policy/no-shells pushed (revision 1)\n");
+
+    let out = tokio::task::block_in_place(|| run(conn(&["policy", "list"])));
+    let listing = text(&out.stdout);
+    assert!(listing.starts_with("NAME"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("no-shells") && l.contains("enforce") && l.contains("api")),
+        "{listing}"
+    );
+
+    // A bad document: the server's precise error, non-zero exit.
+    std::fs::write(&policy, "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: x}\nspec: {mode: sometimes}\n").unwrap();
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&["policy", "push", "-f", policy.to_str().unwrap()]))
+    });
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("400 Bad Request"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = tokio::task::block_in_place(|| run(conn(&["policy", "delete", "no-shells"])));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Events reported by an enforcer show up in the table.
+    let batch = ReportBatch {
+        pod: PodRef {
+            namespace: "shop".into(),
+            name: "cart-0".into(),
+            uid: "u".into(),
+        },
+        events: vec![Event {
+            id: "1".into(),
+            time_ms: palisade_server::db::now_ms(),
+            kind: EventKind::Behavior,
+            rule: "behavior/denied-process".into(),
+            policy: None,
+            mode: Default::default(),
+            message: "sh started".into(),
+            process: None,
+            action: Some("killed".into()),
+        }],
+    };
+    server
+        .client
+        .post(format!("{}/api/v1/reports", server.base))
+        .bearer_auth(server.report_token())
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let out = tokio::task::block_in_place(|| run(conn(&["events", "-n", "shop", "--since", "1h"])));
+    let table = text(&out.stdout);
+    assert!(table.lines().next().unwrap().starts_with("TIME"), "{table}");
+    assert!(
+        table.contains("cart-0")
+            && table.contains("behavior/denied-process")
+            && table.contains("killed"),
+        "{table}"
+    );
+
+    let out = tokio::task::block_in_place(|| {
+        run(vec![
+            "policy".into(),
+            "list".into(),
+            "--server".into(),
+            server.base.clone(),
+            "--token".into(),
+            "wrong-token".into(),
+            "--ca-file".into(),
+            ca.display().to_string(),
+        ])
+    });
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    server.running.shutdown().await;
+}

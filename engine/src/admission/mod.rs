@@ -1,0 +1,547 @@
+//! AdmissionReview in, AdmissionReview out: decoding, the mutate and
+//! validate decisions, and encoding. Pure functions of the request and the
+//! settings/policies, so they are tested without a server.
+
+pub mod enforcer;
+pub mod mutate;
+#[cfg(test)]
+mod properties;
+pub mod reason;
+pub mod review;
+pub mod template;
+
+use kube_core::admission::Operation;
+use palisade_common::path::{FieldPath, FieldSet};
+use palisade_common::policy::Mode;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use serde_json::Value;
+
+use crate::policy::pod::PodSpec;
+use crate::policy::{EnforcerVerdict, PodView, PolicySet, Violation};
+use crate::settings::Settings;
+use enforcer::Claim;
+
+pub use review::{decode, encode, Request, Response, ReviewError};
+
+/// The two admission endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `/mutate`: enforcer injection and resource defaults.
+    Mutate,
+    /// `/validate`: policy evaluation.
+    Validate,
+}
+
+impl Endpoint {
+    /// The URL path segment, also the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// What happened, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Allowed,
+    Patched,
+    Skipped,
+    Warned,
+    Denied,
+    /// Answered with an AdmissionResponse refusing a malformed object.
+    Invalid,
+    /// The AdmissionReview itself could not be decoded (HTTP 400, no
+    /// AdmissionResponse).
+    Unreadable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Patched => "patched",
+            Outcome::Skipped => "skipped",
+            Outcome::Warned => "warned",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+            Outcome::Unreadable => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for Endpoint {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// The admission decisions, with what they need precomputed from the
+/// settings (the enforcer container, volumes, excluded namespaces).
+pub struct Webhook {
+    excluded_namespaces: Vec<String>,
+    injector: mutate::Injector,
+}
+
+/// The object under review; `None` when the request carries none.
+fn object_text(req: &Request) -> Option<&str> {
+    req.object
+        .as_deref()
+        .map(serde_json::value::RawValue::get)
+        .filter(|text| *text != "null")
+}
+
+/// The answer to a request without the object it should carry.
+fn no_object(allow: Response) -> (Response, Outcome) {
+    let message = "request has no object".to_string();
+    (allow.deny(400, "BadRequest", message), Outcome::Invalid)
+}
+
+impl Webhook {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            excluded_namespaces: settings.admission.excluded_namespaces.clone(),
+            injector: mutate::Injector::new(&settings.injection),
+        }
+    }
+
+    pub fn injector(&self) -> &mutate::Injector {
+        &self.injector
+    }
+
+    fn excluded(&self, req: &Request) -> bool {
+        req.namespace
+            .as_deref()
+            .is_some_and(|ns| self.excluded_namespaces.iter().any(|e| e == ns))
+    }
+
+    /// `/mutate`: inject the enforcer into Pods being created.
+    pub fn mutate(&self, req: &Request) -> (Response, Outcome) {
+        let (response, outcome, _) = self.mutate_explained(req);
+        (response, outcome)
+    }
+
+    /// Like [`Webhook::mutate`], with what the injector decided (for the
+    /// injection metrics); `None` when it did not look at the pod.
+    pub fn mutate_explained(&self, req: &Request) -> (Response, Outcome, Option<mutate::Outcome>) {
+        let allow = Response::allow(req);
+        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+        if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
+            return (allow, Outcome::Allowed, None);
+        }
+        if self.excluded(req) {
+            return (allow, Outcome::Skipped, None);
+        }
+        let Some(object) = object_text(req) else {
+            let (response, outcome) = no_object(allow);
+            return (response, outcome, None);
+        };
+        let mutation = match self.injector.plan_json(object) {
+            Ok(mutation) => mutation,
+            Err(mutate::MutateError::Impostor(e)) => {
+                let message = format!("denied by Palisade: {e}");
+                return (allow.deny(403, "Forbidden", message), Outcome::Denied, None);
+            }
+            Err(e) => {
+                return (
+                    allow.deny(400, "BadRequest", e.to_string()),
+                    Outcome::Invalid,
+                    None,
+                )
+            }
+        };
+        let mut response = allow;
+        let mut result = Outcome::Patched;
+        match &mutation.outcome {
+            mutate::Outcome::Skipped { reason, .. } => {
+                response
+                    .audit_annotations
+                    .insert("injection-skipped".into(), reason.as_str().into());
+                result = Outcome::Skipped;
+            }
+            mutate::Outcome::Injected { degraded, .. } if !degraded.is_empty() => {
+                let reasons: Vec<&str> = degraded.iter().map(|r| r.as_str()).collect();
+                response
+                    .audit_annotations
+                    .insert("injection-degraded".into(), reasons.join(","));
+            }
+            mutate::Outcome::Injected { .. } => {}
+        }
+        if mutation.ops.is_empty() {
+            let unchanged = if result == Outcome::Skipped {
+                result
+            } else {
+                Outcome::Allowed
+            };
+            return (response, unchanged, Some(mutation.outcome));
+        }
+        let patch = mutation.patch_json();
+        (response.with_patch(patch), result, Some(mutation.outcome))
+    }
+
+    /// Whether the pod carries the configured enforcer, an impostor under
+    /// its name, or is exempt from carrying one for a reason its spec
+    /// states (the injector skips it whoever asks).
+    pub fn enforcer_verdict(
+        &self,
+        spec: &PodSpec,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> EnforcerVerdict {
+        let identity = self.injector.identity();
+        let lists = [
+            (
+                "spec.initContainers",
+                spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", spec.containers.as_slice()),
+        ];
+        let mut present = false;
+        for (list, containers) in lists {
+            for (index, c) in containers.iter().enumerate() {
+                match identity.claim(Some(&c.name), c.image.as_deref()) {
+                    None => {}
+                    Some(Claim::Genuine) => present = true,
+                    Some(Claim::Impostor) => {
+                        let path = format!("{list}[{index}]");
+                        let e = identity.impostor(&path, c.image.as_deref());
+                        return EnforcerVerdict::Impostor {
+                            path,
+                            message: e.reason,
+                        };
+                    }
+                }
+            }
+        }
+        if present {
+            return EnforcerVerdict::Present;
+        }
+        let facts = mutate::SkipFacts {
+            opted_out: annotations
+                .get(palisade_common::INJECT_ANNOTATION)
+                .is_some_and(|v| v == "false"),
+            windows: spec.os.as_ref().is_some_and(|os| os.name == "windows")
+                || spec
+                    .node_selector
+                    .as_ref()
+                    .and_then(|s| s.get(mutate::OS_LABEL))
+                    .is_some_and(|os| os == "windows"),
+            host_pid: spec.host_pid == Some(true),
+            host_network: spec.host_network == Some(true),
+        };
+        match mutate::decide_skip(facts, self.injector.settings().skip_host_network) {
+            Some(reason) if reason.is_spec_derived() => EnforcerVerdict::Exempt(reason),
+            _ => EnforcerVerdict::Missing,
+        }
+    }
+
+    /// `/validate`: evaluate the policy set on Pods and pod templates.
+    pub fn validate(&self, req: &Request, policies: &PolicySet) -> (Response, Outcome) {
+        let allow = Response::allow(req);
+        let Some(location) = template::locate(&req.kind.group, &req.kind.kind) else {
+            return (allow, Outcome::Allowed);
+        };
+        let evaluated_subresource = matches!(
+            req.sub_resource.as_deref(),
+            None | Some("ephemeralcontainers")
+        );
+        if !matches!(req.operation, Operation::Create | Operation::Update)
+            || !evaluated_subresource
+            || self.excluded(req)
+        {
+            return (allow, Outcome::Allowed);
+        }
+        let Some(text) = object_text(req) else {
+            return no_object(allow);
+        };
+        // Like Pod Security admission: an update that leaves what policies
+        // judge as it was is not re-judged (finalizer or status-like edits
+        // on old objects).
+        if req.operation == Operation::Update && judged_fields_unchanged(req, text, location) {
+            return (allow, Outcome::Allowed);
+        }
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        let violations = if location.pointer.is_empty() {
+            PodView::from_json(text, policies.reads())
+                .map(|mut pod| {
+                    pod.enforcer = self.enforcer_verdict(&pod.spec, &pod.annotations);
+                    policies.evaluate(namespace, &pod, |p| location.field(p))
+                })
+                .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(object) => match object.pointer(location.pointer) {
+                    Some(template) => {
+                        self.evaluate_template(template, location, namespace, policies)
+                    }
+                    None => return (allow, Outcome::Allowed),
+                },
+                Err(e) => Err(format!("cannot read object: {e}")),
+            }
+        };
+        match violations {
+            Ok(violations) => respond(allow, violations),
+            Err(message) => (allow.deny(400, "BadRequest", message), Outcome::Invalid),
+        }
+    }
+
+    /// Violations of `policies` by a pod template found at `location` in its
+    /// object. A workload's pods will pass through `/mutate`, so its
+    /// template is judged as those pods will be (enforcer added, resources
+    /// defaulted): an unchanged manifest is not refused for what the
+    /// injector supplies.
+    pub fn evaluate_template(
+        &self,
+        template: &Value,
+        location: template::TemplateLocation,
+        namespace: &str,
+        policies: &PolicySet,
+    ) -> Result<Vec<Violation>, String> {
+        let is_pod = location.pointer.is_empty();
+        let effective;
+        let template = if is_pod {
+            template
+        } else {
+            let mut copy = template.clone();
+            self.injector
+                .inject(&mut copy)
+                .map_err(|e| format!("{}: {e}", location.field_prefix))?;
+            effective = copy;
+            &effective
+        };
+        let mut view = PodView::parse(template, is_pod)
+            .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
+        view.enforcer = self.enforcer_verdict(&view.spec, &view.annotations);
+        Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
+    }
+}
+
+/// Annotation prefix of the AppArmor profiles Pod Security judges.
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// Whether an update leaves what policies judge at `location` as it was
+/// (compared as JSON values, so formatting does not matter). A workload's
+/// template is compared whole: its spec, labels (policy selectors) and
+/// annotations (AppArmor profiles), since any change there rolls out new
+/// pods. A Pod's own labels and annotations change for many reasons that
+/// leave the running pod as it was, so of its metadata only the AppArmor
+/// annotations count.
+fn judged_fields_unchanged(
+    req: &Request,
+    text: &str,
+    location: template::TemplateLocation,
+) -> bool {
+    let Some(old) = &req.old_object else {
+        return false;
+    };
+    let is_pod = location.pointer.is_empty();
+    let mut fields = vec!["spec", "metadata.annotations"];
+    if !is_pod {
+        fields.push("metadata.labels");
+    }
+    let Ok(paths) = fields
+        .iter()
+        .map(|f| FieldPath::parse(&location.field(f)))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return false;
+    };
+    let mut set = FieldSet::default();
+    for path in &paths {
+        set.insert(path);
+    }
+    let (Ok(old), Ok(new)) = (set.extract(old.get()), set.extract(text)) else {
+        return false;
+    };
+    paths.iter().zip(&fields).all(|(path, field)| {
+        let (before, after) = (path.resolve(&old), path.resolve(&new));
+        if is_pod && *field == "metadata.annotations" {
+            let apparmor = |resolved: &[palisade_common::path::Resolved<'_>]| {
+                resolved
+                    .iter()
+                    .filter_map(|r| r.value?.as_object())
+                    .flat_map(|m| m.iter())
+                    .filter(|(k, _)| k.starts_with(APPARMOR_ANNOTATION_PREFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            apparmor(&before) == apparmor(&after)
+        } else {
+            before == after
+        }
+    })
+}
+
+/// Enforce-mode violations deny; audit-mode ones become warnings.
+fn respond(allow: Response, violations: Vec<Violation>) -> (Response, Outcome) {
+    if violations.is_empty() {
+        return (allow, Outcome::Allowed);
+    }
+    let (enforced, audited): (Vec<_>, Vec<_>) = violations
+        .into_iter()
+        .partition(|v| v.mode == Mode::Enforce);
+    let mut response = allow;
+    if !audited.is_empty() {
+        response.warnings = audited
+            .iter()
+            .map(|v| format!("palisade audit: {v}"))
+            .collect();
+        response.audit_annotations.insert(
+            "audit-violations".into(),
+            audited
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
+    if enforced.is_empty() {
+        return (response, Outcome::Warned);
+    }
+    let message = format!(
+        "denied by Palisade: {}",
+        enforced
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    (response.deny(403, "Forbidden", message), Outcome::Denied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn update(kind: (&str, &str), old: Value, new: Value) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "name": "n", "namespace": "ns", "operation": "UPDATE",
+                "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+                "resource": {"group": kind.0, "version": "v1", "resource": "x"},
+                "userInfo": {},
+                "object": new, "oldObject": old
+            }
+        });
+        decode(review.to_string().as_bytes()).unwrap()
+    }
+
+    fn unchanged(kind: (&str, &str), old: Value, new: Value) -> bool {
+        let req = update(kind, old, new);
+        let text = req.object.as_ref().unwrap().get().to_string();
+        let location = template::locate(kind.0, kind.1).unwrap();
+        judged_fields_unchanged(&req, &text, location)
+    }
+
+    const APPARMOR: &str = "container.apparmor.security.beta.kubernetes.io/app";
+
+    #[test]
+    fn a_pod_relabelled_or_annotated_is_not_rejudged_but_an_apparmor_change_is() {
+        let pod = |labels: Value, annotations: Value| {
+            json!({"metadata": {"labels": labels, "annotations": annotations},
+                   "spec": {"containers": [{"name": "app", "image": "x:1"}]}})
+        };
+        let old = pod(json!({"a": "1"}), json!({"note": "x"}));
+        assert!(unchanged(
+            ("", "Pod"),
+            old.clone(),
+            pod(json!({"a": "2"}), json!({"note": "y"}))
+        ));
+        assert!(!unchanged(
+            ("", "Pod"),
+            old,
+            pod(
+                json!({"a": "1"}),
+                json!({"note": "x", APPARMOR: "unconfined"})
+            )
+        ));
+    }
+
+    #[test]
+    fn a_workload_whose_template_labels_or_annotations_change_is_rejudged() {
+        let deployment = |labels: Value, annotations: Value| {
+            json!({"metadata": {"labels": {"owner": "x"}}, "spec": {"template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "x:1"}]}}}})
+        };
+        let old = deployment(json!({"app": "a"}), json!({}));
+        let kind = ("apps", "Deployment");
+        assert!(unchanged(kind, old.clone(), old.clone()));
+        assert!(!unchanged(
+            kind,
+            old.clone(),
+            deployment(json!({"app": "a", "tier": "web"}), json!({}))
+        ));
+        assert!(!unchanged(
+            kind,
+            old.clone(),
+            deployment(json!({"app": "a"}), json!({APPARMOR: "unconfined"}))
+        ));
+        // The workload's own metadata is not its pods'.
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"]["owner"] = json!("y");
+        assert!(unchanged(kind, old, relabelled));
+    }
+
+    #[test]
+    fn the_enforcer_verdict_names_impostors_and_exempts_spec_derived_skips() {
+        let webhook = Webhook::new(&Settings::default());
+        let verdict = |spec: Value, annotations: Value| {
+            let pod = json!({"metadata": {"annotations": annotations}, "spec": spec});
+            let view = PodView::parse(&pod, true).unwrap();
+            webhook.enforcer_verdict(&view.spec, &view.annotations)
+        };
+        let image = Settings::default().injection.image;
+        let with = |name: &str, image: &str| json!({"containers": [{"name": "app", "image": "x:1"}, {"name": name, "image": image}]});
+        assert_eq!(
+            verdict(with(palisade_common::ENFORCER_CONTAINER, &image), json!({})),
+            EnforcerVerdict::Present
+        );
+        assert!(matches!(
+            verdict(with(palisade_common::ENFORCER_CONTAINER, "busybox:1"), json!({})),
+            EnforcerVerdict::Impostor { path, .. } if path == "spec.containers[1]"
+        ));
+        assert_eq!(
+            verdict(with("other", &image), json!({})),
+            EnforcerVerdict::Missing
+        );
+        assert_eq!(
+            verdict(
+                json!({"os": {"name": "windows"}, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt(reason::SkipReason::Windows)
+        );
+        assert_eq!(
+            verdict(
+                json!({"nodeSelector": {"kubernetes.io/os": "windows"}, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt(reason::SkipReason::Windows)
+        );
+        assert_eq!(
+            verdict(
+                json!({"hostPID": true, "containers": [{"name": "app"}]}),
+                json!({})
+            ),
+            EnforcerVerdict::Exempt(reason::SkipReason::HostPid)
+        );
+        // Opting out is exempt by the policy's own rule, not as a verdict.
+        assert_eq!(
+            verdict(
+                json!({"containers": [{"name": "app"}]}),
+                json!({"palisade.dev/inject": "false"})
+            ),
+            EnforcerVerdict::Missing
+        );
+    }
+}

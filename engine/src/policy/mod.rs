@@ -1,0 +1,757 @@
+//! The active policy set and its evaluation against a pod template.
+
+pub mod custom;
+pub mod images;
+pub mod pod;
+pub mod pss;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use palisade_common::path::{FieldPath, FieldSet};
+use palisade_common::policy::{Mode, PolicyDocument};
+use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
+use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
+use pod::PodSpec;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use custom::CompiledRule;
+
+use crate::admission::reason::SkipReason;
+
+/// A broken rule, relative to the pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// e.g. `podSecurity/privileged`, `images/allowedRegistries`, `custom/x`.
+    pub rule: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// A finding attributed to a policy, with the path in the admitted object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub policy: String,
+    pub mode: Mode,
+    pub rule: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {}: {}: {}",
+            self.policy, self.rule, self.path, self.message
+        )
+    }
+}
+
+/// The pod template under evaluation (a Pod, or a workload's template).
+pub struct PodView<'a> {
+    /// `{metadata, spec}` as JSON, or at least the fields in the policy
+    /// set's [`PolicySet::reads`]; custom rules and raw checks read it.
+    pub raw: Cow<'a, Value>,
+    pub spec: PodSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// True for a Pod itself (rules like requireEnforcer only apply there).
+    pub is_pod: bool,
+    /// What admission found about the enforcer (it knows the configured
+    /// image; policies do not).
+    pub enforcer: EnforcerVerdict,
+}
+
+/// The pod's enforcer as admission judged it, for `requireEnforcer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EnforcerVerdict {
+    /// Not judged (offline and unit use): a container with the enforcer's
+    /// name counts.
+    #[default]
+    ByName,
+    /// The configured enforcer image runs under the enforcer's name.
+    Present,
+    Missing,
+    /// The pod gets no enforcer for a reason its spec states (Windows,
+    /// hostPID, hostNetwork when configured).
+    Exempt(SkipReason),
+    /// A container takes the enforcer's name without its image: the
+    /// message says which and why.
+    Impostor {
+        path: String,
+        message: String,
+    },
+}
+
+impl<'a> PodView<'a> {
+    pub fn parse(raw: &'a Value, is_pod: bool) -> Result<Self, serde_json::Error> {
+        let spec = match raw.get("spec") {
+            Some(spec) => PodSpec::deserialize(spec)?,
+            None => return Err(serde::de::Error::missing_field("spec")),
+        };
+        let string_map = |key: &str| -> Result<BTreeMap<String, String>, serde_json::Error> {
+            match raw.get("metadata").and_then(|m| m.get(key)) {
+                Some(v) if !v.is_null() => BTreeMap::deserialize(v),
+                _ => Ok(BTreeMap::new()),
+            }
+        };
+        Ok(Self {
+            raw: Cow::Borrowed(raw),
+            spec,
+            labels: string_map("labels")?,
+            annotations: string_map("annotations")?,
+            is_pod,
+            enforcer: EnforcerVerdict::default(),
+        })
+    }
+
+    /// A Pod from its JSON text, in one pass: the spec typed, and of the
+    /// rest only the fields `reads` names (a typical pod's managedFields,
+    /// status and most of its spec are never built as JSON values).
+    pub fn from_json(text: &str, reads: &FieldSet) -> Result<PodView<'static>, serde_json::Error> {
+        let pod = pod::ParsedPod::from_json(text, reads)?;
+        Ok(PodView {
+            raw: Cow::Owned(pod.raw),
+            spec: pod.spec,
+            labels: pod.labels,
+            annotations: pod.annotations,
+            is_pod: true,
+            enforcer: EnforcerVerdict::default(),
+        })
+    }
+
+    /// Every container image, with the container it belongs to.
+    fn images(&self) -> impl Iterator<Item = (ContainerPath, &str)> {
+        let spec = &self.spec;
+        let lists = [
+            (
+                "spec.initContainers",
+                spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", spec.containers.as_slice()),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(list, cs)| {
+                cs.iter().enumerate().filter_map(move |(index, c)| {
+                    Some((ContainerPath { list, index }, c.image.as_deref()?))
+                })
+            })
+            .chain(
+                spec.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(index, c)| {
+                        let list = "spec.ephemeralContainers";
+                        Some((ContainerPath { list, index }, c.image.as_deref()?))
+                    }),
+            )
+    }
+}
+
+/// `spec.containers[2]`: written out only when a finding names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContainerPath {
+    pub list: &'static str,
+    pub index: usize,
+}
+
+impl fmt::Display for ContainerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.list, self.index)
+    }
+}
+
+struct CompiledPolicy {
+    doc: PolicyDocument,
+    custom: Vec<CompiledRule>,
+}
+
+/// Validated, compiled policies; immutable once built (reload swaps sets).
+#[derive(Default)]
+pub struct PolicySet {
+    policies: Vec<CompiledPolicy>,
+    /// The raw fields evaluation reads beyond the typed spec.
+    reads: FieldSet,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read policy directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index}: {source}")]
+    Document {
+        path: PathBuf,
+        index: usize,
+        source: palisade_common::policy::ParseError,
+    },
+    #[error("{path}: {source}")]
+    Compile {
+        path: PathBuf,
+        source: custom::CompileError,
+    },
+    #[error("policy {name:?} is defined twice ({first} and {second})")]
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
+}
+
+impl PolicySet {
+    /// Compiles validated documents; `origin` names where each came from.
+    pub fn from_documents(
+        docs: impl IntoIterator<Item = (String, PolicyDocument)>,
+    ) -> Result<Self, LoadError> {
+        let mut policies: Vec<CompiledPolicy> = Vec::new();
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        for (origin, doc) in docs {
+            if let Some(first) = origins.insert(doc.metadata.name.clone(), origin.clone()) {
+                return Err(LoadError::Duplicate {
+                    name: doc.metadata.name.clone(),
+                    first,
+                    second: origin,
+                });
+            }
+            let custom = doc
+                .spec
+                .admission
+                .custom
+                .iter()
+                .map(CompiledRule::compile)
+                .collect::<Result<_, _>>()
+                .map_err(|source| LoadError::Compile {
+                    path: PathBuf::from(&origin),
+                    source,
+                })?;
+            policies.push(CompiledPolicy { doc, custom });
+        }
+        policies.sort_by(|a, b| a.doc.metadata.name.cmp(&b.doc.metadata.name));
+        let mut reads = FieldSet::default();
+        for path in pss::RAW_FIELDS {
+            reads.insert(&FieldPath::parse(path).expect("valid built-in path"));
+        }
+        for rule in policies.iter().flat_map(|p| &p.custom) {
+            reads.insert(rule.path());
+        }
+        Ok(Self { policies, reads })
+    }
+
+    /// The fields of a pod evaluation reads as raw JSON (custom rule
+    /// paths, and the Pod Security checks made on raw JSON).
+    pub fn reads(&self) -> &FieldSet {
+        &self.reads
+    }
+
+    /// Every `*.yaml`/`*.yml`/`*.json` file in `dir` (multi-document YAML
+    /// allowed). Any bad document fails the whole load, naming file and index.
+    pub fn load_dir(dir: &Path) -> Result<Self, LoadError> {
+        Self::from_documents(load_dir_documents(dir)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn documents(&self) -> impl Iterator<Item = &PolicyDocument> {
+        self.policies.iter().map(|p| &p.doc)
+    }
+
+    /// Runtime rules of the policies selecting a pod, with a content tag
+    /// that is the same on every replica for the same rules.
+    pub fn runtime_bundle(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> RuntimeBundle {
+        let policies: Vec<RuntimePolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.doc.spec.selector.matches(namespace, labels))
+            .filter_map(|p| {
+                Some(RuntimePolicy {
+                    name: p.doc.metadata.name.clone(),
+                    mode: p.doc.spec.mode,
+                    rules: p.doc.spec.runtime.clone()?,
+                })
+            })
+            .collect();
+        let canonical = serde_json::to_vec(&policies).unwrap_or_default();
+        let etag = hex::encode(&Sha256::digest(&canonical)[..16]);
+        RuntimeBundle { etag, policies }
+    }
+
+    /// All violations of the policies selecting `namespace` and the pod's
+    /// labels. `prefix` turns template paths into object paths.
+    pub fn evaluate(
+        &self,
+        namespace: &str,
+        pod: &PodView<'_>,
+        prefix: impl Fn(&str) -> String,
+    ) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for policy in &self.policies {
+            let spec = &policy.doc.spec;
+            if !spec.selector.matches(namespace, &pod.labels) {
+                continue;
+            }
+            for finding in findings(policy, pod) {
+                out.push(Violation {
+                    policy: policy.doc.metadata.name.clone(),
+                    mode: spec.mode,
+                    rule: finding.rule,
+                    path: prefix(&finding.path),
+                    message: finding.message,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
+    let rules = &policy.doc.spec.admission;
+    let mut out = Vec::new();
+    if let Some(level) = rules.pod_security {
+        let raw_spec = pod.raw.get("spec").unwrap_or(&Value::Null);
+        out.extend(pss::check(level, &pod.spec, &pod.annotations, raw_spec));
+    }
+    let image_rules = !rules.allowed_registries.is_empty()
+        || !rules.disallowed_tags.is_empty()
+        || rules.disallow_untagged;
+    for (container, image) in pod.images().filter(|_| image_rules) {
+        let path = || format!("{container}.image");
+        let parsed = images::parse(image);
+        if !rules.allowed_registries.is_empty()
+            && !rules.allowed_registries.iter().any(|r| parsed.is_from(r))
+        {
+            out.push(Finding {
+                rule: "images/allowedRegistries".into(),
+                path: path(),
+                message: format!(
+                    "image {image:?} is not from an allowed registry ({})",
+                    rules.allowed_registries.join(", ")
+                ),
+            });
+        }
+        if let Some(tag) = parsed
+            .tag
+            .filter(|t| rules.disallowed_tags.iter().any(|d| d == t))
+        {
+            out.push(Finding {
+                rule: "images/disallowedTags".into(),
+                path: path(),
+                message: format!("image tag {tag:?} is not allowed ({image:?})"),
+            });
+        }
+        if rules.disallow_untagged && parsed.tag.is_none() && parsed.digest.is_none() {
+            out.push(Finding {
+                rule: "images/disallowUntagged".into(),
+                path: path(),
+                message: format!("image {image:?} has no tag or digest (implies :latest)"),
+            });
+        }
+    }
+    if let Some(required) = &rules.required_resources {
+        let lists = [
+            (
+                "spec.initContainers",
+                pod.spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            ("spec.containers", pod.spec.containers.as_slice()),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.iter().enumerate() {
+                let res = c.resources.as_ref();
+                for (section, names, present) in [
+                    (
+                        "limits",
+                        &required.limits,
+                        res.and_then(|r| r.limits.as_ref()),
+                    ),
+                    (
+                        "requests",
+                        &required.requests,
+                        res.and_then(|r| r.requests.as_ref()),
+                    ),
+                ] {
+                    // A pod-level value covers containers without their own
+                    // (the injector leaves those resources to the pod).
+                    let pod_level = pod.spec.resources.as_ref().and_then(|r| match section {
+                        "limits" => r.limits.as_ref(),
+                        _ => r.requests.as_ref(),
+                    });
+                    for name in names {
+                        if !present.is_some_and(|m| m.contains_key(name))
+                            && !pod_level.is_some_and(|m| m.contains_key(name))
+                        {
+                            out.push(Finding {
+                                rule: "resources/required".into(),
+                                path: format!("{list}[{i}].resources.{section}.{name}"),
+                                message: format!(
+                                    "container {:?} must set {section}.{name}",
+                                    c.name
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if rules.require_enforcer
+        && pod.is_pod
+        && pod.annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("false")
+    {
+        let missing = || Finding {
+            rule: "enforcer/required".into(),
+            path: "spec.containers".into(),
+            message: format!(
+                "the {ENFORCER_CONTAINER} sidecar is missing (was injection skipped?)"
+            ),
+        };
+        match &pod.enforcer {
+            EnforcerVerdict::Present | EnforcerVerdict::Exempt(_) => {}
+            EnforcerVerdict::Missing => out.push(missing()),
+            EnforcerVerdict::Impostor { path, message } => out.push(Finding {
+                rule: "enforcer/required".into(),
+                path: path.clone(),
+                message: message.clone(),
+            }),
+            EnforcerVerdict::ByName => {
+                let has = pod
+                    .spec
+                    .containers
+                    .iter()
+                    .chain(pod.spec.init_containers.iter().flatten())
+                    .any(|c| c.name == ENFORCER_CONTAINER);
+                if !has {
+                    out.push(missing());
+                }
+            }
+        }
+    }
+    for rule in &policy.custom {
+        out.extend(rule.evaluate(&pod.raw));
+    }
+    out
+}
+
+/// The documents of every policy file in `dir`, each with its file name.
+pub fn load_dir_documents(dir: &Path) -> Result<Vec<(String, PolicyDocument)>, LoadError> {
+    let mut docs = Vec::new();
+    for path in policy_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        for (index, doc) in split_yaml_documents(&text).into_iter().enumerate() {
+            let parsed = PolicyDocument::from_yaml(doc).map_err(|source| LoadError::Document {
+                path: path.clone(),
+                index,
+                source,
+            })?;
+            docs.push((path.display().to_string(), parsed));
+        }
+    }
+    Ok(docs)
+}
+
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let read_dir = |source| LoadError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+        let path = entry.map_err(read_dir)?.path();
+        // Kubernetes ConfigMap mounts hold `..data` symlinks; skip dotfiles.
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !hidden && path.is_file() && matches!(ext, "yaml" | "yml" | "json") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Splits multi-document YAML on `---` lines, dropping empty documents.
+pub fn split_yaml_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    docs.push(&text[start..]);
+    docs.into_iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Parsing a Pod's text in one pass (the webhook) and parsing it as a
+    /// JSON value first (templates, offline checks) find the same
+    /// violations, with the repository's policies and a custom rule on a
+    /// field the typed spec also reads.
+    #[test]
+    fn text_and_value_parsing_find_the_same_violations() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+        let mut docs = load_dir_documents(dir).unwrap();
+        let extra = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: zz-images }
+spec:
+  mode: enforce
+  admission:
+    custom:
+      - { name: pull-always, path: "spec.containers[*].imagePullPolicy", operator: Equals, value: Always }
+      - { name: team, path: metadata.labels.team, operator: Exists }
+"#;
+        docs.push(("extra".into(), PolicyDocument::from_yaml(extra).unwrap()));
+        let set = PolicySet::from_documents(docs).unwrap();
+        let fixtures = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/admission"
+        ));
+        let mut pods = vec![json!({
+            "metadata": {"labels": {"app": "x"}, "annotations": {"a": "b"}},
+            "spec": {"hostPID": true, "automountServiceAccountToken": true,
+                "volumes": [{"name": "h", "hostPath": {"path": "/"}}, {"name": "n", "nfs": {}}],
+                "initContainers": [{"name": "i", "image": "docker.io/x"}],
+                "containers": [{"name": "c", "image": "x:latest", "imagePullPolicy": "IfNotPresent",
+                    "securityContext": {"privileged": true, "capabilities": {"add": ["SYS_ADMIN"]}},
+                    "ports": [{"containerPort": 80, "hostPort": 80}]}]}
+        })];
+        for name in ["pod-create.json", "pod-privileged.json"] {
+            let review: Value =
+                serde_json::from_str(&std::fs::read_to_string(fixtures.join(name)).unwrap())
+                    .unwrap();
+            pods.push(review["request"]["object"].clone());
+        }
+        for pod in pods {
+            let text = pod.to_string();
+            let from_text = PodView::from_json(&text, set.reads()).unwrap();
+            let from_value = PodView::parse(&pod, true).unwrap();
+            let found = set.evaluate("demo", &from_text, str::to_string);
+            assert!(found.iter().any(|v| v.rule == "custom/team"), "{found:?}");
+            assert_eq!(found, set.evaluate("demo", &from_value, str::to_string));
+        }
+    }
+
+    fn set(yaml: &str) -> PolicySet {
+        let docs = split_yaml_documents(yaml)
+            .into_iter()
+            .map(|d| ("test".to_string(), PolicyDocument::from_yaml(d).unwrap()));
+        PolicySet::from_documents(docs).unwrap()
+    }
+
+    const POLICIES: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: images }
+spec:
+  mode: enforce
+  admission:
+    allowedRegistries: [registry.k8s.io, ghcr.io/acme/]
+    disallowedTags: [latest]
+    disallowUntagged: true
+    requiredResources: { limits: [memory] }
+---
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: audit-only }
+spec:
+  mode: audit
+  selector: { namespaces: [prod] }
+  admission:
+    podSecurity: baseline
+"#;
+
+    fn violations(pod: Value, ns: &str) -> Vec<Violation> {
+        let view = PodView::parse(&pod, true).unwrap();
+        set(POLICIES).evaluate(ns, &view, |p| p.to_string())
+    }
+
+    #[test]
+    fn image_and_resource_rules_name_the_field() {
+        let pod = json!({"metadata": {}, "spec": {"containers": [
+            {"name": "a", "image": "ghcr.io/acme/api:latest", "resources": {"limits": {"memory": "1Gi"}}},
+            {"name": "b", "image": "docker.io/nginx"}
+        ]}});
+        let v = violations(pod, "default");
+        let got: Vec<(&str, &str)> = v
+            .iter()
+            .map(|v| (v.rule.as_str(), v.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("images/disallowedTags", "spec.containers[0].image"),
+                ("images/allowedRegistries", "spec.containers[1].image"),
+                ("images/disallowUntagged", "spec.containers[1].image"),
+                (
+                    "resources/required",
+                    "spec.containers[1].resources.limits.memory"
+                ),
+            ]
+        );
+        assert!(v.iter().all(|v| v.mode == Mode::Enforce));
+        assert_eq!(
+            v[0].to_string(),
+            "[images] images/disallowedTags: spec.containers[0].image: image tag \"latest\" is not allowed (\"ghcr.io/acme/api:latest\")"
+        );
+    }
+
+    #[test]
+    fn selectors_scope_policies() {
+        let pod = json!({"spec": {"hostPID": true, "containers": [
+            {"name": "a", "image": "registry.k8s.io/pause:3.9", "resources": {"limits": {"memory": "1"}}}]}});
+        assert!(violations(pod.clone(), "default").is_empty());
+        let v = violations(pod, "prod");
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].policy.as_str(), v[0].mode),
+            ("audit-only", Mode::Audit)
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let one = PolicyDocument::from_yaml(split_yaml_documents(POLICIES)[0]).unwrap();
+        let err = PolicySet::from_documents([("a".into(), one.clone()), ("b".into(), one)])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn load_dir_names_the_broken_file_and_document() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), POLICIES).unwrap();
+        assert_eq!(PolicySet::load_dir(dir.path()).unwrap().len(), 2);
+        std::fs::write(dir.path().join("b.yaml"), "---\nkind: RuntimePolicy\n").unwrap();
+        let err = PolicySet::load_dir(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("b.yaml: document 0"), "{err}");
+    }
+
+    #[test]
+    fn runtime_bundles_carry_only_policies_with_runtime_rules_and_follow_selectors() {
+        let policies = format!(
+            "{POLICIES}---\napiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: shells}}\nspec:\n  mode: enforce\n  selector: {{podLabels: {{tier: web}}}}\n  runtime: {{deniedProcesses: [sh]}}\n"
+        );
+        let set = set(&policies);
+        let web: BTreeMap<String, String> = [("tier".to_string(), "web".to_string())].into();
+        let prod_web = set.runtime_bundle("prod", &web);
+        // "images" (enforce) and "audit-only" judge admission only: enforcers
+        // never see them, so their mode cannot arm runtime kills.
+        let names: Vec<&str> = prod_web.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["shells"]);
+        assert_eq!(prod_web.policies[0].rules.denied_processes, ["sh"]);
+        let other = set.runtime_bundle("default", &BTreeMap::new());
+        assert!(other.policies.is_empty());
+        assert_ne!(other.etag, prod_web.etag);
+        assert_eq!(
+            set.runtime_bundle("prod", &web).etag,
+            prod_web.etag,
+            "stable"
+        );
+    }
+
+    #[test]
+    fn splits_documents() {
+        assert_eq!(
+            split_yaml_documents("a: 1\n---\nb: 2\n---\n# only a comment\n"),
+            ["a: 1\n", "b: 2\n"]
+        );
+    }
+
+    #[test]
+    fn a_pod_level_limit_satisfies_required_container_limits() {
+        let pod = json!({"metadata": {}, "spec": {
+            "resources": {"limits": {"memory": "1Gi"}},
+            "containers": [{"name": "a", "image": "registry.k8s.io/pause:3.10"}]
+        }});
+        assert!(violations(pod, "default").is_empty());
+    }
+
+    const REQUIRE_ENFORCER: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: { name: require-enforcer }
+spec:
+  mode: enforce
+  admission: { requireEnforcer: true }
+"#;
+
+    fn enforcer_findings(verdict: EnforcerVerdict) -> Vec<(String, String, String)> {
+        let pod = json!({"metadata": {}, "spec": {"containers": [
+            {"name": ENFORCER_CONTAINER, "image": "busybox:1.36"}
+        ]}});
+        let mut view = PodView::parse(&pod, true).unwrap();
+        view.enforcer = verdict;
+        set(REQUIRE_ENFORCER)
+            .evaluate("default", &view, |p| p.to_string())
+            .into_iter()
+            .map(|v| (v.rule, v.path, v.message))
+            .collect()
+    }
+
+    #[test]
+    fn require_enforcer_follows_the_verdict_of_admission_not_the_container_name() {
+        assert!(enforcer_findings(EnforcerVerdict::Present).is_empty());
+        assert!(enforcer_findings(EnforcerVerdict::Exempt(SkipReason::Windows)).is_empty());
+        assert_eq!(
+            enforcer_findings(EnforcerVerdict::Missing)[0].1,
+            "spec.containers"
+        );
+        let impostor = enforcer_findings(EnforcerVerdict::Impostor {
+            path: "spec.containers[0]".into(),
+            message: "container name is reserved".into(),
+        });
+        assert_eq!(
+            impostor,
+            [(
+                "enforcer/required".to_string(),
+                "spec.containers[0]".to_string(),
+                "container name is reserved".to_string()
+            )]
+        );
+        // Unjudged (offline) views fall back to the name.
+        assert!(enforcer_findings(EnforcerVerdict::ByName).is_empty());
+    }
+}

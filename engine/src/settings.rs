@@ -1,0 +1,596 @@
+//! Settings layered as built-in defaults < YAML file < `PALISADE_*`
+//! environment (`__` separates levels: `PALISADE_INJECTION__IMAGE`), then
+//! validated once at start so a typo fails loudly instead of at request time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{is_valid_quantity, Quantity};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the HTTPS server (admission, health, metrics).
+    pub listen: SocketAddr,
+    pub tls: TlsSettings,
+    pub policies: PolicySettings,
+    pub admission: AdmissionSettings,
+    pub injection: InjectionSettings,
+    pub log: LogSettings,
+    pub service: ServiceSettings,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Seconds `/readyz` answers 503 after SIGTERM while the listener still
+    /// serves, so load balancers and endpoint controllers stop sending
+    /// traffic before connections are refused.
+    pub shutdown_drain_secs: u64,
+    /// Seconds a client has to send a request's headers; a connection that
+    /// dribbles a partial request is closed instead of held forever.
+    pub header_read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key_file`. Unset: a self-signed CA and
+    /// serving certificate are generated at start.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Subject names of the generated certificate.
+    pub self_signed_names: Vec<String>,
+    /// Where the generated CA (`ca.crt`, for a webhook's caBundle) is written.
+    pub self_signed_dir: Option<PathBuf>,
+    /// How often certificate files are checked for rotation.
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Directory of policy YAML files (multi-document allowed).
+    pub dir: PathBuf,
+    /// How often the directory is checked for changes.
+    pub reload_interval_secs: u64,
+    /// In-cluster: also watch RuntimePolicy resources (runtimepolicies.palisade.dev).
+    pub watch_crds: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// Larger AdmissionReview bodies are refused with 413.
+    pub max_body_bytes: u64,
+    /// Namespaces never mutated or validated, whatever the webhook
+    /// configuration's selector says (the control plane's own, kube-system).
+    pub excluded_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InjectionSettings {
+    pub image: String,
+    pub image_pull_policy: PullPolicy,
+    /// Inject as an init container with `restartPolicy: Always` (Kubernetes
+    /// native sidecar, GA in 1.33): the enforcer starts before the app and
+    /// Jobs complete when their main container exits. False: an ordinary
+    /// container appended to `containers`.
+    pub native_sidecar: bool,
+    /// Leave hostNetwork pods alone.
+    pub skip_host_network: bool,
+    /// UID for the enforcer when the app's UID is unknown or root.
+    pub default_run_as_user: i64,
+    /// Policy service URL handed to the enforcer.
+    pub policy_service_url: Option<String>,
+    /// PEM CA the enforcer verifies the policy service with.
+    pub policy_service_ca: Option<String>,
+    /// Audience of the projected service-account token the enforcer reports
+    /// with (verified by TokenReview); mounted when a policy service is set.
+    pub report_token_audience: String,
+    pub sidecar_resources: ResourceDefaults,
+    /// Applied to application containers that set no requests/limits.
+    pub container_defaults: ResourceDefaults,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceDefaults {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+impl ResourceDefaults {
+    /// `(resource, request, limit)` for each resource whose request exceeds
+    /// its limit: the apiserver refuses such a container, so such settings
+    /// are refused at start.
+    pub fn request_above_limit(&self) -> Vec<(&str, &str, &str)> {
+        self.requests
+            .iter()
+            .filter_map(|(name, request)| {
+                let limit = self.limits.get(name)?;
+                (Quantity::compare(request, limit)? == std::cmp::Ordering::Greater).then_some((
+                    name.as_str(),
+                    request.as_str(),
+                    limit.as_str(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The central policy service: policy push API, enforcer policy
+/// distribution, report ingestion and queries (under `/api/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub enabled: bool,
+    /// Holds the SQLite database and generated tokens.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; unset: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Bearer tokens for the policy and query API. Empty: one is generated
+    /// into `data_dir/admin.token`.
+    pub admin_tokens: Vec<String>,
+    /// Bearer tokens enforcers report with. Empty: one is generated into
+    /// `data_dir/report.token`.
+    pub report_tokens: Vec<String>,
+    /// How often pushed policies are re-read from the database (changes made
+    /// through other replicas).
+    pub sync_interval_ms: u64,
+    /// Longest an enforcer's policy long-poll is held open.
+    pub max_wait_secs: u64,
+    /// Largest report batch accepted.
+    pub max_batch_events: usize,
+    /// In-cluster: also accept enforcers' projected service-account tokens,
+    /// verified by TokenReview and bound to the reporting pod.
+    pub token_review: bool,
+    /// Audience those tokens must carry.
+    pub token_audience: String,
+    /// In-cluster: summarise each namespace's violations into a
+    /// PolicyReport (wgpolicyk8s.io/v1alpha2) every this many seconds; 0: off.
+    pub policy_report_interval_secs: u64,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            admin_tokens: Vec::new(),
+            report_tokens: Vec::new(),
+            sync_interval_ms: 1000,
+            max_wait_secs: 60,
+            max_batch_events: 1000,
+            token_review: false,
+            token_audience: "palisade".into(),
+            policy_report_interval_secs: 0,
+        }
+    }
+}
+
+impl ServiceSettings {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("palisade.db").display()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// When the kubelet pulls the enforcer image (a container's
+/// `imagePullPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `palisade_server=debug`.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls: TlsSettings::default(),
+            policies: PolicySettings::default(),
+            admission: AdmissionSettings::default(),
+            injection: InjectionSettings::default(),
+            log: LogSettings::default(),
+            service: ServiceSettings::default(),
+            shutdown_grace_secs: 10,
+            shutdown_drain_secs: 5,
+            header_read_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            self_signed_dir: Some(PathBuf::from("data/tls")),
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("policies"),
+            reload_interval_secs: 2,
+            watch_crds: false,
+        }
+    }
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            // The apiserver caps objects at ~3 MiB; a review carries two.
+            max_body_bytes: 7 * 1024 * 1024,
+            excluded_namespaces: vec!["kube-system".into(), "palisade-system".into()],
+        }
+    }
+}
+
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Default for InjectionSettings {
+    fn default() -> Self {
+        Self {
+            image: format!(
+                "ghcr.io/palisade-dev/palisade-enforcer:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            image_pull_policy: PullPolicy::IfNotPresent,
+            native_sidecar: true,
+            skip_host_network: false,
+            default_run_as_user: 65532,
+            policy_service_url: None,
+            policy_service_ca: None,
+            report_token_audience: "palisade".into(),
+            sidecar_resources: ResourceDefaults {
+                requests: quantities(&[("cpu", "10m"), ("memory", "16Mi")]),
+                limits: quantities(&[("cpu", "100m"), ("memory", "32Mi")]),
+            },
+            container_defaults: ResourceDefaults {
+                requests: quantities(&[("cpu", "100m"), ("memory", "128Mi")]),
+                limits: quantities(&[("cpu", "1"), ("memory", "512Mi")]),
+            },
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Top-level settings keys, as `PALISADE_<KEY>` prefixes. Other
+/// `PALISADE_*` variables (the config file path, tooling's own) are not
+/// settings and are ignored; typos below a known key are still errors.
+fn is_setting_var(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("PALISADE_") else {
+        return false;
+    };
+    let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+    matches!(
+        top.as_str(),
+        "listen"
+            | "tls"
+            | "policies"
+            | "admission"
+            | "injection"
+            | "log"
+            | "service"
+            | "shutdown_grace_secs"
+            | "shutdown_drain_secs"
+            | "header_read_timeout_secs"
+    )
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `PALISADE_*` variables
+    /// from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env_map: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("PALISADE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("admission.excluded_namespaces")
+                    .with_list_parse_key("tls.self_signed_names")
+                    .with_list_parse_key("service.admin_tokens")
+                    .with_list_parse_key("service.report_tokens")
+                    .try_parsing(true)
+                    .source(Some(env_map)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push("tls.cert_file and tls.key_file must be set together".to_string());
+        }
+        if self.tls.cert_file.is_none() && self.tls.self_signed_names.is_empty() {
+            problems.push("tls.self_signed_names must not be empty".to_string());
+        }
+        for (key, secs) in [
+            ("tls.reload_interval_secs", self.tls.reload_interval_secs),
+            (
+                "policies.reload_interval_secs",
+                self.policies.reload_interval_secs,
+            ),
+        ] {
+            if secs == 0 {
+                problems.push(format!("{key} must be at least 1"));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.admission.max_body_bytes) {
+            problems.push("admission.max_body_bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if self.injection.image.trim().is_empty() {
+            problems.push("injection.image must not be empty".into());
+        }
+        if self.injection.default_run_as_user <= 0 {
+            problems.push("injection.default_run_as_user must be a non-root UID (> 0)".into());
+        }
+        for (key, defaults) in [
+            (
+                "injection.sidecar_resources",
+                &self.injection.sidecar_resources,
+            ),
+            (
+                "injection.container_defaults",
+                &self.injection.container_defaults,
+            ),
+        ] {
+            for (kind, map) in [
+                ("requests", &defaults.requests),
+                ("limits", &defaults.limits),
+            ] {
+                for (name, q) in map {
+                    if !is_valid_quantity(q) {
+                        problems.push(format!("{key}.{kind}.{name}: {q:?} is not a quantity"));
+                    }
+                }
+            }
+            for (name, request, limit) in defaults.request_above_limit() {
+                problems.push(format!(
+                    "{key}: requests.{name} ({request}) must not exceed limits.{name} ({limit})"
+                ));
+            }
+        }
+        if self.header_read_timeout_secs == 0 {
+            problems.push("header_read_timeout_secs must be at least 1".into());
+        }
+        if self.service.sync_interval_ms < 50 {
+            problems.push("service.sync_interval_ms must be at least 50".into());
+        }
+        if !(1..=600).contains(&self.service.max_wait_secs) {
+            problems.push("service.max_wait_secs must be between 1 and 600".into());
+        }
+        if self.service.max_batch_events == 0 {
+            problems.push("service.max_batch_events must be at least 1".into());
+        }
+        for (key, tokens) in [
+            ("service.admin_tokens", &self.service.admin_tokens),
+            ("service.report_tokens", &self.service.report_tokens),
+        ] {
+            if tokens.iter().any(|t| t.len() < 16) {
+                problems.push(format!("{key}: tokens must be at least 16 characters"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_top_level_key_is_settable_from_the_environment() {
+        let keys = serde_json::to_value(Settings::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                is_setting_var(&format!("PALISADE_{}", key.to_uppercase())),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.listen.port(), 8443);
+        assert_eq!(s.policies.dir, PathBuf::from("policies"));
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("palisade.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:9443\ninjection:\n  native_sidecar: false\n  image: file/image:1\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("PALISADE_INJECTION__IMAGE", "env/image:2"),
+                ("PALISADE_ADMISSION__EXCLUDED_NAMESPACES", "a,b"),
+                ("PALISADE_CONFIG", "ignored"),
+                ("PALISADE_E2E_CACHE", "not a setting"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9443);
+        assert!(!s.injection.native_sidecar);
+        assert_eq!(s.injection.image, "env/image:2");
+        assert_eq!(s.admission.excluded_namespaces, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "injection:\n  imagee: x\n").unwrap();
+        let err = Settings::load(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("imagee"), "{err}");
+
+        let err = Settings::load(
+            None,
+            env(&[
+                (
+                    "PALISADE_INJECTION__CONTAINER_DEFAULTS__LIMITS__CPU",
+                    "lots",
+                ),
+                ("PALISADE_ADMISSION__MAX_BODY_BYTES", "12"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("injection.container_defaults.limits.cpu"),
+            "{err}"
+        );
+        assert!(err.contains("admission.max_body_bytes"), "{err}");
+
+        // Closed sets are types: the error names the key and the choices.
+        for (var, value, choices) in [
+            ("PALISADE_LOG__FORMAT", "xml", "`text`, `json`"),
+            (
+                "PALISADE_INJECTION__IMAGE_PULL_POLICY",
+                "Sometimes",
+                "`Always`, `IfNotPresent`, `Never`",
+            ),
+        ] {
+            let err = Settings::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(value) && err.contains(choices), "{err}");
+        }
+    }
+
+    #[test]
+    fn defaults_with_a_request_above_their_limit_are_refused_at_start() {
+        let err = Settings::load(
+            None,
+            env(&[
+                (
+                    "PALISADE_INJECTION__CONTAINER_DEFAULTS__REQUESTS__MEMORY",
+                    "1Gi",
+                ),
+                (
+                    "PALISADE_INJECTION__SIDECAR_RESOURCES__REQUESTS__CPU",
+                    "200m",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "injection.container_defaults: requests.memory (1Gi) must not exceed limits.memory (512Mi)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("injection.sidecar_resources: requests.cpu (200m) must not exceed limits.cpu (100m)"),
+            "{err}"
+        );
+        // Equal is fine, and units do not matter.
+        Settings::load(
+            None,
+            env(&[(
+                "PALISADE_INJECTION__CONTAINER_DEFAULTS__REQUESTS__MEMORY",
+                "0.5Gi",
+            )]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_enforcer_is_a_native_sidecar_by_default() {
+        assert!(Settings::default().injection.native_sidecar);
+        let s = Settings::load(
+            None,
+            env(&[("PALISADE_INJECTION__NATIVE_SIDECAR", "false")]),
+        )
+        .unwrap();
+        assert!(
+            !s.injection.native_sidecar,
+            "the classic mode stays available"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! HTTPS server: warp routes served over rustls by hyper, with graceful
+//! shutdown (stop accepting, let in-flight requests finish).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use warp::http::{header, Response, StatusCode};
+use warp::{Filter, Rejection, Reply};
+
+use crate::metrics::Metrics;
+use crate::reply::{json_error, limited_body, rejection_reply};
+use crate::sources::PolicyStore;
+use palisade_engine::admission::{self, Endpoint, Outcome};
+use palisade_engine::settings::Settings;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub settings: Settings,
+    /// The admission decisions, precomputed from `settings`.
+    pub webhook: admission::Webhook,
+    pub policies: Arc<PolicyStore>,
+    pub metrics: Arc<Metrics>,
+    /// False while starting and once shutdown begins (drains load balancers).
+    pub ready: AtomicBool,
+    /// The policy service, when that role is enabled.
+    pub service: Option<Arc<crate::service::ServiceState>>,
+}
+
+/// All routes: `/mutate`, `/validate`, `/healthz`, `/readyz`, `/metrics`.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let limit = state.settings.admission.max_body_bytes;
+    let review = |endpoint: Endpoint| {
+        warp::path(endpoint.as_str())
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(limited_body(limit))
+            .and(with_state.clone())
+            .map(move |body: Bytes, state: Arc<AppState>| handle_review(endpoint, &body, &state))
+    };
+    let healthz = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| "ok");
+    let readyz = warp::path("readyz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            if state.ready.load(Ordering::Relaxed) {
+                warp::reply::with_status("ready", StatusCode::OK)
+            } else {
+                warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+            }
+        });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            warp::reply::with_header(
+                state.metrics.render(),
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        });
+    let service = match &state.service {
+        Some(service) => crate::service::routes(service.clone(), limit),
+        None => warp::any()
+            .and_then(|| async { Err::<Response<Vec<u8>>, Rejection>(warp::reject::not_found()) })
+            .boxed(),
+    };
+    review(Endpoint::Mutate)
+        .or(review(Endpoint::Validate))
+        .or(healthz)
+        .or(readyz)
+        .or(metrics)
+        .or(service)
+        .recover(rejection_reply)
+}
+
+fn handle_review(endpoint: Endpoint, body: &[u8], state: &AppState) -> Response<Vec<u8>> {
+    let started = Instant::now();
+    let reply = match admission::decode(body) {
+        Err(e) => {
+            state.metrics.count(endpoint, Outcome::Unreadable);
+            tracing::warn!(endpoint = endpoint.as_str(), error = %e, "rejected AdmissionReview");
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Ok(req) => {
+            let span = tracing::info_span!(
+                "admission",
+                endpoint = endpoint.as_str(),
+                uid = %req.uid,
+                namespace = req.namespace.as_deref().unwrap_or(""),
+                kind = %req.kind.kind,
+                name = %req.name,
+                operation = ?req.operation,
+                dry_run = req.dry_run,
+            );
+            let _entered = span.enter();
+            let (response, outcome) = if endpoint == Endpoint::Mutate {
+                let (response, outcome, injection) = state.webhook.mutate_explained(&req);
+                // Dry runs change nothing, so they count as no injection.
+                if let Some(injection) = injection.filter(|_| !req.dry_run) {
+                    state.metrics.count_injection(&injection);
+                }
+                (response, outcome)
+            } else {
+                state.webhook.validate(&req, &state.policies.current())
+            };
+            state.metrics.count(endpoint, outcome);
+            match outcome {
+                Outcome::Denied | Outcome::Invalid => {
+                    tracing::info!(outcome = outcome.as_str(), message = %response.status.message, "admission decided")
+                }
+                _ => tracing::debug!(outcome = outcome.as_str(), "admission decided"),
+            }
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(admission::encode(&response))
+                .unwrap_or_default()
+        }
+    };
+    state
+        .metrics
+        .observe(endpoint, started.elapsed().as_secs_f64());
+    reply
+}
+
+/// Connection limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// In-flight requests get this long after `shutdown` resolves.
+    pub grace: Duration,
+    /// An HTTP/1 client must send a request's headers within this time, or
+    /// the connection is closed (a slow client cannot hold it forever).
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `routes` over TLS on `listener` until `shutdown` resolves, then
+/// waits up to `options.grace` for in-flight connections.
+pub async fn serve<F, R>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    routes: F,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) where
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(warp::service(routes.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight connections did not finish within the grace period");
+    }
+}

@@ -1,0 +1,17 @@
+//! Palisade's control plane server: the engine's decisions served over
+//! TLS (admission, probes, metrics), the policy sources that feed it
+//! (directory, CRDs, pushed policies), and the policy service enforcers
+//! talk to, with its storage.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod db;
+pub mod http;
+pub mod metrics;
+pub mod reply;
+pub mod service;
+pub mod sources;
+pub mod tls;
+
+/// Settings live with the engine (`palisade inject` reads them too).
+pub use palisade_engine::settings;

@@ -1,0 +1,206 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use palisade_engine::admission::reason::{InjectionResult, ReasonLabel};
+use palisade_engine::admission::{mutate, Endpoint, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: Endpoint,
+    pub outcome: Outcome,
+}
+
+/// `palisade_injections_total`: what the injector did to a Pod and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InjectionLabels {
+    pub result: InjectionResult,
+    pub reason: ReasonLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: Endpoint,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub admission_requests: Family<RequestLabels, Counter>,
+    pub injections: Family<InjectionLabels, Counter>,
+    pub admission_duration: Family<EndpointLabels, Histogram>,
+    pub policies_loaded: Gauge,
+    pub policy_reloads: Counter,
+    pub policy_reload_failures: Counter,
+    pub tls_reloads: Counter,
+    pub tls_reload_failures: Counter,
+    pub events_received: Counter,
+    pub events_stored: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade");
+        let admission_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "AdmissionReview requests by endpoint and outcome",
+            admission_requests.clone(),
+        );
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Pods seen by the injector, by result (injected, degraded, skipped) and reason",
+            injections.clone(),
+        );
+        let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 25 µs .. ~400 ms
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_025, 2.0, 15,
+            ))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to decode, evaluate and encode one AdmissionReview",
+            admission_duration.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Policies in the active set",
+            policies_loaded.clone(),
+        );
+        let policy_reloads = Counter::default();
+        registry.register(
+            "policy_reloads",
+            "Successful policy set reloads",
+            policy_reloads.clone(),
+        );
+        let policy_reload_failures = Counter::default();
+        registry.register(
+            "policy_reload_failures",
+            "Policy reloads rejected (previous set kept)",
+            policy_reload_failures.clone(),
+        );
+        let tls_reloads = Counter::default();
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads",
+            tls_reloads.clone(),
+        );
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "tls_reload_failures",
+            "Serving certificate reloads that failed (previous kept)",
+            tls_reload_failures.clone(),
+        );
+        let events_received = Counter::default();
+        registry.register(
+            "report_events_received",
+            "Enforcer events received (including retried duplicates)",
+            events_received.clone(),
+        );
+        let events_stored = Counter::default();
+        registry.register(
+            "report_events_stored",
+            "Enforcer events stored (new)",
+            events_stored.clone(),
+        );
+        Self {
+            registry,
+            events_received,
+            events_stored,
+            admission_requests,
+            injections,
+            admission_duration,
+            policies_loaded,
+            policy_reloads,
+            policy_reload_failures,
+            tls_reloads,
+            tls_reload_failures,
+        }
+    }
+
+    pub fn count(&self, endpoint: Endpoint, outcome: Outcome) {
+        self.admission_requests
+            .get_or_create(&RequestLabels { endpoint, outcome })
+            .inc();
+    }
+
+    /// Counts one injector decision: one sample per degrade reason, so
+    /// each reason can be alerted on alone.
+    pub fn count_injection(&self, outcome: &mutate::Outcome) {
+        let count = |result, reason| {
+            self.injections
+                .get_or_create(&InjectionLabels { result, reason })
+                .inc();
+        };
+        match outcome {
+            mutate::Outcome::Skipped { reason, .. } => {
+                count(InjectionResult::Skipped, ReasonLabel::Skipped(*reason))
+            }
+            mutate::Outcome::Injected { degraded, .. } if degraded.is_empty() => {
+                count(InjectionResult::Injected, ReasonLabel::None)
+            }
+            mutate::Outcome::Injected { degraded, .. } => {
+                for reason in degraded {
+                    count(InjectionResult::Degraded, ReasonLabel::Degraded(*reason));
+                }
+            }
+        }
+    }
+
+    pub fn observe(&self, endpoint: Endpoint, seconds: f64) {
+        self.admission_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_engine::admission::reason::{DegradeReason, SkipReason};
+
+    #[test]
+    fn injection_reasons_are_labels() {
+        let metrics = Metrics::new();
+        metrics.count_injection(&mutate::Outcome::Skipped {
+            reason: SkipReason::HostPid,
+            defaulted: vec![],
+        });
+        metrics.count_injection(&mutate::Outcome::Injected {
+            defaulted: vec![],
+            degraded: vec![DegradeReason::ProcessNamespaceNotShared],
+        });
+        metrics.count_injection(&mutate::Outcome::Injected {
+            defaulted: vec![],
+            degraded: vec![],
+        });
+        let text = metrics.render();
+        for line in [
+            r#"palisade_injections_total{result="skipped",reason="host-pid"} 1"#,
+            r#"palisade_injections_total{result="degraded",reason="process-namespace-not-shared"} 1"#,
+            r#"palisade_injections_total{result="injected",reason="none"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}

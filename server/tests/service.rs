@@ -1,0 +1,590 @@
+//! The policy service API on the real server: push, distribute, report, query.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use palisade_common::wire::{
+    Event, EventKind, IngestResult, PodRef, ReportBatch, RuntimeBundle, StoredEvent,
+};
+use serde_json::{json, Value};
+
+const TAG_POLICY: &str = "apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: pinned-busybox}
+spec:
+  mode: enforce
+  admission: {disallowedTags: ['1.36']}
+  runtime: {deniedProcesses: [nc]}
+";
+
+async fn push(server: &TestServer, token: &str, body: &str) -> reqwest::Response {
+    server
+        .client
+        .put(format!("{}/api/v1/policies", server.base))
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_json(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
+    let resp = server
+        .client
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A pod that passes the repository's enforce policies (opted out of the
+/// enforcer, limits set) until a pushed policy says otherwise.
+fn busybox_review() -> Value {
+    let mut review = fixture("pod-create.json");
+    let pod = &mut review["request"]["object"];
+    pod["metadata"]["annotations"] = json!({"palisade.dev/inject": "false"});
+    pod["spec"]["containers"][0]["image"] = json!("registry.k8s.io/busybox:1.36");
+    pod["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1", "memory": "64Mi"}});
+    review
+}
+
+#[tokio::test]
+async fn pushed_policies_are_versioned_validated_and_enforced_at_admission() {
+    let server = start(&repo_policies()).await;
+    let admin = server.admin_token();
+
+    // Not authenticated, or only as an enforcer: refused.
+    assert_eq!(push(&server, "wrong", TAG_POLICY).await.status(), 401);
+    assert_eq!(
+        push(&server, &server.report_token(), TAG_POLICY)
+            .await
+            .status(),
+        401
+    );
+
+    // Admission allows busybox:1.36 until the policy is pushed.
+    let before = server.review("/validate", &busybox_review()).await;
+    assert!(before.allowed, "{}", before.result.message);
+
+    let resp = push(&server, &admin, TAG_POLICY).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["revision"], 1);
+    let after = server.review("/validate", &busybox_review()).await;
+    assert!(!after.allowed);
+    assert!(
+        after
+            .result
+            .message
+            .contains("[pinned-busybox] images/disallowedTags"),
+        "{}",
+        after.result.message
+    );
+
+    // A new revision; the history keeps both.
+    let audit = TAG_POLICY.replace("mode: enforce", "mode: audit");
+    let resp = push(&server, &admin, &audit).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["revision"], 2);
+    assert!(server.review("/validate", &busybox_review()).await.allowed);
+    let (status, history) = get_json(
+        &server,
+        &admin,
+        "/api/v1/policies/pinned-busybox?history=true",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(history.as_array().unwrap().len(), 2);
+
+    // Listing shows directory and pushed policies with their source.
+    let (_, list) = get_json(&server, &admin, "/api/v1/policies").await;
+    let sources: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        sources
+            .iter()
+            .any(|(n, s)| n == "pinned-busybox" && s == "api"),
+        "{sources:?}"
+    );
+    assert!(
+        sources
+            .iter()
+            .any(|(n, s)| n == "image-tags" && s.starts_with("directory")),
+        "{sources:?}"
+    );
+
+    // Delete: back to allowed.
+    let resp = server
+        .client
+        .delete(format!("{}/api/v1/policies/pinned-busybox", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = server
+        .client
+        .delete(format!("{}/api/v1/policies/image-tags", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        409,
+        "directory policies are not deleted through the API"
+    );
+    assert!(server.review("/validate", &busybox_review()).await.allowed);
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_policies_are_refused_precisely_and_change_nothing() {
+    let server = start(&repo_policies()).await;
+    let admin = server.admin_token();
+    let cases = [
+        (
+            TAG_POLICY.replace("disallowedTags", "disalowedTags"),
+            400,
+            "disalowedTags",
+        ),
+        (
+            TAG_POLICY.replace("name: pinned-busybox", "name: Pinned"),
+            400,
+            "metadata.name",
+        ),
+        ("not: [yaml".to_string(), 400, "not a valid policy document"),
+        (
+            TAG_POLICY.replace("pinned-busybox", "image-tags"),
+            409,
+            "defined twice",
+        ),
+    ];
+    for (body, status, text) in cases {
+        let resp = push(&server, &admin, &body).await;
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["error"].as_str().unwrap().contains(text), "{err}");
+    }
+    let (_, list) = get_json(&server, &admin, "/api/v1/policies").await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        8,
+        "only the directory policies"
+    );
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn enforcers_long_poll_and_see_pushes_within_two_seconds() {
+    let server = start(&repo_policies()).await;
+    let reporter = server.report_token();
+    let url = format!(
+        "{}/api/v1/bundle?namespace=team-a&labels=app=web",
+        server.base
+    );
+    let first: RuntimeBundle = server
+        .client
+        .get(&url)
+        .bearer_auth(&reporter)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(first.policies.iter().any(|p| p.name == "runtime-defaults"));
+
+    // Unchanged: held, then 304.
+    let started = Instant::now();
+    let resp = server
+        .client
+        .get(format!("{url}&etag={}&wait=1", first.etag))
+        .bearer_auth(&reporter)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A push wakes the waiting enforcer.
+    let poll = {
+        let client = server.client.clone();
+        let url = format!("{url}&etag={}&wait=30", first.etag);
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client.get(url).bearer_auth(reporter).send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<RuntimeBundle>().await.ok(),
+                started,
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushed_at = Instant::now();
+    assert_eq!(
+        push(&server, &server.admin_token(), TAG_POLICY)
+            .await
+            .status(),
+        200
+    );
+    let (status, bundle, _) = poll.await.unwrap();
+    let latency = pushed_at.elapsed();
+    assert_eq!(status, 200);
+    let bundle = bundle.unwrap();
+    assert_ne!(bundle.etag, first.etag);
+    let pushed = bundle
+        .policies
+        .iter()
+        .find(|p| p.name == "pinned-busybox")
+        .expect("pushed policy in bundle");
+    assert_eq!(pushed.rules.denied_processes, ["nc"]);
+    assert!(
+        latency < Duration::from_secs(2),
+        "propagation took {latency:?}"
+    );
+
+    // Bad queries are named.
+    let resp = server
+        .client
+        .get(format!("{}/api/v1/bundle", server.base))
+        .bearer_auth(&reporter)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.running.shutdown().await;
+}
+
+fn event(id: &str, time_ms: i64, kind: EventKind) -> Event {
+    Event {
+        id: id.into(),
+        time_ms,
+        kind,
+        rule: "behavior/denied-process".into(),
+        policy: Some("runtime-defaults".into()),
+        mode: Default::default(),
+        message: "sh started".into(),
+        process: None,
+        action: None,
+    }
+}
+
+#[tokio::test]
+async fn reports_are_stored_once_and_queryable() {
+    let server = start(&repo_policies()).await;
+    let batch = ReportBatch {
+        pod: PodRef {
+            namespace: "team-a".into(),
+            name: "web-0".into(),
+            uid: "uid-1".into(),
+        },
+        events: vec![
+            event("a", 1_000, EventKind::Behavior),
+            event("b", 2_000, EventKind::Drift),
+            event("c", 3_000, EventKind::Behavior),
+        ],
+    };
+    let post = |token: String, body: Vec<u8>| {
+        server
+            .client
+            .post(format!("{}/api/v1/reports", server.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let body = serde_json::to_vec(&batch).unwrap();
+    let first: IngestResult = post(server.report_token(), body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        IngestResult {
+            received: 3,
+            stored: 3
+        }
+    );
+    let retry: IngestResult = post(server.report_token(), body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        retry,
+        IngestResult {
+            received: 3,
+            stored: 0
+        }
+    );
+    assert_eq!(post("nope".into(), body).await.unwrap().status(), 401);
+    let bad = post(server.report_token(), b"{\"pod\":{}}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let admin = server.admin_token();
+    let (status, events) = get_json(
+        &server,
+        &admin,
+        "/api/v1/events?namespace=team-a&pod=web-0&kind=behavior",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let events: Vec<StoredEvent> = serde_json::from_value(events).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event.id.as_str())
+            .collect::<Vec<_>>(),
+        ["c", "a"]
+    );
+    let (status, _) = get_json(&server, &admin, "/api/v1/events?kind=weird").await;
+    assert_eq!(status, 400);
+    let (status, _) = get_json(&server, &server.report_token(), "/api/v1/events").await;
+    assert_eq!(status, 401, "enforcers cannot read events");
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("palisade_report_events_stored_total 3"),
+        "{metrics}"
+    );
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_database_converge() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = match std::env::var("PALISADE_TEST_POSTGRES_URL") {
+        Ok(server) => {
+            let name = format!("palisade_replicas_{}", std::process::id());
+            palisade_server::db::Store::create_postgres_database(&server, &name)
+                .await
+                .unwrap()
+        }
+        Err(_) => format!("sqlite://{}", shared.path().join("shared.db").display()),
+    };
+    let token = "replica-admin-token-0123456789".to_string();
+    let configure = |s: &mut palisade_engine::settings::Settings| {
+        s.service.database_url = Some(url.clone());
+        s.service.admin_tokens = vec![token.clone()];
+    };
+    let a = start_with(&repo_policies(), configure).await;
+    let b = start_with(&repo_policies(), configure).await;
+    assert!(b.review("/validate", &busybox_review()).await.allowed);
+
+    assert_eq!(push(&a, &token, TAG_POLICY).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if !b.review("/validate", &busybox_review()).await.allowed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica b never saw the push");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.running.shutdown().await;
+    b.running.shutdown().await;
+}
+
+/// Many enforcers flushing reports into SQLite at the moment a policy is
+/// pushed: every push and every report must succeed (no "database is
+/// locked").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn policy_pushes_succeed_while_many_enforcers_flush_reports() {
+    let server = std::sync::Arc::new(start(&repo_policies()).await);
+    let admin = server.admin_token();
+    let mut reporters = Vec::new();
+    for enforcer in 0..12 {
+        let server = server.clone();
+        reporters.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..15 {
+                let batch = ReportBatch {
+                    pod: PodRef {
+                        namespace: "load".into(),
+                        name: format!("pod-{enforcer}"),
+                        uid: format!("uid-{enforcer}"),
+                    },
+                    events: (0..100)
+                        .map(|i| event(&format!("{round}-{i}"), 1_000 + i, EventKind::Drift))
+                        .collect(),
+                };
+                let resp = server
+                    .client
+                    .post(format!("{}/api/v1/reports", server.base))
+                    .bearer_auth(server.report_token())
+                    .json(&batch)
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status() != 200 {
+                    failures.push(resp.text().await.unwrap_or_default());
+                }
+            }
+            failures
+        }));
+    }
+    let mut push_failures = Vec::new();
+    for revision in 0..20 {
+        let policy = TAG_POLICY.replace("[nc]", &format!("[nc, tool{revision}]"));
+        let resp = push(&server, &admin, &policy).await;
+        if resp.status() != 200 {
+            push_failures.push(resp.text().await.unwrap_or_default());
+        }
+    }
+    let mut report_failures = Vec::new();
+    for r in reporters {
+        report_failures.extend(r.await.unwrap());
+    }
+    assert!(push_failures.is_empty(), "pushes failed: {push_failures:?}");
+    assert!(
+        report_failures.is_empty(),
+        "reports failed: {report_failures:?}"
+    );
+}
+
+async fn heartbeat(server: &TestServer, body: Value) -> u16 {
+    server
+        .client
+        .post(format!("{}/api/v1/heartbeat", server.base))
+        .bearer_auth(server.report_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn agent_rules(server: &TestServer, pod: &str) -> Vec<String> {
+    let (_, events) = get_json(
+        server,
+        &server.admin_token(),
+        &format!("/api/v1/events?namespace=shop&pod={pod}&kind=agent"),
+    )
+    .await;
+    serde_json::from_value::<Vec<StoredEvent>>(events)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.rule)
+        .collect()
+}
+
+fn status(pod: &str, boot: &str, state: &str) -> Value {
+    json!({
+        "pod": {"namespace": "shop", "name": pod, "uid": format!("uid-{pod}")},
+        "agent": {"bootId": boot, "startedMs": 1, "heartbeatMs": 200, "state": state,
+                  "reason": if state == "stopping" { "SIGTERM" } else { "" },
+                  "dropped": 0, "unobserved": 0}
+    })
+}
+
+#[tokio::test]
+async fn an_enforcer_that_falls_silent_is_reported_missing_once_and_its_return_noted() {
+    let server = start(&repo_policies()).await;
+    assert_eq!(
+        heartbeat(&server, status("cart-0", "boot1", "running")).await,
+        200
+    );
+    assert_eq!(
+        server
+            .client
+            .post(format!("{}/api/v1/heartbeat", server.base))
+            .bearer_auth("nope")
+            .json(&status("cart-0", "boot1", "running"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Three heartbeats (600 ms) of silence, then the service's next sweep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent_rules(&server, "cart-0")
+        .await
+        .contains(&"agent/missing".to_string())
+    {
+        assert!(Instant::now() < deadline, "silence never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rules = agent_rules(&server, "cart-0").await;
+    assert_eq!(
+        rules.iter().filter(|r| *r == "agent/missing").count(),
+        1,
+        "{rules:?}"
+    );
+    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+    assert_eq!(agents[0]["state"], "missing", "{agents}");
+
+    // It comes back under a new boot id: a restart after silence.
+    assert_eq!(
+        heartbeat(&server, status("cart-0", "boot2", "running")).await,
+        200
+    );
+    let rules = agent_rules(&server, "cart-0").await;
+    assert!(rules.contains(&"agent/returned".to_string()), "{rules:?}");
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_enforcer_that_says_it_stops_is_not_reported_missing() {
+    let server = start(&repo_policies()).await;
+    assert_eq!(
+        heartbeat(&server, status("web-1", "b1", "running")).await,
+        200
+    );
+    assert_eq!(
+        heartbeat(&server, status("web-1", "b1", "stopping")).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rules = agent_rules(&server, "web-1").await;
+    assert!(rules.contains(&"agent/stopped".to_string()), "{rules:?}");
+    assert!(!rules.contains(&"agent/missing".to_string()), "{rules:?}");
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_agents_list_shows_which_policy_bundle_each_enforcer_runs() {
+    let server = start(&repo_policies()).await;
+    let mut beat = status("web-2", "b1", "running");
+    beat["agent"]["policyEtag"] = json!("etag-one");
+    assert_eq!(heartbeat(&server, beat.clone()).await, 200);
+    beat["agent"]["policyEtag"] = json!("etag-two");
+    assert_eq!(heartbeat(&server, beat).await, 200);
+    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+    let web = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["pod"]["name"] == "web-2")
+        .expect("web-2 listed");
+    assert_eq!(web["policyEtag"], "etag-two", "{agents}");
+    server.running.shutdown().await;
+}
