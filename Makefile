@@ -63,6 +63,10 @@ lint: ## rustfmt, clippy (warnings are errors), chart appVersion = Cargo version
 	  { echo "helm/palisade/Chart.yaml appVersion must be $(VERSION) (Cargo.toml): the chart's default images are what make images builds"; exit 1; }
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The engine stands alone, and the CLI without `serve` links no server.
+	$(CARGO) check -p palisade-engine -p palisade --no-default-features
+	@! $(CARGO) tree -p palisade --no-default-features -e normal --prefix none | grep -E '^(sqlx|kube-runtime|kube-client|warp) ' || \
+	  { echo "palisade without the server feature must not link sqlx, kube-runtime, kube-client or warp"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all

@@ -201,3 +201,48 @@ async fn policy_push_list_delete_and_events_against_a_server() {
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
     server.running.shutdown().await;
 }
+
+/// `palisade inject` against golden files (like Istio's
+/// `testdata/inject/*.yaml.injected`): each `tests/golden/X.yaml` must
+/// inject to exactly `X.yaml.injected`. `PALISADE_UPDATE_GOLDEN=1`
+/// rewrites them; review the diff like any other change.
+#[test]
+fn inject_matches_the_golden_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("PALISADE_UPDATE_GOLDEN").is_some();
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 5, "golden inputs in {}", dir.display());
+    let mut stale = Vec::new();
+    for input in inputs {
+        let out = palisade(&["inject", "-f", input.to_str().unwrap()], None);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            input.display(),
+            text(&out.stderr)
+        );
+        let golden = input.with_extension("yaml.injected");
+        if update {
+            std::fs::write(&golden, &out.stdout).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if want != text(&out.stdout) {
+            stale.push(format!(
+                "{}:\n--- want\n{want}\n--- got\n{}",
+                golden.display(),
+                text(&out.stdout)
+            ));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "inject output differs (PALISADE_UPDATE_GOLDEN=1 rewrites):\n{}",
+        stale.join("\n")
+    );
+}

@@ -2,6 +2,21 @@
 
 use std::net::IpAddr;
 
+/// Why an egress entry is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressRuleError {
+    #[error("{0:?} is not an IP address")]
+    Address(String),
+    #[error("prefix length {text:?} must be 0..={max}")]
+    Prefix { text: String, max: u8 },
+    #[error("port {0:?} must be 0..=65535")]
+    Port(String),
+    #[error("{0:?}: unclosed '['")]
+    Unclosed(String),
+    #[error("{text:?}: unexpected {tail:?}")]
+    Trailing { text: String, tail: String },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressRule {
     pub network: IpAddr,
@@ -11,7 +26,7 @@ pub struct EgressRule {
 }
 
 impl EgressRule {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, EgressRuleError> {
         let (cidr, port) = split_port(text)?;
         let (addr, prefix) = match cidr.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -19,14 +34,15 @@ impl EgressRule {
         };
         let network: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+            .map_err(|_| EgressRuleError::Address(addr.to_string()))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| format!("prefix length {p:?} must be 0..={max}"))?,
+            Some(p) => p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(|| {
+                EgressRuleError::Prefix {
+                    text: p.to_string(),
+                    max,
+                }
+            })?,
             None => max,
         };
         Ok(Self {
@@ -41,19 +57,22 @@ impl EgressRule {
     }
 }
 
-fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
+fn split_port(text: &str) -> Result<(&str, Option<u16>), EgressRuleError> {
     let parse_port = |p: &str| {
         p.parse::<u16>()
-            .map_err(|_| format!("port {p:?} must be 0..=65535"))
+            .map_err(|_| EgressRuleError::Port(p.to_string()))
     };
     if let Some(rest) = text.strip_prefix('[') {
         let (cidr, tail) = rest
             .split_once(']')
-            .ok_or_else(|| format!("{text:?}: unclosed '['"))?;
+            .ok_or_else(|| EgressRuleError::Unclosed(text.to_string()))?;
         return match tail.strip_prefix(':') {
             Some(p) => Ok((cidr, Some(parse_port(p)?))),
             None if tail.is_empty() => Ok((cidr, None)),
-            None => Err(format!("{text:?}: unexpected {tail:?}")),
+            None => Err(EgressRuleError::Trailing {
+                text: text.to_string(),
+                tail: tail.to_string(),
+            }),
         };
     }
     // A single ':' means IPv4 with port; more mean a bare IPv6 address.

@@ -181,7 +181,7 @@ impl ServiceSettings {
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -189,13 +189,40 @@ pub enum LogFormat {
     Json,
 }
 
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    /// Parsed by hand so a wrong value's error lists the choices.
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{text:?} must be text or json")),
+        }
+    }
+}
+
 /// When the kubelet pulls the enforcer image (a container's
 /// `imagePullPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum PullPolicy {
     Always,
     IfNotPresent,
     Never,
+}
+
+impl TryFrom<String> for PullPolicy {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            _ => Err(format!("{text:?} must be Always, IfNotPresent or Never")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -527,18 +554,22 @@ mod tests {
         assert!(err.contains("admission.max_body_bytes"), "{err}");
 
         // Closed sets are types: the error names the key and the choices.
-        for (var, value, choices) in [
-            ("PALISADE_LOG__FORMAT", "xml", "`text`, `json`"),
+        for (var, value, choices, key) in [
+            ("PALISADE_LOG__FORMAT", "xml", "text or json", "log.format"),
             (
                 "PALISADE_INJECTION__IMAGE_PULL_POLICY",
                 "Sometimes",
-                "`Always`, `IfNotPresent`, `Never`",
+                "Always, IfNotPresent or Never",
+                "injection.image_pull_policy",
             ),
         ] {
             let err = Settings::load(None, env(&[(var, value)]))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains(value) && err.contains(choices), "{err}");
+            assert!(
+                err.contains(value) && err.contains(choices) && err.contains(key),
+                "{err}"
+            );
         }
     }
 

@@ -588,9 +588,43 @@ impl Store {
             .collect()
     }
 
+    /// Enforcers by state, with what the reporting ones say they dropped
+    /// and failed to observe (their running totals, summed).
+    pub async fn agent_totals(&self) -> Result<Vec<AgentTotals>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*), CAST(COALESCE(SUM(dropped), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(unobserved), 0) AS BIGINT)
+             FROM agents GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .filter_map(|row| {
+                let state = Liveness::parse(&row.try_get::<String, _>(0).ok()?)?;
+                Some((|| {
+                    Ok(AgentTotals {
+                        state,
+                        agents: row.try_get::<i64, _>(1)? as u64,
+                        dropped: row.try_get::<i64, _>(2)? as u64,
+                        unobserved: row.try_get::<i64, _>(3)? as u64,
+                    })
+                })())
+            })
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Enforcers in one state, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentTotals {
+    pub state: Liveness,
+    pub agents: u64,
+    pub dropped: u64,
+    pub unobserved: u64,
 }
 
 /// An event the service records about an enforcer.

@@ -1,12 +1,16 @@
 //! Prometheus metrics, rendered in the text exposition format at `/metrics`.
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use palisade_common::wire::Liveness;
+use prometheus_client::encoding::{
+    text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::db::AgentTotals;
 use palisade_engine::admission::reason::{InjectionResult, ReasonLabel};
 use palisade_engine::admission::{mutate, Endpoint, Outcome};
 
@@ -28,8 +32,30 @@ pub struct EndpointLabels {
     pub endpoint: Endpoint,
 }
 
+/// An enforcer's state as the service sees it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub state: AgentState,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct AgentState(pub Liveness);
+
+impl EncodeLabelValue for AgentState {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.0.as_str())
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Enforcers by state (the shared database's view: every replica
+    /// reports the same numbers).
+    pub agents: Family<AgentLabels, Gauge>,
+    /// Events reporting enforcers dropped (spool full), summed.
+    pub agent_events_dropped: Gauge,
+    /// Processes reporting enforcers counted as run unobserved, summed.
+    pub agent_processes_unobserved: Gauge,
     pub admission_requests: Family<RequestLabels, Counter>,
     pub injections: Family<InjectionLabels, Counter>,
     pub admission_duration: Family<EndpointLabels, Histogram>,
@@ -98,6 +124,24 @@ impl Metrics {
             "Serving certificate reloads that failed (previous kept)",
             tls_reload_failures.clone(),
         );
+        let agents = Family::<AgentLabels, Gauge>::default();
+        registry.register(
+            "agents",
+            "Enforcers by state: reporting, missing (silent past their heartbeat) or stopped",
+            agents.clone(),
+        );
+        let agent_events_dropped = Gauge::default();
+        registry.register(
+            "agent_events_dropped",
+            "Events reporting enforcers dropped because their spool was full (sum of their totals)",
+            agent_events_dropped.clone(),
+        );
+        let agent_processes_unobserved = Gauge::default();
+        registry.register(
+            "agent_processes_unobserved",
+            "Processes reporting enforcers know ran without being seen (sum of their totals)",
+            agent_processes_unobserved.clone(),
+        );
         let events_received = Counter::default();
         registry.register(
             "report_events_received",
@@ -112,6 +156,9 @@ impl Metrics {
         );
         Self {
             registry,
+            agents,
+            agent_events_dropped,
+            agent_processes_unobserved,
             events_received,
             events_stored,
             admission_requests,
@@ -152,6 +199,26 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Sets the agent gauges from the database's totals.
+    pub fn set_agents(&self, totals: &[AgentTotals]) {
+        for state in [Liveness::Reporting, Liveness::Missing, Liveness::Stopped] {
+            let count = totals
+                .iter()
+                .find(|t| t.state == state)
+                .map_or(0, |t| t.agents);
+            self.agents
+                .get_or_create(&AgentLabels {
+                    state: AgentState(state),
+                })
+                .set(count as i64);
+        }
+        let reporting = totals.iter().find(|t| t.state == Liveness::Reporting);
+        self.agent_events_dropped
+            .set(reporting.map_or(0, |t| t.dropped) as i64);
+        self.agent_processes_unobserved
+            .set(reporting.map_or(0, |t| t.unobserved) as i64);
     }
 
     pub fn observe(&self, endpoint: Endpoint, seconds: f64) {

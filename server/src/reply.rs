@@ -19,6 +19,11 @@ impl warp::reject::Reject for BodyTooLarge {}
 struct BodyUnreadable(String);
 impl warp::reject::Reject for BodyUnreadable {}
 
+/// No valid bearer token for the route's role.
+#[derive(Debug)]
+pub struct Unauthorized;
+impl warp::reject::Reject for Unauthorized {}
+
 /// The request body, refused early by Content-Length and, for streamed
 /// bodies without one, as soon as `limit` bytes are exceeded.
 pub fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
@@ -80,6 +85,13 @@ pub async fn rejection_reply(rejection: Rejection) -> Result<Response<Vec<u8>>, 
             StatusCode::BAD_REQUEST,
             format!("cannot read request body: {e}"),
         )
+    } else if rejection.find::<Unauthorized>().is_some() {
+        (
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token".to_string(),
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (
             StatusCode::METHOD_NOT_ALLOWED,

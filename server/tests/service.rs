@@ -588,3 +588,44 @@ async fn the_agents_list_shows_which_policy_bundle_each_enforcer_runs() {
     assert_eq!(web["policyEtag"], "etag-two", "{agents}");
     server.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn enforcer_states_and_their_losses_are_metrics() {
+    let server = start(&repo_policies()).await;
+    let mut beat = status("cart-0", "b1", "running");
+    beat["agent"]["dropped"] = json!(3);
+    beat["agent"]["unobserved"] = json!(5);
+    assert_eq!(heartbeat(&server, beat).await, 200);
+    let mut beat = status("cart-1", "b2", "running");
+    beat["agent"]["unobserved"] = json!(2);
+    assert_eq!(heartbeat(&server, beat).await, 200);
+    assert_eq!(
+        heartbeat(&server, status("web-1", "b3", "stopping")).await,
+        200
+    );
+    let expected = [
+        r#"palisade_agents{state="reporting"} 2"#,
+        r#"palisade_agents{state="stopped"} 1"#,
+        "palisade_agent_events_dropped 3",
+        "palisade_agent_processes_unobserved 7",
+    ];
+    // The gauges follow the database on the service's next sweep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = server
+            .client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if expected.iter().all(|line| text.contains(line)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{expected:?} not all in\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.running.shutdown().await;
+}

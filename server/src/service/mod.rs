@@ -13,29 +13,30 @@
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
+pub mod query;
 pub mod reports;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_common::policy::PolicyDocument;
-use palisade_common::wire::{EventKind, Heartbeat, IngestResult, PolicyRecord, ReportBatch};
+use palisade_common::wire::{Heartbeat, IngestResult, PolicyRecord, ReportBatch};
 use serde::Serialize;
 use tokio::sync::watch;
 use warp::filters::BoxedFilter;
 use warp::http::{Response, StatusCode};
-use warp::Filter;
+use warp::{Filter, Rejection};
 
-use crate::db::{EventQuery, Store};
+use crate::db::Store;
 use crate::metrics::Metrics;
-use crate::reply::{json_error, json_reply, limited_body};
+use crate::reply::{json_error, json_reply, limited_body, Unauthorized};
 use crate::sources::PolicyStore;
 use auth::{Role, Tokens};
 use palisade_engine::policy::LoadError;
 use palisade_engine::settings::ServiceSettings;
+use query::{BundleQuery, EventsQuery, PolicyQuery};
 
 pub struct ServiceState {
     pub settings: ServiceSettings,
@@ -93,6 +94,7 @@ type Reply = Response<Vec<u8>>;
 
 /// Routes under `/api/v1`.
 pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> {
+    let admin = admin_only(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let auth = warp::header::optional::<String>("authorization");
     let api = warp::path("api").and(warp::path("v1"));
@@ -101,35 +103,35 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::path("policies"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(auth)
+        .and(admin.clone())
         .and(with_state.clone())
         .then(list_policies);
     let push = api
         .and(warp::path("policies"))
         .and(warp::path::end())
         .and(warp::put())
-        .and(auth)
+        .and(admin.clone())
         .and(limited_body(max_body))
         .and(with_state.clone())
         .then(push_policy);
     let get = api
         .and(warp::path!("policies" / String))
         .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(auth)
+        .and(admin.clone())
+        .and(warp::query::<PolicyQuery>())
         .and(with_state.clone())
         .then(get_policy);
     let delete = api
         .and(warp::path!("policies" / String))
         .and(warp::delete())
-        .and(auth)
+        .and(admin.clone())
         .and(with_state.clone())
         .then(delete_policy);
     let bundle = api
         .and(warp::path("bundle"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::query::<BundleQuery>())
         .and(auth)
         .and(with_state.clone())
         .then(runtime_bundle);
@@ -153,15 +155,15 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::path("agents"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(auth)
+        .and(admin.clone())
         .and(with_state.clone())
         .then(list_agents);
     let events = api
         .and(warp::path("events"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(auth)
+        .and(admin)
+        .and(warp::query::<EventsQuery>())
         .and(with_state)
         .then(query_events);
     list.or(push)
@@ -181,6 +183,23 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .or(events)
         .unify()
         .boxed()
+}
+
+/// Passes callers with an admin token; the others are refused (401) before
+/// their body is read.
+fn admin_only(state: Arc<ServiceState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |auth: Option<String>| {
+            let allowed = state.tokens.allows(auth.as_deref(), Role::Admin);
+            async move {
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
 }
 
 fn unauthorized() -> Reply {
@@ -215,20 +234,14 @@ fn active_records(state: &ServiceState, pushed: Vec<PolicyRecord>) -> Vec<Policy
     records
 }
 
-async fn list_policies(auth: Option<String>, state: Arc<ServiceState>) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
-    }
+async fn list_policies(state: Arc<ServiceState>) -> Reply {
     match state.store.current_policies().await {
         Ok(pushed) => ok(&active_records(&state, pushed)),
         Err(e) => internal(e),
     }
 }
 
-async fn push_policy(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
-    }
+async fn push_policy(body: Bytes, state: Arc<ServiceState>) -> Reply {
     let Ok(text) = std::str::from_utf8(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "policy must be UTF-8 YAML or JSON");
     };
@@ -255,16 +268,8 @@ async fn push_policy(auth: Option<String>, body: Bytes, state: Arc<ServiceState>
     ok(&serde_json::json!({"name": doc.metadata.name, "revision": revision}))
 }
 
-async fn get_policy(
-    name: String,
-    query: HashMap<String, String>,
-    auth: Option<String>,
-    state: Arc<ServiceState>,
-) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
-    }
-    if query.get("history").map(String::as_str) == Some("true") {
+async fn get_policy(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Reply {
+    if query.wants_history() {
         return match state.store.policy_history(&name).await {
             Ok(h) if h.is_empty() => json_error(StatusCode::NOT_FOUND, "no such pushed policy"),
             Ok(h) => ok(&h),
@@ -283,10 +288,7 @@ async fn get_policy(
     }
 }
 
-async fn delete_policy(name: String, auth: Option<String>, state: Arc<ServiceState>) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
-    }
+async fn delete_policy(name: String, state: Arc<ServiceState>) -> Reply {
     if state
         .policies
         .directory_documents()
@@ -313,22 +315,10 @@ async fn delete_policy(name: String, auth: Option<String>, state: Arc<ServiceSta
     }
 }
 
-/// `labels=k=v,k2=v2` into a map.
-fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
-    text.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("label {pair:?} must be key=value"))
-        })
-        .collect()
-}
-
 /// Long-poll: with `etag` equal to the current bundle's, waits up to
 /// `wait` seconds for a change and answers 304 if none came.
 async fn runtime_bundle(
-    query: HashMap<String, String>,
+    query: BundleQuery,
     auth: Option<String>,
     state: Arc<ServiceState>,
 ) -> Reply {
@@ -337,30 +327,25 @@ async fn runtime_bundle(
         Ok(who) => who,
         Err(reply) => return reply,
     };
-    let Some(namespace) = query.get("namespace").filter(|n| !n.is_empty()) else {
-        return json_error(StatusCode::BAD_REQUEST, "namespace is required");
+    let max_wait = Duration::from_secs(state.settings.max_wait_secs);
+    let request = match query.parse(max_wait) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     if let Reporter::Workload(workload) = &who {
-        if workload.namespace != *namespace {
-            return forbidden_for(workload, namespace, "*");
+        if workload.namespace != request.namespace {
+            return forbidden_for(workload, &request.namespace, "*");
         }
     }
-    let labels = match parse_labels(query.get("labels").map_or("", String::as_str)) {
-        Ok(l) => l,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let wait = match query.get("wait").map(|w| w.parse::<u64>()) {
-        None => 0,
-        Some(Ok(w)) => w.min(state.settings.max_wait_secs),
-        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "wait must be whole seconds"),
-    };
-    let known = query.get("etag").cloned().unwrap_or_default();
     let mut changes = state.policies.subscribe();
     let mut stopping = state.stopping.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let deadline = tokio::time::Instant::now() + request.wait;
     loop {
-        let bundle = state.policies.current().runtime_bundle(namespace, &labels);
-        if bundle.etag != known {
+        let bundle = state
+            .policies
+            .current()
+            .runtime_bundle(&request.namespace, &request.labels);
+        if bundle.etag != request.etag {
             return ok(&bundle);
         }
         if *stopping.borrow() {
@@ -393,7 +378,7 @@ async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceSta
         }
     };
     if let Err(problem) = check_batch(&batch, state.settings.max_batch_events) {
-        return json_error(StatusCode::BAD_REQUEST, &problem);
+        return json_error(StatusCode::BAD_REQUEST, &problem.to_string());
     }
     if let Reporter::Workload(w) = &caller {
         if !w.may_report_for(&batch.pod.namespace, &batch.pod.name) {
@@ -452,72 +437,50 @@ async fn record_heartbeat(auth: Option<String>, body: Bytes, state: Arc<ServiceS
     }
 }
 
-async fn list_agents(auth: Option<String>, state: Arc<ServiceState>) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
-    }
+async fn list_agents(state: Arc<ServiceState>) -> Reply {
     match state.store.agents().await {
         Ok(agents) => ok(&agents),
         Err(e) => internal(e),
     }
 }
 
-fn check_batch(batch: &ReportBatch, max_events: usize) -> Result<(), String> {
-    if batch.pod.namespace.is_empty() || batch.pod.name.is_empty() {
-        return Err("pod.namespace and pod.name are required".into());
-    }
-    if batch.events.len() > max_events {
-        return Err(format!(
-            "{} events in one batch; the limit is {max_events}",
-            batch.events.len()
-        ));
-    }
-    for (i, e) in batch.events.iter().enumerate() {
-        if e.id.is_empty() || e.id.len() > 128 {
-            return Err(format!("events[{i}].id must be 1..=128 characters"));
-        }
-    }
-    Ok(())
+/// Why a report batch is refused as a whole.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum BatchError {
+    #[error("pod.namespace and pod.name are required")]
+    NoPod,
+    #[error("{count} events in one batch; the limit is {limit}")]
+    TooMany { count: usize, limit: usize },
+    #[error("events[{0}].id must be 1..=128 characters")]
+    BadId(usize),
 }
 
-async fn query_events(
-    query: HashMap<String, String>,
-    auth: Option<String>,
-    state: Arc<ServiceState>,
-) -> Reply {
-    if !state.tokens.allows(auth.as_deref(), Role::Admin) {
-        return unauthorized();
+fn check_batch(batch: &ReportBatch, max_events: usize) -> Result<(), BatchError> {
+    if batch.pod.namespace.is_empty() || batch.pod.name.is_empty() {
+        return Err(BatchError::NoPod);
     }
-    let number = |key: &str| -> Result<Option<i64>, String> {
-        query
-            .get(key)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| format!("{key} must be an integer (unix milliseconds)"))
-            })
-            .transpose()
-    };
-    let parsed = (|| -> Result<EventQuery, String> {
-        Ok(EventQuery {
-            namespace: query.get("namespace").cloned(),
-            pod: query.get("pod").cloned(),
-            kind: query
-                .get("kind")
-                .map(|k| {
-                    EventKind::parse(k)
-                        .ok_or_else(|| format!("kind {k:?} must be drift, behavior or agent"))
-                })
-                .transpose()?,
-            since_ms: number("since")?,
-            until_ms: number("until")?,
-            limit: number("limit")?.unwrap_or(100),
-        })
-    })();
-    match parsed {
+    if batch.events.len() > max_events {
+        return Err(BatchError::TooMany {
+            count: batch.events.len(),
+            limit: max_events,
+        });
+    }
+    match batch
+        .events
+        .iter()
+        .position(|e| e.id.is_empty() || e.id.len() > 128)
+    {
+        Some(i) => Err(BatchError::BadId(i)),
+        None => Ok(()),
+    }
+}
+
+async fn query_events(query: EventsQuery, state: Arc<ServiceState>) -> Reply {
+    match query.parse() {
         Ok(q) => match state.store.query_events(&q).await {
             Ok(events) => ok(&events),
             Err(e) => internal(e),
         },
-        Err(problem) => json_error(StatusCode::BAD_REQUEST, &problem),
+        Err(problem) => json_error(StatusCode::BAD_REQUEST, &problem.to_string()),
     }
 }

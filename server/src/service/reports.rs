@@ -105,22 +105,32 @@ pub async fn publish_loop(client: kube::Client, store: Store, every: Duration) {
     }
 }
 
-async fn publish(client: &kube::Client, store: &Store, namespace: &str) -> Result<(), String> {
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("reading events: {0}")]
+    Store(#[from] crate::db::StoreError),
+    #[error("applying the PolicyReport: {0}")]
+    Api(#[from] kube::Error),
+}
+
+async fn publish(
+    client: &kube::Client,
+    store: &Store,
+    namespace: &str,
+) -> Result<(), PublishError> {
     let events = store
         .query_events(&EventQuery {
             namespace: Some(namespace.to_string()),
             limit: RESULTS_PER_REPORT,
             ..Default::default()
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let report = report_for(namespace, &events);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource());
     let params = PatchParams::apply("palisade").force();
     api.patch(REPORT_NAME, &params, &Patch::Apply(&report))
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,6 +42,10 @@ pub async fn sync_loop(
             }
             Err(e) => tracing::warn!(error = %e, "cannot check enforcer heartbeats"),
         }
+        match store.agent_totals().await {
+            Ok(totals) => metrics.set_agents(&totals),
+            Err(e) => tracing::warn!(error = %e, "cannot count enforcers"),
+        }
         match store.change_marker().await {
             Ok(marker) if Some(marker) == seen => {}
             Ok(marker) => match sync_once(&store, &policies, &metrics).await {

@@ -23,12 +23,28 @@ pub fn resource() -> ApiResource {
     }
 }
 
+/// Why a RuntimePolicy resource defines no policy.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    #[error("RuntimePolicy {name:?}: spec: {source}")]
+    Spec {
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] palisade_common::policy::InvalidPolicy),
+}
+
 /// The policy a resource defines, or why it does not define one.
-pub fn to_policy(object: &DynamicObject) -> Result<PolicyDocument, String> {
+pub fn to_policy(object: &DynamicObject) -> Result<PolicyDocument, CrdError> {
     let name = object.metadata.name.clone().unwrap_or_default();
-    let spec: PolicySpec =
-        serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())
-            .map_err(|e| format!("RuntimePolicy {name:?}: spec: {e}"))?;
+    let spec: PolicySpec = serde_json::from_value(
+        object.data.get("spec").cloned().unwrap_or_default(),
+    )
+    .map_err(|source| CrdError::Spec {
+        name: name.clone(),
+        source,
+    })?;
     let doc = PolicyDocument {
         api_version: API_VERSION.into(),
         kind: KIND.into(),
@@ -39,7 +55,7 @@ pub fn to_policy(object: &DynamicObject) -> Result<PolicyDocument, String> {
         },
         spec,
     };
-    doc.validate().map_err(|e| e.to_string())?;
+    doc.validate()?;
     Ok(doc)
 }
 
@@ -104,7 +120,9 @@ mod tests {
         .unwrap();
         assert_eq!(doc.metadata.name, "no-latest");
         assert_eq!(doc.spec.admission.disallowed_tags, ["latest"]);
-        let err = to_policy(&object(serde_json::json!({"mode": "sometimes"}))).unwrap_err();
+        let err = to_policy(&object(serde_json::json!({"mode": "sometimes"})))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("no-latest") && err.contains("sometimes"),
             "{err}"
