@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("mutate/{name}"), |b| {
             b.iter(|| {
                 let req = admission::decode(black_box(body)).unwrap();
-                admission::encode(&webhook.mutate(&req).0)
+                admission::encode(&webhook.mutate(&req, &policies).0)
             })
         });
         c.bench_function(&format!("validate/{name}"), |b| {

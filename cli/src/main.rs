@@ -40,6 +40,13 @@ enum Command {
         file: String,
         #[arg(long, env = "PALISADE_CONFIG")]
         config: Option<PathBuf>,
+        /// Policies to consult for prevention (`runtime.prevent`); without
+        /// them apps are not confined.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Namespace for objects that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
     /// Check manifests against policies; exits 1 on enforce violations.
     Check {
@@ -138,13 +145,23 @@ async fn main() -> anyhow::Result<()> {
     });
     match command {
         Command::Serve { config } => serve(config).await,
-        Command::Inject { file, config } => {
+        Command::Inject {
+            file,
+            config,
+            policies,
+            namespace,
+        } => {
             let settings = load_settings(config.as_deref())?;
-            print!(
-                "{}",
-                offline::inject(&read_input(&file)?, &settings)
-                    .with_context(|| format!("injecting {file}"))?
-            );
+            let policies = policies
+                .map(|dir| {
+                    PolicySet::load_dir(&dir)
+                        .with_context(|| format!("loading policies from {}", dir.display()))
+                })
+                .transpose()?;
+            let text = read_input(&file)?;
+            let injected = offline::inject(&text, &settings, policies.as_ref(), &namespace)
+                .with_context(|| format!("injecting {file}"))?;
+            print!("{injected}");
             Ok(())
         }
         Command::Check {

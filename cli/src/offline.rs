@@ -61,16 +61,30 @@ fn describe(object: &Value) -> (String, String, Option<template::TemplateLocatio
 }
 
 /// The manifests with the enforcer injected into every pod template;
-/// other objects pass through unchanged.
-pub fn inject(text: &str, settings: &Settings) -> Result<String, OfflineError> {
+/// other objects pass through unchanged. With `policies`, those asking
+/// for prevention that select an object (in its namespace, else
+/// `namespace`) confine its apps.
+pub fn inject(
+    text: &str,
+    settings: &Settings,
+    policies: Option<&PolicySet>,
+    namespace: &str,
+) -> Result<String, OfflineError> {
     let injector = palisade_engine::admission::mutate::Injector::new(&settings.injection);
     let mut docs = Vec::new();
     for (index, mut object) in objects(text)? {
         let (kind, name, location) = describe(&object);
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace)
+            .to_string();
         if let Some(location) = location {
             if let Some(template) = object.pointer_mut(location.pointer) {
                 injector
-                    .inject(template)
+                    .inject(template, |labels| {
+                        policies.and_then(|p| p.launch_policy(&namespace, labels))
+                    })
                     .map_err(|e| OfflineError::Object {
                         index,
                         kind: kind.clone(),
@@ -171,7 +185,7 @@ spec:
 
     #[test]
     fn injects_every_pod_template_and_keeps_other_objects() {
-        let out = inject(MANIFESTS, &Settings::default()).unwrap();
+        let out = inject(MANIFESTS, &Settings::default(), None, "default").unwrap();
         let docs: Vec<Value> = split_yaml_documents(&out)
             .into_iter()
             .map(|d| serde_yaml::from_str(d).unwrap())
@@ -193,7 +207,10 @@ spec:
         assert_eq!(names(&job["initContainers"]), ["palisade-enforcer"]);
         assert_eq!(job["initContainers"][0]["restartPolicy"], "Always");
         // Injecting the output again changes nothing.
-        assert_eq!(inject(&out, &Settings::default()).unwrap(), out);
+        assert_eq!(
+            inject(&out, &Settings::default(), None, "default").unwrap(),
+            out
+        );
     }
 
     #[test]
@@ -223,7 +240,7 @@ spec:
 
     #[test]
     fn bad_yaml_names_the_document() {
-        let err = inject("a: 1\n---\nb: [\n", &Settings::default())
+        let err = inject("a: 1\n---\nb: [\n", &Settings::default(), None, "default")
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("document 1"), "{err}");

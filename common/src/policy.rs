@@ -195,6 +195,20 @@ pub struct RuntimeRules {
     /// Directories watched for new executable files.
     #[serde(default = "default_watched_paths")]
     pub watched_paths: Vec<String>,
+    /// Prevent as well as detect: app containers start under
+    /// `palisade-launch`, which confines them with Landlock (execution only
+    /// from program directories, no writes there, no signals or ptrace to
+    /// the enforcer; TCP allow-lists under `enforce`). Opt-in.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prevent: bool,
+    /// Program directories of the image beyond `/bin`, `/sbin`, `/usr`,
+    /// `/lib`, `/lib64` (and the directory of the container's command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program_dirs: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for RuntimeRules {
@@ -206,6 +220,8 @@ impl Default for RuntimeRules {
             allowed_listen_ports: Vec::new(),
             egress_allow: Vec::new(),
             watched_paths: default_watched_paths(),
+            prevent: false,
+            program_dirs: Vec::new(),
         }
     }
 }
@@ -272,6 +288,11 @@ impl PolicyDocument {
                     problems.push(format!(
                         "spec.runtime.watchedPaths[{i}]: {path:?} must be absolute"
                     ));
+                }
+            }
+            for (i, path) in runtime.program_dirs.iter().enumerate() {
+                if let Err(problem) = crate::launch::check_program_dir(path) {
+                    problems.push(format!("spec.runtime.programDirs[{i}]: {problem}"));
                 }
             }
         }

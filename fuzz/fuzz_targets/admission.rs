@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use palisade_common::launch::LaunchPolicy;
 use palisade_engine::admission::mutate::PodShape;
 use palisade_engine::admission::{self, Webhook};
 use palisade_engine::settings::Settings;
@@ -31,18 +32,28 @@ fuzz_target!(|data: &[u8]| {
     let webhook = webhook();
     let Ok(req) = admission::decode(data) else { return };
     let _ = admission::encode(&webhook.validate(&req, policies()).0);
-    let _ = admission::encode(&webhook.mutate(&req).0);
+    let _ = admission::encode(&webhook.mutate(&req, policies()).0);
     let Some(text) = req.object.as_ref().map(|o| o.get()) else { return };
     let Ok(mut object) = serde_json::from_str::<Value>(text) else { return };
     let Ok(mutation) = webhook.injector().plan_json(text) else { return };
     let patch = mutation.patch_json();
-    let from_value = PodShape::from_value(&object).and_then(|pod| webhook.injector().plan(&pod));
+    let from_value = PodShape::from_value(&object).and_then(|pod| webhook.injector().plan(&pod, None));
     let from_value = from_value.expect("a pod planned from its text plans from its value");
     assert_eq!(from_value.patch_json(), patch, "text and value plans differ");
     let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the plan is a JSON patch");
+    let mut prevented = object.clone();
     json_patch::patch(&mut object, &patch).expect("the mutation patch applies to its object");
     let again = PodShape::from_value(&object)
-        .and_then(|pod| webhook.injector().plan(&pod))
+        .and_then(|pod| webhook.injector().plan(&pod, None))
         .expect("a mutated pod mutates again");
+    assert!(again.ops.is_empty(), "second pass must not patch: {:?}", again.ops);
+    // With prevention on: applies, and a second pass changes nothing.
+    let launch = LaunchPolicy::default();
+    let plan = |pod: &Value| {
+        PodShape::from_value(pod).and_then(|shape| webhook.injector().plan(&shape, Some(&launch)))
+    };
+    let first = plan(&prevented).expect("a pod that plans without prevention plans with it");
+    first.apply(&mut prevented).expect("the prevention patch applies");
+    let again = plan(&prevented).expect("a confined pod plans again");
     assert!(again.ops.is_empty(), "second pass must not patch: {:?}", again.ops);
 });

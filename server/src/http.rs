@@ -113,15 +113,17 @@ fn handle_review(endpoint: Endpoint, body: &[u8], state: &AppState) -> Response<
                 dry_run = req.dry_run,
             );
             let _entered = span.enter();
+            let policies = state.policies.current();
             let (response, outcome) = if endpoint == Endpoint::Mutate {
-                let (response, outcome, injection) = state.webhook.mutate_explained(&req);
+                let (response, outcome, injection) =
+                    state.webhook.mutate_explained(&req, &policies);
                 // Dry runs change nothing, so they count as no injection.
                 if let Some(injection) = injection.filter(|_| !req.dry_run) {
                     state.metrics.count_injection(&injection);
                 }
                 (response, outcome)
             } else {
-                state.webhook.validate(&req, &state.policies.current())
+                state.webhook.validate(&req, &policies)
             };
             state.metrics.count(endpoint, outcome);
             match outcome {

@@ -438,6 +438,76 @@ reports_are_spooled_through_a_policy_service_outage() {
   ((seen < back)) || fail "the event was made at $seen, after the service came back at $back"
 }
 
+# The attack runs from the app's own process tree (as code injected into the
+# app would), not through kubectl exec: exec'd processes start outside the
+# sandbox (and need pods/exec rights).
+PREVENT_PROBE='mkdir -p /tmp/x && cp /bin/busybox /tmp/x/busybox
+if /tmp/x/busybox true 2>/dev/null; then echo "probe exec-from-tmp=allowed"; else echo "probe exec-from-tmp=denied"; fi
+for p in /proc/[0-9]*; do
+  case "$(cat $p/comm 2>/dev/null)" in palisade-enf*)
+    if kill -STOP ${p#/proc/} 2>/dev/null; then echo "probe stop-enforcer=allowed"; kill -CONT ${p#/proc/}; else echo "probe stop-enforcer=denied"; fi
+  esac
+done
+if ls /bin >/dev/null && wc -l /etc/passwd >/dev/null; then echo "probe image-programs=run"; fi
+trap "exit 0" TERM; while true; do sleep 1; done'
+
+prevention_confines_the_app_in_a_running_pod() {
+  new_namespace vault palisade.dev/inject=enabled pod-security.kubernetes.io/enforce=restricted
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: vault-prevent}
+spec:
+  mode: audit
+  selector: {namespaces: [vault]}
+  runtime: {prevent: true}
+YAML
+  # Both admission replicas watch RuntimePolicies: wait until pods are
+  # planned confined (server-side dry runs go through the webhooks).
+  wait_for "admission confining pods in vault" 60 bash -c '
+    for i in 1 2 3 4 5 6; do
+      kubectl run probe -n vault --image=palisade.test/app:e2e --image-pull-policy=Never --dry-run=server -o json \
+        --overrides="{\"spec\":{\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"probe\",\"image\":\"palisade.test/app:e2e\",\"command\":[\"/bin/sleep\",\"1\"],\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}" \
+        | jq -e ".spec.containers[0].command[0] == \"/palisade/launch/palisade-launch\"" >/dev/null || exit 1
+    done' || fail "pods in vault are not confined at admission"
+  { app_deployment vault-app | sed '/^          command:/,$d'
+    echo "          command:"
+    echo "            - /bin/sh"
+    echo "            - -c"
+    echo "            - |"
+    sed 's/^/              /' <<<"$PREVENT_PROBE"
+    app_deployment vault-app | sed -n '/^          securityContext:/,$p'
+  } | kubectl apply -n vault -f - >/dev/null
+  kubectl rollout status deploy/vault-app -n vault --timeout=120s >/dev/null || fail "confined app did not start"
+  local pod logs
+  pod=$(app_pod vault vault-app)
+  [[ $(jp "pod/$pod" vault '{.spec.initContainers[0].name}') == palisade-launch-install ]] || fail "no install step"
+  jp "pod/$pod" vault '{.metadata.annotations.palisade\.dev/status}' | jq -e '.prevention.confined == ["app"]' >/dev/null \
+    || fail "status: $(jp "pod/$pod" vault '{.metadata.annotations.palisade\.dev/status}')"
+  wait_for "the probe's results" 30 bash -c "kubectl logs -n vault $pod -c app | grep -q image-programs=run" \
+    || fail "probe did not finish: $(kubectl logs -n vault "$pod" -c app | tail -5)"
+  logs=$(kubectl logs -n vault "$pod" -c app)
+  # The launcher's coverage report: what the kernel and the runtime's
+  # seccomp profile let it enforce.
+  local coverage
+  coverage=$(grep -m1 '"event":"palisade-launch/coverage"' <<<"$logs") || fail "no coverage report in: $logs"
+  echo "    coverage: $(jq -c '{level, landlock, enforced, notEnforced: [.notEnforced[].protection]}' <<<"$coverage")"
+  grep '^probe ' <<<"$logs" | sed 's/^/    /'
+  if jq -e '.enforced | index("execOnlyFromProgramDirs")' <<<"$coverage" >/dev/null; then
+    grep -q 'probe exec-from-tmp=denied' <<<"$logs" || fail "a copy in /tmp ran although the launcher reports execution confined"
+    result "node: under RuntimeDefault seccomp, a binary the app copies to /tmp does not run (Landlock)"
+  else
+    fail "execution is not confined in a running Pod: $coverage"
+  fi
+  if jq -e '.enforced | index("signalScoped")' <<<"$coverage" >/dev/null; then
+    grep -q 'probe stop-enforcer=denied' <<<"$logs" || fail "the app stopped its enforcer although signals are scoped"
+    result "node: the app (same UID) cannot SIGSTOP its enforcer (Landlock signal scoping)"
+  fi
+  grep -q 'probe image-programs=run' <<<"$logs" || fail "image programs did not run"
+  # And the enforcer still watches: its started report names the pod.
+  wait_event "namespace=vault&pod=$pod&kind=agent" '.rule == "agent/started"' 60 >/dev/null
+}
+
 # ---------------------------------------------------------------- main
 PALISADE_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 for img in palisade palisade-enforcer; do
@@ -467,6 +537,7 @@ run_case a_job_completes_with_the_native_sidecar
 run_case enforcer_footprint_in_a_running_pod
 run_case reports_are_spooled_through_a_policy_service_outage
 run_case webhook_restarts_do_not_deadlock
+run_case prevention_confines_the_app_in_a_running_pod
 
 echo
 echo "node suite: $PASSED passed, ${#FAILED[@]} failed ${FAILED[*]:-}"

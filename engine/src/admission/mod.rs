@@ -123,14 +123,20 @@ impl Webhook {
     }
 
     /// `/mutate`: inject the enforcer into Pods being created.
-    pub fn mutate(&self, req: &Request) -> (Response, Outcome) {
-        let (response, outcome, _) = self.mutate_explained(req);
+    /// `policies` decide whether the pod's apps start confined
+    /// (`runtime.prevent`).
+    pub fn mutate(&self, req: &Request, policies: &PolicySet) -> (Response, Outcome) {
+        let (response, outcome, _) = self.mutate_explained(req, policies);
         (response, outcome)
     }
 
     /// Like [`Webhook::mutate`], with what the injector decided (for the
     /// injection metrics); `None` when it did not look at the pod.
-    pub fn mutate_explained(&self, req: &Request) -> (Response, Outcome, Option<mutate::Outcome>) {
+    pub fn mutate_explained(
+        &self,
+        req: &Request,
+        policies: &PolicySet,
+    ) -> (Response, Outcome, Option<mutate::Outcome>) {
         let allow = Response::allow(req);
         let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
         if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
@@ -143,7 +149,12 @@ impl Webhook {
             let (response, outcome) = no_object(allow);
             return (response, outcome, None);
         };
-        let mutation = match self.injector.plan_json(object) {
+        let planned = mutate::PodShape::from_json(object).and_then(|pod| {
+            let namespace = req.namespace.as_deref().unwrap_or_default();
+            let launch = policies.launch_policy(namespace, pod.labels());
+            self.injector.plan(&pod, launch.as_ref())
+        });
+        let mutation = match planned {
             Ok(mutation) => mutation,
             Err(mutate::MutateError::Impostor(e)) => {
                 let message = format!("denied by Palisade: {e}");
@@ -310,7 +321,9 @@ impl Webhook {
         } else {
             let mut copy = template.clone();
             self.injector
-                .inject(&mut copy)
+                .inject(&mut copy, |labels| {
+                    policies.launch_policy(namespace, labels)
+                })
                 .map_err(|e| format!("{}: {e}", location.field_prefix))?;
             effective = copy;
             &effective

@@ -39,12 +39,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Value};
 
+use palisade_common::launch::LaunchPolicy;
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION, STATUS_ANNOTATION};
 
 use super::enforcer::{Claim, EnforcerIdentity, ImpostorError};
 use super::reason::{DegradeReason, SkipReason};
 use crate::quantity::{is_valid_quantity, Quantity};
 use crate::settings::{InjectionSettings, PullPolicy, ResourceDefaults};
+
+mod prevent;
+
+pub use prevent::{Prevention, Unconfined, INSTALL_CONTAINER, LAUNCH_VOLUME};
 
 /// Volume the enforcer keeps its policy cache and report spool in.
 pub const STATE_VOLUME: &str = "palisade-enforcer-state";
@@ -136,6 +141,8 @@ pub struct PodShape {
 struct MetadataShape {
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +184,10 @@ struct ContainerShape {
     security_context: Option<SecurityContextShape>,
     #[serde(default)]
     volume_mounts: Option<Vec<NamedShape>>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<NamedShape>>,
 }
 
 /// Quantities stay JSON values: the apiserver sends strings, but a number
@@ -227,6 +238,15 @@ impl PodShape {
             Some(_) => Ok(self),
             None => Err(MutateError::NotAnObject("spec")),
         }
+    }
+
+    /// The pod's labels (they select policies).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .unwrap_or(&NONE)
     }
 
     fn annotation(&self, key: &str) -> Option<&str> {
@@ -572,6 +592,8 @@ struct Status<'a> {
     skipped: Option<SkipReason>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     degraded: &'a [DegradeReason],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prevention: Option<&'a Prevention>,
 }
 
 /// A volume the enforcer mounts: its base name, definition (without the
@@ -628,16 +650,24 @@ impl Injector {
         &self.settings
     }
 
-    /// Plans the mutation of the object given as JSON text (the webhook).
+    /// Plans the mutation of the object given as JSON text, without
+    /// prevention (see [`Injector::plan`] for it).
     pub fn plan_json(&self, object: &str) -> Result<Mutation, MutateError> {
-        self.plan(&PodShape::from_json(object)?)
+        self.plan(&PodShape::from_json(object)?, None)
     }
 
     /// Injects the enforcer and defaults resources in `pod`, in place (the
-    /// offline commands, and workload templates judged as their pods).
-    pub fn inject(&self, pod: &mut Value) -> Result<Outcome, MutateError> {
+    /// offline commands, and workload templates judged as their pods);
+    /// `launch` from the policies selecting the pod's labels turns on
+    /// prevention.
+    pub fn inject(
+        &self,
+        pod: &mut Value,
+        launch: impl FnOnce(&BTreeMap<String, String>) -> Option<LaunchPolicy>,
+    ) -> Result<Outcome, MutateError> {
         let shape = PodShape::from_value(pod)?;
-        let mutation = self.plan(&shape)?;
+        let launch = launch(shape.labels());
+        let mutation = self.plan(&shape, launch.as_ref())?;
         mutation.apply(pod)?;
         Ok(mutation.outcome)
     }
@@ -667,7 +697,14 @@ impl Injector {
     /// Skipped pods (see [`skip_reason`]) get resource defaults and the
     /// status annotation only: defaults apply to every pod, as
     /// LimitRanger's would.
-    pub fn plan(&self, pod: &PodShape) -> Result<Mutation, MutateError> {
+    ///
+    /// With `launch` (policies asking for prevention select the pod), app
+    /// containers start confined by `palisade-launch` (see `prevent`).
+    pub fn plan(
+        &self,
+        pod: &PodShape,
+        launch: Option<&LaunchPolicy>,
+    ) -> Result<Mutation, MutateError> {
         let enforcer = self.find_enforcer(pod)?;
         let mut ops = Vec::new();
         let defaulted = self.default_container_resources(pod, &mut ops);
@@ -678,6 +715,7 @@ impl Injector {
                 native: None,
                 skipped: Some(reason),
                 degraded: &[],
+                prevention: None,
             };
             self.add_status(pod, &status, &mut ops);
             return Ok(Mutation {
@@ -685,10 +723,17 @@ impl Injector {
                 outcome: Outcome::Skipped { reason, defaulted },
             });
         }
+        let run_as = pod
+            .app_identity()
+            .unwrap_or((self.settings.default_run_as_user, None));
         match enforcer {
-            None => self.add_enforcer(pod, &mut ops)?,
+            None => self.add_enforcer(pod, run_as, &mut ops)?,
             Some(enforcer) => self.restore_volumes(pod, enforcer, &mut ops),
         }
+        let prevention = match launch {
+            Some(launch) => Some(self.add_prevention(pod, launch, run_as, &mut ops)?),
+            None => None,
+        };
         let mut degraded = Vec::new();
         match pod.spec().share_process_namespace {
             Some(true) => {}
@@ -707,6 +752,7 @@ impl Injector {
             native: Some(self.settings.native_sidecar),
             skipped: None,
             degraded: &degraded,
+            prevention: prevention.as_ref(),
         };
         self.add_status(pod, &status, &mut ops);
         Ok(Mutation {
@@ -807,10 +853,12 @@ impl Injector {
         defaulted
     }
 
-    fn add_enforcer(&self, pod: &PodShape, ops: &mut Vec<AddOp>) -> Result<(), MutateError> {
-        let (run_as_user, run_as_group) = pod
-            .app_identity()
-            .unwrap_or((self.settings.default_run_as_user, None));
+    fn add_enforcer(
+        &self,
+        pod: &PodShape,
+        (run_as_user, run_as_group): (i64, Option<i64>),
+        ops: &mut Vec<AddOp>,
+    ) -> Result<(), MutateError> {
         let settings = &self.settings;
         let resources = sidecar_resources(
             &settings.sidecar_resources,
@@ -1101,7 +1149,7 @@ mod tests {
         pod: &Value,
         settings: &InjectionSettings,
     ) -> Result<(json_patch::Patch, Outcome), MutateError> {
-        let mutation = Injector::new(settings).plan(&PodShape::from_value(pod)?)?;
+        let mutation = Injector::new(settings).plan(&PodShape::from_value(pod)?, None)?;
         let patch = serde_json::from_slice(&mutation.patch_json()).unwrap();
         Ok((patch, mutation.outcome))
     }

@@ -11,11 +11,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use palisade_common::launch::{LaunchPolicy, LAUNCHER_DIR, LAUNCHER_PATH};
 use palisade_common::{ENFORCER_CONTAINER, STATUS_ANNOTATION};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::mutate::{Injector, MutateError, PodShape, API_TOKEN_DIR};
+use super::mutate::{Injector, MutateError, PodShape, API_TOKEN_DIR, INSTALL_CONTAINER};
 use crate::quantity::Quantity;
 use crate::settings::InjectionSettings;
 
@@ -250,10 +251,22 @@ fn container(name: String, volumes: Vec<&'static str>) -> impl Strategy<Value = 
     } else {
         prop::option::of(prop::sample::select(volumes)).boxed()
     };
-    (resources(), mount).prop_map(move |(resources, mount)| {
+    let command = prop::option::of(prop::sample::select(vec![
+        json!(["/pause"]),
+        json!(["/app/bin/server", "--port", "8080"]),
+        json!(["sh", "-c", "exec server"]),
+    ]));
+    let env = prop::option::of(Just(json!([{"name": "MODE", "value": "prod"}])));
+    (resources(), mount, command, env).prop_map(move |(resources, mount, command, env)| {
         let mut c = json!({"name": name, "image": "registry.k8s.io/pause:3.10"});
         if let Some(r) = resources {
             c["resources"] = r;
+        }
+        if let Some(command) = command {
+            c["command"] = command;
+        }
+        if let Some(env) = env {
+            c["env"] = env;
         }
         if let Some(volume) = mount {
             c["volumeMounts"] = json!([{"name": volume, "mountPath": "/data"}]);
@@ -412,11 +425,16 @@ proptest! {
     })]
 
     #[test]
-    fn every_patched_pod_is_one_the_apiserver_accepts(pod in pod(), settings in settings()) {
+    fn every_patched_pod_is_one_the_apiserver_accepts(
+        pod in pod(),
+        settings in settings(),
+        prevent in any::<bool>(),
+    ) {
         prop_assume!(input_is_valid(&pod));
         let injector = Injector::new(&settings);
         let shape = PodShape::from_value(&pod).unwrap();
-        let mutation = match injector.plan(&shape) {
+        let launch = prevent.then(LaunchPolicy::default);
+        let mutation = match injector.plan(&shape, launch.as_ref()) {
             Ok(mutation) => mutation,
             Err(MutateError::ConflictingOverrides { .. }) => {
                 prop_assert!(overrides_conflict(&pod));
@@ -474,8 +492,22 @@ proptest! {
             }
         }
 
+        // Prevention: every app container with a command starts under the
+        // launcher, installed by the first init container.
+        if prevent && !skipped(&mutation.outcome) {
+            prop_assert_eq!(&out["spec"]["initContainers"][0]["name"], INSTALL_CONTAINER);
+            for c in out["spec"]["containers"].as_array().unwrap() {
+                if c["name"] == ENFORCER_CONTAINER || c["command"].is_null() {
+                    continue;
+                }
+                prop_assert_eq!(&c["command"][0], LAUNCHER_PATH);
+                prop_assert!(c["volumeMounts"].as_array().unwrap().iter()
+                    .any(|m| m["mountPath"] == LAUNCHER_DIR && m["readOnly"] == true), "{c}");
+            }
+        }
+
         // Idempotent: a second pass plans nothing.
-        let again = injector.plan(&PodShape::from_value(&out).unwrap()).unwrap();
+        let again = injector.plan(&PodShape::from_value(&out).unwrap(), launch.as_ref()).unwrap();
         prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
     }
 }
@@ -562,7 +594,9 @@ fn generated_pods_for_the_e2e_suite_are_valid_and_patch_into_valid_pods() {
         pod.as_object_mut().unwrap().remove("apiVersion");
         pod.as_object_mut().unwrap().remove("kind");
         assert!(input_is_valid(&pod), "{pod:#}");
-        let mutation = injector.plan(&PodShape::from_value(&pod).unwrap()).unwrap();
+        let mutation = injector
+            .plan(&PodShape::from_value(&pod).unwrap(), None)
+            .unwrap();
         mutation.apply(&mut pod).unwrap();
         let problems = apiserver_problems(&pod);
         assert!(problems.is_empty(), "{problems:?}\n{pod:#}");

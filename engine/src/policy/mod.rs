@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use palisade_common::launch::LaunchPolicy;
 use palisade_common::path::{FieldPath, FieldSet};
-use palisade_common::policy::{Mode, PolicyDocument};
+use palisade_common::policy::{Mode, PolicyDocument, RuntimeRules};
 use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
 use pod::PodSpec;
@@ -22,6 +23,30 @@ use sha2::{Digest, Sha256};
 use custom::CompiledRule;
 
 use crate::admission::reason::SkipReason;
+
+/// What every list allows, where an empty list allows everything. Lists
+/// with nothing in common cannot be expressed (empty means "any"), so the
+/// shortest one is kept.
+fn allowed_by_all<'a, T: Clone + PartialEq + 'a>(lists: impl Iterator<Item = &'a [T]>) -> Vec<T> {
+    let lists: Vec<&[T]> = lists.filter(|l| !l.is_empty()).collect();
+    let Some(first) = lists.first() else {
+        return Vec::new();
+    };
+    let common: Vec<T> = first
+        .iter()
+        .filter(|x| lists.iter().all(|l| l.contains(x)))
+        .cloned()
+        .collect();
+    if common.is_empty() {
+        lists
+            .iter()
+            .min_by_key(|l| l.len())
+            .map(|l| l.to_vec())
+            .unwrap_or_default()
+    } else {
+        common
+    }
+}
 
 /// A broken rule, relative to the pod template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +322,48 @@ impl PolicySet {
         let canonical = serde_json::to_vec(&policies).unwrap_or_default();
         let etag = hex::encode(&Sha256::digest(&canonical)[..16]);
         RuntimeBundle { etag, policies }
+    }
+
+    /// The launch policy for a pod the policies with `runtime.prevent`
+    /// select; `None` when none does. Policies add up: program
+    /// directories are the union; network allow-lists come from enforcing
+    /// policies only, and where several give one, only what all allow.
+    pub fn launch_policy(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<LaunchPolicy> {
+        let preventing: Vec<(Mode, &RuntimeRules)> = self
+            .policies
+            .iter()
+            .filter(|p| p.doc.spec.selector.matches(namespace, labels))
+            .filter_map(|p| {
+                let rules = p.doc.spec.runtime.as_ref()?;
+                rules.prevent.then_some((p.doc.spec.mode, rules))
+            })
+            .collect();
+        if preventing.is_empty() {
+            return None;
+        }
+        let mut policy = LaunchPolicy::default();
+        for (_, rules) in &preventing {
+            for dir in &rules.program_dirs {
+                let dir = PathBuf::from(dir);
+                if !policy.program_dirs.contains(&dir) {
+                    policy.program_dirs.push(dir);
+                }
+            }
+        }
+        let enforcing: Vec<&RuntimeRules> = preventing
+            .iter()
+            .filter(|(mode, _)| *mode == Mode::Enforce)
+            .map(|(_, rules)| *rules)
+            .collect();
+        policy.enforce_network = !enforcing.is_empty();
+        policy.allowed_listen_ports =
+            allowed_by_all(enforcing.iter().map(|r| r.allowed_listen_ports.as_slice()));
+        policy.egress_allow = allowed_by_all(enforcing.iter().map(|r| r.egress_allow.as_slice()));
+        Some(policy)
     }
 
     /// All violations of the policies selecting `namespace` and the pod's
