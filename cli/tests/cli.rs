@@ -204,7 +204,8 @@ async fn policy_push_list_delete_and_events_against_a_server() {
 
 /// `palisade inject` against golden files (like Istio's
 /// `testdata/inject/*.yaml.injected`): each `tests/golden/X.yaml` must
-/// inject to exactly `X.yaml.injected`. `PALISADE_UPDATE_GOLDEN=1`
+/// inject to exactly `X.yaml.injected`, with `tests/golden/policies`
+/// consulted for prevention. `PALISADE_UPDATE_GOLDEN=1`
 /// rewrites them; review the diff like any other change.
 #[test]
 fn inject_matches_the_golden_files() {
@@ -219,7 +220,15 @@ fn inject_matches_the_golden_files() {
     assert!(inputs.len() >= 5, "golden inputs in {}", dir.display());
     let mut stale = Vec::new();
     for input in inputs {
-        let out = palisade(&["inject", "-f", input.to_str().unwrap()], None);
+        let policies = dir.join("policies");
+        let args = [
+            "inject",
+            "-f",
+            input.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+        ];
+        let out = palisade(&args, None);
         assert!(
             out.status.success(),
             "{}: {}",

@@ -499,7 +499,8 @@ pod_shapes() {
 
   # The property test's generated pods (hostPID, Windows, process namespace
   # choices, pod-level resources, request-only containers, colliding volume
-  # names, override annotations, init containers), all through the apiserver.
+  # names, override annotations, init containers, commands; every other one
+  # under a prevention policy), all through the apiserver.
   local generated="$ROOT/tests/fixtures/admission/generated-pods.json"
   kubectl create -n e2e-shapes --dry-run=server -o json -f "$generated" >"$WORK/generated.out" 2>"$WORK/generated.err" \
     || fail "generated pods refused: $(grep -v '^Warning' "$WORK/generated.err" | head -5)"
@@ -510,6 +511,17 @@ pod_shapes() {
         | ([.spec.initContainers[]?.name] | index("palisade-enforcer")) as $enforcer
         | if $status.skipped then $enforcer == null else $enforcer != null end)' \
     "$WORK/generated.out" >/dev/null || fail "generated pods not injected as their status says"
+  # Those the prevention policy selects start their commands under the
+  # launcher, installed by the first init container.
+  jq -s -e '
+    [.[] | if .kind == "List" then .items[] else . end
+     | select(.metadata.labels["palisade.dev/e2e-prevent"] == "true")
+     | select((.metadata.annotations["palisade.dev/status"] | fromjson).skipped | not)] as $confined
+    | ($confined | length) > 5 and all($confined[];
+        .spec.initContainers[0].name == "palisade-launch-install"
+        and all(.spec.containers[] | select(.command != null and .name != "palisade-enforcer");
+                .command[0] == "/palisade/launch/palisade-launch"))' \
+    "$WORK/generated.out" >/dev/null || fail "generated pods under the prevention policy are not confined"
 }
 
 case_a_container_posing_as_the_enforcer_is_denied() {
@@ -604,6 +616,16 @@ case_sigterm_keeps_serving_with_readiness_503_while_draining() {
 echo "work dir: $WORK"
 mkdir -p "$POLICIES"
 cp "$ROOT"/policies/*.yaml "$POLICIES/"
+# Prevention for the generated pods that carry the label (see case shapes).
+cat >"$POLICIES/e2e-prevent.yaml" <<'YAML'
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: e2e-prevent}
+spec:
+  mode: audit
+  selector: {podLabels: {palisade.dev/e2e-prevent: "true"}}
+  runtime: {prevent: true}
+YAML
 start_control_plane
 start_webhook "$POLICIES"
 register_webhooks Fail

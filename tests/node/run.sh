@@ -427,7 +427,13 @@ reports_are_spooled_through_a_policy_service_outage() {
   kubectl scale deploy/palisade-policy -n palisade-system --replicas=1 >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
   # The enforcer retries with a backoff of up to 30 s: allow several rounds.
-  wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 120 >/dev/null
+  # Usually 10 s; one run in several took over two minutes: allow three,
+  # and show both sides' logs if even that is not enough.
+  wait_event "$q" '.message | contains("/tmp/during-outage/busybox")' 180 >/dev/null || {
+    kubectl logs -n shop "$pod" -c palisade-enforcer --tail=30 | sed 's/^/    enforcer: /'
+    kubectl logs -n palisade-system deploy/palisade-policy --tail=30 | sed 's/^/    service: /'
+    fail "spooled events not delivered within 180 s"
+  }
   result "node: events spooled during a policy-service outage delivered $(( ($(now_ms) - back) / 1000 )) s after it was scaled back up (retry backoff up to 30 s)"
   sleep 5 # a retry would land by now
   after=$(events_json "$q" | jq '[.[] | select(.rule == "drift/exec-from-tmp" and (.message | contains("/tmp/during-outage/busybox")))] | length')

@@ -550,7 +550,7 @@ fn the_checker_catches_what_the_apiserver_refuses() {
 
 /// Pods from the generator, kept in the repository so the e2e suite sends
 /// the same shapes through a real apiserver. Regenerate with
-/// `PALISADE_WRITE_GENERATED_PODS=1 cargo test -p palisade-webhook --lib generated_pods`.
+/// `PALISADE_WRITE_GENERATED_PODS=1 cargo test -p palisade-engine --lib generated_pods`.
 const GENERATED_PODS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/admission/generated-pods.json"
@@ -568,6 +568,10 @@ fn generate_pods(count: usize) -> Vec<Value> {
     while pods.len() < count {
         let mut pod = strategy.new_tree(&mut runner).unwrap().current();
         if input_is_valid(&pod) && !overrides_conflict(&pod) {
+            if pods.len() % 2 == 1 {
+                // The e2e suite's prevention policy selects these.
+                pod["metadata"]["labels"]["palisade.dev/e2e-prevent"] = json!("true");
+            }
             pod["metadata"]["name"] = json!(format!("generated-{}", pods.len()));
             pod["apiVersion"] = json!("v1");
             pod["kind"] = json!("Pod");
