@@ -122,6 +122,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
   echo "| --- | ---: |"
   echo "| Report ingestion into SQLite (batches of 100, 4 clients) | $(f "$sqlite_json" events_per_sec) events/s |"
   echo "| Report ingestion into PostgreSQL (batches of 100, 4 clients) | $(f "$pg_json" events_per_sec) events/s |"
+  echo "| Policy pushes during SQLite ingestion (one per 200 ms): succeeded / failed | $(f "$sqlite_json" pushes) / $(f "$sqlite_json" push_failures) |"
+  echo "| Policy push latency during SQLite ingestion: median / slowest | $(f "$sqlite_json" push_p50_ms) / $(f "$sqlite_json" push_max_ms) ms |"
+  echo "| Policy pushes during PostgreSQL ingestion: succeeded / failed | $(f "$pg_json" pushes) / $(f "$pg_json" push_failures) |"
+  echo "| Policy push latency during PostgreSQL ingestion: median / slowest | $(f "$pg_json" push_p50_ms) / $(f "$pg_json" push_max_ms) ms |"
   echo "| Push to $(f "$prop_json" pollers) waiting long-polls: median | $(f "$prop_json" p50_ms) ms |"
   echo "| Push to $(f "$prop_json" pollers) waiting long-polls: last one | $(f "$prop_json" max_ms) ms |"
   echo

@@ -4,7 +4,8 @@
 //!   re-serialises an allowing response ([`palisade_bench::floor_review`]).
 //! - `load`: keep-alive HTTPS load on several endpoints in alternating
 //!   rounds; requests/s and latency percentiles of each.
-//! - `ingest`: report batches into the policy service; events/s.
+//! - `ingest`: report batches into the policy service; events/s, with a
+//!   policy pushed every 200 ms meanwhile (both must succeed under load).
 //! - `propagation`: N enforcer long-polls waiting; one push; time until all
 //!   have the new policy.
 
@@ -372,15 +373,65 @@ async fn ingest(
             Ok::<_, anyhow::Error>(stored)
         }));
     }
+    let pusher = tokio::spawn(push_meanwhile(client.clone(), token.clone(), deadline));
     let mut stored = 0;
     for t in tasks {
         stored += t.await??;
     }
+    let pushes = pusher.await??;
     println!(
-        "{{\"label\":\"{label}\",\"events_per_sec\":{:.0},\"events\":{stored}}}",
-        stored as f64 / seconds as f64
+        "{{\"label\":\"{label}\",\"events_per_sec\":{:.0},\"events\":{stored},\"pushes\":{},\"push_failures\":{},\"push_p50_ms\":{:.1},\"push_max_ms\":{:.1}}}",
+        stored as f64 / seconds as f64,
+        pushes.ok.len(),
+        pushes.failed,
+        pushes.ok.value_at_quantile(0.5) as f64 / 1000.0,
+        pushes.ok.max() as f64 / 1000.0,
     );
     Ok(())
+}
+
+/// Policy pushes made while reports are flowing in.
+struct Pushes {
+    /// Latencies of the pushes that succeeded, in µs.
+    ok: Histogram<u64>,
+    failed: u64,
+}
+
+/// Pushes a new revision of one policy every 200 ms until `deadline`.
+async fn push_meanwhile(
+    client: Client,
+    token: String,
+    deadline: Instant,
+) -> anyhow::Result<Pushes> {
+    let mut sender = client.connect().await?;
+    let mut pushes = Pushes {
+        ok: Histogram::<u64>::new(3)?,
+        failed: 0,
+    };
+    let mut revision = 0u64;
+    while Instant::now() < deadline {
+        revision += 1;
+        let doc = format!(
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: bench-push}}\n\
+             spec:\n  mode: audit\n  selector: {{namespaces: [bench-push]}}\n  runtime: {{deniedProcesses: [tool-{revision}]}}\n"
+        );
+        let request = Request::put("/api/v1/policies")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(doc)))
+            .expect("valid request");
+        let started = Instant::now();
+        match send(&mut sender, request).await {
+            Ok((200, _)) => pushes.ok.record(started.elapsed().as_micros() as u64)?,
+            Ok(_) => pushes.failed += 1,
+            Err(_) => {
+                pushes.failed += 1;
+                sender = client.connect().await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(pushes)
 }
 
 // ------------------------------------------------------------------ propagation

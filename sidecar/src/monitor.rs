@@ -28,7 +28,7 @@ use crate::policy::PolicyHolder;
 use crate::procfs::{self, Proc};
 use crate::report::{now_ms, Reporter};
 use crate::rules::{
-    self, strictest, Action, DeniedBy, ExeIdentity, NotKilled, Rule, SocketRole, Unreadable,
+    self, strictest, Action, ExeIdentity, NotKilled, ProcessVerdict, Rule, SocketRole, Unreadable,
 };
 use crate::sockets::{self, Proto, Socket};
 
@@ -577,43 +577,28 @@ impl Monitor {
             .and_then(|id| self.containers.get(&id))
             .map(|c| c.denied_content.as_slice())
             .unwrap_or_default();
-        let mut denied: Option<(&RuntimePolicy, DeniedBy)> = None;
-        for p in &bundle.policies {
-            if let Some(by) = rules::denied_by(
-                &p.rules.denied_processes,
-                &names,
-                applet,
-                &identity,
-                denied_content,
-            ) {
-                if denied.is_none() || p.mode == Mode::Enforce {
-                    denied = Some((p, by));
-                }
-                if p.mode == Mode::Enforce {
-                    break;
-                }
-            }
-        }
-        if let Some((policy, by)) = denied {
+        let process = rules::ProcessNames {
+            names: &names,
+            applet,
+            identity: &identity,
+            denied_content,
+        };
+        for verdict in rules::judge_process(&bundle.policies, &process) {
+            let rule = verdict.rule();
+            let (policy, message) = match verdict {
+                ProcessVerdict::Denied(policy, by) => (
+                    policy,
+                    format!("denied process {} started ({by})", proc.comm),
+                ),
+                ProcessVerdict::Unexpected(policy) => (
+                    policy,
+                    format!("process {} is not in the allowed list", proc.comm),
+                ),
+            };
             violations.push(Violation {
-                rule: Rule::DeniedProcess,
+                rule,
                 policy,
-                message: format!("denied process {} started ({by})", proc.comm),
-            });
-        }
-        let unexpected = strictest(bundle.policies.iter().filter(|p| {
-            !p.rules.allowed_processes.is_empty()
-                && !p
-                    .rules
-                    .allowed_processes
-                    .iter()
-                    .any(|a| names.contains(&a.as_str()) || applet == Some(a.as_str()))
-        }));
-        if let Some(policy) = unexpected {
-            violations.push(Violation {
-                rule: Rule::UnexpectedProcess,
-                policy,
-                message: format!("process {} is not in the allowed list", proc.comm),
+                message,
             });
         }
         violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
@@ -629,11 +614,7 @@ impl Monitor {
             cmdline: argv,
             sha256: sha256.map(hex::encode),
         };
-        // A non-dumpable process is reported, not killed: some programs
-        // (agents holding keys) do it for good reasons.
-        let action = violations
-            .iter()
-            .any(|v| v.policy.mode == Mode::Enforce && v.rule != Rule::NonDumpableProcess)
+        let action = rules::kills(violations.iter().map(|v| (v.rule, v.policy.mode)))
             .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
         for v in violations {
             let id = process_event_id(&v, proc);

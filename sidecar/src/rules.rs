@@ -305,6 +305,89 @@ pub fn denied_by(
         .map(|(name, _)| DeniedBy::Content(name.clone()))
 }
 
+/// What a process calls itself and what it is, as the monitor read it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessNames<'a> {
+    /// Its `comm` and its executable's base name.
+    pub names: &'a [&'a str],
+    /// The applet, when it is a multi-call binary.
+    pub applet: Option<&'a str>,
+    pub identity: &'a ExeIdentity,
+    /// What each denied name is in this image, by content.
+    pub denied_content: &'a [(String, [u8; 32])],
+}
+
+/// The process rules' verdict on one process.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessVerdict<'p> {
+    /// On a policy's `deniedProcesses`, and why it counts as that name.
+    Denied(&'p RuntimePolicy, DeniedBy),
+    /// Not on a policy's non-empty `allowedProcesses`.
+    Unexpected(&'p RuntimePolicy),
+}
+
+impl ProcessVerdict<'_> {
+    pub fn rule(&self) -> Rule {
+        match self {
+            ProcessVerdict::Denied(..) => Rule::DeniedProcess,
+            ProcessVerdict::Unexpected(_) => Rule::UnexpectedProcess,
+        }
+    }
+}
+
+/// Applies `deniedProcesses` and `allowedProcesses` of `policies` to one
+/// process. Each rule is reported once, by the policy that is strictest
+/// about it (an enforcing one before auditing ones).
+pub fn judge_process<'p>(
+    policies: &'p [RuntimePolicy],
+    process: &ProcessNames<'_>,
+) -> Vec<ProcessVerdict<'p>> {
+    let mut verdicts = Vec::new();
+    let mut denied: Option<(&RuntimePolicy, DeniedBy)> = None;
+    for p in policies {
+        let Some(by) = denied_by(
+            &p.rules.denied_processes,
+            process.names,
+            process.applet,
+            process.identity,
+            process.denied_content,
+        ) else {
+            continue;
+        };
+        if denied.is_none() || p.mode == Mode::Enforce {
+            denied = Some((p, by));
+        }
+        if p.mode == Mode::Enforce {
+            break;
+        }
+    }
+    if let Some((policy, by)) = denied {
+        verdicts.push(ProcessVerdict::Denied(policy, by));
+    }
+    let allowed_by = |allowed: &[String]| {
+        allowed
+            .iter()
+            .any(|a| process.names.contains(&a.as_str()) || process.applet == Some(a.as_str()))
+    };
+    let unexpected = strictest(policies.iter().filter(|p| {
+        !p.rules.allowed_processes.is_empty() && !allowed_by(&p.rules.allowed_processes)
+    }));
+    if let Some(policy) = unexpected {
+        verdicts.push(ProcessVerdict::Unexpected(policy));
+    }
+    verdicts
+}
+
+/// Whether a process that broke `broken` (rule and the mode of the policy
+/// it broke) is killed: an enforcing policy says so, except for a
+/// non-dumpable process, which is reported only (some programs, agents
+/// holding keys, do it for good reasons).
+pub fn kills(broken: impl IntoIterator<Item = (Rule, Mode)>) -> bool {
+    broken
+        .into_iter()
+        .any(|(rule, mode)| mode == Mode::Enforce && rule != Rule::NonDumpableProcess)
+}
+
 /// What a socket is, for the pod's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketRole {
@@ -486,6 +569,72 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn runtime_policy(name: &str, mode: Mode, denied: &[&str], allowed: &[&str]) -> RuntimePolicy {
+        RuntimePolicy {
+            name: name.into(),
+            mode,
+            rules: palisade_common::policy::RuntimeRules {
+                denied_processes: strings(denied),
+                allowed_processes: strings(allowed),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_enforcing_policy_judges_a_denied_process_and_unexpected_ones_are_named() {
+        let policies = [
+            runtime_policy("audit-shells", Mode::Audit, &["sh"], &[]),
+            runtime_policy("enforce-shells", Mode::Enforce, &["sh"], &[]),
+            runtime_policy("only-app", Mode::Audit, &[], &["app", "sleep"]),
+        ];
+        let identity = ExeIdentity::default();
+        let judge = |names: &[&str], applet: Option<&str>| {
+            judge_process(
+                &policies,
+                &ProcessNames {
+                    names,
+                    applet,
+                    identity: &identity,
+                    denied_content: &[],
+                },
+            )
+            .into_iter()
+            .map(|v| (v.rule(), policy_name(&v).to_string()))
+            .collect::<Vec<_>>()
+        };
+        fn policy_name<'a>(v: &'a ProcessVerdict<'_>) -> &'a str {
+            match v {
+                ProcessVerdict::Denied(p, _) | ProcessVerdict::Unexpected(p) => &p.name,
+            }
+        }
+        assert_eq!(
+            judge(&["sh", "dash"], None),
+            [
+                (Rule::DeniedProcess, "enforce-shells".to_string()),
+                (Rule::UnexpectedProcess, "only-app".to_string())
+            ]
+        );
+        assert!(judge(&["app"], None).is_empty());
+        // A multi-call binary is allowed by its applet.
+        assert!(judge(&["busybox"], Some("sleep")).is_empty());
+        assert_eq!(
+            judge(&["busybox"], Some("nc")),
+            [(Rule::UnexpectedProcess, "only-app".to_string())]
+        );
+    }
+
+    #[test]
+    fn only_enforcing_policies_kill_and_never_for_hiding_alone() {
+        assert!(kills([(Rule::DeniedProcess, Mode::Enforce)]));
+        assert!(!kills([(Rule::DeniedProcess, Mode::Audit)]));
+        assert!(!kills([(Rule::NonDumpableProcess, Mode::Enforce)]));
+        assert!(kills([
+            (Rule::NonDumpableProcess, Mode::Enforce),
+            (Rule::ExecFromTmp, Mode::Enforce)
+        ]));
     }
 
     #[test]
