@@ -2,9 +2,12 @@
 //! inject the enforcer into manifests, and check manifests against policies,
 //! with the same code the webhooks run.
 
+use std::collections::BTreeMap;
+
 use palisade_common::policy::Mode;
 use serde_json::Value;
 
+use palisade_engine::admission::mutate::LaunchFor;
 use palisade_engine::admission::{template, Webhook};
 use palisade_engine::policy::{split_yaml_documents, PolicySet, Violation};
 use palisade_engine::settings::Settings;
@@ -81,10 +84,12 @@ pub fn inject(
             .to_string();
         if let Some(location) = location {
             if let Some(template) = object.pointer_mut(location.pointer) {
+                let launch = |labels: &BTreeMap<String, String>| {
+                    policies.and_then(|p| p.launch_policy(&namespace, labels))
+                };
+                let prevention = policies.is_some_and(PolicySet::has_prevention);
                 injector
-                    .inject(template, |labels| {
-                        policies.and_then(|p| p.launch_policy(&namespace, labels))
-                    })
+                    .inject(template, prevention.then_some(&launch as &LaunchFor))
                     .map_err(|e| OfflineError::Object {
                         index,
                         kind: kind.clone(),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use palisade_common::launch::LaunchPolicy;
-use palisade_engine::admission::mutate::PodShape;
+use palisade_engine::admission::mutate::{LaunchShape, PodShape, Prevent};
 use palisade_engine::admission::{self, Webhook};
 use palisade_engine::settings::Settings;
 use palisade_engine::policy::PolicySet;
@@ -50,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
     // With prevention on: applies, and a second pass changes nothing.
     let launch = LaunchPolicy::default();
     let plan = |pod: &Value| {
-        PodShape::from_value(pod).and_then(|shape| webhook.injector().plan(&shape, Some(&launch)))
+        let needs = LaunchShape::from_value(pod)?;
+        let prevent = Prevent { policy: &launch, shape: &needs };
+        PodShape::from_value(pod).and_then(|shape| webhook.injector().plan(&shape, Some(prevent)))
     };
     let first = plan(&prevented).expect("a pod that plans without prevention plans with it");
     first.apply(&mut prevented).expect("the prevention patch applies");

@@ -10,6 +10,8 @@ pub mod reason;
 pub mod review;
 pub mod template;
 
+use std::collections::BTreeMap;
+
 use kube_core::admission::Operation;
 use palisade_common::path::{FieldPath, FieldSet};
 use palisade_common::policy::Mode;
@@ -150,9 +152,20 @@ impl Webhook {
             return (response, outcome, None);
         };
         let planned = mutate::PodShape::from_json(object).and_then(|pod| {
-            let namespace = req.namespace.as_deref().unwrap_or_default();
-            let launch = policies.launch_policy(namespace, pod.labels());
-            self.injector.plan(&pod, launch.as_ref())
+            // What prevention needs is read only when a policy asks for it.
+            let prevention = if policies.has_prevention() {
+                let needs = mutate::LaunchShape::from_json(object)?;
+                let namespace = req.namespace.as_deref().unwrap_or_default();
+                policies
+                    .launch_policy(namespace, needs.labels())
+                    .map(|policy| (policy, needs))
+            } else {
+                None
+            };
+            let prevent = prevention
+                .as_ref()
+                .map(|(policy, shape)| mutate::Prevent { policy, shape });
+            self.injector.plan(&pod, prevent)
         });
         let mutation = match planned {
             Ok(mutation) => mutation,
@@ -320,10 +333,13 @@ impl Webhook {
             template
         } else {
             let mut copy = template.clone();
+            let launch =
+                |labels: &BTreeMap<String, String>| policies.launch_policy(namespace, labels);
+            let launch = policies
+                .has_prevention()
+                .then_some(&launch as &mutate::LaunchFor);
             self.injector
-                .inject(&mut copy, |labels| {
-                    policies.launch_policy(namespace, labels)
-                })
+                .inject(&mut copy, launch)
                 .map_err(|e| format!("{}: {e}", location.field_prefix))?;
             effective = copy;
             &effective

@@ -39,7 +39,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Value};
 
-use palisade_common::launch::LaunchPolicy;
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION, STATUS_ANNOTATION};
 
 use super::enforcer::{Claim, EnforcerIdentity, ImpostorError};
@@ -49,7 +48,9 @@ use crate::settings::{InjectionSettings, PullPolicy, ResourceDefaults};
 
 mod prevent;
 
-pub use prevent::{Prevention, Unconfined, INSTALL_CONTAINER, LAUNCH_VOLUME};
+pub use prevent::{
+    LaunchFor, LaunchShape, Prevent, Prevention, Unconfined, INSTALL_CONTAINER, LAUNCH_VOLUME,
+};
 
 /// Volume the enforcer keeps its policy cache and report spool in.
 pub const STATE_VOLUME: &str = "palisade-enforcer-state";
@@ -141,8 +142,6 @@ pub struct PodShape {
 struct MetadataShape {
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,10 +183,6 @@ struct ContainerShape {
     security_context: Option<SecurityContextShape>,
     #[serde(default)]
     volume_mounts: Option<Vec<NamedShape>>,
-    #[serde(default)]
-    command: Option<Vec<String>>,
-    #[serde(default)]
-    env: Option<Vec<NamedShape>>,
 }
 
 /// Quantities stay JSON values: the apiserver sends strings, but a number
@@ -238,15 +233,6 @@ impl PodShape {
             Some(_) => Ok(self),
             None => Err(MutateError::NotAnObject("spec")),
         }
-    }
-
-    /// The pod's labels (they select policies).
-    pub fn labels(&self) -> &BTreeMap<String, String> {
-        static NONE: BTreeMap<String, String> = BTreeMap::new();
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .unwrap_or(&NONE)
     }
 
     fn annotation(&self, key: &str) -> Option<&str> {
@@ -657,17 +643,26 @@ impl Injector {
     }
 
     /// Injects the enforcer and defaults resources in `pod`, in place (the
-    /// offline commands, and workload templates judged as their pods);
-    /// `launch` from the policies selecting the pod's labels turns on
-    /// prevention.
+    /// offline commands, and workload templates judged as their pods).
+    /// `launch`, when some policy asks for prevention, gives the launch
+    /// policy for the pod's labels (`None`: the pod is not confined).
     pub fn inject(
         &self,
         pod: &mut Value,
-        launch: impl FnOnce(&BTreeMap<String, String>) -> Option<LaunchPolicy>,
+        launch: Option<&LaunchFor<'_>>,
     ) -> Result<Outcome, MutateError> {
         let shape = PodShape::from_value(pod)?;
-        let launch = launch(shape.labels());
-        let mutation = self.plan(&shape, launch.as_ref())?;
+        let prevention = match launch {
+            Some(launch) => {
+                let needs = LaunchShape::from_value(pod)?;
+                launch(needs.labels()).map(|policy| (policy, needs))
+            }
+            None => None,
+        };
+        let prevent = prevention
+            .as_ref()
+            .map(|(policy, shape)| Prevent { policy, shape });
+        let mutation = self.plan(&shape, prevent)?;
         mutation.apply(pod)?;
         Ok(mutation.outcome)
     }
@@ -698,12 +693,12 @@ impl Injector {
     /// status annotation only: defaults apply to every pod, as
     /// LimitRanger's would.
     ///
-    /// With `launch` (policies asking for prevention select the pod), app
+    /// With `prevent` (policies asking for prevention select the pod), app
     /// containers start confined by `palisade-launch` (see `prevent`).
     pub fn plan(
         &self,
         pod: &PodShape,
-        launch: Option<&LaunchPolicy>,
+        prevent: Option<Prevent<'_>>,
     ) -> Result<Mutation, MutateError> {
         let enforcer = self.find_enforcer(pod)?;
         let mut ops = Vec::new();
@@ -730,8 +725,8 @@ impl Injector {
             None => self.add_enforcer(pod, run_as, &mut ops)?,
             Some(enforcer) => self.restore_volumes(pod, enforcer, &mut ops),
         }
-        let prevention = match launch {
-            Some(launch) => Some(self.add_prevention(pod, launch, run_as, &mut ops)?),
+        let prevention = match prevent {
+            Some(prevent) => Some(self.add_prevention(pod, prevent, run_as, &mut ops)?),
             None => None,
         };
         let mut degraded = Vec::new();

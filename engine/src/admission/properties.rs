@@ -16,7 +16,9 @@ use palisade_common::{ENFORCER_CONTAINER, STATUS_ANNOTATION};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::mutate::{Injector, MutateError, PodShape, API_TOKEN_DIR, INSTALL_CONTAINER};
+use super::mutate::{
+    Injector, LaunchShape, MutateError, PodShape, Prevent, API_TOKEN_DIR, INSTALL_CONTAINER,
+};
 use crate::quantity::Quantity;
 use crate::settings::InjectionSettings;
 
@@ -433,8 +435,10 @@ proptest! {
         prop_assume!(input_is_valid(&pod));
         let injector = Injector::new(&settings);
         let shape = PodShape::from_value(&pod).unwrap();
-        let launch = prevent.then(LaunchPolicy::default);
-        let mutation = match injector.plan(&shape, launch.as_ref()) {
+        let launch = LaunchPolicy::default();
+        let needs = LaunchShape::from_value(&pod).unwrap();
+        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs });
+        let mutation = match injector.plan(&shape, confine) {
             Ok(mutation) => mutation,
             Err(MutateError::ConflictingOverrides { .. }) => {
                 prop_assert!(overrides_conflict(&pod));
@@ -507,7 +511,9 @@ proptest! {
         }
 
         // Idempotent: a second pass plans nothing.
-        let again = injector.plan(&PodShape::from_value(&out).unwrap(), launch.as_ref()).unwrap();
+        let needs = LaunchShape::from_value(&out).unwrap();
+        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs });
+        let again = injector.plan(&PodShape::from_value(&out).unwrap(), confine).unwrap();
         prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
     }
 }

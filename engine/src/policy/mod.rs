@@ -204,6 +204,9 @@ pub struct PolicySet {
     policies: Vec<CompiledPolicy>,
     /// The raw fields evaluation reads beyond the typed spec.
     reads: FieldSet,
+    /// Some policy asks for prevention (`runtime.prevent`): only then does
+    /// admission read what prevention needs (labels, commands).
+    prevention: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +276,14 @@ impl PolicySet {
         for rule in policies.iter().flat_map(|p| &p.custom) {
             reads.insert(rule.path());
         }
-        Ok(Self { policies, reads })
+        let prevention = policies
+            .iter()
+            .any(|p| p.doc.spec.runtime.as_ref().is_some_and(|r| r.prevent));
+        Ok(Self {
+            policies,
+            reads,
+            prevention,
+        })
     }
 
     /// The fields of a pod evaluation reads as raw JSON (custom rule
@@ -322,6 +332,11 @@ impl PolicySet {
         let canonical = serde_json::to_vec(&policies).unwrap_or_default();
         let etag = hex::encode(&Sha256::digest(&canonical)[..16]);
         RuntimeBundle { etag, policies }
+    }
+
+    /// Whether any policy asks for prevention.
+    pub fn has_prevention(&self) -> bool {
+        self.prevention
     }
 
     /// The launch policy for a pod the policies with `runtime.prevent`

@@ -22,12 +22,12 @@ use std::path::Path;
 use palisade_common::launch::{
     check_program_dir, LaunchPolicy, DEFAULT_PROGRAM_DIRS, LAUNCHER_DIR, LAUNCHER_PATH, POLICY_ENV,
 };
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::{
-    restricted_security_context, sidecar_resources, unique_name, AddOp, ContainerList,
-    ContainerShape, Injector, MutateError, PodShape,
+    restricted_security_context, sidecar_resources, unique_name, AddOp, ContainerList, Injector,
+    MutateError, PodShape,
 };
 
 /// The emptyDir the launcher is installed into.
@@ -37,6 +37,89 @@ pub const INSTALL_CONTAINER: &str = "palisade-launch-install";
 /// The launcher inside the enforcer image.
 const LAUNCHER_IN_IMAGE: &str = "/usr/local/bin/palisade-launch";
 
+/// What prevention reads of a pod beyond the injector's own view: the
+/// labels (they select the policies) and each app container's command,
+/// environment names and mount paths. Read only when some policy asks for
+/// prevention, so other pods pay nothing for it.
+#[derive(Debug, Default, Deserialize)]
+pub struct LaunchShape {
+    #[serde(default)]
+    metadata: Option<LaunchMetadata>,
+    #[serde(default)]
+    spec: Option<LaunchSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LaunchMetadata {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LaunchSpec {
+    #[serde(default)]
+    containers: Option<Vec<LaunchContainer>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LaunchContainer {
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<EnvName>>,
+    #[serde(default)]
+    volume_mounts: Option<Vec<MountPath>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EnvName {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MountPath {
+    #[serde(default)]
+    mount_path: Option<String>,
+}
+
+impl LaunchShape {
+    pub fn from_json(text: &str) -> Result<Self, MutateError> {
+        serde_json::from_str(text).map_err(|e| MutateError::Unreadable(e.to_string()))
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, MutateError> {
+        LaunchShape::deserialize(value).map_err(|e| MutateError::Unreadable(e.to_string()))
+    }
+
+    /// The pod's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .unwrap_or(&NONE)
+    }
+
+    fn container(&self, index: usize) -> Option<&LaunchContainer> {
+        self.spec.as_ref()?.containers.as_ref()?.get(index)
+    }
+}
+
+/// The launch policy for a pod's labels, from the policies that select it
+/// (`None`: the pod is not confined).
+pub type LaunchFor<'a> = dyn Fn(&BTreeMap<String, String>) -> Option<LaunchPolicy> + 'a;
+
+/// Prevention for one pod: the launch policy the selecting policies give
+/// and what the pod says about its containers.
+#[derive(Debug, Clone, Copy)]
+pub struct Prevent<'a> {
+    pub policy: &'a LaunchPolicy,
+    pub shape: &'a LaunchShape,
+}
+
 /// Why an app container starts without the launcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,6 +127,8 @@ pub enum Unconfined {
     /// No `command` in the pod spec: the image's entrypoint is not known
     /// at admission.
     NoCommand,
+    /// The container already mounts something at the launcher's path.
+    MountPathTaken,
 }
 
 /// What prevention covers in a pod, for the status annotation.
@@ -59,7 +144,7 @@ impl Injector {
     pub(super) fn add_prevention(
         &self,
         pod: &PodShape,
-        launch: &LaunchPolicy,
+        prevent: Prevent<'_>,
         run_as: (i64, Option<i64>),
         ops: &mut Vec<AddOp>,
     ) -> Result<Prevention, MutateError> {
@@ -93,10 +178,24 @@ impl Injector {
                 continue;
             }
             let name = container.name.clone().unwrap_or_default();
-            match container.command.as_deref() {
+            let Some(needs) = prevent.shape.container(index) else {
+                continue;
+            };
+            let path_taken = needs
+                .volume_mounts
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.mount_path.as_deref() == Some(LAUNCHER_DIR));
+            match needs.command.as_deref() {
                 Some([first, ..]) if first == LAUNCHER_PATH => prevention.confined.push(name),
+                Some(command) if !command.is_empty() && path_taken => {
+                    prevention
+                        .unconfined
+                        .insert(name, Unconfined::MountPathTaken);
+                }
                 Some(command) if !command.is_empty() => {
-                    wrap(container, index, command, &volume, launch, ops);
+                    wrap(needs, index, command, &volume, prevent.policy, ops);
                     prevention.confined.push(name);
                 }
                 _ => {
@@ -156,7 +255,7 @@ fn creates(ops: &[AddOp], path: &str) -> bool {
 /// `palisade-launch -- <command>`, the launcher mounted read-only, and the
 /// launch policy (unless the container sets its own).
 fn wrap(
-    container: &ContainerShape,
+    container: &LaunchContainer,
     index: usize,
     command: &[String],
     volume: &str,
@@ -216,7 +315,6 @@ mod tests {
     use super::*;
     use crate::settings::InjectionSettings;
     use palisade_common::STATUS_ANNOTATION;
-    use serde_json::Value;
     use std::path::PathBuf;
 
     fn confine(pod: &Value, settings: &InjectionSettings) -> Mutation {
@@ -224,8 +322,13 @@ mod tests {
             program_dirs: vec![PathBuf::from("/opt/tools")],
             ..LaunchPolicy::default()
         };
+        let shape = LaunchShape::from_value(pod).unwrap();
+        let prevent = Prevent {
+            policy: &launch,
+            shape: &shape,
+        };
         Injector::new(settings)
-            .plan(&PodShape::from_value(pod).unwrap(), Some(&launch))
+            .plan(&PodShape::from_value(pod).unwrap(), Some(prevent))
             .unwrap()
     }
 
@@ -306,6 +409,28 @@ mod tests {
                 json!({"confined": ["app"], "unconfined": {"proxy": "no-command"}})
             );
         }
+    }
+
+    #[test]
+    fn a_container_using_the_launchers_path_is_left_unconfined() {
+        let mut pod = pod();
+        pod["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "tools", "mountPath": LAUNCHER_DIR}]);
+        pod["spec"]["volumes"] = json!([{"name": "tools", "emptyDir": {}}]);
+        let out = applied(&pod, &InjectionSettings::default());
+        let app = &out["spec"]["containers"][0];
+        assert_eq!(app["command"][0], "/app/bin/server");
+        assert_eq!(app["volumeMounts"].as_array().unwrap().len(), 1);
+        let status: Value = serde_json::from_str(
+            out["metadata"]["annotations"][STATUS_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            status["prevention"]["unconfined"]["app"],
+            "mount-path-taken"
+        );
     }
 
     #[test]
