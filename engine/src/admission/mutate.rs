@@ -526,10 +526,13 @@ impl AddOp {
     }
 
     fn json<T: Serialize + ?Sized>(path: String, value: &T) -> Self {
-        // Maps of strings, numbers and bools always serialise.
-        let value = to_raw_value(value).unwrap_or_else(|_| raw("null"));
-        Self::new(path, value)
+        Self::new(path, raw_json(value))
     }
+}
+
+/// `value` as raw JSON. Maps of strings, numbers and bools always serialise.
+fn raw_json<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    to_raw_value(value).unwrap_or_else(|_| raw("null"))
 }
 
 fn raw(json: &str) -> Box<RawValue> {
@@ -978,16 +981,30 @@ impl Injector {
 }
 
 fn push_volumes(pod: &PodShape, volumes: Vec<Box<RawValue>>, ops: &mut Vec<AddOp>) {
-    if volumes.is_empty() {
+    append(ops, "/spec/volumes", pod.spec().volumes.is_some(), volumes);
+}
+
+/// Whether the list at `path` exists when the patch applies: the pod has
+/// it (`present`) or an earlier operation of this plan creates it.
+fn list_exists(ops: &[AddOp], path: &str, present: bool) -> bool {
+    present || ops.iter().any(|op| op.path == path)
+}
+
+/// Appends `items` to the list at `path`, creating the list with them when
+/// it will not exist ([`list_exists`]), so plans that add to the same list
+/// compose.
+fn append(ops: &mut Vec<AddOp>, path: &str, present: bool, items: Vec<Box<RawValue>>) {
+    if items.is_empty() {
         return;
     }
-    match pod.spec().volumes {
-        None => ops.push(AddOp::json("/spec/volumes".into(), &volumes)),
-        Some(_) => ops.extend(
-            volumes
+    if list_exists(ops, path, present) {
+        ops.extend(
+            items
                 .into_iter()
-                .map(|v| AddOp::new("/spec/volumes/-".into(), v)),
-        ),
+                .map(|item| AddOp::new(format!("{path}/-"), item)),
+        );
+    } else {
+        ops.push(AddOp::json(path.into(), &items));
     }
 }
 
@@ -1159,7 +1176,8 @@ mod tests {
         apply(pod, &patch_for(pod, settings).unwrap().0)
     }
 
-    fn status(pod: &Value) -> Value {
+    /// The status annotation, parsed (prevention's tests use it too).
+    pub(super) fn status(pod: &Value) -> Value {
         serde_json::from_str(
             pod["metadata"]["annotations"][STATUS_ANNOTATION]
                 .as_str()

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    restricted_security_context, sidecar_resources, unique_name, AddOp, ContainerList, Injector,
-    MutateError, PodShape,
+    append, list_exists, raw_json, restricted_security_context, sidecar_resources, unique_name,
+    AddOp, ContainerList, Injector, MutateError, PodShape,
 };
 
 /// The emptyDir the launcher is installed into.
@@ -228,28 +228,21 @@ impl Injector {
             "volumeMounts": [{"name": volume, "mountPath": LAUNCHER_DIR}],
         });
         // First among init containers: it finishes before any app code runs.
-        let list_exists =
-            pod.spec().init_containers.is_some() || creates(ops, "/spec/initContainers");
-        ops.push(if list_exists {
+        let init_present = pod.spec().init_containers.is_some();
+        ops.push(if list_exists(ops, "/spec/initContainers", init_present) {
             AddOp::json("/spec/initContainers/0".into(), &install)
         } else {
             AddOp::json("/spec/initContainers".into(), &[install])
         });
         let definition = json!({"name": volume, "emptyDir": {"sizeLimit": "16Mi"}});
-        ops.push(
-            if pod.spec().volumes.is_some() || creates(ops, "/spec/volumes") {
-                AddOp::json("/spec/volumes/-".into(), &definition)
-            } else {
-                AddOp::json("/spec/volumes".into(), &[definition])
-            },
+        append(
+            ops,
+            "/spec/volumes",
+            pod.spec().volumes.is_some(),
+            vec![raw_json(&definition)],
         );
         Ok(())
     }
-}
-
-/// Whether an earlier operation of this plan creates the list at `path`.
-fn creates(ops: &[AddOp], path: &str) -> bool {
-    ops.iter().any(|op| op.path == path)
 }
 
 /// `palisade-launch -- <command>`, the launcher mounted read-only, and the
@@ -267,11 +260,12 @@ fn wrap(
     argv.extend(command.iter().cloned());
     ops.push(AddOp::json(format!("{base}/command"), &argv));
     let mount = json!({"name": volume, "mountPath": LAUNCHER_DIR, "readOnly": true});
-    ops.push(if container.volume_mounts.is_some() {
-        AddOp::json(format!("{base}/volumeMounts/-"), &mount)
-    } else {
-        AddOp::json(format!("{base}/volumeMounts"), &[mount])
-    });
+    append(
+        ops,
+        &format!("{base}/volumeMounts"),
+        container.volume_mounts.is_some(),
+        vec![raw_json(&mount)],
+    );
     let own_policy = container
         .env
         .as_deref()
@@ -284,11 +278,12 @@ fn wrap(
     let policy = for_command(launch, &command[0]);
     let text = serde_json::to_string(&policy).unwrap_or_default();
     let env = json!({"name": POLICY_ENV, "value": text});
-    ops.push(if container.env.is_some() {
-        AddOp::json(format!("{base}/env/-"), &env)
-    } else {
-        AddOp::json(format!("{base}/env"), &[env])
-    });
+    append(
+        ops,
+        &format!("{base}/env"),
+        container.env.is_some(),
+        vec![raw_json(&env)],
+    );
 }
 
 /// The launch policy with the command's directory as a program directory
@@ -311,10 +306,10 @@ fn for_command(launch: &LaunchPolicy, program: &str) -> LaunchPolicy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::status;
     use super::super::Mutation;
     use super::*;
     use crate::settings::InjectionSettings;
-    use palisade_common::STATUS_ANNOTATION;
     use std::path::PathBuf;
 
     fn confine(pod: &Value, settings: &InjectionSettings) -> Mutation {
@@ -398,12 +393,7 @@ mod tests {
             // The app's own init container is not wrapped.
             let migrate = init.iter().find(|c| c["name"] == "migrate").unwrap();
             assert_eq!(migrate["command"], json!(["/app/migrate"]));
-            let status: Value = serde_json::from_str(
-                out["metadata"]["annotations"][STATUS_ANNOTATION]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap();
+            let status = status(&out);
             assert_eq!(
                 status["prevention"],
                 json!({"confined": ["app"], "unconfined": {"proxy": "no-command"}})
@@ -421,12 +411,7 @@ mod tests {
         let app = &out["spec"]["containers"][0];
         assert_eq!(app["command"][0], "/app/bin/server");
         assert_eq!(app["volumeMounts"].as_array().unwrap().len(), 1);
-        let status: Value = serde_json::from_str(
-            out["metadata"]["annotations"][STATUS_ANNOTATION]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
+        let status = status(&out);
         assert_eq!(
             status["prevention"]["unconfined"]["app"],
             "mount-path-taken"
