@@ -99,7 +99,7 @@ bench-images: images ## Refresh only the image-size, detection and e2e-node sect
 	IMAGES_DIR=$(IMAGES_DIR) bash bench/images.sh --update bench/RESULTS.md
 
 bench: build images ## Benchmarks (with image sizes and the last e2e-node figures); writes bench/RESULTS.md
-	PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) bash bench/run.sh
+	PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_LAUNCH_BIN=$(LAUNCH_BIN) bash bench/run.sh
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz AdmissionReview decoding + mutate/validate for FUZZ_SECONDS (needs nightly and cargo-fuzz)

@@ -12,7 +12,11 @@ CONNECTIONS="${BENCH_CONNECTIONS:-4}"
 W="$(mktemp -d /tmp/palisade-bench.XXXXXX)"
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 || true
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  declare -F stop_registry >/dev/null && stop_registry
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 cargo build --release -p palisade -p palisade-bench >/dev/null 2>&1
@@ -89,6 +93,43 @@ cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f",
 kill -KILL "$EPID" 2>/dev/null || true  # PID 1 of the namespace: takes the 200 with it
 echo "processes in the namespace: $procs, RSS ${rss_kb} KiB, CPU ${cpu_pct}% (250 ms scans)"
 
+echo "== prevention: /mutate with a registry lookup (CNCF Distribution from the Go module proxy)"
+WORK="$W" CACHE_DIR="${PALISADE_E2E_CACHE:-$HOME/.cache/palisade-e2e}"
+mkdir -p "$W/pids" "$W/logs"
+# shellcheck source=tests/e2e/cluster.sh
+source tests/e2e/cluster.sh
+# shellcheck source=tests/node/registry.sh
+source tests/node/registry.sh
+build_registry >"$W/registry-build.log" 2>&1 || { cat "$W/registry-build.log"; exit 1; }
+start_registry 127.0.0.1:19500
+LAUNCH="${PALISADE_LAUNCH_BIN:-target/x86_64-unknown-linux-musl/release-small/palisade-launch}"
+IMAGE_ARCHIVE=$(ls target/images/palisade-enforcer-*.oci.tar | head -1)
+push_image "$IMAGE_ARCHIVE" 127.0.0.1:19500/bench/enforcer:1
+lookup_json=$("$BIN/palisade-bench" lookup --image 127.0.0.1:19500/bench/enforcer:1 \
+  --registry 127.0.0.1:19500 --iterations "${BENCH_LOOKUPS:-200}")
+echo "$lookup_json"
+miss_json=$(grep '"registry-miss"' <<<"$lookup_json")
+hit_json=$(grep '"registry-hit"' <<<"$lookup_json")
+
+echo "== prevention: app start with and without the launcher"
+# Wall time of N starts of /bin/true, bare and as `palisade-launch -- /bin/true`
+# (the launcher's coverage line goes to a file, as in a pod's log).
+starts() { # runs, command...
+  local n="$1" t0 t1; shift
+  t0=$(date +%s%N)
+  for _ in $(seq "$n"); do "$@" 2>>"$W/launch.log" >/dev/null; done
+  t1=$(date +%s%N)
+  awk -v d=$((t1 - t0)) -v n="$n" 'BEGIN{printf "%.0f", d / n / 1000}'
+}
+STARTS="${BENCH_STARTS:-500}"
+starts 20 "$LAUNCH" -- /bin/true >/dev/null
+bare_us=$(starts "$STARTS" /bin/true)
+launched_us=$(starts "$STARTS" "$LAUNCH" -- /bin/true)
+bare_us2=$(starts "$STARTS" /bin/true)
+launched_us2=$(starts "$STARTS" "$LAUNCH" -- /bin/true)
+bare_us=$(( (bare_us + bare_us2) / 2 )) launched_us=$(( (launched_us + launched_us2) / 2 ))
+echo "start of /bin/true: bare ${bare_us} µs, under palisade-launch ${launched_us} µs"
+
 f() { jq -r ".$2" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
 {
@@ -136,6 +177,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; }
   echo "| Processes in the watched PID namespace | $procs |"
   echo "| RSS | $rss_kb KiB |"
   echo "| CPU while idle, 250 ms scans (10 s) | $cpu_pct % |"
+  echo
+  echo "## Prevention"
+  echo
+  echo "\`/mutate\` of a pod that prevention confines and whose container sets no \`command\`, decode to encode, with its image's ENTRYPOINT/CMD looked up in a local registry (CNCF Distribution $REGISTRY_VERSION, plain HTTP on loopback; $(f "$miss_json" iterations) reviews each). A miss asks for the tag's digest, the manifest and the config; a hit asks nothing."
+  echo
+  echo "| Case | p50 (µs) | p99 (µs) |"
+  echo "| --- | ---: | ---: |"
+  echo "| registry cache miss | $(f "$miss_json" p50_us) | $(f "$miss_json" p99_us) |"
+  echo "| registry cache hit | $(f "$hit_json" p50_us) | $(f "$hit_json" p99_us) |"
+  echo
+  echo "App start, mean wall time of $STARTS starts of \`/bin/true\` (twice each, alternating): bare $bare_us µs, under \`palisade-launch\` $launched_us µs (Landlock ruleset, coverage line, exec)."
   echo
   bash bench/images.sh
 } >bench/RESULTS.md

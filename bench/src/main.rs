@@ -8,6 +8,9 @@
 //!   policy pushed every 200 ms meanwhile (both must succeed under load).
 //! - `propagation`: N enforcer long-polls waiting; one push; time until all
 //!   have the new policy.
+//! - `lookup`: `/mutate` of a confined pod whose image sets its own command,
+//!   decode to encode, with the image looked up in a real registry: on a
+//!   cache miss (a fresh resolver) and on a hit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,6 +91,16 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         pollers: usize,
     },
+    /// `/mutate` with a registry lookup of IMAGE (served over plain HTTP).
+    Lookup {
+        #[arg(long)]
+        image: String,
+        /// Its registry, `host:port`.
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
 }
 
 #[tokio::main]
@@ -137,6 +150,11 @@ async fn main() -> anyhow::Result<()> {
             token,
             pollers,
         } => propagation(Client::new(addr, &ca)?, token, pollers).await,
+        Command::Lookup {
+            image,
+            registry,
+            iterations,
+        } => lookup(&image, &registry, iterations).await,
     }
 }
 
@@ -506,5 +524,89 @@ async fn propagation(client: Client, token: String, pollers: usize) -> anyhow::R
         hist.value_at_quantile(0.5),
         hist.max()
     );
+    Ok(())
+}
+
+/// Admission time of a confined pod running its image's own command, miss
+/// and hit; one JSON line each.
+async fn lookup(image: &str, registry: &str, iterations: usize) -> anyhow::Result<()> {
+    use palisade_engine::admission::{self, Webhook};
+    use palisade_engine::policy::PolicySet;
+    use palisade_engine::settings::{ImageLookupSettings, Settings};
+    use palisade_server::images::ImageResolver;
+    use palisade_server::metrics::Metrics;
+
+    let policy = serde_json::json!({
+        "apiVersion": "palisade.dev/v1alpha1",
+        "kind": "RuntimePolicy",
+        "metadata": {"name": "prevent"},
+        "spec": {"mode": "enforce", "runtime": {"prevent": true}}
+    });
+    let policies = PolicySet::from_documents([(
+        "bench".to_string(),
+        serde_json::from_value(policy).context("prevention policy")?,
+    )])
+    .context("prevention policy")?;
+    let settings = ImageLookupSettings {
+        insecure_registries: vec![registry.to_string()],
+        pull_secrets: false,
+        ..ImageLookupSettings::default()
+    };
+    let webhook = Webhook::new(&Settings::default());
+    let review = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "bench", "operation": "CREATE", "namespace": "bench", "name": "app",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "userInfo": {"username": "bench"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"},
+                       "spec": {"containers": [{"name": "app", "image": image}]}}
+        }
+    }))?;
+    let metrics = Arc::new(Metrics::new());
+    let admit = |resolver: Arc<ImageResolver>| {
+        let (review, webhook, policies) = (&review, &webhook, &policies);
+        async move {
+            let started = Instant::now();
+            let req = admission::decode(review)?;
+            let lookups = webhook
+                .image_lookups(&req, policies)
+                .context("the pod asks for no lookup")?;
+            let images = resolver.resolve(&lookups).await;
+            if images.failures().next().is_some() {
+                bail!("lookup failed: {images:?}");
+            }
+            let (response, _, _) = webhook.mutate_explained(&req, policies, &images);
+            let body = admission::encode(&response);
+            anyhow::ensure!(
+                String::from_utf8_lossy(&body).contains("\"patch\""),
+                "no patch"
+            );
+            Ok::<_, anyhow::Error>(started.elapsed())
+        }
+    };
+    let warm = Arc::new(ImageResolver::new(settings, None, metrics));
+    admit(warm.clone()).await?;
+    // A miss keeps the resolver's connections, as a running server would.
+    for (label, miss) in [("registry-miss", true), ("registry-hit", false)] {
+        let mut histogram = Histogram::<u64>::new(3)?;
+        for _ in 0..iterations {
+            if miss {
+                warm.clear_cache();
+            }
+            histogram.record(admit(warm.clone()).await?.as_micros() as u64)?;
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "label": label,
+                "iterations": iterations,
+                "p50_us": histogram.value_at_quantile(0.5),
+                "p99_us": histogram.value_at_quantile(0.99),
+            })
+        );
+    }
     Ok(())
 }

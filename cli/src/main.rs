@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 mod client;
 mod offline;
 
+/// Admission allocates a little per request; mimalloc keeps that cheap
+/// on glibc and on musl (the container image) alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use client::Client;

@@ -92,6 +92,48 @@ pub struct InjectionSettings {
     pub sidecar_resources: ResourceDefaults,
     /// Applied to application containers that set no requests/limits.
     pub container_defaults: ResourceDefaults,
+    /// Registry lookups of image commands, for prevention.
+    pub image_lookup: ImageLookupSettings,
+}
+
+/// How `/mutate` learns the command of an image that a confined container
+/// runs without `command` in its spec: from the image config in the
+/// registry (ENTRYPOINT and CMD), cached by digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageLookupSettings {
+    /// False: such containers stay unconfined (`no-command`).
+    pub enabled: bool,
+    /// A pod's lookups together wait at most this long; then the pod is
+    /// admitted with those containers unconfined.
+    pub timeout_ms: u64,
+    /// How long a tag keeps pointing at the digest it was last seen at.
+    /// References by digest are cached without expiry.
+    pub tag_ttl_secs: u64,
+    /// A failed lookup is not retried for this long (a registry outage
+    /// costs one timeout, not one per pod).
+    pub failure_ttl_secs: u64,
+    /// Image configs kept (least recently looked up dropped first).
+    pub cache_entries: usize,
+    /// Registries (`host[:port]`) spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Read the pod's `imagePullSecrets` from its namespace (needs `get`
+    /// on Secrets).
+    pub pull_secrets: bool,
+}
+
+impl Default for ImageLookupSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_ms: 2000,
+            tag_ttl_secs: 300,
+            failure_ttl_secs: 10,
+            cache_entries: 1024,
+            insecure_registries: Vec::new(),
+            pull_secrets: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -311,6 +353,7 @@ impl Default for InjectionSettings {
                 requests: quantities(&[("cpu", "100m"), ("memory", "128Mi")]),
                 limits: quantities(&[("cpu", "1"), ("memory", "512Mi")]),
             },
+            image_lookup: ImageLookupSettings::default(),
         }
     }
 }
@@ -378,6 +421,7 @@ impl Settings {
                     .with_list_parse_key("admission.excluded_namespaces")
                     .with_list_parse_key("tls.self_signed_names")
                     .with_list_parse_key("service.admin_tokens")
+                    .with_list_parse_key("injection.image_lookup.insecure_registries")
                     .with_list_parse_key("service.report_tokens")
                     .try_parsing(true)
                     .source(Some(env_map)),
@@ -442,6 +486,17 @@ impl Settings {
                     "{key}: requests.{name} ({request}) must not exceed limits.{name} ({limit})"
                 ));
             }
+        }
+        let lookup = &self.injection.image_lookup;
+        if !(100..=25_000).contains(&lookup.timeout_ms) {
+            problems.push(
+                "injection.image_lookup.timeout_ms must be between 100 and 25000 \
+                 (the apiserver waits at most 30 s for a webhook)"
+                    .into(),
+            );
+        }
+        if lookup.cache_entries == 0 {
+            problems.push("injection.image_lookup.cache_entries must be at least 1".into());
         }
         if self.header_read_timeout_secs == 0 {
             problems.push("header_read_timeout_secs must be at least 1".into());

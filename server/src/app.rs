@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::db::Store;
 use crate::http::{self, AppState};
+use crate::images::ImageResolver;
 use crate::metrics::Metrics;
 use crate::service::auth::{TokenReviewer, Tokens};
 use crate::service::{sync, ServiceState};
@@ -164,6 +165,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
     };
     let drain = Duration::from_secs(settings.shutdown_drain_secs);
+    let images = image_resolver(&settings.injection.image_lookup, &metrics).await;
     let state = Arc::new(AppState {
         webhook: palisade_engine::admission::Webhook::new(&settings),
         settings,
@@ -171,6 +173,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         metrics,
         ready: false.into(),
         service,
+        images,
     });
     let routes = http::routes(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -222,4 +225,32 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The registry lookups prevention uses, when enabled. Pull secrets are
+/// read through the apiserver when one is reachable; without it, lookups
+/// are anonymous.
+async fn image_resolver(
+    settings: &palisade_engine::settings::ImageLookupSettings,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<ImageResolver>> {
+    if !settings.enabled {
+        return None;
+    }
+    let kube = if settings.pull_secrets {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::info!(error = %e, "no apiserver client: image lookups ignore pull secrets");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Some(Arc::new(ImageResolver::new(
+        settings.clone(),
+        kube,
+        metrics.clone(),
+    )))
 }

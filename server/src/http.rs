@@ -16,9 +16,13 @@ use tokio_rustls::TlsAcceptor;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use tracing::Instrument;
+
+use crate::images::ImageResolver;
 use crate::metrics::Metrics;
 use crate::reply::{json_error, limited_body, rejection_reply};
 use crate::sources::PolicyStore;
+use palisade_engine::admission::mutate::ImageCommands;
 use palisade_engine::admission::{self, Endpoint, Outcome};
 use palisade_engine::settings::Settings;
 
@@ -33,6 +37,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The policy service, when that role is enabled.
     pub service: Option<Arc<crate::service::ServiceState>>,
+    /// Registry lookups of image commands for prevention, when enabled.
+    pub images: Option<Arc<ImageResolver>>,
 }
 
 /// All routes: `/mutate`, `/validate`, `/healthz`, `/readyz`, `/metrics`.
@@ -50,7 +56,9 @@ pub fn routes(
             .and(warp::post())
             .and(limited_body(limit))
             .and(with_state.clone())
-            .map(move |body: Bytes, state: Arc<AppState>| handle_review(endpoint, &body, &state))
+            .and_then(move |body: Bytes, state: Arc<AppState>| async move {
+                Ok::<_, Infallible>(handle_review(endpoint, &body, &state).await)
+            })
     };
     let healthz = warp::path("healthz")
         .and(warp::path::end())
@@ -93,7 +101,7 @@ pub fn routes(
         .recover(rejection_reply)
 }
 
-fn handle_review(endpoint: Endpoint, body: &[u8], state: &AppState) -> Response<Vec<u8>> {
+async fn handle_review(endpoint: Endpoint, body: &[u8], state: &AppState) -> Response<Vec<u8>> {
     let started = Instant::now();
     let reply = match admission::decode(body) {
         Err(e) => {
@@ -112,36 +120,54 @@ fn handle_review(endpoint: Endpoint, body: &[u8], state: &AppState) -> Response<
                 operation = ?req.operation,
                 dry_run = req.dry_run,
             );
-            let _entered = span.enter();
-            let policies = state.policies.current();
-            let (response, outcome) = if endpoint == Endpoint::Mutate {
-                let (response, outcome, injection) =
-                    state.webhook.mutate_explained(&req, &policies);
-                // Dry runs change nothing, so they count as no injection.
-                if let Some(injection) = injection.filter(|_| !req.dry_run) {
-                    state.metrics.count_injection(&injection);
-                }
-                (response, outcome)
-            } else {
-                state.webhook.validate(&req, &policies)
-            };
-            state.metrics.count(endpoint, outcome);
-            match outcome {
-                Outcome::Denied | Outcome::Invalid => {
-                    tracing::info!(outcome = outcome.as_str(), message = %response.status.message, "admission decided")
-                }
-                _ => tracing::debug!(outcome = outcome.as_str(), "admission decided"),
-            }
-            Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(admission::encode(&response))
-                .unwrap_or_default()
+            decide(endpoint, &req, state).instrument(span).await
         }
     };
     state
         .metrics
         .observe(endpoint, started.elapsed().as_secs_f64());
     reply
+}
+
+/// The engine's answer to a decoded review. Only a pod that prevention
+/// confines and that runs an image's own command waits for a registry
+/// lookup; everything else is decided without awaiting anything.
+async fn decide(
+    endpoint: Endpoint,
+    req: &admission::Request,
+    state: &AppState,
+) -> Response<Vec<u8>> {
+    let policies = state.policies.current();
+    let (response, outcome) = if endpoint == Endpoint::Mutate {
+        let lookups = state
+            .images
+            .as_ref()
+            .and_then(|resolver| Some((resolver, state.webhook.image_lookups(req, &policies)?)));
+        let images = match lookups {
+            Some((resolver, lookups)) => resolver.resolve(&lookups).await,
+            None => ImageCommands::default(),
+        };
+        let (response, outcome, injection) =
+            state.webhook.mutate_explained(req, &policies, &images);
+        // Dry runs change nothing, so they count as no injection.
+        if let Some(injection) = injection.filter(|_| !req.dry_run) {
+            state.metrics.count_injection(&injection);
+        }
+        (response, outcome)
+    } else {
+        state.webhook.validate(req, &policies)
+    };
+    state.metrics.count(endpoint, outcome);
+    match outcome {
+        Outcome::Denied | Outcome::Invalid => {
+            tracing::info!(outcome = outcome.as_str(), message = %response.status.message, "admission decided")
+        }
+        _ => tracing::debug!(outcome = outcome.as_str(), "admission decided"),
+    }
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(admission::encode(&response))
+        .unwrap_or_default()
 }
 
 /// Connection limits of [`serve`].

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod db;
 pub mod http;
+pub mod images;
 pub mod metrics;
 pub mod reply;
 pub mod service;

@@ -47,8 +47,44 @@ impl EncodeLabelValue for AgentState {
     }
 }
 
+/// `palisade_image_lookups_total`: how a registry lookup of an image's
+/// command was answered.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LookupResult {
+    /// From the cache, no request.
+    Cached,
+    /// The tag's digest asked again, its config kept.
+    Revalidated,
+    /// Manifest and config fetched.
+    Fetched,
+    /// Failed now.
+    Failed,
+    /// Failed recently, not asked again.
+    FailureCached,
+}
+
+impl EncodeLabelValue for LookupResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        let label = match self {
+            LookupResult::Cached => "cached",
+            LookupResult::Revalidated => "revalidated",
+            LookupResult::Fetched => "fetched",
+            LookupResult::Failed => "failed",
+            LookupResult::FailureCached => "failure-cached",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub result: LookupResult,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Registry lookups of image commands (prevention), by result.
+    pub image_lookups: Family<LookupLabels, Counter>,
     /// Enforcers by state (the shared database's view: every replica
     /// reports the same numbers).
     pub agents: Family<AgentLabels, Gauge>,
@@ -82,6 +118,12 @@ impl Metrics {
             "injections",
             "Pods seen by the injector, by result (injected, degraded, skipped) and reason",
             injections.clone(),
+        );
+        let image_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "image_lookups",
+            "Registry lookups of image commands for prevention, by result",
+            image_lookups.clone(),
         );
         let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             // 25 µs .. ~400 ms
@@ -159,6 +201,7 @@ impl Metrics {
             agents,
             agent_events_dropped,
             agent_processes_unobserved,
+            image_lookups,
             events_received,
             events_stored,
             admission_requests,
@@ -219,6 +262,12 @@ impl Metrics {
             .set(reporting.map_or(0, |t| t.dropped) as i64);
         self.agent_processes_unobserved
             .set(reporting.map_or(0, |t| t.unobserved) as i64);
+    }
+
+    pub fn count_lookup(&self, result: LookupResult) {
+        self.image_lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
     }
 
     pub fn observe(&self, endpoint: Endpoint, seconds: f64) {

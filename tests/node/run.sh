@@ -55,6 +55,8 @@ E2E_APISERVER_ARGS="--enable-aggregator-routing=true --kubelet-preferred-address
 source "$ROOT/tests/e2e/cluster.sh"
 # shellcheck source=tests/node/node.sh
 source "$ROOT/tests/node/node.sh"
+# shellcheck source=tests/node/registry.sh
+source "$ROOT/tests/node/registry.sh"
 
 PASSED=0
 FAILED=()
@@ -75,6 +77,7 @@ finish() {
     done
   fi
   stop_node
+  stop_registry
   stop_all
   [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
 }
@@ -101,6 +104,22 @@ build_test_images() {
     ln -s busybox "$fs/app/bin/$applet"
   done
   "$ROOT/images/build.sh" "$out" palisade.test/app:e2e /bin/sh --user 1000:1000 -- "$fs/app/.=/" >/dev/null
+  # The prevention probe as the image's own command (ENTRYPOINT + CMD), for
+  # pods that set none: admission learns it from the registry.
+  "$ROOT/images/build.sh" "$out" "$PREVENT_IMAGE" /bin/sh --cmd -c --cmd "$PREVENT_PROBE" \
+    --user 1000:1000 -- "$fs/app/.=/" >/dev/null
+}
+
+# The suite's registry, with basic auth: admission reads the credentials from
+# the pod's imagePullSecrets. The node has the image already (imported).
+REGISTRY="$NODE_IP:5000"
+PREVENT_IMAGE="$REGISTRY/e2e/prevent:1"
+REGISTRY_USER="e2e:registry-pass"
+start_test_registry() {
+  build_registry
+  make_htpasswd "${REGISTRY_USER%%:*}" "${REGISTRY_USER#*:}" "$WORK/htpasswd"
+  start_registry "$REGISTRY" "$WORK/htpasswd"
+  push_image "$WORK/images/prevent-1.oci.tar" "$PREVENT_IMAGE" "$REGISTRY_USER"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -248,7 +267,9 @@ spec:
   persistentVolumeReclaimPolicy: Delete
   hostPath: {path: $WORK/pv, type: Directory}
 YAML
+  # The suite's registry speaks plain HTTP (prevention looks images up there).
   helm install palisade "$CHART" -n palisade-system --create-namespace \
+    --set "injection.imageLookup.insecureRegistries={$REGISTRY}" \
     --wait --timeout 5m >"$WORK/logs/helm.log"
   kubectl rollout status deploy/palisade -n palisade-system --timeout=120s >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
@@ -514,6 +535,41 @@ YAML
   wait_event "namespace=vault&pod=$pod&kind=agent" '.rule == "agent/started"' 60 >/dev/null
 }
 
+an_image_without_command_is_confined_from_its_registry_config() {
+  # Same namespace and policy as the case above: vault confines its apps.
+  kubectl create secret docker-registry regcred -n vault --docker-server="$REGISTRY" \
+    --docker-username="${REGISTRY_USER%%:*}" --docker-password="${REGISTRY_USER#*:}" >/dev/null
+  local deploy
+  deploy=$(app_deployment vault-image | sed -e "s|image: palisade.test/app:e2e|image: $PREVENT_IMAGE|" \
+    -e 's|imagePullPolicy: Never|imagePullPolicy: IfNotPresent|' -e '/^          command:/d' \
+    -e 's|^      containers:|      imagePullSecrets: [{name: regcred}]\n      containers:|')
+  # Without the pull secret the registry refuses: admitted, unconfined, and
+  # the warning says why.
+  local refused
+  refused=$(kubectl run no-secret -n vault --image="$PREVENT_IMAGE" --dry-run=server -o json \
+    --overrides="{\"spec\":{\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"app\",\"image\":\"$PREVENT_IMAGE\",\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}" \
+    2>"$WORK/warnings") || fail "pod without pull secret refused: $(cat "$WORK/warnings")"
+  jq -r '.metadata.annotations["palisade.dev/status"]' <<<"$refused" | jq -e '.prevention.unconfined.app == "image-lookup-failed"' >/dev/null \
+    || fail "without credentials: $(jq -c .metadata.annotations <<<"$refused")"
+  grep -q 'could not be looked up' "$WORK/warnings" || fail "no warning: $(cat "$WORK/warnings")"
+  result "node: a registry refusing the lookup leaves the container unconfined, with a warning, never a broken pod"
+  kubectl apply -n vault -f - <<<"$deploy" >/dev/null
+  kubectl rollout status deploy/vault-image -n vault --timeout=120s >/dev/null || fail "confined app did not start"
+  local pod logs
+  pod=$(app_pod vault vault-image)
+  [[ $(jp "pod/$pod" vault '{.spec.containers[0].command}') == '["/palisade/launch/palisade-launch","--","/bin/sh"]' ]] \
+    || fail "command: $(jp "pod/$pod" vault '{.spec.containers[0].command}')"
+  [[ $(jp "pod/$pod" vault '{.spec.containers[0].args[0]}') == "-c" ]] || fail "args are not the image's CMD"
+  wait_for "the probe's results" 30 bash -c "kubectl logs -n vault $pod -c app | grep -q image-programs=run" \
+    || fail "probe did not finish: $(kubectl logs -n vault "$pod" -c app | tail -5)"
+  logs=$(kubectl logs -n vault "$pod" -c app)
+  grep -q 'probe exec-from-tmp=denied' <<<"$logs" || fail "the image's own command ran unconfined: $logs"
+  result "node: a pod without command is confined from its image's ENTRYPOINT/CMD, looked up with its pull secret in a real registry"
+  local metrics
+  metrics=$(kubectl get --raw "/api/v1/namespaces/palisade-system/services/https:palisade:443/proxy/metrics" 2>/dev/null || true)
+  grep '^palisade_image_lookups_total' <<<"$metrics" | sed 's/^/    /' || true
+}
+
 # ---------------------------------------------------------------- main
 PALISADE_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 for img in palisade palisade-enforcer; do
@@ -527,6 +583,7 @@ setup_node_network
 build_test_images
 start_control_plane
 start_containerd
+start_test_registry
 for archive in "$WORK"/images/*.oci.tar "$IMAGES_DIR/palisade-$PALISADE_VERSION.oci.tar" \
   "$IMAGES_DIR/palisade-enforcer-$PALISADE_VERSION.oci.tar"; do
   import_image "$archive"
@@ -544,6 +601,7 @@ run_case enforcer_footprint_in_a_running_pod
 run_case reports_are_spooled_through_a_policy_service_outage
 run_case webhook_restarts_do_not_deadlock
 run_case prevention_confines_the_app_in_a_running_pod
+run_case an_image_without_command_is_confined_from_its_registry_config
 
 echo
 echo "node suite: $PASSED passed, ${#FAILED[@]} failed ${FAILED[*]:-}"

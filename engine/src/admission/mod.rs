@@ -92,6 +92,18 @@ pub struct Webhook {
     injector: mutate::Injector,
 }
 
+/// Registry lookups `/mutate` wants for a pod (see
+/// [`Webhook::image_lookups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLookups {
+    /// The pod's namespace, where its pull secrets are.
+    pub namespace: String,
+    /// Image references as the pod spec writes them, each once.
+    pub images: Vec<String>,
+    /// `spec.imagePullSecrets`.
+    pub pull_secrets: Vec<String>,
+}
+
 /// The object under review; `None` when the request carries none.
 fn object_text(req: &Request) -> Option<&str> {
     req.object
@@ -128,16 +140,56 @@ impl Webhook {
     /// `policies` decide whether the pod's apps start confined
     /// (`runtime.prevent`).
     pub fn mutate(&self, req: &Request, policies: &PolicySet) -> (Response, Outcome) {
-        let (response, outcome, _) = self.mutate_explained(req, policies);
+        let (response, outcome, _) =
+            self.mutate_explained(req, policies, mutate::ImageCommands::NONE);
         (response, outcome)
     }
 
-    /// Like [`Webhook::mutate`], with what the injector decided (for the
-    /// injection metrics); `None` when it did not look at the pod.
+    /// The registry lookups `/mutate` wants before it plans `req`: the
+    /// images of app containers that run their image's own command in a
+    /// pod that policies confine. `None` when there are none, which is
+    /// decided without parsing the pod unless some policy asks for
+    /// prevention.
+    pub fn image_lookups(&self, req: &Request, policies: &PolicySet) -> Option<ImageLookups> {
+        if !policies.has_prevention() || !self.plans(req) {
+            return None;
+        }
+        let object = object_text(req)?;
+        let pod = mutate::PodShape::from_json(object).ok()?;
+        if mutate::skip_reason(&pod, self.injector.settings().skip_host_network).is_some() {
+            return None;
+        }
+        let shape = mutate::LaunchShape::from_json(object).ok()?;
+        let namespace = req.namespace.clone().unwrap_or_default();
+        policies.launch_policy(&namespace, shape.labels())?;
+        let identity = self.injector.identity();
+        let images =
+            shape.images_without_command(|name, image| identity.claim(name, image).is_some());
+        (!images.is_empty()).then(|| ImageLookups {
+            namespace,
+            images,
+            pull_secrets: shape.pull_secrets(),
+        })
+    }
+
+    /// Whether `/mutate` plans `req` at all: a Pod being created, outside
+    /// the excluded namespaces.
+    fn plans(&self, req: &Request) -> bool {
+        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+        is_pod
+            && req.operation == Operation::Create
+            && req.sub_resource.is_none()
+            && !self.excluded(req)
+    }
+
+    /// Like [`Webhook::mutate`], with the image commands looked up for
+    /// [`Webhook::image_lookups`], and with what the injector decided (for
+    /// the injection metrics); `None` when it did not look at the pod.
     pub fn mutate_explained(
         &self,
         req: &Request,
         policies: &PolicySet,
+        images: &mutate::ImageCommands,
     ) -> (Response, Outcome, Option<mutate::Outcome>) {
         let allow = Response::allow(req);
         let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
@@ -162,9 +214,11 @@ impl Webhook {
             } else {
                 None
             };
-            let prevent = prevention
-                .as_ref()
-                .map(|(policy, shape)| mutate::Prevent { policy, shape });
+            let prevent = prevention.as_ref().map(|(policy, shape)| mutate::Prevent {
+                policy,
+                shape,
+                images,
+            });
             self.injector.plan(&pod, prevent)
         });
         let mutation = match planned {
@@ -182,6 +236,12 @@ impl Webhook {
             }
         };
         let mut response = allow;
+        for (image, reason) in images.failures() {
+            response.warnings.push(format!(
+                "Palisade: containers running {image} start without prevention: \
+                 its command could not be looked up ({reason})"
+            ));
+        }
         let mut result = Outcome::Patched;
         match &mutation.outcome {
             mutate::Outcome::Skipped { reason, .. } => {

@@ -49,7 +49,8 @@ use crate::settings::{InjectionSettings, PullPolicy, ResourceDefaults};
 mod prevent;
 
 pub use prevent::{
-    LaunchFor, LaunchShape, Prevent, Prevention, Unconfined, INSTALL_CONTAINER, LAUNCH_VOLUME,
+    ImageCommand, ImageCommands, LaunchFor, LaunchShape, Prevent, Prevention, Unconfined,
+    INSTALL_CONTAINER, LAUNCH_VOLUME,
 };
 
 /// Volume the enforcer keeps its policy cache and report spool in.
@@ -662,9 +663,11 @@ impl Injector {
             }
             None => None,
         };
-        let prevent = prevention
-            .as_ref()
-            .map(|(policy, shape)| Prevent { policy, shape });
+        let prevent = prevention.as_ref().map(|(policy, shape)| Prevent {
+            policy,
+            shape,
+            images: ImageCommands::NONE,
+        });
         let mutation = self.plan(&shape, prevent)?;
         mutation.apply(pod)?;
         Ok(mutation.outcome)

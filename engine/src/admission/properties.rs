@@ -17,7 +17,8 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::mutate::{
-    Injector, LaunchShape, MutateError, PodShape, Prevent, API_TOKEN_DIR, INSTALL_CONTAINER,
+    ImageCommand, ImageCommands, Injector, LaunchShape, MutateError, PodShape, Prevent,
+    API_TOKEN_DIR, INSTALL_CONTAINER,
 };
 use crate::quantity::Quantity;
 use crate::settings::InjectionSettings;
@@ -431,13 +432,24 @@ proptest! {
         pod in pod(),
         settings in settings(),
         prevent in any::<bool>(),
+        looked_up in any::<bool>(),
     ) {
         prop_assume!(input_is_valid(&pod));
         let injector = Injector::new(&settings);
         let shape = PodShape::from_value(&pod).unwrap();
         let launch = LaunchPolicy::default();
         let needs = LaunchShape::from_value(&pod).unwrap();
-        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs });
+        // Every image's command known (as the registry would give it), or
+        // nothing looked up.
+        let images: ImageCommands = if looked_up {
+            needs.images_without_command(|_, _| false).into_iter().enumerate().map(|(i, image)| {
+                let entrypoint = if i % 2 == 0 { vec!["/opt/app/bin/run".to_string()] } else { vec![] };
+                (image, ImageCommand::Known { entrypoint, cmd: vec!["/usr/bin/serve".into(), "--port".into()] })
+            }).collect()
+        } else {
+            ImageCommands::default()
+        };
+        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs, images: &images });
         let mutation = match injector.plan(&shape, confine) {
             Ok(mutation) => mutation,
             Err(MutateError::ConflictingOverrides { .. }) => {
@@ -512,7 +524,7 @@ proptest! {
 
         // Idempotent: a second pass plans nothing.
         let needs = LaunchShape::from_value(&out).unwrap();
-        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs });
+        let confine = prevent.then_some(Prevent { policy: &launch, shape: &needs, images: &images });
         let again = injector.plan(&PodShape::from_value(&out).unwrap(), confine).unwrap();
         prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
     }

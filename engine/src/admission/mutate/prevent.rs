@@ -9,8 +9,12 @@
 //!   `palisade-launch -- <command>` (its `args` follow as before), with the
 //!   launch policy in `PALISADE_LAUNCH_POLICY`. The command's own directory
 //!   counts as a program directory.
-//! - A container without `command` runs its image's entrypoint, which the
-//!   pod spec does not name: it stays unconfined and the status annotation
+//! - A container without `command` runs its image's ENTRYPOINT and CMD,
+//!   which the pod spec does not name: the server looks them up in the
+//!   registry before planning ([`ImageCommands`]) and the container starts
+//!   as `palisade-launch -- <ENTRYPOINT>` with `args` set to CMD when the
+//!   pod gives none (what the runtime would have run). When the lookup is
+//!   off or fails, the container stays unconfined and the status annotation
 //!   says why. Never a broken pod.
 //!
 //! Reinvocation-safe: a wrapped command and an existing install container
@@ -56,16 +60,31 @@ struct LaunchMetadata {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct LaunchSpec {
     #[serde(default)]
     containers: Option<Vec<LaunchContainer>>,
+    #[serde(default)]
+    image_pull_secrets: Option<Vec<SecretName>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SecretName {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LaunchContainer {
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
     command: Option<Vec<String>>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
     #[serde(default)]
     env: Option<Vec<EnvName>>,
     #[serde(default)]
@@ -106,27 +125,116 @@ impl LaunchShape {
     fn container(&self, index: usize) -> Option<&LaunchContainer> {
         self.spec.as_ref()?.containers.as_ref()?.get(index)
     }
+
+    /// The images of app containers that run their image's own command
+    /// (no `command` in the spec), each once, in order. `is_enforcer`
+    /// leaves the injected enforcer out.
+    pub fn images_without_command(
+        &self,
+        is_enforcer: impl Fn(Option<&str>, Option<&str>) -> bool,
+    ) -> Vec<String> {
+        let containers = self.spec.as_ref().and_then(|s| s.containers.as_deref());
+        let mut images: Vec<String> = Vec::new();
+        for c in containers.unwrap_or_default() {
+            let runs_image_command = c.command.as_deref().is_none_or(|c| c.is_empty());
+            if !runs_image_command || is_enforcer(c.name.as_deref(), c.image.as_deref()) {
+                continue;
+            }
+            if let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) {
+                if !images.iter().any(|known| known == image) {
+                    images.push(image.to_string());
+                }
+            }
+        }
+        images
+    }
+
+    /// The names in `spec.imagePullSecrets`.
+    pub fn pull_secrets(&self) -> Vec<String> {
+        let secrets = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_deref());
+        secrets
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// An image's own command, as its registry gives it in the image config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageCommand {
+    Known {
+        entrypoint: Vec<String>,
+        cmd: Vec<String>,
+    },
+    /// The lookup failed (registry unreachable or refusing, timeout, not an
+    /// image); the reason, for the admission warning.
+    Failed(String),
+}
+
+/// Image commands by image reference, as the pod spec writes it: what the
+/// server looked up for a pod before planning. Empty when nothing was
+/// looked up (offline commands, lookups turned off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageCommands(BTreeMap<String, ImageCommand>);
+
+impl ImageCommands {
+    /// Nothing looked up.
+    pub const NONE: &'static ImageCommands = &ImageCommands(BTreeMap::new());
+
+    pub fn insert(&mut self, image: impl Into<String>, command: ImageCommand) {
+        self.0.insert(image.into(), command);
+    }
+
+    pub fn get(&self, image: &str) -> Option<&ImageCommand> {
+        self.0.get(image)
+    }
+
+    /// The failed lookups, as `(image, reason)`.
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().filter_map(|(image, c)| match c {
+            ImageCommand::Failed(reason) => Some((image.as_str(), reason.as_str())),
+            ImageCommand::Known { .. } => None,
+        })
+    }
+}
+
+impl FromIterator<(String, ImageCommand)> for ImageCommands {
+    fn from_iter<I: IntoIterator<Item = (String, ImageCommand)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
 }
 
 /// The launch policy for a pod's labels, from the policies that select it
 /// (`None`: the pod is not confined).
 pub type LaunchFor<'a> = dyn Fn(&BTreeMap<String, String>) -> Option<LaunchPolicy> + 'a;
 
-/// Prevention for one pod: the launch policy the selecting policies give
-/// and what the pod says about its containers.
+/// Prevention for one pod: the launch policy the selecting policies give,
+/// what the pod says about its containers, and the commands of the images
+/// that run their own (looked up by the server; [`ImageCommands::NONE`]
+/// when nothing was).
 #[derive(Debug, Clone, Copy)]
 pub struct Prevent<'a> {
     pub policy: &'a LaunchPolicy,
     pub shape: &'a LaunchShape,
+    pub images: &'a ImageCommands,
 }
 
 /// Why an app container starts without the launcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unconfined {
-    /// No `command` in the pod spec: the image's entrypoint is not known
-    /// at admission.
+    /// No `command` in the pod spec and the image's was not looked up
+    /// (lookups off, or offline).
     NoCommand,
+    /// No `command` in the pod spec and the registry lookup of the image's
+    /// failed (the admission warning says why).
+    ImageLookupFailed,
+    /// Neither the pod spec nor the image config names a command.
+    ImageWithoutCommand,
     /// The container already mounts something at the launcher's path.
     MountPathTaken,
 }
@@ -187,19 +295,30 @@ impl Injector {
                 .unwrap_or_default()
                 .iter()
                 .any(|m| m.mount_path.as_deref() == Some(LAUNCHER_DIR));
-            match needs.command.as_deref() {
-                Some([first, ..]) if first == LAUNCHER_PATH => prevention.confined.push(name),
-                Some(command) if !command.is_empty() && path_taken => {
+            let command = needs.command.as_deref().filter(|c| !c.is_empty());
+            let start = match command {
+                Some([first, ..]) if first == LAUNCHER_PATH => {
+                    prevention.confined.push(name);
+                    continue;
+                }
+                Some(command) => Ok(Start {
+                    command,
+                    args: None,
+                }),
+                None => image_start(needs, prevent.images),
+            };
+            match start {
+                Err(reason) => {
+                    prevention.unconfined.insert(name, reason);
+                }
+                Ok(_) if path_taken => {
                     prevention
                         .unconfined
                         .insert(name, Unconfined::MountPathTaken);
                 }
-                Some(command) if !command.is_empty() => {
-                    wrap(needs, index, command, &volume, prevent.policy, ops);
+                Ok(start) => {
+                    wrap(needs, index, start, &volume, prevent.policy, ops);
                     prevention.confined.push(name);
-                }
-                _ => {
-                    prevention.unconfined.insert(name, Unconfined::NoCommand);
                 }
             }
         }
@@ -245,20 +364,68 @@ impl Injector {
     }
 }
 
+/// What a wrapped container runs after `palisade-launch --`: the `command`
+/// it gets, and `args` to set when the pod gives none (the image's CMD,
+/// which a `command` in the spec would otherwise drop).
+#[derive(Debug, Clone, Copy)]
+struct Start<'a> {
+    command: &'a [String],
+    args: Option<&'a [String]>,
+}
+
+impl Start<'_> {
+    /// The program the launcher execs.
+    fn program<'s>(&'s self, own_args: Option<&'s [String]>) -> Option<&'s str> {
+        let args = own_args
+            .filter(|a| !a.is_empty())
+            .or(self.args)
+            .unwrap_or_default();
+        self.command.first().or(args.first()).map(String::as_str)
+    }
+}
+
+/// How a container without `command` starts: what the runtime would run,
+/// ENTRYPOINT followed by the pod's `args` or else the image's CMD.
+fn image_start<'a>(
+    container: &'a LaunchContainer,
+    images: &'a ImageCommands,
+) -> Result<Start<'a>, Unconfined> {
+    let image = container.image.as_deref().unwrap_or_default();
+    // An empty list counts as none, as the runtime reads it.
+    let own_args = container.args.as_deref().filter(|a| !a.is_empty());
+    match images.get(image) {
+        None => Err(Unconfined::NoCommand),
+        Some(ImageCommand::Failed(_)) => Err(Unconfined::ImageLookupFailed),
+        Some(ImageCommand::Known { entrypoint, cmd }) => {
+            let start = Start {
+                command: entrypoint,
+                args: own_args.is_none().then_some(cmd.as_slice()),
+            };
+            match start.program(own_args) {
+                Some(_) => Ok(start),
+                None => Err(Unconfined::ImageWithoutCommand),
+            }
+        }
+    }
+}
+
 /// `palisade-launch -- <command>`, the launcher mounted read-only, and the
 /// launch policy (unless the container sets its own).
 fn wrap(
     container: &LaunchContainer,
     index: usize,
-    command: &[String],
+    start: Start<'_>,
     volume: &str,
     launch: &LaunchPolicy,
     ops: &mut Vec<AddOp>,
 ) {
     let base = format!("/spec/containers/{index}");
     let mut argv = vec![LAUNCHER_PATH.to_string(), "--".to_string()];
-    argv.extend(command.iter().cloned());
+    argv.extend(start.command.iter().cloned());
     ops.push(AddOp::json(format!("{base}/command"), &argv));
+    if let Some(args) = start.args.filter(|a| !a.is_empty()) {
+        ops.push(AddOp::json(format!("{base}/args"), &args));
+    }
     let mount = json!({"name": volume, "mountPath": LAUNCHER_DIR, "readOnly": true});
     append(
         ops,
@@ -275,7 +442,8 @@ fn wrap(
     if own_policy {
         return;
     }
-    let policy = for_command(launch, &command[0]);
+    let program = start.program(container.args.as_deref()).unwrap_or_default();
+    let policy = for_command(launch, program);
     let text = serde_json::to_string(&policy).unwrap_or_default();
     let env = json!({"name": POLICY_ENV, "value": text});
     append(
@@ -321,6 +489,7 @@ mod tests {
         let prevent = Prevent {
             policy: &launch,
             shape: &shape,
+            images: ImageCommands::NONE,
         };
         Injector::new(settings)
             .plan(&PodShape::from_value(pod).unwrap(), Some(prevent))
@@ -448,6 +617,132 @@ mod tests {
             .filter_map(|v| v["name"].as_str())
             .collect();
         assert!(volumes.contains(&LAUNCH_VOLUME) && volumes.contains(&ours.as_str()));
+    }
+
+    /// `pod()` with the proxy's image looked up as `images` says.
+    fn confine_with(pod: &Value, images: &ImageCommands) -> Value {
+        let launch = LaunchPolicy::default();
+        let shape = LaunchShape::from_value(pod).unwrap();
+        let prevent = Prevent {
+            policy: &launch,
+            shape: &shape,
+            images,
+        };
+        let mutation = Injector::new(&InjectionSettings::default())
+            .plan(&PodShape::from_value(pod).unwrap(), Some(prevent))
+            .unwrap();
+        let mut out = pod.clone();
+        let patch: json_patch::Patch = serde_json::from_slice(&mutation.patch_json()).unwrap();
+        json_patch::patch(&mut out, &patch).expect("patch applies");
+        out
+    }
+
+    fn envoy(entrypoint: &[&str], cmd: &[&str]) -> ImageCommands {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        [(
+            "envoy:1".to_string(),
+            ImageCommand::Known {
+                entrypoint: owned(entrypoint),
+                cmd: owned(cmd),
+            },
+        )]
+        .into_iter()
+        .collect()
+    }
+
+    fn launched_policy(container: &Value) -> LaunchPolicy {
+        let env = container["env"].as_array().unwrap();
+        let value = env.iter().find(|e| e["name"] == POLICY_ENV).unwrap()["value"]
+            .as_str()
+            .unwrap();
+        LaunchPolicy::from_json(value).unwrap()
+    }
+
+    #[test]
+    fn an_image_command_looked_up_starts_under_the_launcher_as_the_runtime_would_run_it() {
+        let images = envoy(&["/opt/envoy/bin/envoy"], &["-c", "/etc/envoy.yaml"]);
+        let out = confine_with(&pod(), &images);
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(
+            proxy["command"],
+            json!([LAUNCHER_PATH, "--", "/opt/envoy/bin/envoy"])
+        );
+        assert_eq!(
+            proxy["args"],
+            json!(["-c", "/etc/envoy.yaml"]),
+            "CMD, which a command in the spec would drop, becomes args"
+        );
+        assert_eq!(
+            launched_policy(proxy).program_dirs,
+            [PathBuf::from("/opt/envoy/bin")]
+        );
+        assert_eq!(
+            status(&out)["prevention"],
+            json!({"confined": ["app", "proxy"]})
+        );
+        let again = confine_with(&out, &images);
+        assert_eq!(again, out, "reinvocation changes nothing");
+    }
+
+    #[test]
+    fn the_pods_own_args_replace_the_images_cmd() {
+        let mut pod = pod();
+        pod["spec"]["containers"][1]["args"] = json!(["--log-level", "debug"]);
+        let out = confine_with(&pod, &envoy(&["/opt/envoy/bin/envoy"], &["-c", "x"]));
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(proxy["args"], json!(["--log-level", "debug"]));
+    }
+
+    #[test]
+    fn an_image_with_cmd_only_runs_its_cmd_behind_the_launcher() {
+        let out = confine_with(&pod(), &envoy(&[], &["/usr/bin/envoy", "-c", "x"]));
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(proxy["command"], json!([LAUNCHER_PATH, "--"]));
+        assert_eq!(proxy["args"], json!(["/usr/bin/envoy", "-c", "x"]));
+        // With the pod's own args and no ENTRYPOINT, the args are the command.
+        let mut pod = pod();
+        pod["spec"]["containers"][1]["args"] = json!(["/opt/envoy/bin/envoy"]);
+        let out = confine_with(&pod, &envoy(&[], &["/usr/bin/envoy"]));
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(proxy["args"], json!(["/opt/envoy/bin/envoy"]));
+        assert_eq!(
+            launched_policy(proxy).program_dirs,
+            [PathBuf::from("/opt/envoy/bin")]
+        );
+    }
+
+    #[test]
+    fn what_the_lookup_could_not_give_leaves_the_container_unconfined_with_its_reason() {
+        let failed: ImageCommands = [(
+            "envoy:1".to_string(),
+            ImageCommand::Failed("connection refused".into()),
+        )]
+        .into_iter()
+        .collect();
+        for (images, reason) in [
+            (ImageCommands::NONE.clone(), "no-command"),
+            (failed, "image-lookup-failed"),
+            (envoy(&[], &[]), "image-without-command"),
+        ] {
+            let out = confine_with(&pod(), &images);
+            let proxy = &out["spec"]["containers"][1];
+            assert!(proxy.get("command").is_none(), "{reason}");
+            assert!(proxy.get("args").is_none(), "{reason}");
+            assert_eq!(status(&out)["prevention"]["unconfined"]["proxy"], reason);
+        }
+    }
+
+    #[test]
+    fn images_to_look_up_are_app_images_without_a_command_each_once() {
+        let mut pod = pod();
+        let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+        containers.push(json!({"name": "proxy-2", "image": "envoy:1", "command": []}));
+        containers.push(json!({"name": "palisade-enforcer", "image": "enforcer:1"}));
+        pod["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}, {}]);
+        let shape = LaunchShape::from_value(&pod).unwrap();
+        let images = shape.images_without_command(|name, _| name == Some("palisade-enforcer"));
+        assert_eq!(images, ["envoy:1"]);
+        assert_eq!(shape.pull_secrets(), ["regcred"]);
     }
 
     #[test]
