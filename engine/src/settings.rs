@@ -115,6 +115,11 @@ pub struct ImageLookupSettings {
     pub failure_ttl_secs: u64,
     /// Image configs kept (least recently looked up dropped first).
     pub cache_entries: usize,
+    /// Registries (`host[:port]`, or `*.domain`) lookups may contact.
+    /// Empty: any, except loopback, private and link-local addresses, which
+    /// must be listed here or in `insecure_registries` (a pod's image name
+    /// must not make the server probe its own network).
+    pub allowed_registries: Vec<String>,
     /// Registries (`host[:port]`) spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Read the pod's `imagePullSecrets` from its namespace (needs `get`
@@ -130,6 +135,7 @@ impl Default for ImageLookupSettings {
             tag_ttl_secs: 300,
             failure_ttl_secs: 10,
             cache_entries: 1024,
+            allowed_registries: Vec::new(),
             insecure_registries: Vec::new(),
             pull_secrets: true,
         }
@@ -422,6 +428,7 @@ impl Settings {
                     .with_list_parse_key("tls.self_signed_names")
                     .with_list_parse_key("service.admin_tokens")
                     .with_list_parse_key("injection.image_lookup.insecure_registries")
+                    .with_list_parse_key("injection.image_lookup.allowed_registries")
                     .with_list_parse_key("service.report_tokens")
                     .try_parsing(true)
                     .source(Some(env_map)),

@@ -269,7 +269,7 @@ spec:
 YAML
   # The suite's registry speaks plain HTTP (prevention looks images up there).
   helm install palisade "$CHART" -n palisade-system --create-namespace \
-    --set "injection.imageLookup.insecureRegistries={$REGISTRY}" \
+    --set "injection.imageLookup.insecureRegistries={$REGISTRY}" --set injection.imageLookup.timeoutMs=3000 \
     --wait --timeout 5m >"$WORK/logs/helm.log"
   kubectl rollout status deploy/palisade -n palisade-system --timeout=120s >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
@@ -473,6 +473,7 @@ if /tmp/x/busybox true 2>/dev/null; then echo "probe exec-from-tmp=allowed"; els
 for p in /proc/[0-9]*; do
   case "$(cat $p/comm 2>/dev/null)" in palisade-enf*)
     if kill -STOP ${p#/proc/} 2>/dev/null; then echo "probe stop-enforcer=allowed"; kill -CONT ${p#/proc/}; else echo "probe stop-enforcer=denied"; fi
+    if cat $p/environ >/dev/null 2>&1; then echo "probe read-enforcer=allowed"; else echo "probe read-enforcer=denied"; fi
   esac
 done
 if ls /bin >/dev/null && wc -l /etc/passwd >/dev/null; then echo "probe image-programs=run"; fi
@@ -530,6 +531,10 @@ YAML
     grep -q 'probe stop-enforcer=denied' <<<"$logs" || fail "the app stopped its enforcer although signals are scoped"
     result "node: the app (same UID) cannot SIGSTOP its enforcer (Landlock signal scoping)"
   fi
+  if jq -e '.enforced | index("ptraceScoped")' <<<"$coverage" >/dev/null; then
+    grep -q 'probe read-enforcer=denied' <<<"$logs" || fail "the app read its enforcer's /proc entries although ptrace is scoped"
+    result "node: the app (same UID) cannot read its enforcer's /proc/<pid>/environ (Landlock ptrace scoping)"
+  fi
   grep -q 'probe image-programs=run' <<<"$logs" || fail "image programs did not run"
   # And the enforcer still watches: its started report names the pod.
   wait_event "namespace=vault&pod=$pod&kind=agent" '.rule == "agent/started"' 60 >/dev/null
@@ -538,32 +543,47 @@ YAML
 an_image_without_command_is_confined_from_its_registry_config() {
   # Same namespace and policy as the case above: vault confines its apps.
   kubectl create secret docker-registry regcred -n vault --docker-server="$REGISTRY" \
-    --docker-username="${REGISTRY_USER%%:*}" --docker-password="${REGISTRY_USER#*:}" >/dev/null
-  local deploy
-  deploy=$(app_deployment vault-image | sed -e "s|image: palisade.test/app:e2e|image: $PREVENT_IMAGE|" \
-    -e 's|imagePullPolicy: Never|imagePullPolicy: IfNotPresent|' -e '/^          command:/d' \
-    -e 's|^      containers:|      imagePullSecrets: [{name: regcred}]\n      containers:|')
+    --docker-username="${REGISTRY_USER%%:*}" --docker-password="${REGISTRY_USER#*:}" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  # A pod of the image, without command, with or without the pull secret.
+  probe_pod() { # name, secrets json
+    kubectl run "$1" -n vault --image="$PREVENT_IMAGE" --dry-run=server -o json \
+      --overrides="{\"spec\":{\"imagePullSecrets\":$2,\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"app\",\"image\":\"$PREVENT_IMAGE\",\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}"
+  }
   # Without the pull secret the registry refuses: admitted, unconfined, and
-  # the warning says why.
+  # the warning says why (a category, not the registry's words).
   local refused
-  refused=$(kubectl run no-secret -n vault --image="$PREVENT_IMAGE" --dry-run=server -o json \
-    --overrides="{\"spec\":{\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"app\",\"image\":\"$PREVENT_IMAGE\",\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}" \
-    2>"$WORK/warnings") || fail "pod without pull secret refused: $(cat "$WORK/warnings")"
+  refused=$(probe_pod no-secret '[]' 2>"$WORK/warnings") || fail "pod without pull secret refused: $(cat "$WORK/warnings")"
   jq -r '.metadata.annotations["palisade.dev/status"]' <<<"$refused" | jq -e '.prevention.unconfined.app == "image-lookup-failed"' >/dev/null \
     || fail "without credentials: $(jq -c .metadata.annotations <<<"$refused")"
-  grep -q 'could not be looked up' "$WORK/warnings" || fail "no warning: $(cat "$WORK/warnings")"
+  grep -q 'could not be looked up (the registry refused access)' "$WORK/warnings" || fail "no warning: $(cat "$WORK/warnings")"
   result "node: a registry refusing the lookup leaves the container unconfined, with a warning, never a broken pod"
-  kubectl apply -n vault -f - <<<"$deploy" >/dev/null
+  # With it, both admission replicas confine the pod (each has looked the
+  # image up once).
+  export -f probe_pod
+  export PREVENT_IMAGE
+  wait_for "admission confining the image's own command" 60 bash -c '
+    for i in 1 2 3 4; do
+      probe_pod with-secret "[{\"name\":\"regcred\"}]" 2>/dev/null \
+        | jq -e ".spec.containers[0].command[0] == \"/palisade/launch/palisade-launch\"" >/dev/null || exit 1
+    done' || fail "pods of $PREVENT_IMAGE are not confined at admission"
+  app_deployment vault-image | sed -e "s|image: palisade.test/app:e2e|image: $PREVENT_IMAGE|" \
+    -e 's|imagePullPolicy: Never|imagePullPolicy: IfNotPresent|' -e '/^          command:/d' \
+    -e 's|^      containers:|      imagePullSecrets: [{name: regcred}]\n      containers:|' \
+    | kubectl apply -n vault -f - >/dev/null
   kubectl rollout status deploy/vault-image -n vault --timeout=120s >/dev/null || fail "confined app did not start"
   local pod logs
   pod=$(app_pod vault vault-image)
   [[ $(jp "pod/$pod" vault '{.spec.containers[0].command}') == '["/palisade/launch/palisade-launch","--","/bin/sh"]' ]] \
     || fail "command: $(jp "pod/$pod" vault '{.spec.containers[0].command}')"
   [[ $(jp "pod/$pod" vault '{.spec.containers[0].args[0]}') == "-c" ]] || fail "args are not the image's CMD"
+  # The probe's $(...) and $p reach the shell as the image wrote them: the
+  # injector escaped them against the kubelet's $(VAR) expansion.
   wait_for "the probe's results" 30 bash -c "kubectl logs -n vault $pod -c app | grep -q image-programs=run" \
     || fail "probe did not finish: $(kubectl logs -n vault "$pod" -c app | tail -5)"
   logs=$(kubectl logs -n vault "$pod" -c app)
   grep -q 'probe exec-from-tmp=denied' <<<"$logs" || fail "the image's own command ran unconfined: $logs"
+  grep -q 'probe stop-enforcer=' <<<"$logs" || fail "the probe did not find the enforcer: $logs"
   result "node: a pod without command is confined from its image's ENTRYPOINT/CMD, looked up with its pull secret in a real registry"
   local metrics
   metrics=$(kubectl get --raw "/api/v1/namespaces/palisade-system/services/https:palisade:443/proxy/metrics" 2>/dev/null || true)

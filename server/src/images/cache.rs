@@ -7,6 +7,8 @@
 //! registry round trip.
 
 use std::collections::HashMap;
+
+use super::failure::LookupFailure;
 use std::time::{Duration, Instant};
 
 /// An image's own command, from its config.
@@ -38,7 +40,7 @@ pub struct LookupCache {
     limits: CacheLimits,
     configs: HashMap<String, (ImageConfig, Instant)>,
     tags: HashMap<String, (String, Instant)>,
-    failures: HashMap<String, (String, Instant)>,
+    failures: HashMap<String, (LookupFailure, Instant)>,
 }
 
 impl LookupCache {
@@ -74,10 +76,10 @@ impl LookupCache {
     }
 
     /// Why the lookup under `key` failed, if it did within the failure TTL.
-    pub fn recent_failure(&mut self, key: &str, now: Instant) -> Option<String> {
-        let (reason, at) = self.failures.get(key)?;
+    pub fn recent_failure(&mut self, key: &str, now: Instant) -> Option<LookupFailure> {
+        let (failure, at) = self.failures.get(key)?;
         if now.duration_since(*at) < self.limits.failure_ttl {
-            return Some(reason.clone());
+            return Some(*failure);
         }
         self.failures.remove(key);
         None
@@ -106,12 +108,11 @@ impl LookupCache {
         self.configs.insert(digest.to_string(), (config, now));
     }
 
-    pub fn fail(&mut self, reference: &str, reason: &str, now: Instant) {
-        if !self.failures.contains_key(reference) {
+    pub fn fail(&mut self, key: &str, failure: LookupFailure, now: Instant) {
+        if !self.failures.contains_key(key) {
             evict_oldest(&mut self.failures, self.limits.capacity, |(_, at)| *at);
         }
-        self.failures
-            .insert(reference.to_string(), (reason.to_string(), now));
+        self.failures.insert(key.to_string(), (failure, now));
     }
 
     #[cfg(test)]
@@ -194,10 +195,10 @@ mod tests {
     fn failures_are_remembered_briefly() {
         let t0 = Instant::now();
         let mut cache = LookupCache::new(limits());
-        cache.fail("r/app:1 as anonymous", "connection refused", t0);
+        cache.fail("r/app:1 as anonymous", LookupFailure::Unreachable, t0);
         assert_eq!(
             cache.recent_failure("r/app:1 as anonymous", t0 + Duration::from_secs(9)),
-            Some("connection refused".into())
+            Some(LookupFailure::Unreachable)
         );
         assert_eq!(cache.recent_failure("r/app:1 as alice", t0), None);
         assert_eq!(

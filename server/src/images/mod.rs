@@ -4,15 +4,23 @@
 //! registry (oci-client), with the pod's `imagePullSecrets`, cached by
 //! manifest digest, within a deadline. What cannot be learnt in time comes
 //! back as a failure, and the container is admitted unconfined.
+//!
+//! The image name is the pod author's, so every lookup is bounded: which
+//! registries may be contacted ([`gate`]), how many images one review may
+//! look up, how many lookups run at once, how large a config may be, and
+//! what a failure may tell the author ([`failure`]).
 
 mod auth;
 mod cache;
+mod failure;
+mod gate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -21,21 +29,37 @@ use palisade_engine::admission::mutate::{ImageCommand, ImageCommands};
 use palisade_engine::admission::ImageLookups;
 use palisade_engine::settings::ImageLookupSettings;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::metrics::{LookupResult, Metrics};
 pub use auth::{credential_for, Credential};
 use cache::{CacheLimits, Cached, ImageConfig, LookupCache};
+pub use failure::LookupFailure;
 
+/// Images one review may look up; the rest stay unconfined.
+const MAX_IMAGES_PER_REVIEW: usize = 8;
+/// Registry lookups in flight at once, over all reviews.
+const MAX_CONCURRENT_FETCHES: usize = 16;
+/// An image config is a few KiB; anything this large is not one.
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Registry clients kept, one per credential (a client keeps the first
 /// credential it is given for a registry, so pods with different secrets
 /// never share one).
 const MAX_CLIENTS: usize = 64;
+/// A client's token and auth caches only grow: it is replaced this often.
+const CLIENT_LIFETIME: Duration = Duration::from_secs(600);
+
+type ClientKey = Option<(String, Credential)>;
+/// Pull secrets' data of one review: `(data key, bytes)`.
+type SecretData = Vec<(String, Vec<u8>)>;
 
 pub struct ImageResolver {
     settings: ImageLookupSettings,
     kube: Option<kube::Client>,
-    clients: Mutex<HashMap<Option<(String, Credential)>, Client>>,
+    clients: Mutex<HashMap<ClientKey, (Client, Instant)>>,
     cache: Mutex<LookupCache>,
+    fetches: Semaphore,
     metrics: Arc<Metrics>,
 }
 
@@ -56,97 +80,116 @@ impl ImageResolver {
             kube,
             clients: Mutex::new(HashMap::new()),
             cache: Mutex::new(LookupCache::new(limits)),
+            fetches: Semaphore::new(MAX_CONCURRENT_FETCHES),
             metrics,
         }
     }
 
-    /// Looks up every image of `lookups` at once; each answers within the
+    /// Looks up the images of `lookups` at once; each answers within the
     /// configured timeout or as a failure.
     pub async fn resolve(&self, lookups: &ImageLookups) -> ImageCommands {
         let timeout = Duration::from_millis(self.settings.timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
-        // The registry gets `timeout` (a late answer is remembered as a
-        // failure); reading pull secrets a little more, so a stuck
-        // apiserver cannot hold the review either.
-        let last_resort = deadline + Duration::from_millis(100);
-        let answers = join_all(lookups.images.iter().map(|image| async move {
-            let lookup = self.command(image, lookups, deadline);
-            let command = match tokio::time::timeout_at(last_resort, lookup).await {
-                Ok(command) => command,
-                Err(_) => {
-                    let reason = format!("pull secrets not read within {} ms", timeout.as_millis());
-                    self.metrics.count_lookup(LookupResult::Failed);
-                    tracing::warn!(%image, %reason, "image command lookup failed");
-                    ImageCommand::Failed(reason)
-                }
-            };
+        // Pull secrets are read once per review, and only if some image
+        // is not in the cache.
+        let secrets = OnceCell::new();
+        let review = Review {
+            lookups,
+            secrets: &secrets,
+            deadline,
+        };
+        let (looked_up, too_many) = lookups
+            .images
+            .split_at(lookups.images.len().min(MAX_IMAGES_PER_REVIEW));
+        let answers = join_all(looked_up.iter().map(|image| async {
+            let command =
+                match tokio::time::timeout_at(deadline, self.command(image, &review)).await {
+                    Ok(Ok(config)) => known(config),
+                    Ok(Err(failure)) => self.failed(image, failure),
+                    Err(_) => self.failed(image, LookupFailure::TimedOut),
+                };
             (image.clone(), command)
         }))
         .await;
-        answers.into_iter().collect()
+        let skipped = too_many
+            .iter()
+            .map(|image| (image.clone(), self.failed(image, LookupFailure::TooLarge)));
+        answers.into_iter().chain(skipped).collect()
     }
 
     async fn command(
         &self,
         image: &str,
-        lookups: &ImageLookups,
-        deadline: tokio::time::Instant,
-    ) -> ImageCommand {
-        let reference: Reference = match image.parse() {
-            Ok(reference) => reference,
-            Err(e) => return self.failed(image, &format!("not an image reference: {e}")),
-        };
+        review: &Review<'_>,
+    ) -> Result<ImageConfig, LookupFailure> {
+        let reference: Reference = image.parse().map_err(|_| LookupFailure::Invalid)?;
         let whole = reference.whole();
         let cached = self
             .lock_cache()
             .get(&whole, reference.digest(), Instant::now());
         if let Cached::Config(config) = cached {
             self.metrics.count_lookup(LookupResult::Cached);
-            return known(config);
+            return Ok(config);
         }
         let registry = reference.resolve_registry().to_string();
-        let credential = self.credential(&registry, lookups).await;
-        // A failure is remembered per credential: a pod without access
-        // does not hold back one with it.
-        let attempt = match &credential {
-            Some(c) => format!("{whole} as {}", c.username),
-            None => format!("{whole} anonymously"),
-        };
-        if let Some(reason) = self.lock_cache().recent_failure(&attempt, Instant::now()) {
-            self.metrics.count_lookup(LookupResult::FailureCached);
-            return ImageCommand::Failed(reason);
+        let settings = &self.settings;
+        if !gate::may_contact(
+            &registry,
+            &settings.allowed_registries,
+            &settings.insecure_registries,
+        ) {
+            return Err(LookupFailure::NotAllowed);
         }
-        let fetched =
-            tokio::time::timeout_at(deadline, self.fetch(&reference, registry, credential));
-        match fetched.await {
-            Ok(Ok(config)) => known(config),
-            Ok(Err(reason)) => self.failed(&attempt, &reason),
-            Err(_) => {
-                let timeout = self.settings.timeout_ms;
-                self.failed(&attempt, &format!("no answer within {timeout} ms"))
+        let credential = self.credential(&registry, review).await;
+        // An outage is remembered per registry and credential (hashed):
+        // the next pod does not wait for the same registry again.
+        let attempt = attempt_key(&whole, credential.as_ref());
+        if let Some(failure) = self.lock_cache().recent_failure(&attempt, Instant::now()) {
+            self.metrics.count_lookup(LookupResult::FailureCached);
+            return Err(failure);
+        }
+        let _permit = self
+            .fetches
+            .acquire()
+            .await
+            .map_err(|_| LookupFailure::Unreachable)?;
+        let fetched = tokio::time::timeout_at(
+            review.deadline,
+            self.fetch(&reference, registry, credential),
+        )
+        .await
+        .unwrap_or(Err(LookupFailure::TimedOut));
+        if let Err(failure) = fetched {
+            if failure.is_outage() {
+                self.lock_cache().fail(&attempt, failure, Instant::now());
             }
         }
+        fetched
     }
 
-    /// Asks the registry: the current digest (one HEAD), then the config
-    /// unless that digest's is kept.
+    /// Asks the registry: the current digest (one HEAD), then the manifest
+    /// and config unless that digest's config is kept.
     async fn fetch(
         &self,
         reference: &Reference,
         registry: String,
         credential: Option<Credential>,
-    ) -> Result<ImageConfig, String> {
+    ) -> Result<ImageConfig, LookupFailure> {
         let auth = match &credential {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
         let client = self.client(credential.map(|c| (registry, c)))?;
+        let oci = |e: oci_client::errors::OciDistributionError| {
+            tracing::debug!(image = %reference.whole(), error = %e, "registry answer");
+            LookupFailure::from(&e)
+        };
         let digest = match reference.digest() {
             Some(digest) => digest.to_string(),
             None => client
                 .fetch_manifest_digest(reference, &auth)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(oci)?,
         };
         let now = Instant::now();
         if reference.digest().is_none() {
@@ -157,11 +200,33 @@ impl ImageResolver {
             return Ok(config);
         }
         let pinned = reference.clone_with_digest(digest.clone());
-        let (_, _, config) = client
-            .pull_manifest_and_config(&pinned, &auth)
+        let (manifest, _) = client
+            .pull_image_manifest(&pinned, &auth)
             .await
-            .map_err(|e| e.to_string())?;
-        let config = image_config(&config)?;
+            .map_err(oci)?;
+        let declared = usize::try_from(manifest.config.size).unwrap_or(usize::MAX);
+        if declared > MAX_CONFIG_BYTES {
+            return Err(LookupFailure::TooLarge);
+        }
+        let mut stream = client
+            .pull_blob_stream(&pinned, &manifest.config)
+            .await
+            .map_err(oci)?;
+        let mut body = Vec::with_capacity(declared);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| LookupFailure::Unreachable)?;
+            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
+                return Err(LookupFailure::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // The stream is checked against the digest only as it ends; check
+        // here too, since the config is kept by the manifest's digest.
+        let sha = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        if sha != manifest.config.digest {
+            return Err(LookupFailure::Invalid);
+        }
+        let config = image_config(&body).ok_or(LookupFailure::Invalid)?;
         self.lock_cache()
             .store(&digest, config.clone(), Instant::now());
         self.metrics.count_lookup(LookupResult::Fetched);
@@ -169,36 +234,56 @@ impl ImageResolver {
     }
 
     /// The first pull secret of the pod with an entry for `registry`.
-    async fn credential(&self, registry: &str, lookups: &ImageLookups) -> Option<Credential> {
-        let kube = self.kube.as_ref().filter(|_| self.settings.pull_secrets)?;
-        let secrets: kube::Api<Secret> = kube::Api::namespaced(kube.clone(), &lookups.namespace);
-        for name in &lookups.pull_secrets {
-            let secret = match secrets.get_opt(name).await {
-                Ok(Some(secret)) => secret,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(secret = %name, namespace = %lookups.namespace, error = %e, "cannot read pull secret");
-                    continue;
-                }
-            };
-            let data = secret.data.unwrap_or_default();
-            let found = data
-                .iter()
-                .find_map(|(key, value)| credential_for(key, &value.0, registry));
-            if found.is_some() {
-                return found;
-            }
-        }
-        None
+    async fn credential(&self, registry: &str, review: &Review<'_>) -> Option<Credential> {
+        let secrets = review
+            .secrets
+            .get_or_init(|| self.read_pull_secrets(review.lookups))
+            .await;
+        secrets
+            .iter()
+            .find_map(|(key, data)| credential_for(key, data, registry))
     }
 
-    fn client(&self, key: Option<(String, Credential)>) -> Result<Client, String> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
+    async fn read_pull_secrets(&self, lookups: &ImageLookups) -> SecretData {
+        let Some(kube) = self.kube.as_ref().filter(|_| self.settings.pull_secrets) else {
+            return Vec::new();
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(kube.clone(), &lookups.namespace);
+        let mut data = Vec::new();
+        for name in &lookups.pull_secrets {
+            match api.get_opt(name).await {
+                Ok(Some(secret)) => data.extend(
+                    secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(key, value)| (key, value.0)),
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(secret = %name, namespace = %lookups.namespace, error = %e, "cannot read pull secret")
+                }
+            }
         }
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
+        data
+    }
+
+    fn client(&self, key: ClientKey) -> Result<Client, LookupFailure> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some((client, created)) = clients.get(&key) {
+            if now.duration_since(*created) < CLIENT_LIFETIME {
+                return Ok(client.clone());
+            }
+        }
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&key) {
+            let oldest = clients
+                .iter()
+                .min_by_key(|(_, (_, created))| *created)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                clients.remove(&oldest);
+            }
         }
         let protocol = if self.settings.insecure_registries.is_empty() {
             ClientProtocol::Https
@@ -212,16 +297,18 @@ impl ImageResolver {
             read_timeout: Some(timeout),
             ..ClientConfig::default()
         };
-        let client = Client::try_from(config).map_err(|e| format!("registry client: {e}"))?;
-        clients.insert(key, client.clone());
+        let client = Client::try_from(config).map_err(|e| {
+            tracing::error!(error = %e, "cannot build a registry client");
+            LookupFailure::Unreachable
+        })?;
+        clients.insert(key, (client.clone(), now));
         Ok(client)
     }
 
-    fn failed(&self, reference: &str, reason: &str) -> ImageCommand {
-        tracing::warn!(image = %reference, %reason, "image command lookup failed");
+    fn failed(&self, image: &str, failure: LookupFailure) -> ImageCommand {
+        tracing::warn!(%image, reason = %failure, "image command lookup failed");
         self.metrics.count_lookup(LookupResult::Failed);
-        self.lock_cache().fail(reference, reason, Instant::now());
-        ImageCommand::Failed(reason.to_string())
+        ImageCommand::Failed(failure.to_string())
     }
 
     /// Forgets every config, digest and failure (the next lookups ask the
@@ -236,6 +323,28 @@ impl ImageResolver {
     }
 }
 
+/// One review's lookups, sharing its pull secrets and deadline.
+struct Review<'a> {
+    lookups: &'a ImageLookups,
+    secrets: &'a OnceCell<SecretData>,
+    deadline: tokio::time::Instant,
+}
+
+/// The failure cache's key: the reference and a hash of the credential
+/// (never the credential itself).
+fn attempt_key(reference: &str, credential: Option<&Credential>) -> String {
+    match credential {
+        None => format!("{reference} anonymous"),
+        Some(c) => {
+            let mut hasher = Sha256::new();
+            hasher.update(c.username.as_bytes());
+            hasher.update([0]);
+            hasher.update(c.password.as_bytes());
+            format!("{reference} {}", hex::encode(&hasher.finalize()[..8]))
+        }
+    }
+}
+
 fn known(config: ImageConfig) -> ImageCommand {
     ImageCommand::Known {
         entrypoint: config.entrypoint,
@@ -244,7 +353,7 @@ fn known(config: ImageConfig) -> ImageCommand {
 }
 
 /// ENTRYPOINT and CMD from an OCI (or Docker) image config.
-fn image_config(config: &str) -> Result<ImageConfig, String> {
+fn image_config(config: &[u8]) -> Option<ImageConfig> {
     #[derive(Deserialize)]
     struct Image {
         #[serde(default)]
@@ -257,14 +366,51 @@ fn image_config(config: &str) -> Result<ImageConfig, String> {
         #[serde(default, rename = "Cmd")]
         cmd: Option<Vec<String>>,
     }
-    let image: Image =
-        serde_json::from_str(config).map_err(|e| format!("image config is not an image's: {e}"))?;
+    let image: Image = serde_json::from_slice(config).ok()?;
     let runtime = image.config;
-    Ok(ImageConfig {
+    Some(ImageConfig {
         entrypoint: runtime
             .as_ref()
             .and_then(|r| r.entrypoint.clone())
             .unwrap_or_default(),
         cmd: runtime.and_then(|r| r.cmd).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_keyed_by_a_hash_of_the_whole_credential() {
+        let cred = |password: &str| Credential {
+            username: "AWS".into(),
+            password: password.into(),
+        };
+        let a = attempt_key("r/app:1", Some(&cred("token-a")));
+        let b = attempt_key("r/app:1", Some(&cred("token-b")));
+        assert_ne!(a, b, "same user name, other password: another attempt");
+        assert!(!a.contains("token-a") && !a.contains("AWS"));
+        assert_ne!(a, attempt_key("r/app:1", None));
+    }
+
+    #[test]
+    fn configs_without_a_command_or_not_images() {
+        let config = image_config(br#"{"config": {"Entrypoint": ["/bin/app"], "Cmd": null}}"#);
+        assert_eq!(
+            config,
+            Some(ImageConfig {
+                entrypoint: vec!["/bin/app".into()],
+                cmd: vec![]
+            })
+        );
+        assert_eq!(
+            image_config(b"{}"),
+            Some(ImageConfig {
+                entrypoint: vec![],
+                cmd: vec![]
+            })
+        );
+        assert_eq!(image_config(b"[1]"), None);
+    }
 }

@@ -20,6 +20,7 @@
 //! Reinvocation-safe: a wrapped command and an existing install container
 //! are left as they are.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -302,7 +303,7 @@ impl Injector {
                     continue;
                 }
                 Some(command) => Ok(Start {
-                    command,
+                    command: Cow::Borrowed(command),
                     args: None,
                 }),
                 None => image_start(needs, prevent.images),
@@ -367,10 +368,10 @@ impl Injector {
 /// What a wrapped container runs after `palisade-launch --`: the `command`
 /// it gets, and `args` to set when the pod gives none (the image's CMD,
 /// which a `command` in the spec would otherwise drop).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Start<'a> {
-    command: &'a [String],
-    args: Option<&'a [String]>,
+    command: Cow<'a, [String]>,
+    args: Option<Cow<'a, [String]>>,
 }
 
 impl Start<'_> {
@@ -378,7 +379,7 @@ impl Start<'_> {
     fn program<'s>(&'s self, own_args: Option<&'s [String]>) -> Option<&'s str> {
         let args = own_args
             .filter(|a| !a.is_empty())
-            .or(self.args)
+            .or(self.args.as_deref())
             .unwrap_or_default();
         self.command.first().or(args.first()).map(String::as_str)
     }
@@ -398,8 +399,8 @@ fn image_start<'a>(
         Some(ImageCommand::Failed(_)) => Err(Unconfined::ImageLookupFailed),
         Some(ImageCommand::Known { entrypoint, cmd }) => {
             let start = Start {
-                command: entrypoint,
-                args: own_args.is_none().then_some(cmd.as_slice()),
+                command: Cow::Owned(literal(entrypoint)),
+                args: own_args.is_none().then(|| Cow::Owned(literal(cmd))),
             };
             match start.program(own_args) {
                 Some(_) => Ok(start),
@@ -407,6 +408,13 @@ fn image_start<'a>(
             }
         }
     }
+}
+
+/// Image config strings as pod spec strings with the same meaning: the
+/// kubelet expands `$(VAR)` and turns `$$` into `$` in a spec's `command`
+/// and `args`, never in an image's ENTRYPOINT and CMD.
+fn literal(words: &[String]) -> Vec<String> {
+    words.iter().map(|w| w.replace('$', "$$")).collect()
 }
 
 /// `palisade-launch -- <command>`, the launcher mounted read-only, and the
@@ -423,7 +431,7 @@ fn wrap(
     let mut argv = vec![LAUNCHER_PATH.to_string(), "--".to_string()];
     argv.extend(start.command.iter().cloned());
     ops.push(AddOp::json(format!("{base}/command"), &argv));
-    if let Some(args) = start.args.filter(|a| !a.is_empty()) {
+    if let Some(args) = start.args.as_deref().filter(|a| !a.is_empty()) {
         ops.push(AddOp::json(format!("{base}/args"), &args));
     }
     let mount = json!({"name": volume, "mountPath": LAUNCHER_DIR, "readOnly": true});
@@ -682,6 +690,18 @@ mod tests {
         );
         let again = confine_with(&out, &images);
         assert_eq!(again, out, "reinvocation changes nothing");
+    }
+
+    #[test]
+    fn image_strings_keep_their_meaning_in_the_pod_spec() {
+        let images = envoy(&["/bin/sh", "-c"], &["echo $HOME $(NAME) $$"]);
+        let out = confine_with(&pod(), &images);
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(
+            proxy["args"],
+            json!(["echo $$HOME $$(NAME) $$$$"]),
+            "the kubelet turns these back into what the image said"
+        );
     }
 
     #[test]

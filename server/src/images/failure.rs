@@ -1,0 +1,126 @@
+//! Why a lookup failed, in words safe to show the pod's author: a category,
+//! never the registry's own text (which an attacker's registry chooses, and
+//! which would make admission a probe of what the server can reach).
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// The registry refused the credentials (or their absence).
+    Unauthorized,
+    /// No such repository, tag or digest.
+    NotFound,
+    /// Connection refused, DNS, TLS, or a 5xx.
+    Unreachable,
+    /// No answer before the deadline.
+    TimedOut,
+    /// The registry is not one lookups may contact.
+    NotAllowed,
+    /// A manifest or config over the size limit.
+    TooLarge,
+    /// Not a reference, or what came back is not an image.
+    Invalid,
+}
+
+impl LookupFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupFailure::Unauthorized => "the registry refused access",
+            LookupFailure::NotFound => "image not found in its registry",
+            LookupFailure::Unreachable => "registry unreachable",
+            LookupFailure::TimedOut => "registry did not answer in time",
+            LookupFailure::NotAllowed => "registry not allowed for lookups",
+            LookupFailure::TooLarge => "image config too large",
+            LookupFailure::Invalid => "not a usable image",
+        }
+    }
+
+    /// Whether the next pod should wait before asking again: only for
+    /// outages. A refusal or a missing image depends on who asks and is
+    /// asked again (one pod's bad credentials never decide another's).
+    pub fn is_outage(self) -> bool {
+        matches!(self, LookupFailure::Unreachable | LookupFailure::TimedOut)
+    }
+}
+
+impl std::fmt::Display for LookupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&OciDistributionError> for LookupFailure {
+    fn from(e: &OciDistributionError) -> Self {
+        match e {
+            OciDistributionError::AuthenticationFailure(_)
+            | OciDistributionError::UnauthorizedError { .. } => LookupFailure::Unauthorized,
+            OciDistributionError::ImageManifestNotFoundError(_) => LookupFailure::NotFound,
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes = envelope.errors.iter().map(|e| &e.code);
+                let mut failure = LookupFailure::Invalid;
+                for code in codes {
+                    failure = match code {
+                        OciErrorCode::Unauthorized | OciErrorCode::Denied => {
+                            LookupFailure::Unauthorized
+                        }
+                        OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound => LookupFailure::NotFound,
+                        OciErrorCode::Toomanyrequests => LookupFailure::Unreachable,
+                        _ => continue,
+                    };
+                    break;
+                }
+                failure
+            }
+            OciDistributionError::ServerError { code, .. } => match code {
+                401 | 403 => LookupFailure::Unauthorized,
+                404 => LookupFailure::NotFound,
+                429 | 500.. => LookupFailure::Unreachable,
+                _ => LookupFailure::Invalid,
+            },
+            OciDistributionError::RequestError(e) if e.is_timeout() => LookupFailure::TimedOut,
+            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
+                LookupFailure::Unreachable
+            }
+            _ => LookupFailure::Invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_answers_map_to_categories_and_only_outages_are_remembered() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://10.0.0.1/secret-admin".into(),
+            message: "internal detail".into(),
+        };
+        assert_eq!(
+            LookupFailure::from(&server(401)),
+            LookupFailure::Unauthorized
+        );
+        assert_eq!(LookupFailure::from(&server(404)), LookupFailure::NotFound);
+        assert_eq!(
+            LookupFailure::from(&server(503)),
+            LookupFailure::Unreachable
+        );
+        let unauthorized = OciDistributionError::UnauthorizedError { url: "u".into() };
+        assert_eq!(
+            LookupFailure::from(&unauthorized),
+            LookupFailure::Unauthorized
+        );
+        assert!(!LookupFailure::Unauthorized.is_outage());
+        assert!(!LookupFailure::NotFound.is_outage());
+        assert!(LookupFailure::Unreachable.is_outage());
+        assert!(LookupFailure::TimedOut.is_outage());
+        // The words shown to the pod's author carry nothing of the answer.
+        assert!(!LookupFailure::from(&server(500))
+            .to_string()
+            .contains("internal"));
+    }
+}
