@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use palisade_common::launch::LaunchPolicy;
-use palisade_engine::admission::mutate::{LaunchShape, PodShape, Prevent};
+use palisade_engine::admission::mutate::{ImageCommand, ImageCommands, LaunchShape, PodShape, Prevent};
 use palisade_engine::admission::{self, Webhook};
 use palisade_engine::settings::Settings;
 use palisade_engine::policy::PolicySet;
@@ -47,11 +47,25 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|pod| webhook.injector().plan(&pod, None))
         .expect("a mutated pod mutates again");
     assert!(again.ops.is_empty(), "second pass must not patch: {:?}", again.ops);
-    // With prevention on: applies, and a second pass changes nothing.
+    // With prevention on, and every image's own command known (as a
+    // registry lookup gives it, `$` included): applies, and a second pass
+    // changes nothing.
     let launch = LaunchPolicy::default();
+    let images: ImageCommands = LaunchShape::from_value(&prevented)
+        .map(|needs| needs.images_without_command(|_, _| false))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|image| {
+            let command = ImageCommand::Known {
+                entrypoint: vec!["/opt/app/bin/run".into()],
+                cmd: vec!["--name=$(HOSTNAME)".into(), image.clone()],
+            };
+            (image, command)
+        })
+        .collect();
     let plan = |pod: &Value| {
         let needs = LaunchShape::from_value(pod)?;
-        let prevent = Prevent { policy: &launch, shape: &needs };
+        let prevent = Prevent { policy: &launch, shape: &needs, images: &images };
         PodShape::from_value(pod).and_then(|shape| webhook.injector().plan(&shape, Some(prevent)))
     };
     let first = plan(&prevented).expect("a pod that plans without prevention plans with it");
