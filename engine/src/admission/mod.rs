@@ -104,6 +104,14 @@ pub struct ImageLookups {
     pub pull_secrets: Vec<String>,
 }
 
+/// A Pod being created (not a subresource): what `/mutate` injects into.
+fn creates_pod(req: &Request) -> bool {
+    req.kind.group.is_empty()
+        && req.kind.kind == "Pod"
+        && req.operation == Operation::Create
+        && req.sub_resource.is_none()
+}
+
 /// The object under review; `None` when the request carries none.
 fn object_text(req: &Request) -> Option<&str> {
     req.object
@@ -175,11 +183,7 @@ impl Webhook {
     /// Whether `/mutate` plans `req` at all: a Pod being created, outside
     /// the excluded namespaces.
     fn plans(&self, req: &Request) -> bool {
-        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
-        is_pod
-            && req.operation == Operation::Create
-            && req.sub_resource.is_none()
-            && !self.excluded(req)
+        creates_pod(req) && !self.excluded(req)
     }
 
     /// Like [`Webhook::mutate`], with the image commands looked up for
@@ -192,8 +196,7 @@ impl Webhook {
         images: &mutate::ImageCommands,
     ) -> (Response, Outcome, Option<mutate::Outcome>) {
         let allow = Response::allow(req);
-        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
-        if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
+        if !creates_pod(req) {
             return (allow, Outcome::Allowed, None);
         }
         if self.excluded(req) {

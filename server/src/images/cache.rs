@@ -25,16 +25,6 @@ pub struct CacheLimits {
     pub failure_ttl: Duration,
 }
 
-/// What the cache knows of a reference's config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached {
-    /// The config, with no registry request.
-    Config(ImageConfig),
-    /// The tag's digest is stale or unknown but this is what it was: ask the
-    /// registry for the current digest, then [`LookupCache::by_digest`].
-    Unknown,
-}
-
 #[derive(Debug)]
 pub struct LookupCache {
     limits: CacheLimits,
@@ -57,22 +47,27 @@ impl LookupCache {
         self.limits
     }
 
-    /// `reference` is the whole reference; `digest` its digest when it is
-    /// pinned to one (then no tag is involved and nothing expires).
-    pub fn get(&mut self, reference: &str, digest: Option<&str>, now: Instant) -> Cached {
+    /// The config of `reference`, without asking the registry; `None`:
+    /// unknown, or its tag's digest is stale (ask the registry for the
+    /// current digest, then [`LookupCache::by_digest`]). `digest` is the
+    /// reference's digest when it is pinned to one (then no tag is involved
+    /// and nothing expires).
+    pub fn get(
+        &mut self,
+        reference: &str,
+        digest: Option<&str>,
+        now: Instant,
+    ) -> Option<ImageConfig> {
         let digest = match digest {
             Some(digest) => digest.to_string(),
             None => match self.tags.get(reference) {
                 Some((digest, seen)) if now.duration_since(*seen) < self.limits.tag_ttl => {
                     digest.clone()
                 }
-                _ => return Cached::Unknown,
+                _ => return None,
             },
         };
-        match self.by_digest(&digest, now) {
-            Some(config) => Cached::Config(config),
-            None => Cached::Unknown,
-        }
+        self.by_digest(&digest, now)
     }
 
     /// Why the lookup under `key` failed, if it did within the failure TTL.
@@ -159,19 +154,12 @@ mod tests {
     fn a_tag_is_answered_from_its_digest_until_it_goes_stale() {
         let t0 = Instant::now();
         let mut cache = LookupCache::new(limits());
-        assert_eq!(cache.get("r/app:1", None, t0), Cached::Unknown);
+        assert_eq!(cache.get("r/app:1", None, t0), None);
         cache.store("sha256:a", config("app"), t0);
         cache.saw_tag("r/app:1", "sha256:a", t0);
-        assert_eq!(
-            cache.get("r/app:1", None, t0),
-            Cached::Config(config("app"))
-        );
+        assert_eq!(cache.get("r/app:1", None, t0), Some(config("app")));
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(
-            cache.get("r/app:1", None, later),
-            Cached::Unknown,
-            "tag stale"
-        );
+        assert_eq!(cache.get("r/app:1", None, later), None, "tag stale");
         assert_eq!(
             cache.by_digest("sha256:a", later),
             Some(config("app")),
@@ -187,7 +175,7 @@ mod tests {
         let much_later = t0 + Duration::from_secs(86_400);
         assert_eq!(
             cache.get("r/app@sha256:a", Some("sha256:a"), much_later),
-            Cached::Config(config("app"))
+            Some(config("app"))
         );
     }
 

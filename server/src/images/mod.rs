@@ -33,9 +33,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::metrics::{LookupResult, Metrics};
-pub use auth::{credential_for, Credential};
-use cache::{CacheLimits, Cached, ImageConfig, LookupCache};
-pub use failure::LookupFailure;
+use auth::{credential_for, Credential};
+use cache::{CacheLimits, ImageConfig, LookupCache};
+use failure::LookupFailure;
 
 /// Images one review may look up; the rest stay unconfined.
 const MAX_IMAGES_PER_REVIEW: usize = 8;
@@ -127,7 +127,7 @@ impl ImageResolver {
         let cached = self
             .lock_cache()
             .get(&whole, reference.digest(), Instant::now());
-        if let Cached::Config(config) = cached {
+        if let Some(config) = cached {
             self.metrics.count_lookup(LookupResult::Cached);
             return Ok(config);
         }
