@@ -38,6 +38,9 @@ pub struct FileWatcher {
     watches: HashMap<WatchDescriptor, Watch>,
     watched: HashSet<PathBuf>,
     reported: BoundedSet,
+    /// New files read while the enforcer's own opens were being dropped:
+    /// handed out by the next `poll`.
+    held: Activity,
 }
 
 /// A file that became executable in a watched directory.
@@ -59,6 +62,14 @@ pub struct Activity {
     pub new_files: Vec<NewExecutable>,
 }
 
+/// What one read of the inotify queue found.
+#[derive(Default)]
+struct Queued {
+    exec_opens: u32,
+    overflows: u32,
+    new_files: Vec<NewExecutable>,
+}
+
 impl FileWatcher {
     pub fn new() -> nix::Result<Self> {
         Ok(Self {
@@ -66,6 +77,7 @@ impl FileWatcher {
             watches: HashMap::new(),
             watched: HashSet::new(),
             reported: BoundedSet::new(REPORTED_MAX),
+            held: Activity::default(),
         })
     }
 
@@ -106,18 +118,27 @@ impl FileWatcher {
         matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
     }
 
-    /// Reads and forgets what is queued (the enforcer's own opens while
-    /// hashing would otherwise look like execs).
-    pub fn discard(&mut self) {
-        while let Ok(events) = self.inotify.read_events() {
-            if events.is_empty() {
-                break;
-            }
-        }
+    /// Drops the opens queued so far: the enforcer's own reads while
+    /// hashing would otherwise look like execs. New files queued with them
+    /// are kept for the next `poll`; dropping them would let a file written
+    /// while the enforcer hashes go unreported.
+    pub fn forget_opens(&mut self) {
+        let read = self.read();
+        self.held.new_files.extend(read.new_files);
+        // Lost events may have been new files: scan as if a process started.
+        self.held.exec_opens += read.overflows;
     }
 
     pub fn poll(&mut self) -> Activity {
-        let mut out = Activity::default();
+        let mut out = std::mem::take(&mut self.held);
+        let read = self.read();
+        out.exec_opens += read.exec_opens + read.overflows;
+        out.new_files.extend(read.new_files);
+        out
+    }
+
+    fn read(&mut self) -> Queued {
+        let mut out = Queued::default();
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
@@ -125,7 +146,7 @@ impl FileWatcher {
             for event in events {
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     // Lost events: assume the worst, scan now.
-                    out.exec_opens += 1;
+                    out.overflows += 1;
                     continue;
                 }
                 let (Some(name), Some(watch)) = (event.name, self.watches.get(&event.wd)) else {
@@ -262,6 +283,32 @@ mod tests {
         // Listing the directory is no exec.
         let _ = std::fs::read_dir(&bin).unwrap().count();
         assert_eq!(watcher.poll().exec_opens, 0);
+    }
+
+    #[test]
+    fn dropping_own_opens_keeps_new_files() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::copy("/bin/true", root.path().join("bin/true")).unwrap();
+        let mut watcher = FileWatcher::new().unwrap();
+        watcher
+            .watch(root.path(), "/tmp", Purpose::NewFiles)
+            .unwrap();
+        watcher
+            .watch(root.path(), "/bin", Purpose::Programs)
+            .unwrap();
+        // A file dropped while the enforcer reads a program to hash it.
+        let tool = root.path().join("tmp/tool");
+        std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = std::fs::read(root.path().join("bin/true")).unwrap();
+        watcher.forget_opens();
+        let activity = watcher.poll();
+        assert_eq!(activity.exec_opens, 0, "the enforcer's own read is no exec");
+        assert_eq!(activity.new_files.len(), 1);
+        assert_eq!(activity.new_files[0].path, "/tmp/tool");
+        assert!(watcher.poll().new_files.is_empty(), "handed out once");
     }
 
     #[test]

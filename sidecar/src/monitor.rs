@@ -436,7 +436,7 @@ impl Monitor {
             );
             // The walk read every program: those opens are not execs.
             if let Some(f) = self.files.as_mut() {
-                f.discard();
+                f.forget_opens();
             }
             // The walk's transient allocations are freed; hand the pages
             // back so they do not count against the pod's memory.
@@ -452,7 +452,7 @@ impl Monitor {
             container.denied_for = bundle.etag.clone();
             container.denied_content = denied_content(&root, &mut container.baseline, bundle);
             if let Some(f) = self.files.as_mut() {
-                f.discard();
+                f.forget_opens();
             }
         }
         Some(id)
@@ -704,7 +704,7 @@ impl Monitor {
         };
         // The enforcer's own reads look like execs to the watcher.
         if let Some(f) = self.files.as_mut() {
-            f.discard();
+            f.forget_opens();
         }
         // Hard-linked busybox installs name it `sh`, `ls`...: many links.
         let multicall = rules::is_multicall(rules::base_name(path)) || meta.nlink() > 8;
