@@ -83,7 +83,7 @@ e2e-kube: e2e-binaries build-static chart ## End-to-end against a real kube-apis
 	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) PALISADE_CHART=$(CHART_DIR) bash tests/e2e/run.sh
 
 e2e-pod: build-static ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
-	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) \
+	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_LAUNCH_BIN=$(LAUNCH_BIN) \
 	  bash tests/sidecar/run.sh
 
 e2e-node: e2e-binaries images chart ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root

@@ -22,6 +22,63 @@ pub const LAUNCHER_DIR: &str = "/palisade/launch";
 pub const LAUNCHER_PATH: &str = "/palisade/launch/palisade-launch";
 /// The variable carrying the launch policy.
 pub const POLICY_ENV: &str = "PALISADE_LAUNCH_POLICY";
+/// The abstract unix socket, in the pod's network namespace, on which the
+/// enforcer takes each launcher's coverage report. The launcher connects
+/// before it confines itself: once confined (Landlock ABI 6) it could not.
+pub const REPORT_SOCKET: &str = "palisade.dev/launch-coverage";
+/// The largest coverage report the enforcer reads.
+pub const REPORT_MAX_BYTES: usize = 16 * 1024;
+/// What the enforcer answers once it has the report; the launcher waits
+/// for it (briefly) so that it is still itself while the enforcer checks
+/// who sent the report.
+pub const REPORT_ACK: &[u8] = b"ok\n";
+
+/// What Landlock enforced of what the launcher asked of it (node settings
+/// such as `vm.memfd_noexec` are listed in the report, but do not count:
+/// the launcher cannot change them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CoverageLevel {
+    Full,
+    Partial,
+    None,
+}
+
+/// Landlock as the running kernel offers it to the launcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state", content = "abi")]
+pub enum LandlockSupport {
+    /// Available with this ABI version.
+    Available(u8),
+    /// Built in but not enabled at boot (`lsm=` without landlock).
+    NotEnabled,
+    /// Not in the kernel, or its syscalls are blocked (e.g. by a seccomp
+    /// profile that predates Landlock).
+    NotImplemented,
+    /// Applying failed before the kernel reported its ABI.
+    Unknown,
+}
+
+/// The coverage report as the enforcer reads it: the launcher writes more
+/// (program directories, ports), which stays in the container's log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoverageSummary {
+    #[serde(default)]
+    pub container: Option<String>,
+    pub level: CoverageLevel,
+    pub landlock: LandlockSupport,
+    #[serde(default)]
+    pub enforced: Vec<String>,
+    #[serde(default)]
+    pub not_enforced: Vec<NotEnforcedSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NotEnforcedSummary {
+    pub protection: String,
+    pub reason: String,
+}
 
 /// Why a directory cannot be a program directory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: palisade-launch [--policy FILE] [--report FILE] [--on-unsupported=run|refuse] -- COMMAND [ARG...]
+usage: palisade-launch [--policy FILE] [--report FILE] [--container NAME] [--on-unsupported=run|refuse] -- COMMAND [ARG...]
        palisade-launch --install-to DIR
 
 Confines COMMAND with Landlock, then execs it: execution only beneath the
@@ -14,6 +14,7 @@ processes outside the sandbox, TCP allow-lists when the policy enforces them.
 
   --policy FILE              launch policy (JSON); default: $PALISADE_LAUNCH_POLICY, else built-in defaults
   --report FILE              append the coverage report (one JSON line) to FILE instead of stderr
+  --container NAME           the pod's container being started: the report also goes to the pod's enforcer
   --on-unsupported=run       run COMMAND even if the kernel enforces nothing (default)
   --on-unsupported=refuse    exit 126 instead of running COMMAND unconfined
   --install-to DIR           copy this binary to DIR/palisade-launch and exit
@@ -35,6 +36,9 @@ pub enum OnUnsupported {
 pub struct LaunchArgs {
     pub policy_file: Option<PathBuf>,
     pub report_file: Option<PathBuf>,
+    /// The pod's container this launch starts (set by the injector): the
+    /// coverage report then also goes to the pod's enforcer.
+    pub container: Option<String>,
     pub on_unsupported: OnUnsupported,
     /// The original command, never empty.
     pub command: Vec<OsString>,
@@ -61,6 +65,8 @@ pub enum UsageError {
     BadOnUnsupported(OsString),
     #[error("expected `--` before the command, found {0:?}")]
     MissingSeparator(OsString),
+    #[error("--container must be valid UTF-8")]
+    BadContainerName,
     #[error("no command given after `--`")]
     MissingCommand,
 }
@@ -70,6 +76,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Usa
     let mut args = args.into_iter();
     let mut policy_file = None;
     let mut report_file = None;
+    let mut container = None;
     let mut on_unsupported = None;
     loop {
         let Some(arg) = args.next() else {
@@ -97,6 +104,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Usa
             "--install-to" => return Ok(Invocation::Install(value("--install-to")?.into())),
             "--policy" => set_once(&mut policy_file, "--policy", value("--policy")?.into())?,
             "--report" => set_once(&mut report_file, "--report", value("--report")?.into())?,
+            "--container" => {
+                let name = value("--container")?;
+                let name = name
+                    .into_string()
+                    .map_err(|_| UsageError::BadContainerName)?;
+                set_once(&mut container, "--container", name)?;
+            }
             "--on-unsupported" => {
                 let v = value("--on-unsupported")?;
                 let mode = match v.to_str() {
@@ -117,6 +131,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Usa
     Ok(Invocation::Launch(LaunchArgs {
         policy_file,
         report_file,
+        container,
         on_unsupported: on_unsupported.unwrap_or_default(),
         command,
     }))
@@ -161,12 +176,15 @@ mod tests {
             "--policy",
             "/p.json",
             "--report=/r.jsonl",
+            "--container",
+            "app",
             "--on-unsupported=refuse",
             "--",
             "app",
         ]);
         assert_eq!(a.policy_file, Some(PathBuf::from("/p.json")));
         assert_eq!(a.report_file, Some(PathBuf::from("/r.jsonl")));
+        assert_eq!(a.container.as_deref(), Some("app"));
         assert_eq!(a.on_unsupported, OnUnsupported::Refuse);
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use palisade_common::launch::{CoverageLevel as Level, LandlockSupport};
+
 use crate::plan::RulesetPlan;
 
 /// One protection the launcher can ask for.
@@ -59,21 +61,6 @@ impl Protection {
     }
 }
 
-/// Landlock as the running kernel offers it to this process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "state", content = "abi")]
-pub enum LandlockSupport {
-    /// Available with this ABI version.
-    Available(u8),
-    /// Built in but not enabled at boot (`lsm=` without landlock).
-    NotEnabled,
-    /// Not in the kernel, or its syscalls are blocked (e.g. by a seccomp
-    /// profile that predates Landlock).
-    NotImplemented,
-    /// Applying failed before the kernel reported its ABI.
-    Unknown,
-}
-
 /// The ruleset status `landlock_restrict_self` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -122,22 +109,14 @@ pub struct NotEnforced {
     pub reason: NotEnforcedReason,
 }
 
-/// What Landlock enforced of what the launcher asked of it, for dashboards
-/// and `--on-unsupported` (node settings such as `vm.memfd_noexec` are
-/// listed, but do not count: the launcher cannot change them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Level {
-    Full,
-    Partial,
-    None,
-}
-
 /// The coverage report: one JSON line per launch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Coverage {
     pub event: &'static str,
+    /// The pod's container, when the injector named it (`--container`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub level: Level,
     pub landlock: LandlockSupport,
     pub no_new_privs: bool,
@@ -220,6 +199,7 @@ pub fn coverage(
     };
     Coverage {
         event: COVERAGE_EVENT,
+        container: None,
         level,
         landlock: applied.support,
         no_new_privs: applied.no_new_privs,

@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod coverage;
+pub mod enforcer;
 pub mod plan;
 pub mod policy;
 pub mod sandbox;

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use palisade_launch::args::{self, Invocation, LaunchArgs, USAGE};
 use palisade_launch::coverage::{self, Coverage, Protection};
 use palisade_launch::policy::LaunchPolicy;
-use palisade_launch::{decide, sandbox, Decision, Exit, POLICY_ENV};
+use palisade_launch::{decide, enforcer, sandbox, Decision, Exit, POLICY_ENV};
 
 /// A failure and the exit code it maps to.
 struct Failure {
@@ -61,13 +61,24 @@ fn run() -> Result<(), Failure> {
     };
     let policy = load_policy(&launch).map_err(Failure::usage)?;
 
-    // Opened before the sandbox exists, which could deny creating it.
+    // Opened before the sandbox exists, which could deny creating them.
     let report_file = launch.report_file.as_deref().map(open_report);
+    let to_enforcer = launch
+        .container
+        .as_ref()
+        .map(|_| enforcer::connect(enforcer::CONNECT_PATIENCE));
 
     let (plan, dirs) = sandbox::plan_from_disk(&policy);
     let applied = sandbox::apply(&plan);
-    let report = coverage::coverage(&plan, &dirs.missing, &applied);
-    emit(&report, report_file);
+    let mut report = coverage::coverage(&plan, &dirs.missing, &applied);
+    report.container = launch.container.clone();
+    let line = report_line(&report);
+    emit(&line, report_file);
+    if let Some(Err(error)) = to_enforcer
+        .map(|stream| stream.and_then(|s| enforcer::send(s, &line, enforcer::ANSWER_PATIENCE)))
+    {
+        eprintln!("palisade-launch: the coverage report did not reach the enforcer: {error}");
+    }
 
     let program = &launch.command[0];
     if decide(report.level, launch.on_unsupported) == Decision::Refuse {
@@ -149,16 +160,19 @@ fn open_report(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
-/// Writes the report as one JSON line. A report that cannot be written must
-/// not keep the app from starting: it goes to stderr instead.
-fn emit(report: &Coverage, file: Option<anyhow::Result<File>>) {
-    let line = match serde_json::to_string(report) {
+fn report_line(report: &Coverage) -> String {
+    match serde_json::to_string(report) {
         Ok(line) => line,
         Err(error) => format!(
             r#"{{"event":"{}","error":"{error}"}}"#,
             coverage::COVERAGE_EVENT
         ),
-    };
+    }
+}
+
+/// Writes the report as one JSON line. A report that cannot be written must
+/// not keep the app from starting: it goes to stderr instead.
+fn emit(line: &str, file: Option<anyhow::Result<File>>) {
     match file.map(|f| f.and_then(|mut f| Ok(f.write_all(format!("{line}\n").as_bytes())?))) {
         Some(Ok(())) => return,
         Some(Err(error)) => eprintln!("palisade-launch: {error:#}"),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod drift;
 pub mod files;
 pub mod http;
+pub mod launches;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use palisade_common::policy::Mode;
 use palisade_common::wire::Event;
 use palisade_enforcer::config::Settings;
+use palisade_enforcer::launches;
 use palisade_enforcer::monitor::{observable_signals, Monitor};
 use palisade_enforcer::policy::{self, PolicyHolder};
 use palisade_enforcer::report::{self, now_ms, Reporter};
@@ -38,6 +39,8 @@ fn main() -> anyhow::Result<()> {
     }
     let settings =
         Settings::from_env(|k| std::env::var(k).ok()).context("reading PALISADE_* settings")?;
+    // First: the app containers' launchers report to it as they start.
+    let launch_reports = launches::bind();
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("creating state directory {}", settings.state_dir.display()))?;
 
@@ -60,6 +63,13 @@ fn main() -> anyhow::Result<()> {
         settings.spool_max_bytes,
     );
     let sender = report::spawn(settings.clone(), report_agent, &reporter, holder.clone());
+    match launch_reports {
+        Ok(listener) => {
+            launches::spawn(listener, settings.proc_root.clone(), reporter.clone())
+                .context("starting the launch report thread")?;
+        }
+        Err(error) => launches::report_unavailable(&reporter, &error),
+    }
     let fetcher = {
         let (settings, holder, stop) = (settings.clone(), holder.clone(), stop.clone());
         std::thread::Builder::new()

@@ -39,6 +39,8 @@ pub enum Rule {
     EventsDropped,
     /// Processes started and exited between two scans, never judged.
     UnobservedProcesses,
+    /// What Landlock enforces in one app container, from its launcher.
+    LaunchCoverage,
 }
 
 impl Rule {
@@ -61,6 +63,7 @@ impl Rule {
             Rule::AgentStopped => "agent/stopped",
             Rule::EventsDropped => "agent/events-dropped",
             Rule::UnobservedProcesses => "agent/unobserved-processes",
+            Rule::LaunchCoverage => "agent/prevention",
         }
     }
 
@@ -82,7 +85,8 @@ impl Rule {
             Rule::AgentStarted
             | Rule::AgentStopped
             | Rule::EventsDropped
-            | Rule::UnobservedProcesses => EventKind::Agent,
+            | Rule::UnobservedProcesses
+            | Rule::LaunchCoverage => EventKind::Agent,
         }
     }
 
@@ -100,7 +104,7 @@ impl Rule {
     }
 }
 
-const ALL_RULES: [Rule; 17] = [
+const ALL_RULES: [Rule; 18] = [
     Rule::ForeignLibrary,
     Rule::ScriptFromTmp,
     Rule::FilelessExec,
@@ -118,6 +122,7 @@ const ALL_RULES: [Rule; 17] = [
     Rule::AgentStopped,
     Rule::EventsDropped,
     Rule::UnobservedProcesses,
+    Rule::LaunchCoverage,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

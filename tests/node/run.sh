@@ -538,6 +538,16 @@ YAML
   grep -q 'probe image-programs=run' <<<"$logs" || fail "image programs did not run"
   # And the enforcer still watches: its started report names the pod.
   wait_event "namespace=vault&pod=$pod&kind=agent" '.rule == "agent/started"' 60 >/dev/null
+  # The coverage reaches the policy service through the enforcer, not only
+  # the container's log, with the level the launcher reported.
+  local level
+  level=$(jq -r .level <<<"$coverage")
+  wait_event "namespace=vault&pod=$pod&kind=agent" \
+    ".rule == \"agent/prevention\" and (.message | startswith(\"container app: prevention $level (Landlock ABI\"))" 30 >/dev/null \
+    || fail "the launcher's coverage did not reach the policy service"
+  palisade_cli events -n vault --kind agent | grep -q "container app: prevention $level" \
+    || fail "palisade events does not show the coverage"
+  result "node: each confined container's coverage ($level) reaches the policy service through the pod's enforcer"
 }
 
 an_image_without_command_is_confined_from_its_registry_config() {
@@ -574,7 +584,7 @@ an_image_without_command_is_confined_from_its_registry_config() {
   kubectl rollout status deploy/vault-image -n vault --timeout=120s >/dev/null || fail "confined app did not start"
   local pod logs
   pod=$(app_pod vault vault-image)
-  [[ $(jp "pod/$pod" vault '{.spec.containers[0].command}') == '["/palisade/launch/palisade-launch","--","/bin/sh"]' ]] \
+  [[ $(jp "pod/$pod" vault '{.spec.containers[0].command}') == '["/palisade/launch/palisade-launch","--container","app","--","/bin/sh"]' ]] \
     || fail "command: $(jp "pod/$pod" vault '{.spec.containers[0].command}')"
   [[ $(jp "pod/$pod" vault '{.spec.containers[0].args[0]}') == "-c" ]] || fail "args are not the image's CMD"
   # The probe's $(...) and $p reach the shell as the image wrote them: the

@@ -9,7 +9,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PALISADE="${PALISADE_BIN:-$ROOT/target/release/palisade}"
 ENFORCER="${PALISADE_ENFORCER_BIN:-$ROOT/target/x86_64-unknown-linux-musl/release-small/palisade-enforcer}"
-for b in "$PALISADE" "$ENFORCER"; do
+LAUNCHER="${PALISADE_LAUNCH_BIN:-$ROOT/target/x86_64-unknown-linux-musl/release-small/palisade-launch}"
+for b in "$PALISADE" "$ENFORCER" "$LAUNCHER"; do
   [[ -x "$b" ]] || { echo "missing $b (make build)" >&2; exit 1; }
 done
 # Absolute: commands run through nsenter and chroot in other directories.
@@ -47,6 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The launcher where the injector's volume puts it: read-only for the app.
+install -D -m 755 "$LAUNCHER" "$W/upper/palisade/launch/palisade-launch"
 unshare --pid --fork --mount-proc --net --mount --propagation private \
   bash "$ROOT/tests/sidecar/pod.sh" "$W" >"$W/pod.log" 2>&1 &
 echo $! >"$W/unshare.pid"
@@ -139,6 +142,7 @@ wait_for() { # what, seconds, command...
 # event_within SECONDS PATTERN: an event line matching PATTERN reaches the service in time.
 event_seen() { events | grep -qE -- "$1"; }
 event_within() { wait_for "event /$2/" "$1" event_seen "$2"; }
+not() { ! "$@"; }
 
 check() { # name, command...
   local name="$1"; shift
@@ -156,6 +160,18 @@ start_enforcer
 check "enforcer reports its start and observable signals" event_within 30 'agent/started.*uid 1000 gid 1000'
 check "enforcer is non-dumpable: the app cannot read its memory or fds" \
   test "$(stat -c %u "/proc/$(enforcer_pid)/environ")" -eq 0
+# A container started under the launcher: its coverage reaches the service
+# through the enforcer. A launcher the app starts itself (not the runtime)
+# cannot speak for a container; once a later genuine report has arrived,
+# the forged one (sent before it, on the same socket) was refused.
+app /palisade/launch/palisade-launch --container cart -- /bin/true
+check "a container's launch coverage reaches the service through the enforcer" \
+  event_within 10 'agent/prevention.*container cart: prevention (full|partial|none) \(Landlock'
+app /usr/bin/python3 -c 'import subprocess; subprocess.run(["/palisade/launch/palisade-launch", "--container", "forged", "--", "/bin/true"])'
+app /palisade/launch/palisade-launch --container cart-again -- /bin/true
+wait_for "the second genuine report" 10 event_seen 'container cart-again: prevention'
+check "a launcher the app starts cannot report for a container" not event_seen 'container forged:'
+
 # A denied program that lives on, to prove restarts do not re-report it.
 app /usr/local/bin/napper 3600 &
 echo $! >"$W/napper.pid"

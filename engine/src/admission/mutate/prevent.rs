@@ -428,7 +428,13 @@ fn wrap(
     ops: &mut Vec<AddOp>,
 ) {
     let base = format!("/spec/containers/{index}");
-    let mut argv = vec![LAUNCHER_PATH.to_string(), "--".to_string()];
+    // `--container`: the launcher also hands its coverage report to the
+    // pod's enforcer, which names the container in the event.
+    let mut argv = vec![LAUNCHER_PATH.to_string()];
+    if let Some(name) = container.name.as_deref() {
+        argv.extend(["--container".to_string(), name.to_string()]);
+    }
+    argv.push("--".to_string());
     argv.extend(start.command.iter().cloned());
     ops.push(AddOp::json(format!("{base}/command"), &argv));
     if let Some(args) = start.args.as_deref().filter(|a| !a.is_empty()) {
@@ -546,7 +552,14 @@ mod tests {
             let app = &spec["containers"][0];
             assert_eq!(
                 app["command"],
-                json!([LAUNCHER_PATH, "--", "/app/bin/server", "--port"])
+                json!([
+                    LAUNCHER_PATH,
+                    "--container",
+                    "app",
+                    "--",
+                    "/app/bin/server",
+                    "--port"
+                ])
             );
             assert_eq!(app["args"], json!(["8080"]), "args are left as they are");
             let mount = app["volumeMounts"]
@@ -673,7 +686,13 @@ mod tests {
         let proxy = &out["spec"]["containers"][1];
         assert_eq!(
             proxy["command"],
-            json!([LAUNCHER_PATH, "--", "/opt/envoy/bin/envoy"])
+            json!([
+                LAUNCHER_PATH,
+                "--container",
+                "proxy",
+                "--",
+                "/opt/envoy/bin/envoy"
+            ])
         );
         assert_eq!(
             proxy["args"],
@@ -717,7 +736,10 @@ mod tests {
     fn an_image_with_cmd_only_runs_its_cmd_behind_the_launcher() {
         let out = confine_with(&pod(), &envoy(&[], &["/usr/bin/envoy", "-c", "x"]));
         let proxy = &out["spec"]["containers"][1];
-        assert_eq!(proxy["command"], json!([LAUNCHER_PATH, "--"]));
+        assert_eq!(
+            proxy["command"],
+            json!([LAUNCHER_PATH, "--container", "proxy", "--"])
+        );
         assert_eq!(proxy["args"], json!(["/usr/bin/envoy", "-c", "x"]));
         // With the pod's own args and no ENTRYPOINT, the args are the command.
         let mut pod = pod();

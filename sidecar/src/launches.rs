@@ -1,0 +1,287 @@
+//! Coverage reports from the launchers of the pod's app containers: what
+//! Landlock enforces in each container, forwarded to the policy service as
+//! `agent/prevention` events (the container's log alone reaches nobody).
+//!
+//! The socket is abstract, in the pod's network namespace, so any process
+//! in the pod can connect. A report is taken only from a process that the
+//! container runtime started (its parent is outside the pod's PID
+//! namespace, so `ppid` reads 0) and that is still running the launcher
+//! from its read-only volume: the launcher waits for the answer before it
+//! execs the app. An app cannot forge its container's coverage this way;
+//! what it can do (bind the name first if the enforcer restarts) is
+//! reported.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_common::launch::{
+    CoverageLevel, CoverageSummary, LandlockSupport, LAUNCHER_PATH, REPORT_ACK, REPORT_MAX_BYTES,
+    REPORT_SOCKET,
+};
+use palisade_common::policy::Mode;
+use palisade_common::wire::Event;
+
+use crate::report::{now_ms, Reporter};
+use crate::rules::{self, Rule};
+use crate::{drift, procfs};
+
+/// How long one launcher may take to send its report.
+const READ_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Who is on the other end of a connection, as /proc tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: i32,
+    /// `None`: the process is gone or unreadable.
+    pub ppid: Option<i32>,
+    pub start: Option<u64>,
+    /// The executable's path inside its container, or the kernel's link
+    /// when the file is deleted (`None`: unreadable).
+    pub exe: Option<String>,
+}
+
+/// Why a report was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the sender is gone or unreadable")]
+    Unknown,
+    #[error("the sender was started inside the pod (parent {0}), not by the container runtime")]
+    NotStartedByRuntime(i32),
+    #[error("the sender runs {0}, not {LAUNCHER_PATH}")]
+    NotTheLauncher(String),
+    #[error("the report is not valid: {0}")]
+    Malformed(String),
+    #[error("the report names no container")]
+    NoContainer,
+}
+
+/// Takes a report only from the launcher a container started with.
+pub fn judge(peer: &Peer, line: &str) -> Result<CoverageSummary, Refusal> {
+    match (peer.ppid, &peer.exe) {
+        (None, _) | (_, None) => return Err(Refusal::Unknown),
+        (Some(ppid), _) if ppid != 0 => return Err(Refusal::NotStartedByRuntime(ppid)),
+        (_, Some(exe)) if exe != LAUNCHER_PATH => return Err(Refusal::NotTheLauncher(exe.clone())),
+        _ => {}
+    }
+    let summary: CoverageSummary =
+        serde_json::from_str(line.trim_end()).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    match &summary.container {
+        Some(name) if !name.is_empty() => Ok(summary),
+        _ => Err(Refusal::NoContainer),
+    }
+}
+
+/// One line for people: the container, the level, what is and is not
+/// enforced and why.
+pub fn describe(summary: &CoverageSummary) -> String {
+    let container = summary.container.as_deref().unwrap_or("?");
+    let level = match summary.level {
+        CoverageLevel::Full => "full",
+        CoverageLevel::Partial => "partial",
+        CoverageLevel::None => "none",
+    };
+    let landlock = match summary.landlock {
+        LandlockSupport::Available(abi) => format!("Landlock ABI {abi}"),
+        LandlockSupport::NotEnabled => "Landlock not enabled on the node".into(),
+        LandlockSupport::NotImplemented => "Landlock unavailable (kernel or seccomp)".into(),
+        LandlockSupport::Unknown => "Landlock could not be applied".into(),
+    };
+    let mut text = format!("container {container}: prevention {level} ({landlock})");
+    if !summary.enforced.is_empty() {
+        text.push_str(&format!("; enforced: {}", summary.enforced.join(", ")));
+    }
+    if !summary.not_enforced.is_empty() {
+        let missing: Vec<String> = summary
+            .not_enforced
+            .iter()
+            .map(|n| format!("{} ({})", n.protection, n.reason))
+            .collect();
+        text.push_str(&format!("; not enforced: {}", missing.join(", ")));
+    }
+    text
+}
+
+/// Binds the socket. Done first thing at start: the app containers start
+/// after the enforcer, so the name is free unless something took it.
+pub fn bind() -> std::io::Result<UnixListener> {
+    UnixListener::bind_addr(&SocketAddr::from_abstract_name(REPORT_SOCKET)?)
+}
+
+/// Says that coverage reports cannot be received (the name is taken: an
+/// app squatting it after an enforcer restart would collect them).
+pub fn report_unavailable(reporter: &Reporter, error: &std::io::Error) {
+    tracing::warn!(%error, "cannot receive the launchers' coverage reports");
+    reporter.report(Event {
+        id: reporter.next_id(),
+        time_ms: now_ms(),
+        kind: Rule::LaunchCoverage.kind(),
+        rule: Rule::LaunchCoverage.as_str().into(),
+        policy: None,
+        mode: Mode::Audit,
+        message: format!(
+            "cannot receive the launchers' coverage reports on @{REPORT_SOCKET}: {error}"
+        ),
+        process: None,
+        action: None,
+    });
+}
+
+/// Serves the socket on its own thread until the process exits.
+pub fn spawn(
+    listener: UnixListener,
+    proc_root: PathBuf,
+    reporter: Reporter,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("launches".into())
+        .stack_size(128 * 1024)
+        .spawn(move || serve(&listener, &proc_root, &reporter))
+}
+
+fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
+    let mut refused: u64 = 0;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        match take(&stream, proc_root) {
+            Ok((summary, peer)) => {
+                // The launcher waits for this before it becomes the app.
+                let _ = (&stream).write_all(REPORT_ACK);
+                let container = summary.container.clone().unwrap_or_default();
+                let start = peer.start.unwrap_or_default().to_string();
+                let message = describe(&summary);
+                tracing::info!(pid = peer.pid, %message, "launch coverage");
+                reporter.report(Event {
+                    id: rules::stable_id(
+                        "l",
+                        &[
+                            Rule::LaunchCoverage.as_str(),
+                            &container,
+                            &peer.pid.to_string(),
+                            &start,
+                        ],
+                    ),
+                    time_ms: now_ms(),
+                    kind: Rule::LaunchCoverage.kind(),
+                    rule: Rule::LaunchCoverage.as_str().into(),
+                    policy: None,
+                    mode: Mode::Audit,
+                    message,
+                    process: None,
+                    action: None,
+                });
+            }
+            Err(refusal) => {
+                // Logged, bounded: a process looping on connect must not
+                // fill the log.
+                refused += 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!(%refusal, refused, "coverage report refused");
+                }
+            }
+        }
+    }
+}
+
+fn take(stream: &UnixStream, proc_root: &Path) -> Result<(CoverageSummary, Peer), Refusal> {
+    let pid = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|_| Refusal::Unknown)?
+        .pid();
+    let _ = stream.set_read_timeout(Some(READ_PATIENCE));
+    let mut line = String::new();
+    BufReader::new(stream.take(REPORT_MAX_BYTES as u64))
+        .read_line(&mut line)
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    // Read after the report: the launcher is waiting for the answer, so it
+    // is still the launcher now.
+    let proc = procfs::read(proc_root, pid);
+    let peer = Peer {
+        pid,
+        ppid: proc.as_ref().map(|p| p.ppid),
+        start: proc.as_ref().map(|p| p.start),
+        exe: procfs::exe_link(proc_root, pid).ok().map(|link| {
+            // As the container sees it (the link is relative to our root).
+            let root = procfs::root_link(proc_root, pid);
+            match drift::container_path(&link, root.as_deref()) {
+                (path, false) => path,
+                (_, true) => link,
+            }
+        }),
+    };
+    judge(&peer, &line).map(|summary| (summary, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = r#"{"event":"palisade-launch/coverage","container":"app","level":"partial","landlock":{"state":"available","abi":5},"noNewPrivs":true,"enforced":["execOnlyFromProgramDirs","ptraceScoped"],"notEnforced":[{"protection":"signalScoped","reason":"kernelAbiTooOld","needsAbi":6}],"programDirs":["/bin"]}"#;
+
+    fn launcher(ppid: i32) -> Peer {
+        Peer {
+            pid: 42,
+            ppid: Some(ppid),
+            start: Some(7),
+            exe: Some(LAUNCHER_PATH.into()),
+        }
+    }
+
+    #[test]
+    fn a_report_from_the_containers_launcher_is_taken_and_described() {
+        let summary = judge(&launcher(0), REPORT).unwrap();
+        assert_eq!(summary.level, CoverageLevel::Partial);
+        assert_eq!(
+            describe(&summary),
+            "container app: prevention partial (Landlock ABI 5); enforced: \
+             execOnlyFromProgramDirs, ptraceScoped; not enforced: signalScoped (kernelAbiTooOld)"
+        );
+    }
+
+    #[test]
+    fn the_app_cannot_forge_a_report() {
+        assert_eq!(
+            judge(&launcher(17), REPORT),
+            Err(Refusal::NotStartedByRuntime(17)),
+            "a process the app started"
+        );
+        let mut other = launcher(0);
+        other.exe = Some("/tmp/palisade-launch".into());
+        assert_eq!(
+            judge(&other, REPORT),
+            Err(Refusal::NotTheLauncher("/tmp/palisade-launch".into())),
+            "the container's own entrypoint, but not the launcher (it has exec'd)"
+        );
+        let gone = Peer {
+            ppid: None,
+            exe: None,
+            ..launcher(0)
+        };
+        assert_eq!(judge(&gone, REPORT), Err(Refusal::Unknown));
+    }
+
+    #[test]
+    fn malformed_and_anonymous_reports_are_refused() {
+        assert!(matches!(
+            judge(&launcher(0), "{not json"),
+            Err(Refusal::Malformed(_))
+        ));
+        let anonymous = REPORT.replace(r#""container":"app","#, "");
+        assert_eq!(judge(&launcher(0), &anonymous), Err(Refusal::NoContainer));
+    }
+
+    #[test]
+    fn a_kernel_without_landlock_says_so() {
+        let summary = judge(
+            &launcher(0),
+            r#"{"container":"web","level":"none","landlock":{"state":"notEnabled"},"enforced":[],"notEnforced":[{"protection":"execOnlyFromProgramDirs","reason":"landlockNotEnabled"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            describe(&summary),
+            "container web: prevention none (Landlock not enabled on the node); not enforced: \
+             execOnlyFromProgramDirs (landlockNotEnabled)"
+        );
+    }
+}
