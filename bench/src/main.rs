@@ -544,7 +544,8 @@ async fn lookup(image: &str, registry: &str, iterations: usize) -> anyhow::Resul
     });
     let policies = PolicySet::from_documents([(
         "bench".to_string(),
-        serde_json::from_value(policy).context("prevention policy")?,
+        serde_json::from_value::<palisade_common::policy::PolicyDocument>(policy)
+            .context("prevention policy")?,
     )])
     .context("prevention policy")?;
     let settings = ImageLookupSettings {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use palisade_common::policy::Mode;
 use serde_json::Value;
 
 use palisade_engine::admission::mutate::LaunchFor;
@@ -148,12 +147,13 @@ pub fn check(
     Ok(out)
 }
 
-/// Whether any enforce-mode violation was found (the exit status).
+/// Whether any violation would deny admission (the exit status):
+/// enforce mode, not covered by an active PolicyException.
 pub fn has_enforced(results: &[CheckedObject]) -> bool {
     results
         .iter()
         .flat_map(|r| &r.violations)
-        .any(|v| v.mode == Mode::Enforce)
+        .any(Violation::denies)
 }
 
 #[cfg(test)]
@@ -233,7 +233,10 @@ spec:
                 && v.path == "spec.template.spec.containers[0].image"));
         assert!(has_enforced(&results));
         assert!(
-            results[1].violations.iter().all(|v| v.mode == Mode::Audit),
+            results[1]
+                .violations
+                .iter()
+                .all(|v| v.mode == palisade_common::policy::Mode::Audit),
             "{:?}",
             results[1]
                 .violations

@@ -1,6 +1,7 @@
 //! Types shared by the Palisade control plane (`palisade`) and the runtime
 //! enforcer (`palisade-enforcer`).
 
+pub mod exception;
 pub mod launch;
 pub mod net;
 pub mod path;

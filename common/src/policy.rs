@@ -333,7 +333,7 @@ impl CustomRule {
     }
 }
 
-fn is_dns_label(name: &str) -> bool {
+pub(crate) fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -349,6 +349,55 @@ pub enum ParseError {
     Syntax(#[source] serde_yaml::Error),
     #[error(transparent)]
     Invalid(#[from] InvalidPolicy),
+    #[error(transparent)]
+    InvalidException(#[from] crate::exception::InvalidException),
+}
+
+/// One document of a policy source: a policy or an exception to one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    Policy(PolicyDocument),
+    Exception(crate::exception::PolicyException),
+}
+
+impl From<PolicyDocument> for Document {
+    fn from(doc: PolicyDocument) -> Self {
+        Self::Policy(doc)
+    }
+}
+
+impl Document {
+    /// Parses one YAML or JSON document by its `kind` and validates it.
+    pub fn from_yaml(text: &str) -> Result<Self, ParseError> {
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(default)]
+            kind: String,
+        }
+        let kind: Kind = serde_yaml::from_str(text).map_err(ParseError::Syntax)?;
+        if kind.kind == crate::exception::EXCEPTION_KIND {
+            let exception: crate::exception::PolicyException =
+                serde_yaml::from_str(text).map_err(ParseError::Syntax)?;
+            exception.validate()?;
+            Ok(Self::Exception(exception))
+        } else {
+            PolicyDocument::from_yaml(text).map(Self::Policy)
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Policy(p) => &p.metadata.name,
+            Self::Exception(e) => &e.metadata.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Policy(_) => KIND,
+            Self::Exception(_) => crate::exception::EXCEPTION_KIND,
+        }
+    }
 }
 
 #[cfg(test)]

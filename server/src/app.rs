@@ -92,7 +92,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             policies.clone(),
             metrics.clone(),
         )));
-        tracing::info!("watching RuntimePolicy resources");
+        tracing::info!("watching RuntimePolicy and PolicyException resources");
     }
     let service = if settings.service.enabled {
         let data_dir = &settings.service.data_dir;

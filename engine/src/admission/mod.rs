@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 use kube_core::admission::Operation;
 use palisade_common::path::{FieldPath, FieldSet};
-use palisade_common::policy::Mode;
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde_json::Value;
 
@@ -470,46 +469,51 @@ fn judged_fields_unchanged(
     })
 }
 
-/// Enforce-mode violations deny; audit-mode ones become warnings.
+/// Enforce-mode violations deny; audit-mode ones become warnings, and so do
+/// violations an active PolicyException covers, whatever the mode: the
+/// exception is visible in every response it changes.
 fn respond(allow: Response, violations: Vec<Violation>) -> (Response, Outcome) {
     if violations.is_empty() {
         return (allow, Outcome::Allowed);
     }
-    let (enforced, audited): (Vec<_>, Vec<_>) = violations
-        .into_iter()
-        .partition(|v| v.mode == Mode::Enforce);
+    let (enforced, warned): (Vec<_>, Vec<_>) = violations.into_iter().partition(Violation::denies);
+    let (excepted, audited): (Vec<_>, Vec<_>) =
+        warned.into_iter().partition(Violation::is_excepted);
     let mut response = allow;
+    let joined = |list: &[Violation]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    response
+        .warnings
+        .extend(audited.iter().map(|v| format!("palisade audit: {v}")));
+    response
+        .warnings
+        .extend(excepted.iter().map(|v| format!("palisade excepted: {v}")));
     if !audited.is_empty() {
-        response.warnings = audited
-            .iter()
-            .map(|v| format!("palisade audit: {v}"))
-            .collect();
-        response.audit_annotations.insert(
-            "audit-violations".into(),
-            audited
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        response
+            .audit_annotations
+            .insert("audit-violations".into(), joined(&audited));
+    }
+    if !excepted.is_empty() {
+        response
+            .audit_annotations
+            .insert("excepted-violations".into(), joined(&excepted));
     }
     if enforced.is_empty() {
         return (response, Outcome::Warned);
     }
-    let message = format!(
-        "denied by Palisade: {}",
-        enforced
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    let message = format!("denied by Palisade: {}", joined(&enforced));
     (response.deny(403, "Forbidden", message), Outcome::Denied)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::ExceptionNote;
+    use palisade_common::policy::Mode;
     use serde_json::json;
 
     fn update(kind: (&str, &str), old: Value, new: Value) -> Request {
@@ -635,5 +639,55 @@ mod tests {
             ),
             EnforcerVerdict::Missing
         );
+    }
+
+    #[test]
+    fn an_excepted_violation_is_allowed_and_visible_in_warnings_and_audit_annotations() {
+        let request = update(("", "Pod"), json!({}), json!({}));
+        let violation = |rule: &str, exception| Violation {
+            policy: "no-latest".into(),
+            mode: Mode::Enforce,
+            rule: rule.into(),
+            path: "spec.containers[0].image".into(),
+            message: "m".into(),
+            exception,
+        };
+        let excepted = violation(
+            "images/disallowedTags",
+            Some(ExceptionNote::Excepted(
+                "legacy (owner o; until t: r)".into(),
+            )),
+        );
+        let (response, outcome) = respond(Response::allow(&request), vec![excepted]);
+        assert_eq!(outcome, Outcome::Warned);
+        assert!(response.allowed);
+        assert_eq!(
+            response.warnings,
+            ["palisade excepted: [no-latest] images/disallowedTags: spec.containers[0].image: m \
+              (excepted by PolicyException legacy (owner o; until t: r))"]
+        );
+        assert!(response.audit_annotations["excepted-violations"].contains("legacy"));
+        // An expired exception denies again, naming it; a covered
+        // violation beside a denied one stays a warning.
+        let expired = violation(
+            "images/disallowedTags",
+            Some(ExceptionNote::Expired(
+                "legacy (owner o; until t: r)".into(),
+            )),
+        );
+        let covered = violation(
+            "images/disallowUntagged",
+            Some(ExceptionNote::Excepted(
+                "other (owner o; until t: r)".into(),
+            )),
+        );
+        let (response, outcome) = respond(Response::allow(&request), vec![expired, covered]);
+        assert_eq!(outcome, Outcome::Denied);
+        assert!(response
+            .status
+            .message
+            .contains("PolicyException legacy (owner o; until t: r) has expired"));
+        assert!(response.warnings[0]
+            .starts_with("palisade excepted: [no-latest] images/disallowUntagged"));
     }
 }

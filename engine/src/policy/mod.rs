@@ -9,10 +9,12 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use palisade_common::exception::{Decision, PolicyException, Target};
 use palisade_common::launch::LaunchPolicy;
 use palisade_common::path::{FieldPath, FieldSet};
-use palisade_common::policy::{Mode, PolicyDocument, RuntimeRules};
+use palisade_common::policy::{Document, Mode, PolicyDocument, RuntimeRules};
 use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
 use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
 use pod::PodSpec;
@@ -65,6 +67,30 @@ pub struct Violation {
     pub rule: String,
     pub path: String,
     pub message: String,
+    /// What a PolicyException says about it, if one names it.
+    pub exception: Option<ExceptionNote>,
+}
+
+/// A PolicyException naming a violation, described for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExceptionNote {
+    /// An active exception: the violation neither denies nor kills.
+    Excepted(String),
+    /// Only an expired one: the rule applies again.
+    Expired(String),
+}
+
+impl Violation {
+    /// Whether an active PolicyException covers it.
+    pub fn is_excepted(&self) -> bool {
+        matches!(self.exception, Some(ExceptionNote::Excepted(_)))
+    }
+
+    /// Whether it denies admission: enforce mode and no active exception.
+    /// The webhook and `palisade check` both ask this.
+    pub fn denies(&self) -> bool {
+        self.mode == Mode::Enforce && !self.is_excepted()
+    }
 }
 
 impl fmt::Display for Violation {
@@ -73,7 +99,16 @@ impl fmt::Display for Violation {
             f,
             "[{}] {}: {}: {}",
             self.policy, self.rule, self.path, self.message
-        )
+        )?;
+        match &self.exception {
+            Some(ExceptionNote::Expired(exception)) => {
+                write!(f, " (PolicyException {exception} has expired)")
+            }
+            Some(ExceptionNote::Excepted(exception)) => {
+                write!(f, " (excepted by PolicyException {exception})")
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -207,6 +242,8 @@ pub struct PolicySet {
     /// Some policy asks for prevention (`runtime.prevent`): only then does
     /// admission read what prevention needs (labels, commands).
     prevention: bool,
+    /// PolicyExceptions, by name; `PolicyException::decide` reads them.
+    exceptions: Vec<PolicyException>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,8 +269,9 @@ pub enum LoadError {
         path: PathBuf,
         source: custom::CompileError,
     },
-    #[error("policy {name:?} is defined twice ({first} and {second})")]
+    #[error("{kind} {name:?} is defined twice ({first} and {second})")]
     Duplicate {
+        kind: &'static str,
         name: String,
         first: String,
         second: String,
@@ -242,19 +280,30 @@ pub enum LoadError {
 
 impl PolicySet {
     /// Compiles validated documents; `origin` names where each came from.
-    pub fn from_documents(
-        docs: impl IntoIterator<Item = (String, PolicyDocument)>,
+    pub fn from_documents<D: Into<Document>>(
+        docs: impl IntoIterator<Item = (String, D)>,
     ) -> Result<Self, LoadError> {
         let mut policies: Vec<CompiledPolicy> = Vec::new();
-        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        let mut exceptions: Vec<PolicyException> = Vec::new();
+        let mut origins: BTreeMap<(&'static str, String), String> = BTreeMap::new();
         for (origin, doc) in docs {
-            if let Some(first) = origins.insert(doc.metadata.name.clone(), origin.clone()) {
+            let doc: Document = doc.into();
+            let key = (doc.kind(), doc.name().to_string());
+            if let Some(first) = origins.insert(key, origin.clone()) {
                 return Err(LoadError::Duplicate {
-                    name: doc.metadata.name.clone(),
+                    kind: doc.kind(),
+                    name: doc.name().to_string(),
                     first,
                     second: origin,
                 });
             }
+            let doc = match doc {
+                Document::Policy(doc) => doc,
+                Document::Exception(exception) => {
+                    exceptions.push(exception);
+                    continue;
+                }
+            };
             let custom = doc
                 .spec
                 .admission
@@ -268,6 +317,7 @@ impl PolicySet {
                 })?;
             policies.push(CompiledPolicy { doc, custom });
         }
+        exceptions.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         policies.sort_by(|a, b| a.doc.metadata.name.cmp(&b.doc.metadata.name));
         let mut reads = FieldSet::default();
         for path in pss::RAW_FIELDS {
@@ -283,6 +333,7 @@ impl PolicySet {
             policies,
             reads,
             prevention,
+            exceptions,
         })
     }
 
@@ -308,6 +359,11 @@ impl PolicySet {
 
     pub fn documents(&self) -> impl Iterator<Item = &PolicyDocument> {
         self.policies.iter().map(|p| &p.doc)
+    }
+
+    /// Every PolicyException, expired ones included, by name.
+    pub fn exceptions(&self) -> &[PolicyException] {
+        &self.exceptions
     }
 
     /// Runtime rules of the policies selecting a pod, with a content tag
@@ -382,12 +438,24 @@ impl PolicySet {
     }
 
     /// All violations of the policies selecting `namespace` and the pod's
-    /// labels. `prefix` turns template paths into object paths.
+    /// labels, each with what the PolicyExceptions say about it now.
+    /// `prefix` turns template paths into object paths.
     pub fn evaluate(
         &self,
         namespace: &str,
         pod: &PodView<'_>,
         prefix: impl Fn(&str) -> String,
+    ) -> Vec<Violation> {
+        self.evaluate_at(namespace, pod, prefix, SystemTime::now())
+    }
+
+    /// [`Self::evaluate`] at a given time (exceptions expire).
+    pub fn evaluate_at(
+        &self,
+        namespace: &str,
+        pod: &PodView<'_>,
+        prefix: impl Fn(&str) -> String,
+        now: SystemTime,
     ) -> Vec<Violation> {
         let mut out = Vec::new();
         for policy in &self.policies {
@@ -396,12 +464,24 @@ impl PolicySet {
                 continue;
             }
             for finding in findings(policy, pod) {
+                let target = Target {
+                    policy: &policy.doc.metadata.name,
+                    rule: &finding.rule,
+                    namespace,
+                    pod_labels: &pod.labels,
+                };
+                let exception = match PolicyException::decide(&self.exceptions, &target, now) {
+                    Decision::None => None,
+                    Decision::Excepted(e) => Some(ExceptionNote::Excepted(e.describe())),
+                    Decision::Expired(e) => Some(ExceptionNote::Expired(e.describe())),
+                };
                 out.push(Violation {
                     policy: policy.doc.metadata.name.clone(),
                     mode: spec.mode,
                     rule: finding.rule,
                     path: prefix(&finding.path),
                     message: finding.message,
+                    exception,
                 });
             }
         }
@@ -538,7 +618,7 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
 }
 
 /// The documents of every policy file in `dir`, each with its file name.
-pub fn load_dir_documents(dir: &Path) -> Result<Vec<(String, PolicyDocument)>, LoadError> {
+pub fn load_dir_documents(dir: &Path) -> Result<Vec<(String, Document)>, LoadError> {
     let mut docs = Vec::new();
     for path in policy_files(dir)? {
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
@@ -546,7 +626,7 @@ pub fn load_dir_documents(dir: &Path) -> Result<Vec<(String, PolicyDocument)>, L
             source,
         })?;
         for (index, doc) in split_yaml_documents(&text).into_iter().enumerate() {
-            let parsed = PolicyDocument::from_yaml(doc).map_err(|source| LoadError::Document {
+            let parsed = Document::from_yaml(doc).map_err(|source| LoadError::Document {
                 path: path.clone(),
                 index,
                 source,
@@ -605,6 +685,102 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// One policy directory with a policy and an exception to one of its
+    /// rules for one workload: the exception holds until its expiry, and
+    /// every violation it does not name still denies.
+    #[test]
+    fn exceptions_from_the_policy_directory_apply_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.yaml"),
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: no-latest}\n\
+             spec: {mode: enforce, admission: {disallowedTags: [latest], disallowUntagged: true}}\n\
+             ---\napiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: legacy-latest}\n\
+             spec: {policy: no-latest, rules: [images/disallowedTags], selector: {namespaces: [billing], podLabels: {app: legacy}},\n\
+             expiresAt: '2027-03-31T00:00:00Z', reason: vendor ships latest only, owner: billing}\n",
+        )
+        .unwrap();
+        let set = PolicySet::load_dir(dir.path()).unwrap();
+        assert_eq!((set.len(), set.exceptions().len()), (1, 1));
+        let pod = |app: &str, image: &str| {
+            json!({"metadata": {"labels": {"app": app}},
+                   "spec": {"containers": [{"name": "c", "image": image}]}})
+        };
+        let judge = |pod: &Value, namespace: &str, now: &str| {
+            let view = PodView::parse(pod, true).unwrap();
+            set.evaluate_at(
+                namespace,
+                &view,
+                |p| p.to_string(),
+                humantime::parse_rfc3339(now).unwrap(),
+            )
+        };
+        let before = "2027-01-01T00:00:00Z";
+        let legacy = judge(&pod("legacy", "vendor/app:latest"), "billing", before);
+        assert_eq!(legacy.len(), 1);
+        assert!(legacy[0].is_excepted() && !legacy[0].denies());
+        assert!(
+            legacy[0].to_string().ends_with(
+                "(excepted by PolicyException legacy-latest (owner billing; until \
+                 2027-03-31T00:00:00Z: vendor ships latest only))"
+            ),
+            "{}",
+            legacy[0]
+        );
+        // Another rule of the same policy, another workload, another
+        // namespace: not excepted.
+        let untagged = judge(&pod("legacy", "vendor/app"), "billing", before);
+        assert!(untagged.iter().all(Violation::denies), "{untagged:?}");
+        assert!(judge(&pod("web", "vendor/app:latest"), "billing", before)[0].denies());
+        assert!(judge(&pod("legacy", "vendor/app:latest"), "shop", before)[0].denies());
+        // Expired: denies again, and says which exception ran out.
+        let expired = judge(
+            &pod("legacy", "vendor/app:latest"),
+            "billing",
+            "2027-04-01T00:00:00Z",
+        );
+        assert!(expired[0].denies());
+        assert!(
+            expired[0]
+                .to_string()
+                .contains("PolicyException legacy-latest (owner billing"),
+            "{}",
+            expired[0]
+        );
+        assert!(expired[0].to_string().ends_with("has expired)"));
+    }
+
+    #[test]
+    fn an_exception_and_a_policy_may_share_a_name_but_two_exceptions_may_not() {
+        let exception = |name: &str| {
+            Document::from_yaml(&format!(
+                "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {{name: {name}}}\n\
+                 spec: {{policy: p, rules: ['*'], expiresAt: '2027-01-01T00:00:00Z', reason: r, owner: o}}\n"
+            ))
+            .unwrap()
+        };
+        let policy = Document::from_yaml(
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: p}\nspec: {}\n",
+        )
+        .unwrap();
+        assert!(PolicySet::from_documents([
+            ("a".to_string(), policy),
+            ("b".to_string(), exception("p"))
+        ])
+        .is_ok());
+        let err = PolicySet::from_documents([
+            ("a".to_string(), exception("x")),
+            ("b".to_string(), exception("x")),
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.starts_with("PolicyException \"x\" is defined twice"),
+            "{err}"
+        );
+    }
+
     /// Parsing a Pod's text in one pass (the webhook) and parsing it as a
     /// JSON value first (templates, offline checks) find the same
     /// violations, with the repository's policies and a custom rule on a
@@ -624,7 +800,10 @@ spec:
       - { name: pull-always, path: "spec.containers[*].imagePullPolicy", operator: Equals, value: Always }
       - { name: team, path: metadata.labels.team, operator: Exists }
 "#;
-        docs.push(("extra".into(), PolicyDocument::from_yaml(extra).unwrap()));
+        docs.push((
+            "extra".into(),
+            PolicyDocument::from_yaml(extra).unwrap().into(),
+        ));
         let set = PolicySet::from_documents(docs).unwrap();
         let fixtures = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -10,28 +10,32 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use palisade_common::policy::PolicyDocument;
+use palisade_common::exception::PolicyException;
+use palisade_common::policy::{Document, PolicyDocument};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use palisade_engine::policy::{load_dir_documents, LoadError, PolicySet};
 
-type Documents = Vec<(String, PolicyDocument)>;
+type Documents = Vec<(String, Document)>;
 
-/// Policies by where they come from; the active set is all of them.
+/// Policies and exceptions by where they come from; the active set is all
+/// of them.
 #[derive(Clone, Default, PartialEq)]
 struct Sources {
     directory: Documents,
     pushed: Documents,
     crds: Documents,
+    exception_crds: Documents,
 }
 
 impl Sources {
-    fn all(&self) -> impl Iterator<Item = (String, PolicyDocument)> + '_ {
+    fn all(&self) -> impl Iterator<Item = (String, Document)> + '_ {
         self.directory
             .iter()
             .chain(&self.pushed)
             .chain(&self.crds)
+            .chain(&self.exception_crds)
             .cloned()
     }
 }
@@ -48,6 +52,8 @@ pub struct PolicyStore {
 pub const PUSHED_ORIGIN: &str = "policy API";
 /// Where a RuntimePolicy custom resource came from.
 pub const CRD_ORIGIN: &str = "RuntimePolicy resource";
+/// Where a PolicyException custom resource came from.
+pub const EXCEPTION_CRD_ORIGIN: &str = "PolicyException resource";
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
@@ -85,9 +91,16 @@ impl PolicyStore {
         self.generation.subscribe()
     }
 
-    /// Names defined by files (pushes may not shadow them).
-    pub fn directory_documents(&self) -> Documents {
-        read(&self.sources).directory.clone()
+    /// Policies defined by files (pushes may not shadow them).
+    pub fn directory_documents(&self) -> Vec<(String, PolicyDocument)> {
+        read(&self.sources)
+            .directory
+            .iter()
+            .filter_map(|(origin, doc)| match doc {
+                Document::Policy(p) => Some((origin.clone(), p.clone())),
+                Document::Exception(_) => None,
+            })
+            .collect()
     }
 
     /// Reloads when a file was added, removed or modified. Ok(true) when a
@@ -112,7 +125,7 @@ impl PolicyStore {
     pub fn set_pushed(&self, pushed: Vec<PolicyDocument>) -> Result<bool, LoadError> {
         let pushed = pushed
             .into_iter()
-            .map(|d| (PUSHED_ORIGIN.to_string(), d))
+            .map(|d| (PUSHED_ORIGIN.to_string(), d.into()))
             .collect();
         self.replace(|s| s.pushed = pushed)
     }
@@ -121,9 +134,18 @@ impl PolicyStore {
     pub fn set_crds(&self, crds: Vec<PolicyDocument>) -> Result<bool, LoadError> {
         let crds = crds
             .into_iter()
-            .map(|d| (CRD_ORIGIN.to_string(), d))
+            .map(|d| (CRD_ORIGIN.to_string(), d.into()))
             .collect();
         self.replace(|s| s.crds = crds)
+    }
+
+    /// Replaces the exceptions defined as PolicyException resources.
+    pub fn set_exception_crds(&self, exceptions: Vec<PolicyException>) -> Result<bool, LoadError> {
+        let exceptions = exceptions
+            .into_iter()
+            .map(|e| (EXCEPTION_CRD_ORIGIN.to_string(), Document::Exception(e)))
+            .collect();
+        self.replace(|s| s.exception_crds = exceptions)
     }
 
     /// Applies `change` to the sources and activates the result, unless it
@@ -146,12 +168,12 @@ impl PolicyStore {
     /// the directory without changing anything.
     pub fn check_push(&self, doc: &PolicyDocument) -> Result<(), LoadError> {
         let mut candidate = read(&self.sources).clone();
+        candidate.pushed.retain(
+            |(_, d)| !matches!(d, Document::Policy(p) if p.metadata.name == doc.metadata.name),
+        );
         candidate
             .pushed
-            .retain(|(_, d)| d.metadata.name != doc.metadata.name);
-        candidate
-            .pushed
-            .push((PUSHED_ORIGIN.to_string(), doc.clone()));
+            .push((PUSHED_ORIGIN.to_string(), doc.clone().into()));
         PolicySet::from_documents(candidate.all()).map(drop)
     }
 }
