@@ -354,7 +354,7 @@ pause_pod_denied() {
 }
 pause_pod_allowed() { ! pause_pod_denied; }
 
-case_runtime_policy_resources_are_watched() {
+case_runtime_policy_and_exception_resources_are_watched() {
   kubectl apply -f "$ROOT/helm/palisade/crds/runtimepolicies.yaml" >/dev/null
   # A CRD created a moment ago may have no conditions yet, which kubectl
   # wait reports as an error rather than waiting on: retry until it answers.
@@ -376,6 +376,37 @@ YAML
   local out
   out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1 || true)
   grep -q '\[no-pause-310\] images/disallowedTags' <<<"$out" || fail "$out"
+  # A PolicyException resource lets the pod in, visibly, until it expires
+  # (while this test runs); then the policy denies again and says why.
+  kubectl apply -f "$ROOT/helm/palisade/crds/policyexceptions.yaml" >/dev/null
+  wait_for "CRD policyexceptions.palisade.dev established" 30 kubectl wait --for condition=established --timeout=5s crd/policyexceptions.palisade.dev
+  local expires
+  expires=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyException
+metadata: {name: pause-310-ok}
+spec:
+  policy: no-pause-310
+  rules: [images/disallowedTags]
+  selector: {namespaces: [e2e-in], podLabels: {app: crd-probe}}
+  expiresAt: "$expires"
+  reason: the e2e probe image
+  owner: e2e-team
+YAML
+  wait_for "PolicyException applied" 15 pause_pod_allowed || fail "PolicyException not applied"
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1) \
+    || fail "excepted pod denied: $out"
+  grep -q "palisade excepted: \[no-pause-310\] images/disallowedTags: .*(excepted by PolicyException pause-310-ok (owner e2e-team; until $expires: the e2e probe image))" <<<"$out" \
+    || fail "no exception warning: $out"
+  # Another workload in the namespace is not covered.
+  restricted_pod other-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - >/dev/null 2>&1 \
+    && fail "the exception covered a workload it does not select"
+  wait_for "PolicyException expired" 40 pause_pod_denied || fail "expired PolicyException still applies"
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1 || true)
+  grep -q "PolicyException pause-310-ok (owner e2e-team; until $expires: the e2e probe image) has expired" <<<"$out" \
+    || fail "the denial does not name the expired exception: $out"
+  kubectl delete policyexception pause-310-ok >/dev/null
   kubectl delete runtimepolicy no-pause-310 >/dev/null
   wait_for "RuntimePolicy removed" 15 pause_pod_allowed || fail "deleted RuntimePolicy still enforced"
   stop_webhook
@@ -656,7 +687,7 @@ CASES=(
   case_webhook_down_failure_policy
   case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
-  case_runtime_policy_resources_are_watched
+  case_runtime_policy_and_exception_resources_are_watched
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue
