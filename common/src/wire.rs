@@ -12,6 +12,11 @@ pub struct RuntimeBundle {
     /// Content hash: equal bundles have equal tags on every replica.
     pub etag: String,
     pub policies: Vec<RuntimePolicy>,
+    /// PolicyExceptions selecting the pod that name one of `policies`,
+    /// expired ones included: the enforcer decides expiry itself, with
+    /// `PolicyException::decide`, as time passes between bundles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<crate::exception::PolicyException>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

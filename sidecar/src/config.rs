@@ -1,5 +1,6 @@
 //! Settings from the environment the injector sets (`PALISADE_*`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,18 +131,27 @@ impl Settings {
         })
     }
 
-    /// `key=value,key2=value2` from the downward API labels file.
-    pub fn labels_query(&self) -> String {
+    /// The pod's labels from the downward API labels file (`key="value"`
+    /// lines); empty when there is none.
+    pub fn labels(&self) -> BTreeMap<String, String> {
         let Some(text) = self
             .labels_file
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f).ok())
         else {
-            return String::new();
+            return BTreeMap::new();
         };
         text.lines()
             .filter_map(|line| line.split_once('='))
-            .map(|(k, v)| format!("{k}={}", v.trim_matches('"')))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect()
+    }
+
+    /// `key=value,key2=value2` from the downward API labels file.
+    pub fn labels_query(&self) -> String {
+        self.labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -9,14 +9,15 @@
 //! still slips between two passes is counted from the last-PID counter and
 //! reported as `agent/unobserved-processes`, never silently lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use palisade_common::exception::{Decision, PolicyException, Target};
 use palisade_common::net::EgressRule;
 use palisade_common::policy::Mode;
 use palisade_common::wire::{Event, ProcessInfo, RuntimeBundle, RuntimePolicy};
@@ -171,6 +172,12 @@ pub struct Monitor {
     exec_signals: u32,
     unobserved: Unobserved,
     ephemeral: (u16, u16),
+    /// The current bundle's PolicyExceptions and the pod's labels they
+    /// select on (re-read with each new bundle).
+    exceptions: Vec<PolicyException>,
+    labels: BTreeMap<String, String>,
+    /// When the next of them expires.
+    next_expiry: Option<SystemTime>,
 }
 
 impl Monitor {
@@ -212,6 +219,30 @@ impl Monitor {
             exec_signals: 0,
             unobserved: Unobserved::default(),
             ephemeral,
+            exceptions: Vec::new(),
+            labels: BTreeMap::new(),
+            next_expiry: None,
+        }
+    }
+
+    /// What the PolicyExceptions say about a violation now (the same
+    /// decision admission makes).
+    fn exception(&self, v: &Violation<'_>) -> Decision<'_> {
+        let target = Target {
+            policy: &v.policy.name,
+            rule: v.rule.as_str(),
+            namespace: &self.settings.pod.namespace,
+            pod_labels: &self.labels,
+        };
+        PolicyException::decide(&self.exceptions, &target, SystemTime::now())
+    }
+
+    /// The mode a violation is acted on in: an active exception turns
+    /// enforce into audit (reported, never killed).
+    fn acted_mode(&self, v: &Violation<'_>) -> Mode {
+        match self.exception(v) {
+            Decision::Excepted(_) => Mode::Audit,
+            Decision::None | Decision::Expired(_) => v.policy.mode,
         }
     }
 
@@ -243,13 +274,29 @@ impl Monitor {
 
     pub fn tick(&mut self) {
         let bundle = self.policy.current();
-        let policy_changed = bundle.etag != self.etag;
+        let bundle_changed = bundle.etag != self.etag;
+        // An exception running out changes the verdicts as a new bundle
+        // does: what it let run is judged again (and stopped under enforce).
+        let now = SystemTime::now();
+        let exception_expired = self.next_expiry.is_some_and(|at| now >= at);
+        let policy_changed = bundle_changed || exception_expired;
         if policy_changed {
             self.etag = bundle.etag.clone();
+            self.exceptions = bundle.exceptions.clone();
+            self.labels = self.settings.labels();
+            self.next_expiry = self
+                .exceptions
+                .iter()
+                .filter_map(PolicyException::expires)
+                .filter(|at| *at > now)
+                .min();
             if !self.first_pass {
                 // Re-judge everything alive under the new policy: what was
                 // allowed in audit is stopped once enforce arrives.
-                tracing::info!("policy changed: re-judging live processes and sockets");
+                tracing::info!(
+                    exception_expired,
+                    "policy changed: re-judging live processes and sockets"
+                );
                 self.known.clear();
                 self.reported.clear();
                 self.listeners.clear();
@@ -614,10 +661,10 @@ impl Monitor {
             cmdline: argv,
             sha256: sha256.map(hex::encode),
         };
-        let action = rules::kills(violations.iter().map(|v| (v.rule, v.policy.mode)))
+        let action = rules::kills(violations.iter().map(|v| (v.rule, self.acted_mode(v))))
             .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
         for v in violations {
-            let id = process_event_id(&v, proc);
+            let id = process_event_id(&v, self.acted_mode(&v), proc);
             self.emit(&v, id, Some(info.clone()), action.clone());
         }
         View::Complete
@@ -723,6 +770,25 @@ impl Monitor {
         process: Option<ProcessInfo>,
         action: Option<Action>,
     ) {
+        // Excepted events are reported, never dropped: the exception is
+        // visible wherever the event is.
+        let message = match self.exception(v) {
+            Decision::None => v.message.clone(),
+            Decision::Excepted(e) => {
+                format!(
+                    "{} (excepted by PolicyException {})",
+                    v.message,
+                    e.describe()
+                )
+            }
+            Decision::Expired(e) => {
+                format!(
+                    "{} (PolicyException {} has expired)",
+                    v.message,
+                    e.describe()
+                )
+            }
+        };
         self.reporter.report(Event {
             id,
             time_ms: now_ms(),
@@ -730,7 +796,7 @@ impl Monitor {
             rule: v.rule.as_str().to_string(),
             policy: Some(v.policy.name.clone()),
             mode: v.policy.mode,
-            message: v.message.clone(),
+            message,
             process,
             action: action.map(|a| a.to_string()),
         });
@@ -857,8 +923,9 @@ impl Monitor {
                 policy,
                 message: format!("{:?} listener on {}:{port}", socket.proto, socket.local.0),
             };
-            let (process, action) = self.owner_action(socket.inode, policy.mode);
-            self.emit(&v, socket_event_id(&v, socket), process, action);
+            let (process, action) = self.owner_action(socket.inode, self.acted_mode(&v));
+            let id = socket_event_id(&v, self.acted_mode(&v), socket);
+            self.emit(&v, id, process, action);
         }
     }
 
@@ -882,8 +949,9 @@ impl Monitor {
                     "{proto} connection to {ip}:{port} is not in the egress allow-list"
                 ),
             };
-            let (process, action) = self.owner_action(socket.inode, policy.mode);
-            self.emit(&v, socket_event_id(&v, socket), process, action);
+            let (process, action) = self.owner_action(socket.inode, self.acted_mode(&v));
+            let id = socket_event_id(&v, self.acted_mode(&v), socket);
+            self.emit(&v, id, process, action);
         }
     }
 
@@ -966,26 +1034,28 @@ fn denied_content(
 
 /// The same finding about the same process gets the same id, across
 /// restarts of the enforcer; a stricter policy or mode is a new finding.
-fn process_event_id(v: &Violation<'_>, proc: &Proc) -> String {
+/// Stable across restarts for the same finding; `mode` is the mode it was
+/// acted on in, so the kill after an exception expires is a new event.
+fn process_event_id(v: &Violation<'_>, mode: Mode, proc: &Proc) -> String {
     rules::stable_id(
         "p",
         &[
             v.rule.as_str(),
             &v.policy.name,
-            mode_str(v.policy.mode),
+            mode_str(mode),
             &proc.pid.to_string(),
             &proc.start.to_string(),
         ],
     )
 }
 
-fn socket_event_id(v: &Violation<'_>, s: &Socket) -> String {
+fn socket_event_id(v: &Violation<'_>, mode: Mode, s: &Socket) -> String {
     rules::stable_id(
         "s",
         &[
             v.rule.as_str(),
             &v.policy.name,
-            mode_str(v.policy.mode),
+            mode_str(mode),
             &s.inode.to_string(),
             &format!("{:?}{:?}", s.local, s.remote),
         ],

@@ -34,6 +34,7 @@ pub fn builtin_defaults() -> RuntimeBundle {
                 ..RuntimeRules::default()
             },
         }],
+        exceptions: Vec::new(),
     }
 }
 

@@ -317,6 +317,37 @@ gone_in_time() {
 check "a shell allowed under audit is re-judged and killed once enforce arrives" gone_in_time
 check "kill reported with its action" event_within 5 'behavior/denied-process.*killed'
 
+# --- a PolicyException (here from the service's policy directory) reaches the
+# enforcer in its bundle: a shell is reported as excepted and left running
+# until the exception expires, during the test; then enforce stops it.
+expires=$(date -u -d '+12 seconds' +%Y-%m-%dT%H:%M:%SZ)
+cat >"$W/policies/exception.yaml" <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyException
+metadata: {name: shop-shell-ok}
+spec:
+  policy: shop-no-shells
+  rules: [behavior/denied-process]
+  selector: {namespaces: [shop]}
+  expiresAt: "$expires"
+  reason: migration script
+  owner: shop-team
+YAML
+updates_before=$(grep -c 'runtime policy updated' "$W/enforcer.log" || true)
+check "a PolicyException reaches the enforcer" wait_for "exception in the bundle" 10 policy_updated
+app sh -c 'sleep 60; true' &
+shell=$!
+check "an excepted shell is reported as excepted" \
+  event_within 5 "behavior/denied-process.*excepted by PolicyException shop-shell-ok \\(owner shop-team; until $expires"
+sleep 1
+check "an excepted shell is not killed under enforce" kill -0 "$shell"
+past_expiry() { (($(date +%s) > $(date -d "$expires" +%s))); }
+wait_for "the exception's expiry" 20 past_expiry
+check "once the exception has expired, enforce stops the shell it let run" killed_in_time
+check "the kill names the expired exception" \
+  event_within 5 'behavior/denied-process.*PolicyException shop-shell-ok .*has expired'
+rm "$W/policies/exception.yaml"
+
 # --- outage: reports spool to disk, survive an enforcer restart, arrive later.
 denied_count() { events | grep -c 'behavior/denied-process' || true; }
 before_outage=$(denied_count)

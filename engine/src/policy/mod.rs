@@ -385,9 +385,27 @@ impl PolicySet {
                 })
             })
             .collect();
-        let canonical = serde_json::to_vec(&policies).unwrap_or_default();
+        let exceptions: Vec<PolicyException> = self
+            .exceptions
+            .iter()
+            .filter(|e| e.spec.selector.matches(namespace, labels))
+            .filter(|e| policies.iter().any(|p| p.name == e.spec.policy))
+            .cloned()
+            .collect();
+        // Without exceptions the tag is what it was before they existed, so
+        // replicas of both releases agree during a rolling upgrade.
+        let canonical = if exceptions.is_empty() {
+            serde_json::to_vec(&policies)
+        } else {
+            serde_json::to_vec(&(&policies, &exceptions))
+        }
+        .unwrap_or_default();
         let etag = hex::encode(&Sha256::digest(&canonical)[..16]);
-        RuntimeBundle { etag, policies }
+        RuntimeBundle {
+            etag,
+            policies,
+            exceptions,
+        }
     }
 
     /// Whether any policy asks for prevention.
@@ -837,7 +855,7 @@ spec:
     fn set(yaml: &str) -> PolicySet {
         let docs = split_yaml_documents(yaml)
             .into_iter()
-            .map(|d| ("test".to_string(), PolicyDocument::from_yaml(d).unwrap()));
+            .map(|d| ("test".to_string(), Document::from_yaml(d).unwrap()));
         PolicySet::from_documents(docs).unwrap()
     }
 
@@ -951,6 +969,42 @@ spec:
             prod_web.etag,
             "stable"
         );
+    }
+
+    #[test]
+    fn runtime_bundles_carry_the_exceptions_selecting_the_pod() {
+        let shells =
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: shells}\n\
+                      spec: {mode: enforce, runtime: {deniedProcesses: [sh]}}\n";
+        let exception = |name: &str, policy: &str, namespace: &str| {
+            format!(
+                "---\napiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {{name: {name}}}\n\
+                 spec: {{policy: {policy}, rules: ['behavior/*'], selector: {{namespaces: [{namespace}]}},\n\
+                 expiresAt: '2027-01-01T00:00:00Z', reason: r, owner: o}}\n"
+            )
+        };
+        let without = set(shells).runtime_bundle("prod", &BTreeMap::new());
+        let with = set(&format!(
+            "{shells}{}{}{}",
+            exception("prod-shells", "shells", "prod"),
+            exception("dev-shells", "shells", "dev"),
+            exception("other-policy", "images", "prod"),
+        ))
+        .runtime_bundle("prod", &BTreeMap::new());
+        let names: Vec<&str> = with
+            .exceptions
+            .iter()
+            .map(|e| e.metadata.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["prod-shells"],
+            "its namespace, a policy in the bundle"
+        );
+        assert_ne!(with.etag, without.etag, "an exception is a new bundle");
+        assert!(without.exceptions.is_empty());
+        let text = serde_json::to_string(&without).unwrap();
+        assert!(!text.contains("exceptions"), "{text}");
     }
 
     #[test]
