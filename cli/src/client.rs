@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use palisade_common::wire::{PolicyRecord, StoredEvent};
+use palisade_common::wire::{ExceptionRecord, PolicyRecord, StoredEvent};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -89,9 +89,9 @@ impl Client {
         format!("{}{path}", self.server)
     }
 
-    /// Pushes one policy document; returns (name, revision).
-    pub async fn push(&self, document: &str) -> Result<(String, i64), ClientError> {
-        let url = self.url("/api/v1/policies");
+    /// Pushes one document of `kind`; returns (name, revision).
+    pub async fn push(&self, kind: Kind, document: &str) -> Result<(String, i64), ClientError> {
+        let url = self.url(kind.path());
         let body = self
             .send(self.http.put(&url).body(document.to_string()), &url)
             .await?;
@@ -102,13 +102,19 @@ impl Client {
     }
 
     pub async fn list(&self) -> Result<Vec<PolicyRecord>, ClientError> {
-        let url = self.url("/api/v1/policies");
+        let url = self.url(Kind::Policy.path());
         let body = self.send(self.http.get(&url), &url).await?;
         Ok(serde_json::from_value(body).unwrap_or_default())
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
-        let url = self.url(&format!("/api/v1/policies/{name}"));
+    pub async fn list_exceptions(&self) -> Result<Vec<ExceptionRecord>, ClientError> {
+        let url = self.url(Kind::Exception.path());
+        let body = self.send(self.http.get(&url), &url).await?;
+        Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("{}/{name}", kind.path()));
         self.send(self.http.delete(&url), &url).await.map(drop)
     }
 
@@ -116,6 +122,22 @@ impl Client {
         let url = self.url("/api/v1/events");
         let body = self.send(self.http.get(&url).query(query), &url).await?;
         Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+}
+
+/// What the service stores, each under its own path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Policy,
+    Exception,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Policy => "/api/v1/policies",
+            Self::Exception => "/api/v1/exceptions",
+        }
     }
 }
 
@@ -156,6 +178,31 @@ pub fn policies_table(records: &[PolicyRecord]) -> String {
         })
         .collect();
     table(&["NAME", "MODE", "REVISION", "SOURCE"], &rows)
+}
+
+/// Exceptions with what matters when one runs out: state, expiry, owner.
+pub fn exceptions_table(records: &[ExceptionRecord]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let spec = &r.document.spec;
+            vec![
+                r.name.clone(),
+                spec.policy.clone(),
+                spec.rules.join(","),
+                format!("{:?}", r.state).to_lowercase(),
+                spec.expires_at.clone(),
+                spec.owner.clone(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "POLICY", "RULES", "STATE", "EXPIRES", "OWNER", "SOURCE",
+        ],
+        &rows,
+    )
 }
 
 pub fn events_table(events: &[StoredEvent]) -> String {

@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use client::Client;
+use client::{Client, Kind};
 use palisade_engine::policy::{split_yaml_documents, PolicySet};
 #[cfg(feature = "server")]
 use palisade_engine::settings::LogFormat;
@@ -70,6 +70,13 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Manage PolicyExceptions in the policy service.
+    Exception {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: ExceptionAction,
+    },
     /// Show runtime events reported by enforcers.
     Events {
         #[command(flatten)]
@@ -99,6 +106,20 @@ enum PolicyAction {
     /// List active policies.
     List,
     /// Delete a pushed policy.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum ExceptionAction {
+    /// Push PolicyException documents (multi-document YAML allowed).
+    Push {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List exceptions from every source, with their state (active,
+    /// expiring within 7 days, expired) and expiry.
+    List,
+    /// Delete a pushed exception.
     Delete { name: String },
 }
 
@@ -175,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
         } => check(&file, &policies, &namespace),
         Command::Policy { conn, action } => policy(conn, action).await,
+        Command::Exception { conn, action } => exception(conn, action).await,
         Command::Events {
             conn,
             namespace,
@@ -241,22 +263,47 @@ fn check(file: &str, policies: &Path, namespace: &str) -> anyhow::Result<()> {
 async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<()> {
     let client = conn.client()?;
     match action {
-        PolicyAction::Push { files } => {
-            for file in files {
-                let text = read_input(&file)?;
-                for doc in split_yaml_documents(&text) {
-                    let (name, revision) = client
-                        .push(doc)
-                        .await
-                        .with_context(|| format!("pushing {file}"))?;
-                    println!("policy/{name} pushed (revision {revision})");
-                }
-            }
-        }
+        PolicyAction::Push { files } => push(&client, Kind::Policy, &files).await?,
         PolicyAction::List => print!("{}", client::policies_table(&client.list().await?)),
         PolicyAction::Delete { name } => {
-            client.delete(&name).await?;
+            client.delete(Kind::Policy, &name).await?;
             println!("policy/{name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn exception(conn: Connection, action: ExceptionAction) -> anyhow::Result<()> {
+    let client = conn.client()?;
+    match action {
+        ExceptionAction::Push { files } => push(&client, Kind::Exception, &files).await?,
+        ExceptionAction::List => print!(
+            "{}",
+            client::exceptions_table(&client.list_exceptions().await?)
+        ),
+        ExceptionAction::Delete { name } => {
+            client.delete(Kind::Exception, &name).await?;
+            println!("policyexception/{name} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// Pushes every document of every file, in order; stops at the first
+/// refusal, naming the file.
+async fn push(client: &Client, kind: Kind, files: &[String]) -> anyhow::Result<()> {
+    let noun = match kind {
+        Kind::Policy => "policy",
+        Kind::Exception => "policyexception",
+    };
+    for file in files {
+        let text = read_input(file)?;
+        for doc in split_yaml_documents(&text) {
+            let (name, revision) = client
+                .push(kind, doc)
+                .await
+                .with_context(|| format!("pushing {file}"))?;
+            println!("{noun}/{name} pushed (revision {revision})");
         }
     }
     Ok(())

@@ -146,6 +146,88 @@ async fn policy_push_list_delete_and_events_against_a_server() {
         text(&out.stderr)
     );
 
+    // Exceptions: pushed, listed with their state, refused when invalid
+    // or when they push a policy, deleted.
+    let exception = dir.path().join("e.yaml");
+    std::fs::write(
+        &exception,
+        "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: migration-shell}\n\
+         spec:\n  policy: no-shells\n  rules: [behavior/denied-process]\n  selector: {namespaces: [shop]}\n  \
+         expiresAt: '2099-01-01T00:00:00Z'\n  reason: data migration\n  owner: shop-team\n\
+         ---\napiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: old-shell}\n\
+         spec:\n  policy: no-shells\n  rules: ['*']\n  expiresAt: '2020-01-01T00:00:00Z'\n  reason: gone\n  owner: ops\n",
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&[
+            "exception",
+            "push",
+            "-f",
+            exception.to_str().unwrap(),
+        ]))
+    });
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "policyexception/migration-shell pushed (revision 1)\npolicyexception/old-shell pushed (revision 1)\n"
+    );
+    let out = tokio::task::block_in_place(|| run(conn(&["exception", "list"])));
+    let listing = text(&out.stdout);
+    assert!(listing.starts_with("NAME"), "{listing}");
+    assert!(
+        listing.lines().any(|l| l.starts_with("migration-shell")
+            && l.contains("no-shells")
+            && l.contains("active")
+            && l.contains("2099-01-01T00:00:00Z")
+            && l.contains("shop-team")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("old-shell") && l.contains("expired")),
+        "expired exceptions are listed as such: {listing}"
+    );
+    std::fs::write(&exception, "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: x}\nspec: {policy: p, rules: ['*'], expiresAt: tomorrow, reason: r, owner: o}\n").unwrap();
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&[
+            "exception",
+            "push",
+            "-f",
+            exception.to_str().unwrap(),
+        ]))
+    });
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("expiresAt"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        &policy,
+        "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: y}\nspec: {}\n",
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&["exception", "push", "-f", policy.to_str().unwrap()]))
+    });
+    assert!(!out.status.success(), "a policy is not an exception");
+    assert!(
+        text(&out.stderr).contains("expected PolicyException"),
+        "{}",
+        text(&out.stderr)
+    );
+    for name in ["migration-shell", "old-shell"] {
+        let out = tokio::task::block_in_place(|| run(conn(&["exception", "delete", name])));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = tokio::task::block_in_place(|| run(conn(&["exception", "list"])));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "only the header is left"
+    );
+
     let out = tokio::task::block_in_place(|| run(conn(&["policy", "delete", "no-shells"])));
     assert!(out.status.success(), "{}", text(&out.stderr));
 

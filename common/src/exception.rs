@@ -57,7 +57,7 @@ pub struct ExceptionSpec {
 }
 
 /// Where an exception stands at a given time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExceptionState {
     Active,

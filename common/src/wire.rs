@@ -230,3 +230,17 @@ pub struct PolicyRecord {
     pub source: String,
     pub document: crate::policy::PolicyDocument,
 }
+
+/// A PolicyException as listed by the API, with its state now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExceptionRecord {
+    pub name: String,
+    /// 0 for files and resources; pushed ones count their revisions.
+    pub revision: i64,
+    pub updated_ms: i64,
+    /// `api`, `directory (FILE)` or `PolicyException resource`.
+    pub source: String,
+    pub state: crate::exception::ExceptionState,
+    pub document: crate::exception::PolicyException,
+}

@@ -1,4 +1,4 @@
-//! Durable storage for pushed policies (every revision kept) and enforcer
+//! Durable storage for pushed policies and exceptions (every revision kept) and enforcer
 //! reports: embedded SQLite by default, PostgreSQL when several replicas
 //! share one database. One code path through sqlx's `Any` driver; only the
 //! schema and placeholder syntax differ.
@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use palisade_common::exception::PolicyException;
 use palisade_common::policy::{Mode, PolicyDocument};
 use palisade_common::wire::{
     AgentRecord, AgentState, Event, EventKind, Heartbeat, Liveness, PodRef, PolicyRecord,
@@ -68,13 +69,69 @@ const SQLITE_SCHEMA: &[&str] = &[
         name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
         document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
         UNIQUE (name, revision))",
+    "CREATE TABLE IF NOT EXISTS exception_revisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
+        document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
+        UNIQUE (name, revision))",
 ];
 
-const POSTGRES_SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS policy_revisions (
+const POSTGRES_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS policy_revisions (
         id BIGSERIAL PRIMARY KEY,
         name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
         document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
-        UNIQUE (name, revision))"];
+        UNIQUE (name, revision))",
+    "CREATE TABLE IF NOT EXISTS exception_revisions (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL, revision BIGINT NOT NULL, deleted BOOLEAN NOT NULL,
+        document TEXT, author TEXT NOT NULL, created_ms BIGINT NOT NULL,
+        UNIQUE (name, revision))",
+];
+
+/// The two kinds of pushed document, each with every revision kept in a
+/// table of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revisions {
+    Policies,
+    Exceptions,
+}
+
+impl Revisions {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Policies => "policy_revisions",
+            Self::Exceptions => "exception_revisions",
+        }
+    }
+}
+
+/// One stored revision, its document still JSON text.
+struct StoredRevision {
+    name: String,
+    revision: i64,
+    updated_ms: i64,
+    body: String,
+}
+
+impl StoredRevision {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: row.try_get(0)?,
+            revision: row.try_get(1)?,
+            updated_ms: row.try_get(2)?,
+            body: row.try_get(3)?,
+        })
+    }
+
+    fn document<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
+        serde_json::from_str(&self.body).map_err(|source| StoreError::Corrupt {
+            name: self.name.clone(),
+            revision: self.revision,
+            source,
+        })
+    }
+}
 
 /// Tables whose DDL is the same on both databases.
 const COMMON_SCHEMA: &[&str] = &[
@@ -220,50 +277,82 @@ impl Store {
 
     /// Stores a new revision of `doc`; returns its revision number.
     pub async fn put_policy(&self, doc: &PolicyDocument, author: &str) -> Result<i64, StoreError> {
+        self.put(Revisions::Policies, &doc.metadata.name, doc, author)
+            .await
+    }
+
+    /// Stores a new revision of `exception`; returns its revision number.
+    pub async fn put_exception(
+        &self,
+        exception: &PolicyException,
+        author: &str,
+    ) -> Result<i64, StoreError> {
+        self.put(
+            Revisions::Exceptions,
+            &exception.metadata.name,
+            exception,
+            author,
+        )
+        .await
+    }
+
+    async fn put(
+        &self,
+        kind: Revisions,
+        name: &str,
+        doc: &impl serde::Serialize,
+        author: &str,
+    ) -> Result<i64, StoreError> {
         let body = serde_json::to_string(doc).map_err(|source| StoreError::Corrupt {
-            name: doc.metadata.name.clone(),
+            name: name.to_string(),
             revision: 0,
             source,
         })?;
-        self.append_revision(&doc.metadata.name, Some(body), author)
-            .await
+        self.append_revision(kind, name, Some(body), author).await
     }
 
     /// Records a deletion (history is kept). False when nothing was active.
     pub async fn delete_policy(&self, name: &str, author: &str) -> Result<bool, StoreError> {
-        let active = self
-            .current_policies()
-            .await?
-            .iter()
-            .any(|p| p.name == name);
+        self.delete(Revisions::Policies, name, author).await
+    }
+
+    /// Records an exception's deletion. False when nothing was active.
+    pub async fn delete_exception(&self, name: &str, author: &str) -> Result<bool, StoreError> {
+        self.delete(Revisions::Exceptions, name, author).await
+    }
+
+    async fn delete(&self, kind: Revisions, name: &str, author: &str) -> Result<bool, StoreError> {
+        let active = self.current(kind).await?.iter().any(|r| r.name == name);
         if active {
-            self.append_revision(name, None, author).await?;
+            self.append_revision(kind, name, None, author).await?;
         }
         Ok(active)
     }
 
     async fn append_revision(
         &self,
+        kind: Revisions,
         name: &str,
         body: Option<String>,
         author: &str,
     ) -> Result<i64, StoreError> {
+        let table = kind.table();
         let _turn = self.write_turn().await;
         // Two replicas racing for the same next revision: the UNIQUE
         // constraint refuses one, which retries.
         let mut attempts = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(
-                &self.sql("SELECT COALESCE(MAX(revision), 0) FROM policy_revisions WHERE name = ?"),
-            )
+            let row = sqlx::query(&self.sql(&format!(
+                "SELECT COALESCE(MAX(revision), 0) FROM {table} WHERE name = ?"
+            )))
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
             let revision: i64 = row.try_get(0)?;
-            let inserted = sqlx::query(&self.sql(
-                "INSERT INTO policy_revisions (name, revision, deleted, document, author, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            ))
+            let inserted = sqlx::query(&self.sql(&format!(
+                "INSERT INTO {table} (name, revision, deleted, document, author, created_ms) VALUES (?, ?, ?, ?, ?, ?)"
+            )))
             .bind(name)
             .bind(revision + 1)
             .bind(body.is_none())
@@ -283,36 +372,81 @@ impl Store {
         }
     }
 
-    /// The latest revision of every policy not deleted.
-    pub async fn current_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.name, r.revision, r.created_ms, r.document FROM policy_revisions r
-             JOIN (SELECT name, MAX(revision) AS revision FROM policy_revisions GROUP BY name) latest
+    /// The latest revision of every document of `kind` not deleted.
+    async fn current(&self, kind: Revisions) -> Result<Vec<StoredRevision>, StoreError> {
+        let table = kind.table();
+        let rows = sqlx::query(&format!(
+            "SELECT r.name, r.revision, r.created_ms, r.document FROM {table} r
+             JOIN (SELECT name, MAX(revision) AS revision FROM {table} GROUP BY name) latest
                ON latest.name = r.name AND latest.revision = r.revision
-             WHERE r.deleted = FALSE ORDER BY r.name",
-        )
+             WHERE r.deleted = FALSE ORDER BY r.name"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(policy_record).collect()
+        rows.iter().map(StoredRevision::from_row).collect()
     }
 
     /// Every revision of `name`, newest first (deletions omitted).
-    pub async fn policy_history(&self, name: &str) -> Result<Vec<PolicyRecord>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT name, revision, created_ms, document FROM policy_revisions
+    async fn history(
+        &self,
+        kind: Revisions,
+        name: &str,
+    ) -> Result<Vec<StoredRevision>, StoreError> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT name, revision, created_ms, document FROM {}
              WHERE name = ? AND deleted = FALSE ORDER BY revision DESC",
-        ))
+            kind.table()
+        )))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(policy_record).collect()
+        rows.iter().map(StoredRevision::from_row).collect()
     }
 
-    /// Grows with every push or delete, on any replica.
+    /// The latest revision of every policy not deleted.
+    pub async fn current_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.current(Revisions::Policies)
+            .await?
+            .iter()
+            .map(policy_record)
+            .collect()
+    }
+
+    /// Every revision of policy `name`, newest first (deletions omitted).
+    pub async fn policy_history(&self, name: &str) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.history(Revisions::Policies, name)
+            .await?
+            .iter()
+            .map(policy_record)
+            .collect()
+    }
+
+    /// The latest revision of every exception not deleted.
+    pub async fn current_exceptions(&self) -> Result<Vec<StoredException>, StoreError> {
+        self.current(Revisions::Exceptions)
+            .await?
+            .iter()
+            .map(exception_record)
+            .collect()
+    }
+
+    /// Every revision of exception `name`, newest first.
+    pub async fn exception_history(&self, name: &str) -> Result<Vec<StoredException>, StoreError> {
+        self.history(Revisions::Exceptions, name)
+            .await?
+            .iter()
+            .map(exception_record)
+            .collect()
+    }
+
+    /// Grows with every push or delete of either kind, on any replica.
     pub async fn change_marker(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM policy_revisions")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM policy_revisions)
+                  + (SELECT COALESCE(MAX(id), 0) FROM exception_revisions)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -650,21 +784,29 @@ fn non_empty<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
     }
 }
 
-fn policy_record(row: &AnyRow) -> Result<PolicyRecord, StoreError> {
-    let name: String = row.try_get(0)?;
-    let revision: i64 = row.try_get(1)?;
-    let body: String = row.try_get(3)?;
-    let document = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
-        name: name.clone(),
-        revision,
-        source,
-    })?;
+fn policy_record(stored: &StoredRevision) -> Result<PolicyRecord, StoreError> {
     Ok(PolicyRecord {
-        name,
-        revision,
-        updated_ms: row.try_get(2)?,
+        name: stored.name.clone(),
+        revision: stored.revision,
+        updated_ms: stored.updated_ms,
         source: "api".into(),
-        document,
+        document: stored.document()?,
+    })
+}
+
+/// A pushed exception's revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredException {
+    pub revision: i64,
+    pub updated_ms: i64,
+    pub exception: PolicyException,
+}
+
+fn exception_record(stored: &StoredRevision) -> Result<StoredException, StoreError> {
+    Ok(StoredException {
+        revision: stored.revision,
+        updated_ms: stored.updated_ms,
+        exception: stored.document()?,
     })
 }
 
@@ -731,6 +873,73 @@ mod tests {
                 .expect("PostgreSQL reachable");
             check(Store::open(&url).await.unwrap()).await;
         }
+    }
+
+    #[tokio::test]
+    async fn exceptions_are_versioned_apart_from_policies_and_move_the_change_marker() {
+        each_backend(|store| async move {
+            let exception = |owner: &str| -> PolicyException {
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "palisade.dev/v1alpha1", "kind": "PolicyException",
+                    "metadata": {"name": "a"},
+                    "spec": {"policy": "p", "rules": ["*"], "expiresAt": "2027-01-01T00:00:00Z",
+                             "reason": "r", "owner": owner}
+                }))
+                .unwrap()
+            };
+            store
+                .put_policy(&policy("a", "audit"), "admin")
+                .await
+                .unwrap();
+            let before = store.change_marker().await.unwrap();
+            assert_eq!(
+                store
+                    .put_exception(&exception("one"), "admin")
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert!(
+                store.change_marker().await.unwrap() > before,
+                "a push moves the marker"
+            );
+            assert_eq!(
+                store
+                    .put_exception(&exception("two"), "admin")
+                    .await
+                    .unwrap(),
+                2
+            );
+            let current = store.current_exceptions().await.unwrap();
+            assert_eq!(current.len(), 1);
+            assert_eq!(
+                (
+                    current[0].revision,
+                    current[0].exception.spec.owner.as_str()
+                ),
+                (2, "two")
+            );
+            assert_eq!(
+                store.current_policies().await.unwrap().len(),
+                1,
+                "policies untouched"
+            );
+            let before = store.change_marker().await.unwrap();
+            assert!(store.delete_exception("a", "admin").await.unwrap());
+            assert!(!store.delete_exception("a", "admin").await.unwrap());
+            assert!(
+                store.change_marker().await.unwrap() > before,
+                "a deletion moves the marker"
+            );
+            assert!(store.current_exceptions().await.unwrap().is_empty());
+            assert_eq!(store.exception_history("a").await.unwrap().len(), 2);
+            assert_eq!(
+                store.current_policies().await.unwrap().len(),
+                1,
+                "the policy a stays"
+            );
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics, rendered in the text exposition format at `/metrics`.
 
+use palisade_common::exception::{ExceptionState, PolicyException};
 use palisade_common::wire::Liveness;
 use prometheus_client::encoding::{
     text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
@@ -81,6 +82,27 @@ pub struct LookupLabels {
     pub result: LookupResult,
 }
 
+/// `palisade_policy_exceptions{state}`: active, expiring (within 7 days),
+/// expired.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ExceptionStateLabel(pub ExceptionState);
+
+impl EncodeLabelValue for ExceptionStateLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        let label = match self.0 {
+            ExceptionState::Active => "active",
+            ExceptionState::Expiring => "expiring",
+            ExceptionState::Expired => "expired",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExceptionLabels {
+    pub state: ExceptionStateLabel,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Registry lookups of image commands (prevention), by result.
@@ -96,6 +118,9 @@ pub struct Metrics {
     pub injections: Family<InjectionLabels, Counter>,
     pub admission_duration: Family<EndpointLabels, Histogram>,
     pub policies_loaded: Gauge,
+    /// PolicyExceptions in the active set by state (the metric to alert on
+    /// before one runs out).
+    pub policy_exceptions: Family<ExceptionLabels, Gauge>,
     pub policy_reloads: Counter,
     pub policy_reload_failures: Counter,
     pub tls_reloads: Counter,
@@ -118,6 +143,12 @@ impl Metrics {
             "injections",
             "Pods seen by the injector, by result (injected, degraded, skipped) and reason",
             injections.clone(),
+        );
+        let policy_exceptions = Family::<ExceptionLabels, Gauge>::default();
+        registry.register(
+            "policy_exceptions",
+            "PolicyExceptions in the active set by state (expiring: within 7 days)",
+            policy_exceptions.clone(),
         );
         let image_lookups = Family::<LookupLabels, Counter>::default();
         registry.register(
@@ -202,6 +233,7 @@ impl Metrics {
             agent_events_dropped,
             agent_processes_unobserved,
             image_lookups,
+            policy_exceptions,
             events_received,
             events_stored,
             admission_requests,
@@ -262,6 +294,22 @@ impl Metrics {
             .set(reporting.map_or(0, |t| t.dropped) as i64);
         self.agent_processes_unobserved
             .set(reporting.map_or(0, |t| t.unobserved) as i64);
+    }
+
+    /// Counts `exceptions` by their state at `now`.
+    pub fn set_exceptions(&self, exceptions: &[PolicyException], now: std::time::SystemTime) {
+        for state in [
+            ExceptionState::Active,
+            ExceptionState::Expiring,
+            ExceptionState::Expired,
+        ] {
+            let count = exceptions.iter().filter(|e| e.state(now) == state).count();
+            self.policy_exceptions
+                .get_or_create(&ExceptionLabels {
+                    state: ExceptionStateLabel(state),
+                })
+                .set(count as i64);
+        }
     }
 
     pub fn count_lookup(&self, result: LookupResult) {

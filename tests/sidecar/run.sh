@@ -317,11 +317,11 @@ gone_in_time() {
 check "a shell allowed under audit is re-judged and killed once enforce arrives" gone_in_time
 check "kill reported with its action" event_within 5 'behavior/denied-process.*killed'
 
-# --- a PolicyException (here from the service's policy directory) reaches the
-# enforcer in its bundle: a shell is reported as excepted and left running
-# until the exception expires, during the test; then enforce stops it.
+# --- a PolicyException, pushed to the policy service (versioned, admin only),
+# reaches the enforcer in its bundle: a shell is reported as excepted and left
+# running until the exception expires, during the test; then enforce stops it.
 expires=$(date -u -d '+12 seconds' +%Y-%m-%dT%H:%M:%SZ)
-cat >"$W/policies/exception.yaml" <<YAML
+cat >"$W/exception.yaml" <<YAML
 apiVersion: palisade.dev/v1alpha1
 kind: PolicyException
 metadata: {name: shop-shell-ok}
@@ -333,8 +333,14 @@ spec:
   reason: migration script
   owner: shop-team
 YAML
+cli() { in_net "$PALISADE" "$@" --server "https://127.0.0.1:$PORT" --token "$ADMIN" --ca-file "$W/ca.crt"; }
+exception_listed() { # state pattern
+  cli exception list | grep -qE "^shop-shell-ok +shop-no-shells +behavior/denied-process +$1 +$expires +shop-team +api"
+}
 updates_before=$(grep -c 'runtime policy updated' "$W/enforcer.log" || true)
+check "a PolicyException is pushed to the service" cli exception push -f "$W/exception.yaml"
 check "a PolicyException reaches the enforcer" wait_for "exception in the bundle" 10 policy_updated
+check "the exception is listed as expiring (within 7 days)" exception_listed expiring
 app sh -c 'sleep 60; true' &
 shell=$!
 check "an excepted shell is reported as excepted" \
@@ -346,7 +352,8 @@ wait_for "the exception's expiry" 20 past_expiry
 check "once the exception has expired, enforce stops the shell it let run" killed_in_time
 check "the kill names the expired exception" \
   event_within 5 'behavior/denied-process.*PolicyException shop-shell-ok .*has expired'
-rm "$W/policies/exception.yaml"
+check "the exception is listed as expired" exception_listed expired
+check "the exception is deleted" cli exception delete shop-shell-ok
 
 # --- outage: reports spool to disk, survive an enforcer restart, arrive later.
 denied_count() { events | grep -c 'behavior/denied-process' || true; }

@@ -6,6 +6,10 @@
 //! | PUT | `/api/v1/policies` | admin | push a policy (YAML or JSON); new revision |
 //! | GET | `/api/v1/policies/{name}` | admin | one policy; `?history=true` for every revision |
 //! | DELETE | `/api/v1/policies/{name}` | admin | delete a pushed policy |
+//! | GET | `/api/v1/exceptions` | admin | PolicyExceptions (files, resources, pushed) with their state |
+//! | PUT | `/api/v1/exceptions` | admin | push a PolicyException; new revision |
+//! | GET | `/api/v1/exceptions/{name}` | admin | one exception; `?history=true` for every revision |
+//! | DELETE | `/api/v1/exceptions/{name}` | admin | delete a pushed exception |
 //! | GET | `/api/v1/bundle` | enforcer | runtime rules for a pod; long-poll on `etag` |
 //! | POST | `/api/v1/reports` | enforcer | a batch of events (idempotent by event id) |
 //! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `agent/missing` |
@@ -93,7 +97,7 @@ pub(crate) type Reply = Response<Vec<u8>>;
 
 /// Routes under `/api/v1`.
 pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> {
-    use handlers::{agents, bundle, events, ingest, policies};
+    use handlers::{agents, bundle, events, exceptions, ingest, policies};
     let admin = admin_only(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let auth = warp::header::optional::<String>("authorization");
@@ -127,6 +131,34 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(admin.clone())
         .and(with_state.clone())
         .then(policies::delete);
+    let list_exceptions = api
+        .and(warp::path("exceptions"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(admin.clone())
+        .and(with_state.clone())
+        .then(exceptions::list);
+    let push_exception = api
+        .and(warp::path("exceptions"))
+        .and(warp::path::end())
+        .and(warp::put())
+        .and(admin.clone())
+        .and(limited_body(max_body))
+        .and(with_state.clone())
+        .then(exceptions::push);
+    let get_exception = api
+        .and(warp::path!("exceptions" / String))
+        .and(warp::get())
+        .and(admin.clone())
+        .and(warp::query::<PolicyQuery>())
+        .and(with_state.clone())
+        .then(exceptions::get);
+    let delete_exception = api
+        .and(warp::path!("exceptions" / String))
+        .and(warp::delete())
+        .and(admin.clone())
+        .and(with_state.clone())
+        .then(exceptions::delete);
     let bundle = api
         .and(warp::path("bundle"))
         .and(warp::path::end())
@@ -171,6 +203,14 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .or(get)
         .unify()
         .or(delete)
+        .unify()
+        .or(list_exceptions)
+        .unify()
+        .or(push_exception)
+        .unify()
+        .or(get_exception)
+        .unify()
+        .or(delete_exception)
         .unify()
         .or(bundle)
         .unify()

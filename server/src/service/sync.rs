@@ -1,4 +1,4 @@
-//! Pushed policies live in the database; every replica mirrors them into
+//! Pushed policies and exceptions live in the database; every replica mirrors them into
 //! its policy set, at start and whenever the database's change marker moves.
 //! The same periodic pass notices enforcers that fell silent: an app that
 //! stops or kills its enforcer cannot stop the service from seeing that.
@@ -19,6 +19,10 @@ pub async fn sync_once(
     let pushed = store.current_policies().await?;
     let result = policies.set_pushed(pushed.into_iter().map(|r| r.document).collect());
     record_reload(policies, metrics, result, "policy database");
+    let exceptions = store.current_exceptions().await?;
+    let result =
+        policies.set_pushed_exceptions(exceptions.into_iter().map(|r| r.exception).collect());
+    record_reload(policies, metrics, result, "policy database (exceptions)");
     Ok(())
 }
 

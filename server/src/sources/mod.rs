@@ -25,6 +25,7 @@ type Documents = Vec<(String, Document)>;
 struct Sources {
     directory: Documents,
     pushed: Documents,
+    pushed_exceptions: Documents,
     crds: Documents,
     exception_crds: Documents,
 }
@@ -34,6 +35,7 @@ impl Sources {
         self.directory
             .iter()
             .chain(&self.pushed)
+            .chain(&self.pushed_exceptions)
             .chain(&self.crds)
             .chain(&self.exception_crds)
             .cloned()
@@ -139,6 +141,47 @@ impl PolicyStore {
         self.replace(|s| s.crds = crds)
     }
 
+    /// Replaces the pushed exceptions (from the database).
+    pub fn set_pushed_exceptions(
+        &self,
+        exceptions: Vec<PolicyException>,
+    ) -> Result<bool, LoadError> {
+        let exceptions = exceptions
+            .into_iter()
+            .map(|e| (PUSHED_ORIGIN.to_string(), Document::Exception(e)))
+            .collect();
+        self.replace(|s| s.pushed_exceptions = exceptions)
+    }
+
+    /// Exceptions not pushed (files and resources), with where each is from.
+    pub fn unpushed_exceptions(&self) -> Vec<(String, PolicyException)> {
+        let sources = read(&self.sources);
+        sources
+            .directory
+            .iter()
+            .chain(&sources.exception_crds)
+            .filter_map(|(origin, doc)| match doc {
+                Document::Exception(e) => Some((origin.clone(), e.clone())),
+                Document::Policy(_) => None,
+            })
+            .collect()
+    }
+
+    /// Would `exception`, pushed, build? (A name clash with a file or a
+    /// resource is refused.)
+    pub fn check_push_exception(&self, exception: &PolicyException) -> Result<(), LoadError> {
+        let mut candidate = read(&self.sources).clone();
+        let name = &exception.metadata.name;
+        candidate
+            .pushed_exceptions
+            .retain(|(_, d)| !matches!(d, Document::Exception(e) if &e.metadata.name == name));
+        candidate.pushed_exceptions.push((
+            PUSHED_ORIGIN.to_string(),
+            Document::Exception(exception.clone()),
+        ));
+        PolicySet::from_documents(candidate.all()).map(drop)
+    }
+
     /// Replaces the exceptions defined as PolicyException resources.
     pub fn set_exception_crds(&self, exceptions: Vec<PolicyException>) -> Result<bool, LoadError> {
         let exceptions = exceptions
@@ -211,6 +254,8 @@ pub fn record_reload(
     result: Result<bool, LoadError>,
     source: &str,
 ) {
+    // Exceptions expire as time passes, reload or not.
+    metrics.set_exceptions(store.current().exceptions(), SystemTime::now());
     match result {
         Ok(true) => {
             let set = store.current();

@@ -4,5 +4,6 @@
 pub mod agents;
 pub mod bundle;
 pub mod events;
+pub mod exceptions;
 pub mod ingest;
 pub mod policies;

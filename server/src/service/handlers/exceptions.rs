@@ -1,0 +1,148 @@
+//! `/api/v1/exceptions`: PolicyExceptions admins list (with their state
+//! now, expired ones included), push, read and delete. Pushed ones are
+//! versioned like policies; files and resources are listed beside them.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use palisade_common::policy::Document;
+use palisade_common::wire::ExceptionRecord;
+use palisade_engine::policy::LoadError;
+use warp::http::StatusCode;
+
+use crate::db::StoredException;
+use crate::reply::json_error;
+use crate::service::query::PolicyQuery;
+use crate::service::{internal, ok, sync, Reply, ServiceState};
+
+fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
+    ExceptionRecord {
+        name: stored.exception.metadata.name.clone(),
+        revision: stored.revision,
+        updated_ms: stored.updated_ms,
+        source: "api".into(),
+        state: stored.exception.state(now),
+        document: stored.exception,
+    }
+}
+
+/// Files and resources (revision 0) and pushed ones, by name.
+fn active_records(state: &ServiceState, pushed: Vec<StoredException>) -> Vec<ExceptionRecord> {
+    let now = SystemTime::now();
+    let mut records: Vec<ExceptionRecord> = state
+        .policies
+        .unpushed_exceptions()
+        .into_iter()
+        .map(|(origin, exception)| ExceptionRecord {
+            name: exception.metadata.name.clone(),
+            revision: 0,
+            updated_ms: 0,
+            source: origin,
+            state: exception.state(now),
+            document: exception,
+        })
+        .chain(pushed.into_iter().map(|p| pushed_record(p, now)))
+        .collect();
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    records
+}
+
+pub async fn list(state: Arc<ServiceState>) -> Reply {
+    match state.store.current_exceptions().await {
+        Ok(pushed) => ok(&active_records(&state, pushed)),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn push(body: Bytes, state: Arc<ServiceState>) -> Reply {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "exception must be UTF-8 YAML or JSON",
+        );
+    };
+    let exception = match Document::from_yaml(text) {
+        Ok(Document::Exception(e)) => e,
+        Ok(Document::Policy(_)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "kind: expected PolicyException (push policies to /api/v1/policies)",
+            )
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    match state.policies.check_push_exception(&exception) {
+        Ok(()) => {}
+        Err(e @ LoadError::Duplicate { .. }) => {
+            return json_error(StatusCode::CONFLICT, &e.to_string())
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+    let revision = match state.store.put_exception(&exception, "admin").await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    // Visible on this replica at once; other replicas pick it up on sync.
+    if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
+        tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
+    }
+    let name = &exception.metadata.name;
+    tracing::info!(exception = %name, revision, owner = %exception.spec.owner,
+        expires_at = %exception.spec.expires_at, "policy exception pushed");
+    ok(&serde_json::json!({"name": name, "revision": revision}))
+}
+
+pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Reply {
+    if query.wants_history() {
+        let now = SystemTime::now();
+        return match state.store.exception_history(&name).await {
+            Ok(h) if h.is_empty() => json_error(StatusCode::NOT_FOUND, "no such pushed exception"),
+            Ok(h) => ok(&h
+                .into_iter()
+                .map(|s| pushed_record(s, now))
+                .collect::<Vec<_>>()),
+            Err(e) => internal(e),
+        };
+    }
+    match state.store.current_exceptions().await {
+        Ok(pushed) => match active_records(&state, pushed)
+            .into_iter()
+            .find(|r| r.name == name)
+        {
+            Some(record) => ok(&record),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no exception named {name:?}"),
+            ),
+        },
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
+    if let Some((origin, _)) = state
+        .policies
+        .unpushed_exceptions()
+        .into_iter()
+        .find(|(_, e)| e.metadata.name == name)
+    {
+        return json_error(
+            StatusCode::CONFLICT,
+            &format!("exception {name:?} is defined by {origin}; remove it there"),
+        );
+    }
+    match state.store.delete_exception(&name, "admin").await {
+        Ok(true) => {
+            if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
+                tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
+            }
+            ok(&serde_json::json!({"deleted": name}))
+        }
+        Ok(false) => json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no pushed exception named {name:?}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
