@@ -7,4 +7,5 @@
 pub mod admission;
 pub mod policy;
 pub mod quantity;
+pub mod rollout;
 pub mod settings;
