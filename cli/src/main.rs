@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 mod client;
 mod offline;
+#[cfg(feature = "server")]
+mod status;
 
 /// Admission allocates a little per request; mimalloc keeps that cheap
 /// on glibc and on musl (the container image) alike.
@@ -77,6 +79,26 @@ enum Command {
         #[command(subcommand)]
         action: ExceptionAction,
     },
+    /// Per pod: is the enforcer injected, from which release, which
+    /// containers are confined, why not, and what a restart would fix.
+    Status {
+        /// Namespace to look at (default: every namespace).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Pod label selector (e.g. app=web).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: OutputFormat,
+        /// Restart the Deployments, StatefulSets and DaemonSets whose pods
+        /// need it (as `kubectl rollout restart`).
+        #[arg(long)]
+        restart: bool,
+        /// Settings (excluded namespaces, hostNetwork handling) as the
+        /// webhook runs them.
+        #[arg(long, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Show runtime events reported by enforcers.
     Events {
         #[command(flatten)]
@@ -107,6 +129,12 @@ enum PolicyAction {
     List,
     /// Delete a pushed policy.
     Delete { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +225,13 @@ async fn main() -> anyhow::Result<()> {
         } => check(&file, &policies, &namespace),
         Command::Policy { conn, action } => policy(conn, action).await,
         Command::Exception { conn, action } => exception(conn, action).await,
+        Command::Status {
+            namespace,
+            selector,
+            output,
+            restart,
+            config,
+        } => status(namespace, selector, output, restart, config).await,
         Command::Events {
             conn,
             namespace,
@@ -307,6 +342,42 @@ async fn push(client: &Client, kind: Kind, files: &[String]) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "server")]
+async fn status(
+    namespace: Option<String>,
+    selector: Option<String>,
+    output: OutputFormat,
+    restart: bool,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = load_settings(config.as_deref())?;
+    let output = match output {
+        OutputFormat::Table => status::Output::Table,
+        OutputFormat::Json => status::Output::Json,
+    };
+    status::run(
+        status::Scope {
+            namespace,
+            selector,
+        },
+        output,
+        restart,
+        &settings,
+    )
+    .await
+}
+
+#[cfg(not(feature = "server"))]
+async fn status(
+    _namespace: Option<String>,
+    _selector: Option<String>,
+    _output: OutputFormat,
+    _restart: bool,
+    _config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    bail!("this palisade was built without the apiserver client (cargo feature `server`)")
 }
 
 #[cfg(not(feature = "server"))]

@@ -27,9 +27,8 @@ pub struct NamespaceFacts {
     pub opted_in_since_ms: Option<i64>,
 }
 
-/// Why a pod runs without the enforcer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Why a pod runs without the enforcer (serialised as [`Missing::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Missing {
     /// The namespace is not labelled `palisade.dev/inject=enabled`.
     NamespaceNotOptedIn,
@@ -184,6 +183,12 @@ pub fn label_set_at(object: &Value, label: &str) -> Option<i64> {
         .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .max()
+}
+
+impl Serialize for Missing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Missing {

@@ -414,6 +414,52 @@ YAML
   register_webhooks Fail
 }
 
+# Pods created before their namespace was labelled run without the enforcer:
+# `palisade status` says so per pod, names the workload to restart, and
+# `--restart` rolls it (through the webhook) like `kubectl rollout restart`.
+case_status_explains_pods_from_before_the_label_and_restart_fixes_them() {
+  kubectl create namespace e2e-late >/dev/null
+  kubectl apply -n e2e-late -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: late}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: late}}
+  template:
+    metadata: {labels: {app: late}}
+    spec:
+      containers:
+        - name: app
+          image: registry.k8s.io/pause:3.10
+YAML
+  wait_for "the late pod" 60 bash -c "[[ \$(kubectl get pods -n e2e-late -l app=late -o name | wc -l) -eq 1 ]]"
+  # creationTimestamp has one-second precision: label strictly later.
+  sleep 1.1
+  kubectl label namespace e2e-late palisade.dev/inject=enabled >/dev/null
+  local out json
+  out=$("$PALISADE_BIN" status -n e2e-late) || fail "status failed: $out"
+  echo "$out" | sed 's/^/    /'
+  grep -E '^e2e-late +late-[a-z0-9-]+ +none \(created-before-opt-in\) +- +deployment/late: created before the namespace was labelled' <<<"$out" >/dev/null \
+    || fail "status does not explain the pod: $out"
+  json=$("$PALISADE_BIN" status -n e2e-late -o json)
+  jq -e '.[0].injection == {"state": "notInjected", "reason": "created-before-opt-in"}
+    and .[0].workload == {"kind": "Deployment", "namespace": "e2e-late", "name": "late"}' <<<"$json" >/dev/null \
+    || fail "status -o json: $json"
+  "$PALISADE_BIN" status -n e2e-late --restart >/dev/null 2>"$WORK/restart.err" || fail "restart: $(cat "$WORK/restart.err")"
+  grep -q '^deployment/late restarted in e2e-late$' "$WORK/restart.err" || fail "restart said: $(cat "$WORK/restart.err")"
+  # The new pod comes through the webhook (no kubelet here: the old one
+  # stays until the new one is ready, which it never is).
+  local version
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+  injected_late_pod() {
+    "$PALISADE_BIN" status -n e2e-late -o json | jq -e --arg v "$version" \
+      'any(.[]; .injection.state == "injected" and .injection.version == $v and (has("restart") | not))' >/dev/null
+  }
+  wait_for "an injected pod of the restarted deployment" 60 injected_late_pod || fail "no injected pod after restart: $("$PALISADE_BIN" status -n e2e-late)"
+  kubectl delete namespace e2e-late --wait=false >/dev/null
+}
+
 # ---------------------------------------------------------------- pod shapes
 # Each shape goes through the real apiserver: the patched pod must be one it
 # stores. Validation runs on a second instance with no policies, so what is
@@ -688,6 +734,7 @@ CASES=(
   case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
   case_runtime_policy_and_exception_resources_are_watched
+  case_status_explains_pods_from_before_the_label_and_restart_fixes_them
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue
