@@ -248,6 +248,7 @@ async fn policy_push_list_delete_and_events_against_a_server() {
             message: "sh started".into(),
             process: None,
             action: Some("killed".into()),
+            exception: None,
         }],
     };
     server

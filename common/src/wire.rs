@@ -95,6 +95,10 @@ pub struct Event {
     /// What the enforcer did: `killed`, `kill-failed: EPERM`...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The active PolicyException that covers this finding: reported, not
+    /// acted on (PolicyReports list it as `skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -773,6 +773,7 @@ fn agent_event(id: String, time_ms: i64, rule: &str, message: String) -> Event {
         message,
         process: None,
         action: None,
+        exception: None,
     }
 }
 
@@ -849,6 +850,7 @@ mod tests {
             message: "executed /tmp/x".into(),
             process: None,
             action: None,
+            exception: None,
         }
     }
 

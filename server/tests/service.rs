@@ -281,6 +281,7 @@ fn event(id: &str, time_ms: i64, kind: EventKind) -> Event {
         message: "sh started".into(),
         process: None,
         action: None,
+        exception: None,
     }
 }
 

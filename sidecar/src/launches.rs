@@ -126,6 +126,7 @@ pub fn report_unavailable(reporter: &Reporter, error: &std::io::Error) {
         ),
         process: None,
         action: None,
+        exception: None,
     });
 }
 
@@ -171,6 +172,7 @@ fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
                     message,
                     process: None,
                     action: None,
+                    exception: None,
                 });
             }
             Err(refusal) => {

@@ -94,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         message: format!("policy from {source}; {signals}"),
         process: None,
         action: None,
+        exception: None,
     });
     let reason = loop {
         if term.load(Ordering::Relaxed) {

@@ -451,6 +451,7 @@ impl Monitor {
             ),
             process: None,
             action: None,
+            exception: None,
         });
     }
 
@@ -772,22 +773,24 @@ impl Monitor {
     ) {
         // Excepted events are reported, never dropped: the exception is
         // visible wherever the event is.
-        let message = match self.exception(v) {
-            Decision::None => v.message.clone(),
-            Decision::Excepted(e) => {
+        let (message, exception) = match self.exception(v) {
+            Decision::None => (v.message.clone(), None),
+            Decision::Excepted(e) => (
                 format!(
                     "{} (excepted by PolicyException {})",
                     v.message,
                     e.describe()
-                )
-            }
-            Decision::Expired(e) => {
+                ),
+                Some(e.metadata.name.clone()),
+            ),
+            Decision::Expired(e) => (
                 format!(
                     "{} (PolicyException {} has expired)",
                     v.message,
                     e.describe()
-                )
-            }
+                ),
+                None,
+            ),
         };
         self.reporter.report(Event {
             id,
@@ -799,6 +802,7 @@ impl Monitor {
             message,
             process,
             action: action.map(|a| a.to_string()),
+            exception,
         });
     }
 

@@ -452,6 +452,7 @@ impl Sender {
             ),
             process: None,
             action: None,
+            exception: None,
         })
     }
 
@@ -534,6 +535,7 @@ mod tests {
             message: "m".into(),
             process: None,
             action: None,
+            exception: None,
         }
     }
 

@@ -345,6 +345,11 @@ app sh -c 'sleep 60; true' &
 shell=$!
 check "an excepted shell is reported as excepted" \
   event_within 5 "behavior/denied-process.*excepted by PolicyException shop-shell-ok \\(owner shop-team; until $expires"
+excepted_in_api() {
+  api "events?namespace=shop&pod=cart-0&kind=behavior&limit=1000" \
+    | jq -e 'any(.[]; .exception == "shop-shell-ok" and .action == null)' >/dev/null
+}
+check "the stored event names its exception (typed, for PolicyReports)" excepted_in_api
 sleep 1
 check "an excepted shell is not killed under enforce" kill -0 "$shell"
 past_expiry() { (($(date +%s) > $(date -d "$expires" +%s))); }

@@ -30,15 +30,21 @@ pub fn resource() -> ApiResource {
 pub fn report_for(namespace: &str, events: &[StoredEvent]) -> serde_json::Value {
     let mut fail = 0;
     let mut warn = 0;
+    let mut skip = 0;
     let results: Vec<serde_json::Value> = events
         .iter()
         .filter(|e| e.event.kind != palisade_common::wire::EventKind::Agent)
         .map(|e| {
-            let result = if e.event.mode == Mode::Enforce { "fail" } else { "warn" };
-            if result == "fail" {
-                fail += 1;
-            } else {
-                warn += 1;
+            // A finding an active PolicyException covers was not acted on.
+            let result = match (&e.event.exception, e.event.mode) {
+                (Some(_), _) => "skip",
+                (None, Mode::Enforce) => "fail",
+                (None, Mode::Audit) => "warn",
+            };
+            match result {
+                "skip" => skip += 1,
+                "fail" => fail += 1,
+                _ => warn += 1,
             }
             json!({
                 "source": "palisade",
@@ -61,7 +67,7 @@ pub fn report_for(namespace: &str, events: &[StoredEvent]) -> serde_json::Value 
         "metadata": {"name": REPORT_NAME, "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "palisade"}},
         "scope": {"kind": "Namespace", "name": namespace},
-        "summary": {"pass": 0, "fail": fail, "warn": warn, "error": 0, "skip": 0},
+        "summary": {"pass": 0, "fail": fail, "warn": warn, "error": 0, "skip": skip},
         "results": results,
     })
 }
@@ -157,6 +163,7 @@ mod tests {
                 message: "sh started".into(),
                 process: None,
                 action: Some("killed".into()),
+                exception: None,
             },
         };
         let report = report_for(
@@ -176,5 +183,13 @@ mod tests {
         );
         assert_eq!(report["results"][0]["message"], "sh started (killed)");
         assert_eq!(report["results"][0]["resources"][0]["name"], "cart-0");
+        // Covered by an active PolicyException: neither fail nor warn.
+        let mut excepted = event("4", Mode::Enforce, EventKind::Behavior);
+        excepted.event.exception = Some("migration".into());
+        excepted.event.action = None;
+        let report = report_for("shop", &[excepted]);
+        assert_eq!(report["summary"]["skip"], 1);
+        assert_eq!(report["summary"]["fail"], 0);
+        assert_eq!(report["results"][0]["result"], "skip");
     }
 }
