@@ -155,7 +155,7 @@ async fn policy_push_list_delete_and_events_against_a_server() {
          spec:\n  policy: no-shells\n  rules: [behavior/denied-process]\n  selector: {namespaces: [shop]}\n  \
          expiresAt: '2099-01-01T00:00:00Z'\n  reason: data migration\n  owner: shop-team\n\
          ---\napiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: old-shell}\n\
-         spec:\n  policy: no-shells\n  rules: ['*']\n  expiresAt: '2020-01-01T00:00:00Z'\n  reason: gone\n  owner: ops\n",
+         spec:\n  policy: no-shells\n  rules: ['*']\n  selector: {namespaces: [shop]}\n  expiresAt: '2020-01-01T00:00:00Z'\n  reason: gone\n  owner: ops\n",
     )
     .unwrap();
     let out = tokio::task::block_in_place(|| {
@@ -188,7 +188,7 @@ async fn policy_push_list_delete_and_events_against_a_server() {
             .any(|l| l.starts_with("old-shell") && l.contains("expired")),
         "expired exceptions are listed as such: {listing}"
     );
-    std::fs::write(&exception, "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: x}\nspec: {policy: p, rules: ['*'], expiresAt: tomorrow, reason: r, owner: o}\n").unwrap();
+    std::fs::write(&exception, "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: x}\nspec: {policy: p, rules: ['*'], selector: {namespaces: [shop]}, expiresAt: tomorrow, reason: r, owner: o}\n").unwrap();
     let out = tokio::task::block_in_place(|| {
         run(conn(&[
             "exception",

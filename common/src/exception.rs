@@ -26,6 +26,9 @@ use crate::policy::{glob_match, is_dns_label, PolicyMetadata, Selector, API_VERS
 
 pub const EXCEPTION_KIND: &str = "PolicyException";
 
+/// Rules about the enforcer's presence; see [`PolicyException::names`].
+const ENFORCER_RULES: &str = "enforcer/";
+
 /// Exceptions expiring within this time are reported as expiring.
 pub const EXPIRING_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -124,6 +127,22 @@ impl PolicyException {
                 spec.policy
             ));
         }
+        // Namespaces are the boundary pod authors cannot cross (labels are
+        // theirs to set): an exception names its namespaces exactly.
+        if spec.selector.namespaces.is_empty() {
+            problems.push(
+                "spec.selector.namespaces: name the namespaces it applies to (pod labels alone \
+                 would let any namespace's pods claim it)"
+                    .into(),
+            );
+        }
+        for (i, namespace) in spec.selector.namespaces.iter().enumerate() {
+            if !is_dns_label(namespace) {
+                problems.push(format!(
+                    "spec.selector.namespaces[{i}]: {namespace:?} must be a namespace name (no wildcards)"
+                ));
+            }
+        }
         if spec.rules.is_empty() {
             problems.push("spec.rules: name at least one rule (\"*\" for all)".into());
         }
@@ -166,10 +185,19 @@ impl PolicyException {
         }
     }
 
-    /// Whether it names the target (expiry aside).
+    /// Whether it names the target (expiry aside). `enforcer/...` rules
+    /// are excepted only when named (`enforcer/*` or in full): a blanket
+    /// `*` must not admit pods without the enforcer, which would then run
+    /// unwatched long after the exception expires.
     fn names(&self, target: &Target<'_>) -> bool {
+        let covers = |pattern: &String| {
+            if target.rule.starts_with(ENFORCER_RULES) && !pattern.starts_with(ENFORCER_RULES) {
+                return false;
+            }
+            glob_match(pattern, target.rule)
+        };
         self.spec.policy == target.policy
-            && self.spec.rules.iter().any(|r| glob_match(r, target.rule))
+            && self.spec.rules.iter().any(covers)
             && self
                 .spec
                 .selector
@@ -327,6 +355,23 @@ mod tests {
     }
 
     #[test]
+    fn a_blanket_rule_does_not_excuse_a_missing_enforcer() {
+        let legacy = BTreeMap::from([("app".to_string(), "legacy".to_string())]);
+        let now = at("2027-01-01T00:00:00Z");
+        let blanket = [exception("all", &["*"], "2027-03-31T00:00:00Z")];
+        let missing = target("enforcer/required", "billing", &legacy);
+        assert_eq!(
+            summary(PolicyException::decide(&blanket, &missing, now)),
+            None
+        );
+        let named = [exception("named", &["enforcer/*"], "2027-03-31T00:00:00Z")];
+        assert_eq!(
+            summary(PolicyException::decide(&named, &missing, now)),
+            Some("excepted named".into())
+        );
+    }
+
+    #[test]
     fn states_over_time() {
         let e = exception("x", &["*"], "2027-03-31T00:00:00Z");
         assert_eq!(e.state(at("2027-01-01T00:00:00Z")), ExceptionState::Active);
@@ -341,14 +386,15 @@ mod tests {
     fn invalid_exceptions_list_every_problem() {
         let e: PolicyException = serde_yaml::from_str(
             "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: Bad_Name}\n\
-             spec: {policy: '', rules: [], expiresAt: next week, reason: ' ', owner: x}\n",
+             spec: {policy: '', rules: [], selector: {namespaces: ['team-*']}, expiresAt: next week, reason: ' ', owner: x}\n",
         )
         .unwrap();
         let problems = e.validate().unwrap_err().problems;
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(problems.len(), 6, "{problems:?}");
         for field in [
             "metadata.name",
             "spec.policy",
+            "spec.selector.namespaces[0]",
             "spec.rules",
             "spec.expiresAt",
             "spec.reason",
@@ -363,6 +409,16 @@ mod tests {
              spec: {policy: p, rules: ['*'], reason: r, owner: o}\n",
         );
         assert!(missing_expiry.is_err(), "expiresAt is required");
+        let everywhere: PolicyException = serde_yaml::from_str(
+            "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {name: x}\n\
+             spec: {policy: p, rules: ['*'], selector: {podLabels: {app: legacy}}, expiresAt: '2027-01-01T00:00:00Z', reason: r, owner: o}\n",
+        )
+        .unwrap();
+        let problems = everywhere.validate().unwrap_err().problems;
+        assert!(
+            problems[0].starts_with("spec.selector.namespaces: name the namespaces"),
+            "{problems:?}"
+        );
     }
 
     /// `"excepted NAME"`, `"expired NAME"` or `None`.

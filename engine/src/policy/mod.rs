@@ -773,7 +773,7 @@ mod tests {
         let exception = |name: &str| {
             Document::from_yaml(&format!(
                 "apiVersion: palisade.dev/v1alpha1\nkind: PolicyException\nmetadata: {{name: {name}}}\n\
-                 spec: {{policy: p, rules: ['*'], expiresAt: '2027-01-01T00:00:00Z', reason: r, owner: o}}\n"
+                 spec: {{policy: p, rules: ['*'], selector: {{namespaces: [shop]}}, expiresAt: '2027-01-01T00:00:00Z', reason: r, owner: o}}\n"
             ))
             .unwrap()
         };
