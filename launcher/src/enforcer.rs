@@ -7,11 +7,12 @@
 //! then waits briefly for the enforcer's answer, so that it is still
 //! `palisade-launch` (not yet the app) while the enforcer checks who sent
 //! the report. Nothing here may keep the app from starting: every failure
-//! is returned for a line on stderr, and every wait is bounded.
+//! is returned for a line on stderr, and every wait is bounded (connecting
+//! included).
 
 use std::io::{self, Read, Write};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use palisade_common::launch::{REPORT_ACK, REPORT_SOCKET};
@@ -28,19 +29,33 @@ pub fn connect(patience: Duration) -> io::Result<UnixStream> {
     connect_to(REPORT_SOCKET, patience)
 }
 
+/// Non-blocking, so that a full listen backlog (an app flooding the
+/// enforcer's socket) costs at most `patience`, never a hang: a blocking
+/// AF_UNIX connect waits for room in the backlog for as long as it takes.
 fn connect_to(name: &str, patience: Duration) -> io::Result<UnixStream> {
-    let address = SocketAddr::from_abstract_name(name)?;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let address = UnixAddr::new_abstract(name.as_bytes())?;
     let deadline = Instant::now() + patience;
     loop {
-        match UnixStream::connect_addr(&address) {
-            Ok(stream) => return Ok(stream),
-            Err(error)
-                if error.kind() == io::ErrorKind::ConnectionRefused
-                    && Instant::now() < deadline =>
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        match connect(fd.as_raw_fd(), &address) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            // Not listening yet, or its backlog is full: try again.
+            Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::EAGAIN)
+                if Instant::now() < deadline =>
             {
                 std::thread::sleep(RETRY_EVERY);
             }
-            Err(error) => return Err(error),
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -66,7 +81,8 @@ pub fn send(mut stream: UnixStream, line: &str, patience: Duration) -> io::Resul
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
-    use std::os::unix::net::UnixListener;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
 
     fn unique(tag: &str) -> String {
         format!("palisade-test/{tag}/{}", std::process::id())
@@ -95,6 +111,25 @@ mod tests {
         let error = connect_to(&unique("nobody"), Duration::from_millis(120)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
         assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn a_full_backlog_costs_at_most_the_patience() {
+        let name = unique("flooded");
+        let _listener =
+            UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        // Nobody accepts: fill the backlog (at most somaxconn entries).
+        let mut held = Vec::new();
+        let error = loop {
+            match connect_to(&name, Duration::ZERO) {
+                Ok(stream) => held.push(stream),
+                Err(error) => break error,
+            }
+            assert!(held.len() < 100_000, "the backlog never filled");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        let error = connect_to(&name, Duration::from_millis(120)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
     }
 
     #[test]

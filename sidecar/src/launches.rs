@@ -11,11 +11,11 @@
 //! what it can do (bind the name first if the enforcer restarts) is
 //! reported.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use palisade_common::launch::{
     CoverageLevel, CoverageSummary, LandlockSupport, LAUNCHER_PATH, REPORT_ACK, REPORT_MAX_BYTES,
@@ -58,14 +58,22 @@ pub enum Refusal {
     NoContainer,
 }
 
-/// Takes a report only from the launcher a container started with.
-pub fn judge(peer: &Peer, line: &str) -> Result<CoverageSummary, Refusal> {
+/// Talks only to the launcher a container started with: a process the
+/// runtime started (`ppid` 0) running the launcher from its volume.
+/// Checked as the connection is accepted, so that nothing else gets the
+/// read time, and again once the report is in (the launcher waits for the
+/// answer, so it is still the launcher then).
+pub fn authenticate(peer: &Peer) -> Result<(), Refusal> {
     match (peer.ppid, &peer.exe) {
-        (None, _) | (_, None) => return Err(Refusal::Unknown),
-        (Some(ppid), _) if ppid != 0 => return Err(Refusal::NotStartedByRuntime(ppid)),
-        (_, Some(exe)) if exe != LAUNCHER_PATH => return Err(Refusal::NotTheLauncher(exe.clone())),
-        _ => {}
+        (None, _) | (_, None) => Err(Refusal::Unknown),
+        (Some(ppid), _) if ppid != 0 => Err(Refusal::NotStartedByRuntime(ppid)),
+        (_, Some(exe)) if exe != LAUNCHER_PATH => Err(Refusal::NotTheLauncher(exe.clone())),
+        _ => Ok(()),
     }
+}
+
+/// The report in `line`, which must name its container.
+pub fn parse(line: &str) -> Result<CoverageSummary, Refusal> {
     let summary: CoverageSummary =
         serde_json::from_str(line.trim_end()).map_err(|e| Refusal::Malformed(e.to_string()))?;
     match &summary.container {
@@ -145,7 +153,11 @@ pub fn spawn(
 fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
     let mut refused: u64 = 0;
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // e.g. out of file descriptors: do not spin.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         match take(&stream, proc_root) {
             Ok((summary, peer)) => {
                 // The launcher waits for this before it becomes the app.
@@ -191,15 +203,49 @@ fn take(stream: &UnixStream, proc_root: &Path) -> Result<(CoverageSummary, Peer)
     let pid = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|_| Refusal::Unknown)?
         .pid();
-    let _ = stream.set_read_timeout(Some(READ_PATIENCE));
-    let mut line = String::new();
-    BufReader::new(stream.take(REPORT_MAX_BYTES as u64))
-        .read_line(&mut line)
-        .map_err(|e| Refusal::Malformed(e.to_string()))?;
-    // Read after the report: the launcher is waiting for the answer, so it
-    // is still the launcher now.
+    let before = peer(proc_root, pid);
+    authenticate(&before)?;
+    let line = read_line(stream, Instant::now() + READ_PATIENCE)?;
+    let after = peer(proc_root, pid);
+    authenticate(&after)?;
+    if after.start != before.start {
+        return Err(Refusal::Unknown);
+    }
+    parse(&line).map(|summary| (summary, after))
+}
+
+/// One line of at most [`REPORT_MAX_BYTES`], all of it within `deadline`
+/// (a per-read timeout alone would let a sender drip one byte at a time).
+fn read_line(stream: &UnixStream, deadline: Instant) -> Result<String, Refusal> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| Refusal::Malformed("not sent in time".into()))?;
+        let _ = stream.set_read_timeout(Some(left));
+        let n = (&*stream)
+            .read(&mut chunk)
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if n == 0 {
+            return Err(Refusal::Malformed("closed before a full line".into()));
+        }
+        line.extend_from_slice(&chunk[..n]);
+        if let Some(end) = line.iter().position(|b| *b == b'\n') {
+            line.truncate(end);
+            return String::from_utf8(line).map_err(|e| Refusal::Malformed(e.to_string()));
+        }
+        if line.len() > REPORT_MAX_BYTES {
+            return Err(Refusal::Malformed("too long".into()));
+        }
+    }
+}
+
+/// The facts /proc gives about `pid`.
+fn peer(proc_root: &Path, pid: i32) -> Peer {
     let proc = procfs::read(proc_root, pid);
-    let peer = Peer {
+    Peer {
         pid,
         ppid: proc.as_ref().map(|p| p.ppid),
         start: proc.as_ref().map(|p| p.start),
@@ -211,8 +257,7 @@ fn take(stream: &UnixStream, proc_root: &Path) -> Result<(CoverageSummary, Peer)
                 (_, true) => link,
             }
         }),
-    };
-    judge(&peer, &line).map(|summary| (summary, peer))
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +273,10 @@ mod tests {
             start: Some(7),
             exe: Some(LAUNCHER_PATH.into()),
         }
+    }
+
+    fn judge(peer: &Peer, line: &str) -> Result<CoverageSummary, Refusal> {
+        authenticate(peer).and_then(|()| parse(line))
     }
 
     #[test]
@@ -261,6 +310,31 @@ mod tests {
             ..launcher(0)
         };
         assert_eq!(judge(&gone, REPORT), Err(Refusal::Unknown));
+    }
+
+    #[test]
+    fn a_sender_dripping_bytes_gets_one_deadline_not_one_per_read() {
+        let (reader, writer) = UnixStream::pair().unwrap();
+        let drip = std::thread::spawn(move || {
+            for _ in 0..20 {
+                if (&writer).write_all(b"{").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let started = Instant::now();
+        let refused = read_line(&reader, Instant::now() + Duration::from_millis(150));
+        assert!(matches!(refused, Err(Refusal::Malformed(_))), "{refused:?}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        drop(reader);
+        drip.join().unwrap();
+        let (reader, writer) = UnixStream::pair().unwrap();
+        (&writer).write_all(b"{\"a\":1}\nrest").unwrap();
+        assert_eq!(
+            read_line(&reader, Instant::now() + Duration::from_secs(5)).unwrap(),
+            "{\"a\":1}"
+        );
     }
 
     #[test]
