@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use palisade_common::exception::{Decision, PolicyException, Target};
 use palisade_common::net::EgressRule;
 use palisade_common::policy::Mode;
-use palisade_common::wire::{Event, ProcessInfo, RuntimeBundle, RuntimePolicy};
+use palisade_common::wire::{Event, EventKind, ProcessInfo, RuntimeBundle, RuntimePolicy};
 
 use crate::config::Settings;
 use crate::drift::{self, Baseline, BaselineSource};
@@ -30,6 +30,7 @@ use crate::procfs::{self, Proc};
 use crate::report::{now_ms, Reporter};
 use crate::rules::{
     self, strictest, Action, ExeIdentity, NotKilled, ProcessVerdict, Rule, SocketRole, Unreadable,
+    Weight,
 };
 use crate::sockets::{self, Proto, Socket};
 
@@ -235,6 +236,21 @@ impl Monitor {
             pod_labels: &self.labels,
         };
         PolicyException::decide(&self.exceptions, &target, SystemTime::now())
+    }
+
+    /// How much `policy`'s verdict on a `rule` finding weighs (see
+    /// [`Weight`]): an active exception to it weighs least.
+    fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
+        let target = Target {
+            policy: &policy.name,
+            rule: rule.as_str(),
+            namespace: &self.settings.pod.namespace,
+            pod_labels: &self.labels,
+        };
+        match PolicyException::decide(&self.exceptions, &target, SystemTime::now()) {
+            Decision::Excepted(_) => Weight::Excepted,
+            Decision::None | Decision::Expired(_) => Weight::of(policy.mode),
+        }
     }
 
     /// The mode a violation is acted on in: an active exception turns
@@ -631,7 +647,9 @@ impl Monitor {
             identity: &identity,
             denied_content,
         };
-        for verdict in rules::judge_process(&bundle.policies, &process) {
+        for verdict in
+            rules::judge_process(&bundle.policies, &process, |p, rule| self.weight(p, rule))
+        {
             let rule = verdict.rule();
             let (policy, message) = match verdict {
                 ProcessVerdict::Denied(policy, by) => (
@@ -648,6 +666,17 @@ impl Monitor {
                 policy,
                 message,
             });
+        }
+        // Drift findings were attributed before their rules were known:
+        // each goes to the weightiest drift policy for its own rule (one
+        // policy's exception must not silence another's enforcement).
+        for v in &mut violations {
+            if v.rule.kind() == EventKind::Drift {
+                let drift = bundle.policies.iter().filter(|p| p.rules.drift);
+                if let Some(policy) = rules::weightiest(drift, |p| self.weight(p, v.rule)) {
+                    v.policy = policy;
+                }
+            }
         }
         violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
         if violations.is_empty() {
@@ -917,10 +946,13 @@ impl Monitor {
 
     fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
         let port = socket.local.1;
-        let policy = strictest(bundle.policies.iter().filter(|p| {
-            !p.rules.allowed_listen_ports.is_empty()
-                && !p.rules.allowed_listen_ports.contains(&port)
-        }));
+        let policy = rules::weightiest(
+            bundle.policies.iter().filter(|p| {
+                !p.rules.allowed_listen_ports.is_empty()
+                    && !p.rules.allowed_listen_ports.contains(&port)
+            }),
+            |p| self.weight(p, Rule::UnexpectedListener),
+        );
         if let Some(policy) = policy {
             let v = Violation {
                 rule: Rule::UnexpectedListener,
@@ -935,11 +967,12 @@ impl Monitor {
 
     fn judge_egress(&self, socket: &Socket, egress_rules: &[(&RuntimePolicy, Vec<EgressRule>)]) {
         let (ip, port) = socket.remote;
-        let policy = strictest(
+        let policy = rules::weightiest(
             egress_rules
                 .iter()
                 .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
                 .map(|(p, _)| *p),
+            |p| self.weight(p, Rule::UnexpectedEgress),
         );
         if let Some(policy) = policy {
             let proto = match socket.proto {

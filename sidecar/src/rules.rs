@@ -217,18 +217,46 @@ pub fn why_unreadable(target: Ids, own_uid: u32, own_gid: u32) -> Unreadable {
     }
 }
 
+/// How much one policy's verdict on a finding weighs when several
+/// policies flag it: an enforcing policy most, one whose verdict an active
+/// PolicyException covers least (it is reported, never acted on). So an
+/// exception to one policy never silences another that has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Weight {
+    Excepted,
+    Audit,
+    Enforce,
+}
+
+impl Weight {
+    pub fn of(mode: Mode) -> Self {
+        match mode {
+            Mode::Audit => Weight::Audit,
+            Mode::Enforce => Weight::Enforce,
+        }
+    }
+}
+
+/// The first policy of the highest weight.
+pub fn weightiest<'a>(
+    policies: impl Iterator<Item = &'a RuntimePolicy>,
+    weight: impl Fn(&RuntimePolicy) -> Weight,
+) -> Option<&'a RuntimePolicy> {
+    let mut best: Option<(&RuntimePolicy, Weight)> = None;
+    for p in policies {
+        let w = weight(p);
+        if best.is_none_or(|(_, b)| w > b) {
+            best = Some((p, w));
+        }
+    }
+    best.map(|(p, _)| p)
+}
+
 /// The enforce-mode policy among `policies` if any, else the first.
 pub fn strictest<'a>(
     policies: impl Iterator<Item = &'a RuntimePolicy>,
 ) -> Option<&'a RuntimePolicy> {
-    let mut first = None;
-    for p in policies {
-        if p.mode == Mode::Enforce {
-            return Some(p);
-        }
-        first.get_or_insert(p);
-    }
-    first
+    weightiest(policies, |p| Weight::of(p.mode))
 }
 
 /// Who a running executable is, beyond the names it was given.
@@ -346,27 +374,28 @@ impl ProcessVerdict<'_> {
 pub fn judge_process<'p>(
     policies: &'p [RuntimePolicy],
     process: &ProcessNames<'_>,
+    weight: impl Fn(&RuntimePolicy, Rule) -> Weight,
 ) -> Vec<ProcessVerdict<'p>> {
     let mut verdicts = Vec::new();
-    let mut denied: Option<(&RuntimePolicy, DeniedBy)> = None;
-    for p in policies {
-        let Some(by) = denied_by(
-            &p.rules.denied_processes,
-            process.names,
-            process.applet,
-            process.identity,
-            process.denied_content,
-        ) else {
-            continue;
-        };
-        if denied.is_none() || p.mode == Mode::Enforce {
-            denied = Some((p, by));
-        }
-        if p.mode == Mode::Enforce {
-            break;
-        }
-    }
-    if let Some((policy, by)) = denied {
+    let denials: Vec<(&RuntimePolicy, DeniedBy)> = policies
+        .iter()
+        .filter_map(|p| {
+            denied_by(
+                &p.rules.denied_processes,
+                process.names,
+                process.applet,
+                process.identity,
+                process.denied_content,
+            )
+            .map(|by| (p, by))
+        })
+        .collect();
+    let judge = weightiest(denials.iter().map(|(p, _)| *p), |p| {
+        weight(p, Rule::DeniedProcess)
+    });
+    if let Some((policy, by)) =
+        judge.and_then(|j| denials.into_iter().find(|(p, _)| std::ptr::eq(*p, j)))
+    {
         verdicts.push(ProcessVerdict::Denied(policy, by));
     }
     let allowed_by = |allowed: &[String]| {
@@ -374,9 +403,12 @@ pub fn judge_process<'p>(
             .iter()
             .any(|a| process.names.contains(&a.as_str()) || process.applet == Some(a.as_str()))
     };
-    let unexpected = strictest(policies.iter().filter(|p| {
-        !p.rules.allowed_processes.is_empty() && !allowed_by(&p.rules.allowed_processes)
-    }));
+    let unexpected = weightiest(
+        policies.iter().filter(|p| {
+            !p.rules.allowed_processes.is_empty() && !allowed_by(&p.rules.allowed_processes)
+        }),
+        |p| weight(p, Rule::UnexpectedProcess),
+    );
     if let Some(policy) = unexpected {
         verdicts.push(ProcessVerdict::Unexpected(policy));
     }
@@ -589,6 +621,47 @@ mod tests {
     }
 
     #[test]
+    fn an_exception_to_one_policy_leaves_another_policys_enforcement_in_place() {
+        let policies = [
+            runtime_policy("baseline", Mode::Enforce, &["sh"], &[]),
+            runtime_policy("pci", Mode::Enforce, &["sh"], &[]),
+            runtime_policy("audit", Mode::Audit, &["sh"], &[]),
+        ];
+        let identity = ExeIdentity::default();
+        let process = ProcessNames {
+            names: &["sh"],
+            applet: None,
+            identity: &identity,
+            denied_content: &[],
+        };
+        let judged_by = |excepted: &[&str]| {
+            let verdicts = judge_process(&policies, &process, |p, _| {
+                if excepted.contains(&p.name.as_str()) {
+                    Weight::Excepted
+                } else {
+                    Weight::of(p.mode)
+                }
+            });
+            match verdicts.as_slice() {
+                [ProcessVerdict::Denied(p, _)] => p.name.clone(),
+                other => panic!("{} verdicts", other.len()),
+            }
+        };
+        assert_eq!(judged_by(&[]), "baseline");
+        assert_eq!(judged_by(&["baseline"]), "pci", "pci has no exception");
+        assert_eq!(
+            judged_by(&["baseline", "pci"]),
+            "audit",
+            "reported, not killed"
+        );
+        assert_eq!(
+            judged_by(&["baseline", "pci", "audit"]),
+            "baseline",
+            "all excepted: reported as excepted"
+        );
+    }
+
+    #[test]
     fn the_enforcing_policy_judges_a_denied_process_and_unexpected_ones_are_named() {
         let policies = [
             runtime_policy("audit-shells", Mode::Audit, &["sh"], &[]),
@@ -605,6 +678,7 @@ mod tests {
                     identity: &identity,
                     denied_content: &[],
                 },
+                |p, _| Weight::of(p.mode),
             )
             .into_iter()
             .map(|v| (v.rule(), policy_name(&v).to_string()))

@@ -67,6 +67,10 @@ struct LaunchSpec {
     containers: Option<Vec<LaunchContainer>>,
     #[serde(default)]
     image_pull_secrets: Option<Vec<SecretName>>,
+    /// In the node's network namespace an abstract socket name is shared
+    /// with the whole node: launchers there do not report to the enforcer.
+    #[serde(default)]
+    host_network: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +110,11 @@ struct MountPath {
 }
 
 impl LaunchShape {
+    /// `hostNetwork: true`.
+    fn host_network(&self) -> bool {
+        self.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+    }
+
     pub fn from_json(text: &str) -> Result<Self, MutateError> {
         serde_json::from_str(text).map_err(|e| MutateError::Unreadable(e.to_string()))
     }
@@ -278,6 +287,7 @@ impl Injector {
             }
         };
         let mut prevention = Prevention::default();
+        let host_network = prevent.shape.host_network();
         for (index, container) in pod.containers(ContainerList::App).iter().enumerate() {
             if self
                 .identity
@@ -318,7 +328,8 @@ impl Injector {
                         .insert(name, Unconfined::MountPathTaken);
                 }
                 Ok(start) => {
-                    wrap(needs, index, start, &volume, prevent.policy, ops);
+                    let reports = !host_network;
+                    wrap(needs, index, start, &volume, prevent.policy, reports, ops);
                     prevention.confined.push(name);
                 }
             }
@@ -419,19 +430,21 @@ fn literal(words: &[String]) -> Vec<String> {
 
 /// `palisade-launch -- <command>`, the launcher mounted read-only, and the
 /// launch policy (unless the container sets its own).
+#[allow(clippy::too_many_arguments)]
 fn wrap(
     container: &LaunchContainer,
     index: usize,
     start: Start<'_>,
     volume: &str,
     launch: &LaunchPolicy,
+    report_to_enforcer: bool,
     ops: &mut Vec<AddOp>,
 ) {
     let base = format!("/spec/containers/{index}");
     // `--container`: the launcher also hands its coverage report to the
     // pod's enforcer, which names the container in the event.
     let mut argv = vec![LAUNCHER_PATH.to_string()];
-    if let Some(name) = container.name.as_deref() {
+    if let Some(name) = container.name.as_deref().filter(|_| report_to_enforcer) {
         argv.extend(["--container".to_string(), name.to_string()]);
     }
     argv.push("--".to_string());
@@ -605,6 +618,17 @@ mod tests {
         assert_eq!(
             status["prevention"]["unconfined"]["app"],
             "mount-path-taken"
+        );
+    }
+
+    #[test]
+    fn launchers_in_the_nodes_network_namespace_do_not_report_to_an_enforcer() {
+        let mut pod = pod();
+        pod["spec"]["hostNetwork"] = json!(true);
+        let patched = applied(&pod, &InjectionSettings::default());
+        assert_eq!(
+            patched["spec"]["containers"][0]["command"],
+            json!([LAUNCHER_PATH, "--", "/app/bin/server", "--port"])
         );
     }
 
