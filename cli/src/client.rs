@@ -23,6 +23,8 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("{status}: {message}")]
     Api { status: StatusCode, message: String },
+    #[error("{0:?} is not a name (lowercase letters, digits and '-')")]
+    Name(String),
 }
 
 pub struct Client {
@@ -114,6 +116,15 @@ impl Client {
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), ClientError> {
+        // Names are DNS labels; anything else (`../policies/x`) would
+        // address another resource.
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(ClientError::Name(name.to_string()));
+        }
         let url = self.url(&format!("{}/{name}", kind.path()));
         self.send(self.http.delete(&url), &url).await.map(drop)
     }

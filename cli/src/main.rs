@@ -94,6 +94,10 @@ enum Command {
         /// need it (as `kubectl rollout restart`).
         #[arg(long)]
         restart: bool,
+        /// The release the webhook runs, when it is not this CLI's: pods
+        /// injected by another release are reported as needing a restart.
+        #[arg(long)]
+        injector_version: Option<String>,
         /// Settings (excluded namespaces, hostNetwork handling) as the
         /// webhook runs them.
         #[arg(long, env = "PALISADE_CONFIG")]
@@ -230,8 +234,16 @@ async fn main() -> anyhow::Result<()> {
             selector,
             output,
             restart,
+            injector_version,
             config,
-        } => status(namespace, selector, output, restart, config).await,
+        } => {
+            let scope = StatusScope {
+                namespace,
+                selector,
+                injector_version,
+            };
+            status(scope, output, restart, config).await
+        }
         Command::Events {
             conn,
             namespace,
@@ -344,10 +356,17 @@ async fn push(client: &Client, kind: Kind, files: &[String]) -> anyhow::Result<(
     Ok(())
 }
 
-#[cfg(feature = "server")]
-async fn status(
+/// Which pods `palisade status` looks at, against which release.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+struct StatusScope {
     namespace: Option<String>,
     selector: Option<String>,
+    injector_version: Option<String>,
+}
+
+#[cfg(feature = "server")]
+async fn status(
+    scope: StatusScope,
     output: OutputFormat,
     restart: bool,
     config: Option<PathBuf>,
@@ -359,8 +378,9 @@ async fn status(
     };
     status::run(
         status::Scope {
-            namespace,
-            selector,
+            namespace: scope.namespace,
+            selector: scope.selector,
+            injector_version: scope.injector_version,
         },
         output,
         restart,
@@ -371,8 +391,7 @@ async fn status(
 
 #[cfg(not(feature = "server"))]
 async fn status(
-    _namespace: Option<String>,
-    _selector: Option<String>,
+    _scope: StatusScope,
     _output: OutputFormat,
     _restart: bool,
     _config: Option<PathBuf>,

@@ -11,7 +11,10 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use palisade_common::INJECT_LABEL;
-use palisade_engine::rollout::{assess, label_set_at, Assessment, Injection, NamespaceFacts};
+use palisade_engine::admission::enforcer::EnforcerIdentity;
+use palisade_engine::rollout::{
+    assess, label_set_at, Assessment, Expected, Injection, NamespaceFacts,
+};
 use palisade_engine::settings::Settings;
 use serde::Serialize;
 
@@ -30,6 +33,8 @@ pub struct Scope {
     /// `None`: every namespace.
     pub namespace: Option<String>,
     pub selector: Option<String>,
+    /// The injector's release pods should carry (default: this CLI's).
+    pub injector_version: Option<String>,
 }
 
 /// A workload whose pods a restart replaces.
@@ -116,6 +121,14 @@ async fn gather(
                 .items
         }
     };
+    let expected = Expected {
+        enforcer: EnforcerIdentity::new(&settings.injection.image),
+        version: scope
+            .injector_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        skip_host_network: settings.injection.skip_host_network,
+    };
     let mut reports = Vec::new();
     for namespace in list {
         let name = namespace.metadata.name.clone().unwrap_or_default();
@@ -142,12 +155,7 @@ async fn gather(
             .with_context(|| format!("listing pods in {name}"))?;
         for pod in pods.items {
             let value = serde_json::to_value(&pod)?;
-            let assessment = assess(
-                &value,
-                &facts,
-                settings.injection.skip_host_network,
-                env!("CARGO_PKG_VERSION"),
-            );
+            let assessment = assess(&value, &facts, &expected);
             let workload = owner(client, &name, &pod).await?;
             reports.push(PodReport {
                 namespace: name.clone(),

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use palisade_common::{ENFORCER_CONTAINER, STATUS_ANNOTATION};
+use palisade_common::STATUS_ANNOTATION;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admission::enforcer::{Claim, EnforcerIdentity};
 use crate::admission::mutate::{skip_reason, PodShape};
 use crate::admission::reason::SkipReason;
 
@@ -42,6 +43,18 @@ pub enum Missing {
     /// Created in an opted-in namespace without going through the webhook
     /// (it was down and `failurePolicy: Ignore` let the pod in).
     MissedAtCreation,
+    /// A container takes the enforcer's name with another image: no
+    /// enforcer runs, and a restart changes nothing.
+    Impostor,
+}
+
+/// What a pod is judged against: the webhook's settings and release.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub enforcer: EnforcerIdentity,
+    /// The injector's release (its status annotations carry it).
+    pub version: String,
+    pub skip_host_network: bool,
 }
 
 /// The pod as `palisade status` reports it.
@@ -91,20 +104,24 @@ struct PreventionStatus {
     unconfined: BTreeMap<String, String>,
 }
 
-/// Judges `pod` (a Pod object as the apiserver returns it) against the
-/// release `current_version`.
-pub fn assess(
-    pod: &Value,
-    namespace: &NamespaceFacts,
-    skip_host_network: bool,
-    current_version: &str,
-) -> Assessment {
+/// Judges `pod` (a Pod object as the apiserver returns it).
+pub fn assess(pod: &Value, namespace: &NamespaceFacts, expected: &Expected) -> Assessment {
+    let current_version = expected.version.as_str();
     let annotation = pod
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(STATUS_ANNOTATION))
         .and_then(Value::as_str)
         .and_then(|text| serde_json::from_str::<StatusAnnotation>(text).ok());
-    if has_enforcer(pod) {
+    let claim = enforcer_claim(pod, &expected.enforcer);
+    if claim == Some(Claim::Impostor) {
+        return Assessment {
+            injection: Injection::NotInjected {
+                reason: Missing::Impostor,
+            },
+            restart: None,
+        };
+    }
+    if claim == Some(Claim::Genuine) {
         let status = annotation.unwrap_or_default();
         let prevention = status.prevention.unwrap_or_default();
         let restart = (status.version != current_version).then(|| {
@@ -129,7 +146,7 @@ pub fn assess(
         Missing::NamespaceExcluded
     } else if !namespace.opted_in {
         Missing::NamespaceNotOptedIn
-    } else if let Some(skip) = skip_reason(&shape, skip_host_network) {
+    } else if let Some(skip) = skip_reason(&shape, expected.skip_host_network) {
         Missing::Skipped(skip)
     } else {
         let created = pod
@@ -156,12 +173,20 @@ pub fn assess(
     }
 }
 
-fn has_enforcer(pod: &Value) -> bool {
+/// What the container named like the enforcer is, if there is one: the
+/// name alone (or the status annotation, which the pod's author can write)
+/// proves nothing.
+fn enforcer_claim(pod: &Value, identity: &EnforcerIdentity) -> Option<Claim> {
     ["/spec/containers", "/spec/initContainers"]
         .iter()
         .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
         .flatten()
-        .any(|c| c.get("name").and_then(Value::as_str) == Some(ENFORCER_CONTAINER))
+        .find_map(|c| {
+            identity.claim(
+                c.get("name").and_then(Value::as_str),
+                c.get("image").and_then(Value::as_str),
+            )
+        })
 }
 
 /// When `label` was last set on an object, from its managed fields
@@ -199,6 +224,7 @@ impl Missing {
             Missing::Skipped(reason) => reason.as_str(),
             Missing::CreatedBeforeOptIn => "created-before-opt-in",
             Missing::MissedAtCreation => "missed-at-creation",
+            Missing::Impostor => "impostor",
         }
     }
 }
@@ -206,6 +232,7 @@ impl Missing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_common::ENFORCER_CONTAINER;
     use serde_json::json;
 
     fn opted_in_at(ms: i64) -> NamespaceFacts {
@@ -230,14 +257,22 @@ mod tests {
     }
 
     const NOON: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+    const ENFORCER_IMAGE: &str = "ghcr.io/palisade-dev/palisade-enforcer:0.1.0";
+
+    fn expected() -> Expected {
+        Expected {
+            enforcer: EnforcerIdentity::new(ENFORCER_IMAGE),
+            version: "0.1.0".into(),
+            skip_host_network: true,
+        }
+    }
 
     #[test]
     fn a_pod_older_than_the_label_needs_a_restart_a_newer_one_was_missed() {
         let old = assess(
             &pod("2027-01-01T00:00:00Z", json!({})),
             &opted_in_at(NOON),
-            true,
-            "0.1.0",
+            &expected(),
         );
         assert_eq!(
             old.injection,
@@ -252,8 +287,7 @@ mod tests {
         let new = assess(
             &pod("2027-02-01T00:00:00Z", json!({})),
             &opted_in_at(NOON),
-            true,
-            "0.1.0",
+            &expected(),
         );
         assert_eq!(
             new.injection,
@@ -270,7 +304,7 @@ mod tests {
             "2027-01-01T00:00:00Z",
             json!({"spec": {"hostPID": true, "containers": []}}),
         );
-        let verdict = assess(&host_pid, &opted_in_at(0), true, "0.1.0");
+        let verdict = assess(&host_pid, &opted_in_at(0), &expected());
         assert_eq!(
             verdict.injection,
             Injection::NotInjected {
@@ -279,7 +313,7 @@ mod tests {
         );
         assert_eq!(verdict.restart, None);
         let plain = pod("2027-01-01T00:00:00Z", json!({}));
-        let off = assess(&plain, &NamespaceFacts::default(), true, "0.1.0");
+        let off = assess(&plain, &NamespaceFacts::default(), &expected());
         assert_eq!(
             off.injection,
             Injection::NotInjected {
@@ -299,11 +333,11 @@ mod tests {
                 "2027-01-01T00:00:00Z",
                 json!({
                     "metadata": {"annotations": {STATUS_ANNOTATION: status}},
-                    "spec": {"initContainers": [{"name": ENFORCER_CONTAINER}], "containers": [{"name": "app"}]}
+                    "spec": {"initContainers": [{"name": ENFORCER_CONTAINER, "image": ENFORCER_IMAGE}], "containers": [{"name": "app"}]}
                 }),
             )
         };
-        let current = assess(&injected("0.1.0"), &opted_in_at(0), true, "0.1.0");
+        let current = assess(&injected("0.1.0"), &opted_in_at(0), &expected());
         assert_eq!(current.restart, None);
         assert_eq!(
             current.injection,
@@ -313,11 +347,31 @@ mod tests {
                 unconfined: [("proxy".to_string(), "image-lookup-failed".to_string())].into(),
             }
         );
-        let old = assess(&injected("0.0.9"), &opted_in_at(0), true, "0.1.0");
+        let old = assess(&injected("0.0.9"), &opted_in_at(0), &expected());
         assert_eq!(
             old.restart.as_deref(),
             Some("its enforcer is from 0.0.9, not 0.1.0")
         );
+    }
+
+    #[test]
+    fn a_container_posing_as_the_enforcer_is_no_enforcer() {
+        let status = r#"{"version":"0.1.0","prevention":{"confined":["app"]}}"#;
+        let impostor = pod(
+            "2027-01-01T00:00:00Z",
+            json!({
+                "metadata": {"annotations": {STATUS_ANNOTATION: status}},
+                "spec": {"containers": [{"name": "app"}, {"name": ENFORCER_CONTAINER, "image": "busybox"}]}
+            }),
+        );
+        let verdict = assess(&impostor, &opted_in_at(0), &expected());
+        assert_eq!(
+            verdict.injection,
+            Injection::NotInjected {
+                reason: Missing::Impostor
+            }
+        );
+        assert_eq!(verdict.restart, None);
     }
 
     #[test]
