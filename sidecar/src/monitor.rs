@@ -239,7 +239,7 @@ impl Monitor {
     }
 
     /// How much `policy`'s verdict on a `rule` finding weighs (see
-    /// [`Weight`]): an active exception to it weighs least.
+    /// [`Weight`]): an active exception to it weighs less than enforcement.
     fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
         let target = Target {
             policy: &policy.name,
