@@ -380,6 +380,20 @@ YAML
   # (while this test runs); then the policy denies again and says why.
   kubectl apply -f "$ROOT/helm/palisade/crds/policyexceptions.yaml" >/dev/null
   wait_for "CRD policyexceptions.palisade.dev established" 30 kubectl wait --for condition=established --timeout=5s crd/policyexceptions.palisade.dev
+  # Labels alone would let any namespace's pods claim an exception: the
+  # apiserver refuses one without exact namespaces.
+  kubectl apply -f - >/dev/null 2>&1 <<'YAML' && fail "a PolicyException without namespaces was stored"
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyException
+metadata: {name: everywhere}
+spec:
+  policy: no-pause-310
+  rules: ["*"]
+  selector: {podLabels: {app: crd-probe}}
+  expiresAt: "2099-01-01T00:00:00Z"
+  reason: r
+  owner: o
+YAML
   local expires
   expires=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
   kubectl apply -f - >/dev/null <<YAML
