@@ -4,6 +4,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 mod client;
+#[cfg(feature = "server")]
+mod live;
 mod offline;
 #[cfg(feature = "server")]
 mod status;
@@ -16,7 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use client::{Client, Kind};
-use palisade_engine::policy::{split_yaml_documents, PolicySet};
+use palisade_common::policy::{Document, Mode};
+use palisade_engine::policy::{load_dir_documents, split_yaml_documents, PolicySet};
 #[cfg(feature = "server")]
 use palisade_engine::settings::LogFormat;
 use palisade_engine::settings::Settings;
@@ -61,9 +64,20 @@ enum Command {
         file: String,
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
-        /// Namespace for objects that name none.
+        /// Namespace for objects that name none (with --cluster: the
+        /// namespace to read).
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Check the workloads running in the cluster instead of -f.
+        #[arg(long)]
+        cluster: bool,
+        /// With --cluster: every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Judge every policy as if it were in enforce mode: what an
+        /// enforce switch would deny.
+        #[arg(long)]
+        as_enforce: bool,
     },
     /// Manage policies in the policy service.
     Policy {
@@ -226,7 +240,17 @@ async fn main() -> anyhow::Result<()> {
             file,
             policies,
             namespace,
-        } => check(&file, &policies, &namespace),
+            cluster,
+            all_namespaces,
+            as_enforce,
+        } => {
+            let source = match (cluster, all_namespaces) {
+                (false, _) => CheckSource::File(file),
+                (true, false) => CheckSource::Cluster(Some(namespace.clone())),
+                (true, true) => CheckSource::Cluster(None),
+            };
+            check(source, &policies, &namespace, as_enforce).await
+        }
         Command::Policy { conn, action } => policy(conn, action).await,
         Command::Exception { conn, action } => exception(conn, action).await,
         Command::Status {
@@ -288,23 +312,83 @@ fn read_input(file: &str) -> anyhow::Result<String> {
     }
 }
 
-fn check(file: &str, policies: &Path, namespace: &str) -> anyhow::Result<()> {
-    let set = PolicySet::load_dir(policies)
+/// Where `palisade check` reads objects.
+enum CheckSource {
+    File(String),
+    /// Live workloads of one namespace, or of all.
+    Cluster(Option<String>),
+}
+
+async fn check(
+    source: CheckSource,
+    policies: &Path,
+    namespace: &str,
+    as_enforce: bool,
+) -> anyhow::Result<()> {
+    let documents = load_dir_documents(policies)
+        .with_context(|| format!("loading policies from {}", policies.display()))?;
+    let documents = documents.into_iter().map(|(origin, doc)| match doc {
+        Document::Policy(mut policy) if as_enforce => {
+            policy.spec.mode = Mode::Enforce;
+            (origin, Document::Policy(policy))
+        }
+        other => (origin, other),
+    });
+    let set = PolicySet::from_documents(documents)
         .with_context(|| format!("loading policies from {}", policies.display()))?;
     let settings = load_settings(None)?;
-    let results = offline::check(&read_input(file)?, namespace, &settings, &set)
-        .with_context(|| format!("checking {file}"))?;
+    let (text, what, show_namespace) = match source {
+        CheckSource::File(file) => (read_input(&file)?, file, false),
+        CheckSource::Cluster(scope) => {
+            let list = live_workloads(scope.as_deref()).await?;
+            (
+                serde_json::to_string(&list)?,
+                "the cluster".to_string(),
+                true,
+            )
+        }
+    };
+    let results = offline::check(&text, namespace, &settings, &set)
+        .with_context(|| format!("checking {what}"))?;
     for object in &results {
+        let prefix = if show_namespace {
+            format!("{}/", object.namespace)
+        } else {
+            String::new()
+        };
         for v in &object.violations {
-            println!("{}/{}: {:?}: {v}", object.kind, object.name, v.mode);
+            let verdict = if v.denies() { "deny" } else { "warn" };
+            println!("{prefix}{}/{}: {verdict}: {v}", object.kind, object.name);
         }
     }
     let total: usize = results.iter().map(|r| r.violations.len()).sum();
-    eprintln!("{} object(s) checked, {total} violation(s)", results.len());
+    let denied = results
+        .iter()
+        .filter(|r| r.violations.iter().any(|v| v.denies()))
+        .count();
+    eprintln!(
+        "{} object(s) checked, {total} violation(s), {denied} object(s) denied{}",
+        results.len(),
+        if as_enforce {
+            " (every policy as enforce)"
+        } else {
+            ""
+        }
+    );
     if offline::has_enforced(&results) {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(feature = "server")]
+async fn live_workloads(namespace: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    live::workloads(namespace).await
+}
+
+#[cfg(not(feature = "server"))]
+async fn live_workloads(_namespace: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    bail!("this palisade was built without the apiserver client (cargo feature `server`)")
 }
 
 async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<()> {

@@ -104,6 +104,8 @@ pub fn inject(
 
 /// One object's violations, for `palisade check`.
 pub struct CheckedObject {
+    /// The namespace it was judged in.
+    pub namespace: String,
     pub kind: String,
     pub name: String,
     pub violations: Vec<Violation>,
@@ -139,6 +141,7 @@ pub fn check(
                 message,
             })?;
         out.push(CheckedObject {
+            namespace: ns.to_string(),
             kind,
             name,
             violations,

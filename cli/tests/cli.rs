@@ -64,7 +64,30 @@ fn check_exits_non_zero_on_enforce_violations() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Deployment/api: Enforce: [image-tags] images/disallowedTags: spec.template.spec.containers[0].image"), "{stdout}");
+    assert!(stdout.contains("Deployment/api: deny: [image-tags] images/disallowedTags: spec.template.spec.containers[0].image"), "{stdout}");
+    assert!(
+        stdout.contains("Deployment/api: warn: [pod-security-restricted]"),
+        "{stdout}"
+    );
+    // What an enforce switch would deny: the audit policies deny too.
+    let out = palisade(
+        &[
+            "check",
+            "-f",
+            "-",
+            "--policies",
+            "../policies",
+            "--as-enforce",
+        ],
+        Some(DEPLOYMENT),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Deployment/api: deny: [pod-security-restricted]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(": warn: "), "{stdout}");
     let fixed = DEPLOYMENT.replace("nginx:latest", "registry.k8s.io/nginx-slim:0.27");
     let out = palisade(
         &["check", "-f", "-", "--policies", "../policies"],

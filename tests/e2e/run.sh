@@ -431,7 +431,7 @@ YAML
 # Pods created before their namespace was labelled run without the enforcer:
 # `palisade status` says so per pod, names the workload to restart, and
 # `--restart` rolls it (through the webhook) like `kubectl rollout restart`.
-case_status_explains_pods_from_before_the_label_and_restart_fixes_them() {
+case_status_explains_pods_from_before_the_label_and_check_cluster_what_enforce_would_deny() {
   kubectl create namespace e2e-late >/dev/null
   kubectl apply -n e2e-late -f - >/dev/null <<'YAML'
 apiVersion: apps/v1
@@ -471,6 +471,16 @@ YAML
       'any(.[]; .injection.state == "injected" and .injection.version == $v and (has("restart") | not))' >/dev/null
   }
   wait_for "an injected pod of the restarted deployment" 60 injected_late_pod || fail "no injected pod after restart: $("$PALISADE_BIN" status -n e2e-late)"
+  # What an enforce switch would deny among the live workloads: the
+  # Deployment's template lacks the restricted securityContext (audited
+  # today, so the plain check passes).
+  out=$("$PALISADE_BIN" check --cluster -n e2e-late --policies "$ROOT/policies" 2>&1) \
+    || fail "check --cluster denied under today's modes: $out"
+  grep -q '^e2e-late/Deployment/late: warn: \[pod-security-restricted\]' <<<"$out" || fail "check --cluster: $out"
+  out=$("$PALISADE_BIN" check --cluster -n e2e-late --policies "$ROOT/policies" --as-enforce 2>&1) \
+    && fail "check --cluster --as-enforce found nothing to deny: $out"
+  grep -q '^e2e-late/Deployment/late: deny: \[pod-security-restricted\]' <<<"$out" || fail "check --cluster --as-enforce: $out"
+  grep -q 'object(s) denied (every policy as enforce)' <<<"$out" || fail "no summary: $out"
   kubectl delete namespace e2e-late --wait=false >/dev/null
 }
 
@@ -748,7 +758,7 @@ CASES=(
   case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
   case_runtime_policy_and_exception_resources_are_watched
-  case_status_explains_pods_from_before_the_label_and_restart_fixes_them
+  case_status_explains_pods_from_before_the_label_and_check_cluster_what_enforce_would_deny
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue
