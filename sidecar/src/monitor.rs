@@ -226,28 +226,26 @@ impl Monitor {
         }
     }
 
-    /// What the PolicyExceptions say about a violation now (the same
-    /// decision admission makes).
-    fn exception(&self, v: &Violation<'_>) -> Decision<'_> {
-        let target = Target {
-            policy: &v.policy.name,
-            rule: v.rule.as_str(),
-            namespace: &self.settings.pod.namespace,
-            pod_labels: &self.labels,
-        };
-        PolicyException::decide(&self.exceptions, &target, SystemTime::now())
-    }
-
-    /// How much `policy`'s verdict on a `rule` finding weighs (see
-    /// [`Weight`]): an active exception to it weighs less than enforcement.
-    fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
+    /// What the PolicyExceptions say now about `policy`'s verdict on a
+    /// `rule` finding in this pod (the same decision admission makes).
+    fn decide(&self, policy: &RuntimePolicy, rule: Rule) -> Decision<'_> {
         let target = Target {
             policy: &policy.name,
             rule: rule.as_str(),
             namespace: &self.settings.pod.namespace,
             pod_labels: &self.labels,
         };
-        match PolicyException::decide(&self.exceptions, &target, SystemTime::now()) {
+        PolicyException::decide(&self.exceptions, &target, SystemTime::now())
+    }
+
+    fn exception(&self, v: &Violation<'_>) -> Decision<'_> {
+        self.decide(v.policy, v.rule)
+    }
+
+    /// How much `policy`'s verdict on a `rule` finding weighs (see
+    /// [`Weight`]): an active exception to it weighs less than enforcement.
+    fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
+        match self.decide(policy, rule) {
             Decision::Excepted(_) => Weight::Excepted,
             Decision::None | Decision::Expired(_) => Weight::of(policy.mode),
         }
