@@ -8,13 +8,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use palisade_common::policy::Document;
 use palisade_common::wire::ExceptionRecord;
-use palisade_engine::policy::LoadError;
 use warp::http::StatusCode;
 
+use super::{push_refused, refresh_local_set};
 use crate::db::StoredException;
 use crate::reply::json_error;
 use crate::service::query::PolicyQuery;
-use crate::service::{internal, ok, sync, Reply, ServiceState};
+use crate::service::{internal, ok, Reply, ServiceState};
 
 fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
     ExceptionRecord {
@@ -74,19 +74,13 @@ pub async fn push(body: Bytes, state: Arc<ServiceState>) -> Reply {
     };
     match state.policies.check_push_exception(&exception) {
         Ok(()) => {}
-        Err(e @ LoadError::Duplicate { .. }) => {
-            return json_error(StatusCode::CONFLICT, &e.to_string())
-        }
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return push_refused(e),
     }
     let revision = match state.store.put_exception(&exception, "admin").await {
         Ok(r) => r,
         Err(e) => return internal(e),
     };
-    // Visible on this replica at once; other replicas pick it up on sync.
-    if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
-        tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
-    }
+    refresh_local_set(&state).await;
     let name = &exception.metadata.name;
     tracing::info!(exception = %name, revision, owner = %exception.spec.owner,
         expires_at = %exception.spec.expires_at, "policy exception pushed");
@@ -134,9 +128,7 @@ pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
     }
     match state.store.delete_exception(&name, "admin").await {
         Ok(true) => {
-            if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
-                tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
-            }
+            refresh_local_set(&state).await;
             ok(&serde_json::json!({"deleted": name}))
         }
         Ok(false) => json_error(

@@ -9,10 +9,9 @@ use crate::service::{internal, ok, Reply, ServiceState};
 use bytes::Bytes;
 use palisade_common::policy::PolicyDocument;
 use palisade_common::wire::PolicyRecord;
-use palisade_engine::policy::LoadError;
 
+use super::{push_refused, refresh_local_set};
 use crate::service::query::PolicyQuery;
-use crate::service::sync;
 
 /// Directory policies (revision 0) and pushed ones, by name.
 fn active_records(state: &ServiceState, pushed: Vec<PolicyRecord>) -> Vec<PolicyRecord> {
@@ -50,19 +49,13 @@ pub async fn push(body: Bytes, state: Arc<ServiceState>) -> Reply {
     };
     match state.policies.check_push(&doc) {
         Ok(()) => {}
-        Err(e @ LoadError::Duplicate { .. }) => {
-            return json_error(StatusCode::CONFLICT, &e.to_string())
-        }
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return push_refused(e),
     }
     let revision = match state.store.put_policy(&doc, "admin").await {
         Ok(r) => r,
         Err(e) => return internal(e),
     };
-    // Visible on this replica at once; other replicas pick it up on sync.
-    if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
-        tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
-    }
+    refresh_local_set(&state).await;
     tracing::info!(policy = %doc.metadata.name, revision, "policy pushed");
     ok(&serde_json::json!({"name": doc.metadata.name, "revision": revision}))
 }
@@ -101,9 +94,7 @@ pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
     }
     match state.store.delete_policy(&name, "admin").await {
         Ok(true) => {
-            if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
-                tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
-            }
+            refresh_local_set(&state).await;
             ok(&serde_json::json!({"deleted": name}))
         }
         Ok(false) => json_error(
