@@ -21,6 +21,7 @@ pub struct Settings {
     pub injection: InjectionSettings,
     pub log: LogSettings,
     pub service: ServiceSettings,
+    pub audit: AuditSettings,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Seconds `/readyz` answers 503 after SIGTERM while the listener still
@@ -168,6 +169,41 @@ impl ResourceDefaults {
     }
 }
 
+/// Background audit: the workloads already in the cluster judged by the
+/// admission policies, on start, on every change and when policies
+/// change, into one PolicyReport per namespace. With several replicas one
+/// leader (a Lease) audits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// A namespace's report is rewritten at most once per this many
+    /// seconds, however many of its workloads change.
+    pub flush_interval_secs: u64,
+    /// Results kept per report (failures first); the summary still counts
+    /// every finding and an annotation says how many were cut.
+    pub max_results_per_report: usize,
+    /// Where the leader Lease lives (the release namespace in-cluster).
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Seconds a leader's Lease lasts without renewal: how long reports may
+    /// go stale after a leader dies.
+    pub lease_duration_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            flush_interval_secs: 10,
+            max_results_per_report: 500,
+            lease_namespace: "palisade-system".into(),
+            lease_name: "palisade-audit".into(),
+            lease_duration_secs: 15,
+        }
+    }
+}
+
 /// The central policy service: policy push API, enforcer policy
 /// distribution, report ingestion and queries (under `/api/v1`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +327,7 @@ impl Default for Settings {
             injection: InjectionSettings::default(),
             log: LogSettings::default(),
             service: ServiceSettings::default(),
+            audit: AuditSettings::default(),
             shutdown_grace_secs: 10,
             shutdown_drain_secs: 5,
             header_read_timeout_secs: 10,
@@ -398,6 +435,7 @@ fn is_setting_var(name: &str) -> bool {
             | "injection"
             | "log"
             | "service"
+            | "audit"
             | "shutdown_grace_secs"
             | "shutdown_drain_secs"
             | "header_read_timeout_secs"
@@ -507,6 +545,15 @@ impl Settings {
         }
         if self.header_read_timeout_secs == 0 {
             problems.push("header_read_timeout_secs must be at least 1".into());
+        }
+        if self.audit.flush_interval_secs == 0 {
+            problems.push("audit.flush_interval_secs must be at least 1".into());
+        }
+        if !(1..=5000).contains(&self.audit.max_results_per_report) {
+            problems.push("audit.max_results_per_report must be between 1 and 5000".into());
+        }
+        if !(2..=600).contains(&self.audit.lease_duration_secs) {
+            problems.push("audit.lease_duration_secs must be between 2 and 600".into());
         }
         if self.service.sync_interval_ms < 50 {
             problems.push("service.sync_interval_ms must be at least 50".into());

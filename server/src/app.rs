@@ -36,7 +36,7 @@ pub enum StartError {
     Store(#[from] crate::db::StoreError),
     #[error("policy service tokens: {0}")]
     Tokens(#[from] crate::service::auth::TokenError),
-    #[error("connecting to the Kubernetes API for TokenReview: {0}")]
+    #[error("connecting to the Kubernetes API (TokenReview, CRDs, audit, PolicyReports): {0}")]
     Kube(#[from] kube::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -93,6 +93,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )));
         tracing::info!("watching RuntimePolicy and PolicyException resources");
+    }
+    if settings.audit.enabled {
+        background.push(tokio::spawn(crate::audit::run(
+            kube::Client::try_default().await?,
+            settings.clone(),
+            policies.clone(),
+            metrics.clone(),
+            stopping.clone(),
+        )));
+        tracing::info!("background audit enabled");
     }
     let service = if settings.service.enabled {
         let data_dir = &settings.service.data_dir;

@@ -11,14 +11,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::audit::report::{Outcome, Summary};
 use crate::db::AgentTotals;
 use palisade_engine::admission::reason::{InjectionResult, ReasonLabel};
-use palisade_engine::admission::{mutate, Endpoint, Outcome};
+use palisade_engine::admission::{mutate, Endpoint, Outcome as AdmissionOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: Endpoint,
-    pub outcome: Outcome,
+    pub outcome: AdmissionOutcome,
 }
 
 /// `palisade_injections_total`: what the injector did to a Pod and why.
@@ -103,6 +104,46 @@ pub struct ExceptionLabels {
     pub state: ExceptionStateLabel,
 }
 
+/// `palisade_audit_report_writes_total{op}`: what the background audit
+/// asked of the apiserver.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AuditWrite {
+    Apply,
+    Delete,
+    Failed,
+}
+
+impl EncodeLabelValue for AuditWrite {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        let label = match self {
+            AuditWrite::Apply => "apply",
+            AuditWrite::Delete => "delete",
+            AuditWrite::Failed => "failed",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditWriteLabels {
+    pub op: AuditWrite,
+}
+
+/// `palisade_audit_findings{result}`: fail, error, warn, skip.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct AuditOutcomeLabel(pub Outcome);
+
+impl EncodeLabelValue for AuditOutcomeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.0.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditFindingLabels {
+    pub result: AuditOutcomeLabel,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Registry lookups of image commands (prevention), by result.
@@ -127,6 +168,12 @@ pub struct Metrics {
     pub tls_reload_failures: Counter,
     pub events_received: Counter,
     pub events_stored: Counter,
+    /// 1 while this replica holds the audit Lease.
+    pub audit_leader: Gauge,
+    pub audit_evaluations: Counter,
+    pub audit_writes: Family<AuditWriteLabels, Counter>,
+    pub audit_workloads: Gauge,
+    pub audit_findings: Family<AuditFindingLabels, Gauge>,
 }
 
 impl Metrics {
@@ -227,8 +274,43 @@ impl Metrics {
             "Enforcer events stored (new)",
             events_stored.clone(),
         );
+        let audit_leader = Gauge::default();
+        registry.register(
+            "audit_leader",
+            "1 while this replica holds the background audit's Lease",
+            audit_leader.clone(),
+        );
+        let audit_evaluations = Counter::default();
+        registry.register(
+            "audit_evaluations",
+            "Workload templates judged by the background audit",
+            audit_evaluations.clone(),
+        );
+        let audit_writes = Family::<AuditWriteLabels, Counter>::default();
+        registry.register(
+            "audit_report_writes",
+            "Admission PolicyReport writes to the apiserver by operation (apply, delete, failed)",
+            audit_writes.clone(),
+        );
+        let audit_workloads = Gauge::default();
+        registry.register(
+            "audit_workloads",
+            "Workloads the background audit holds",
+            audit_workloads.clone(),
+        );
+        let audit_findings = Family::<AuditFindingLabels, Gauge>::default();
+        registry.register(
+            "audit_findings",
+            "Background audit findings by result (fail, error, warn, skip)",
+            audit_findings.clone(),
+        );
         Self {
             registry,
+            audit_leader,
+            audit_evaluations,
+            audit_writes,
+            audit_workloads,
+            audit_findings,
             agents,
             agent_events_dropped,
             agent_processes_unobserved,
@@ -247,7 +329,24 @@ impl Metrics {
         }
     }
 
-    pub fn count(&self, endpoint: Endpoint, outcome: Outcome) {
+    pub fn count_audit_write(&self, op: AuditWrite) {
+        self.audit_writes
+            .get_or_create(&AuditWriteLabels { op })
+            .inc();
+    }
+
+    pub fn record_audit(&self, workloads: usize, findings: &Summary) {
+        self.audit_workloads.set(workloads as i64);
+        for outcome in Outcome::ALL {
+            self.audit_findings
+                .get_or_create(&AuditFindingLabels {
+                    result: AuditOutcomeLabel(outcome),
+                })
+                .set(findings.count(outcome) as i64);
+        }
+    }
+
+    pub fn count(&self, endpoint: Endpoint, outcome: AdmissionOutcome) {
         self.admission_requests
             .get_or_create(&RequestLabels { endpoint, outcome })
             .inc();

@@ -93,22 +93,26 @@ impl Violation {
     }
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{}] {}: {}: {}",
-            self.policy, self.rule, self.path, self.message
-        )?;
-        match &self.exception {
+impl Violation {
+    /// The field path, the message and what an exception says, without
+    /// the policy and rule (reports carry those in fields of their own).
+    pub fn detail(&self) -> String {
+        let note = match &self.exception {
             Some(ExceptionNote::Expired(exception)) => {
-                write!(f, " (PolicyException {exception} has expired)")
+                format!(" (PolicyException {exception} has expired)")
             }
             Some(ExceptionNote::Excepted(exception)) => {
-                write!(f, " (excepted by PolicyException {exception})")
+                format!(" (excepted by PolicyException {exception})")
             }
-            None => Ok(()),
-        }
+            None => String::new(),
+        };
+        format!("{}: {}{note}", self.path, self.message)
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}: {}", self.policy, self.rule, self.detail())
     }
 }
 
