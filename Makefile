@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images chart run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection fuzz clean
+.PHONY: help build build-static images chart run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection bench-audit fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ e2e-launcher: build-static ## The Landlock launcher against the real kernel (att
 bench-detection: build-static ## Enforcer detection rates by process lifetime, idle CPU (simulated pod; needs root)
 	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_DETECTION_TABLE=1 \
 	  PALISADE_POD_RESULTS=target/pod-results.txt bash tests/sidecar/run.sh
+
+bench-audit: e2e-binaries build-static ## Background audit at 1000 workloads on a real control plane: writes, time, memory (updates bench/RESULTS.md)
+	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) bash bench/audit.sh --update bench/RESULTS.md
 
 bench-images: images ## Refresh only the image-size, detection and e2e-node sections of bench/RESULTS.md
 	IMAGES_DIR=$(IMAGES_DIR) bash bench/images.sh --update bench/RESULTS.md

@@ -27,6 +27,8 @@ finish() {
   local code=$?
   stop_bg palisade-shapes
   stop_bg palisade-drain
+  stop_bg palisade-audit-0
+  stop_bg palisade-audit-1
   stop_all
   if ((${#FAILED[@]})) || ((code != 0)); then
     echo "---- logs (tail) ----"
@@ -712,6 +714,134 @@ case_sigterm_keeps_serving_with_readiness_503_while_draining() {
   rm -f "$WORK/pids/palisade-drain.pid"
 }
 
+# ---------------------------------------------------------------- background audit
+# Workloads created before the auditors start get a palisade-admission
+# PolicyReport per namespace; changes, exception expiry and deletions reach
+# it; two replicas elect one auditor, and the other takes over when it stops.
+
+AUDIT_PORTS=($((E2E_WEBHOOK_PORT + 5)) $((E2E_WEBHOOK_PORT + 6)))
+
+start_auditor() { # index (0|1)
+  local i="$1"
+  start_bg "palisade-audit-$i" env PALISADE_LISTEN="127.0.0.1:${AUDIT_PORTS[$i]}" \
+    PALISADE_TLS__SELF_SIGNED_DIR="$WORK/audit-tls-$i" PALISADE_SERVICE__ENABLED=false \
+    PALISADE_POLICIES__DIR="$WORK/audit-policies" PALISADE_AUDIT__ENABLED=true \
+    PALISADE_AUDIT__FLUSH_INTERVAL_SECS=1 PALISADE_AUDIT__LEASE_NAMESPACE=default \
+    PALISADE_AUDIT__LEASE_DURATION_SECS=6 HOSTNAME="auditor-$i" KUBECONFIG="$KUBECONFIG" "$PALISADE_BIN" serve
+  wait_for "auditor $i" 20 curl -fsS --cacert "$WORK/audit-tls-$i/ca.crt" "https://127.0.0.1:${AUDIT_PORTS[$i]}/readyz" \
+    || fail "auditor $i did not start: $(tail -5 "$WORK/logs/palisade-audit-$i.log")"
+}
+
+auditor_metric() { # index, metric line prefix
+  curl -fsS --cacert "$WORK/audit-tls-$1/ca.crt" "https://127.0.0.1:${AUDIT_PORTS[$1]}/metrics" \
+    | awk -v m="$2" '$1 == m {print $2}'
+}
+
+audit_report() { kubectl get policyreport palisade-admission -n e2e-audit -o json 2>/dev/null; }
+
+# result of rule on kind/name: prints fail|warn|skip|... (one per line)
+audit_results() { # kind name rule
+  audit_report | jq -r --arg k "$1" --arg n "$2" --arg r "$3" \
+    '.results[] | select(.resources[0].kind == $k and .resources[0].name == $n and .rule == $r) | .result'
+}
+
+case_background_audit_reports_pre_existing_workloads() {
+  kubectl apply -f "$ROOT/tests/e2e/policyreport-crd.yaml" >/dev/null
+  wait_for "CRD policyreports.wgpolicyk8s.io established" 30 kubectl wait --for condition=established --timeout=5s crd/policyreports.wgpolicyk8s.io
+  kubectl create namespace e2e-audit >/dev/null
+  wait_for "default service account in e2e-audit" 30 kubectl get serviceaccount default -n e2e-audit
+  local name
+  for name in legacy tagged; do
+    kubectl apply -n e2e-audit -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata: {labels: {app: $name}}
+    spec:
+      containers: [{name: app, image: registry.k8s.io/pause:3.10}]
+YAML
+  done
+  restricted_pod bare registry.k8s.io/pause:3.10 | kubectl apply -n e2e-audit -f - >/dev/null
+  # Owned ReplicaSets and Pods exist before the audit starts (and are left
+  # to their controllers' templates).
+  wait_for "the deployments' pods" 60 bash -c "[[ \$(kubectl get pods -n e2e-audit -l 'app in (legacy,tagged)' -o name | wc -l) -eq 2 ]]"
+  # The auditors' policies: the library, a tag rule the webhook does not
+  # have (so the workloads above were admitted before it), and an exception
+  # for one of them that runs out during the test.
+  mkdir -p "$WORK/audit-policies"
+  cp "$POLICIES"/*.yaml "$WORK/audit-policies/"
+  local expires
+  expires=$(date -u -d '+40 seconds' +%Y-%m-%dT%H:%M:%SZ)
+  cat >"$WORK/audit-policies/e2e-audit.yaml" <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: no-pause-310}
+spec:
+  mode: enforce
+  selector: {namespaces: [e2e-audit]}
+  admission: {disallowedTags: ["3.10"]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyException
+metadata: {name: tagged-for-now}
+spec:
+  policy: no-pause-310
+  rules: [images/disallowedTags]
+  selector: {namespaces: [e2e-audit], podLabels: {app: tagged}}
+  expiresAt: "$expires"
+  reason: migrating
+  owner: e2e-team
+YAML
+  start_auditor 0
+  wait_for "auditor 0 leads" 20 bash -c "[[ \$(curl -fsS --cacert '$WORK/audit-tls-0/ca.crt' https://127.0.0.1:${AUDIT_PORTS[0]}/metrics | awk '\$1 == \"palisade_audit_leader\" {print \$2}') == 1 ]]" \
+    || fail "auditor 0 never took the Lease: $(tail -5 "$WORK/logs/palisade-audit-0.log")"
+  start_auditor 1
+  wait_for "the admission PolicyReport" 30 bash -c "kubectl get policyreport palisade-admission -n e2e-audit >/dev/null 2>&1" \
+    || fail "no report: $(tail -5 "$WORK/logs/palisade-audit-0.log")"
+  local report
+  report=$(audit_report)
+  [[ $(audit_results Deployment legacy images/disallowedTags) == fail ]] || fail "legacy not failed: $report"
+  [[ $(audit_results Pod bare images/disallowedTags) == fail ]] || fail "bare pod not failed: $report"
+  [[ $(audit_results Deployment tagged images/disallowedTags) == skip ]] || fail "excepted workload not skipped: $report"
+  jq -e '.results[] | select(.resources[0].name == "tagged" and .rule == "images/disallowedTags")
+      | .message | contains("excepted by PolicyException tagged-for-now")' <<<"$report" >/dev/null || fail "no exception note: $report"
+  # Audit-mode findings are reported too (the library's restricted profile).
+  audit_results Deployment legacy podSecurity/runAsNonRoot | grep -qx warn || fail "no audit-mode finding: $report"
+  jq -e '[.results[].resources[0].kind] | all(. == "Deployment" or . == "Pod")' <<<"$report" >/dev/null || fail "owned objects reported: $report"
+  jq -e '[.results[] | select(.resources[0].kind == "Pod")] | all(.resources[0].name == "bare")' <<<"$report" >/dev/null || fail "owned pods reported: $report"
+  jq -e '.results[] | select(.resources[0].name == "legacy" and .rule == "images/disallowedTags")
+      | .properties.path == "spec.template.spec.containers[0].image"' <<<"$report" >/dev/null || fail "no field path: $report"
+  [[ $(jq -r '.summary.fail' <<<"$report") -eq 2 ]] || fail "summary: $(jq -c .summary <<<"$report")"
+  [[ $(auditor_metric 1 palisade_audit_leader) == 0 ]] || fail "two leaders"
+  [[ $(kubectl get lease palisade-audit -n default -o 'jsonpath={.spec.holderIdentity}') == auditor-0-* ]] || fail "Lease holder"
+  # A change reaches the report: the fixed workload's failure goes.
+  kubectl set image -n e2e-audit deployment/legacy app=registry.k8s.io/pause:3.9 >/dev/null
+  wait_for "legacy fixed in the report" 20 bash -c "! kubectl get policyreport palisade-admission -n e2e-audit -o json | jq -e '.results[] | select(.resources[0].name == \"legacy\" and .rule == \"images/disallowedTags\")' >/dev/null" \
+    || fail "the fix did not reach the report: $(audit_report | jq -c '.results[] | [.resources[0].name, .rule, .result]')"
+  # The exception runs out: what it covered fails.
+  wait_for "exception expired in the report" 60 bash -c "[[ \$(kubectl get policyreport palisade-admission -n e2e-audit -o json | jq -r '.results[] | select(.resources[0].name == \"tagged\" and .rule == \"images/disallowedTags\") | .result') == fail ]]" \
+    || fail "the expired exception still skips: $(audit_report | jq -c '.results[] | [.resources[0].name, .rule, .result]')"
+  audit_report | jq -e '.results[] | select(.resources[0].name == "tagged" and .rule == "images/disallowedTags") | .message | contains("has expired")' >/dev/null \
+    || fail "the failure does not name the expired exception"
+  local writes
+  writes=$(auditor_metric 0 'palisade_audit_report_writes_total{op="apply"}')
+  ((writes >= 3 && writes <= 8)) || fail "auditor 0 wrote the report $writes times for 3 changes"
+  # The leader stops (releasing the Lease); the other takes over, adopts the
+  # report and keeps it current: with every workload gone, it is deleted.
+  stop_bg palisade-audit-0
+  wait_for "auditor 1 leads" 30 bash -c "[[ \$(curl -fsS --cacert '$WORK/audit-tls-1/ca.crt' https://127.0.0.1:${AUDIT_PORTS[1]}/metrics | awk '\$1 == \"palisade_audit_leader\" {print \$2}') == 1 ]]" \
+    || fail "no takeover: $(tail -5 "$WORK/logs/palisade-audit-1.log")"
+  kubectl delete -n e2e-audit deployment/legacy deployment/tagged pod/bare --wait=false >/dev/null
+  wait_for "the report deleted with its findings" 30 bash -c "! kubectl get policyreport palisade-admission -n e2e-audit >/dev/null 2>&1" \
+    || fail "report still there: $(audit_report | jq -c '.results[] | [.resources[0].kind, .resources[0].name, .rule, .result]')"
+  stop_bg palisade-audit-1
+  kubectl delete namespace e2e-audit --wait=false >/dev/null
+}
+
 # ---------------------------------------------------------------- main
 
 echo "work dir: $WORK"
@@ -759,6 +889,7 @@ CASES=(
   case_enforcer_tokens_verified_by_tokenreview
   case_runtime_policy_and_exception_resources_are_watched
   case_status_explains_pods_from_before_the_label_and_check_cluster_what_enforce_would_deny
+  case_background_audit_reports_pre_existing_workloads
 )
 for c in "${CASES[@]}"; do
   [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue
