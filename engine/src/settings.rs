@@ -177,6 +177,10 @@ impl ResourceDefaults {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditSettings {
     pub enabled: bool,
+    /// `key=value`: only namespaces with this label are reported (the
+    /// chart sets the webhooks' opt-in label). Empty: every namespace
+    /// admission does not exclude.
+    pub namespace_label: String,
     /// A namespace's report is rewritten at most once per this many
     /// seconds, however many of its workloads change.
     pub flush_interval_secs: u64,
@@ -191,10 +195,26 @@ pub struct AuditSettings {
     pub lease_duration_secs: u64,
 }
 
+impl AuditSettings {
+    /// `namespace_label` as (key, value); `None` when empty (every
+    /// namespace).
+    pub fn scope_label(&self) -> Result<Option<(&str, &str)>, String> {
+        let text = &self.namespace_label;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Some((key, value))),
+            _ => Err(format!("{text:?} is not key=value")),
+        }
+    }
+}
+
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             enabled: false,
+            namespace_label: String::new(),
             flush_interval_secs: 10,
             max_results_per_report: 500,
             lease_namespace: "palisade-system".into(),
@@ -546,6 +566,9 @@ impl Settings {
         if self.header_read_timeout_secs == 0 {
             problems.push("header_read_timeout_secs must be at least 1".into());
         }
+        if let Err(problem) = self.audit.scope_label() {
+            problems.push(format!("audit.namespace_label: {problem}"));
+        }
         if self.audit.flush_interval_secs == 0 {
             problems.push("audit.flush_interval_secs must be at least 1".into());
         }
@@ -607,6 +630,28 @@ mod tests {
         let s = Settings::load(None, env(&[])).unwrap();
         assert_eq!(s.listen.port(), 8443);
         assert_eq!(s.policies.dir, PathBuf::from("policies"));
+    }
+
+    #[test]
+    fn the_audit_scope_is_a_label_pair() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "PALISADE_AUDIT__NAMESPACE_LABEL",
+                "palisade.dev/inject=enabled",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.audit.scope_label().unwrap(),
+            Some(("palisade.dev/inject", "enabled"))
+        );
+        for bad in ["=enabled", "no-value-separator"] {
+            let err = Settings::load(None, env(&[("PALISADE_AUDIT__NAMESPACE_LABEL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("audit.namespace_label"), "{err}");
+        }
     }
 
     #[test]

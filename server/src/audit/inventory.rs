@@ -46,6 +46,30 @@ pub struct Workload {
 /// Kind and name within a namespace.
 type Key = (String, String);
 
+/// The kind name namespace changes come under.
+pub const NAMESPACE_KIND: &str = "Namespace";
+
+/// Which namespaces get a report: those carrying `key=value` (the
+/// webhooks' opt-in label, so the audit covers what admission covers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceLabel {
+    pub key: String,
+    pub value: String,
+}
+
+impl NamespaceLabel {
+    pub fn new(key: &str, value: &str) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(&self.key) == Some(&self.value)
+    }
+}
+
 struct Entry {
     audited: AuditedObject,
     template: Value,
@@ -60,9 +84,48 @@ pub struct Inventory {
     /// Kinds being relisted (after a watch restart), with what was seen so
     /// far: what the relist does not show again is gone.
     relisting: BTreeMap<String, HashSet<(String, String)>>,
+    /// `None`: every namespace is reported.
+    scope: Option<NamespaceLabel>,
+    /// Namespaces carrying the scope's label.
+    selected: BTreeSet<String>,
 }
 
 impl Inventory {
+    /// Reports only for namespaces labelled `scope` (all when `None`).
+    pub fn scoped(scope: Option<NamespaceLabel>) -> Self {
+        Self {
+            scope,
+            ..Self::default()
+        }
+    }
+
+    fn in_scope(&self, namespace: &str) -> bool {
+        self.scope.is_none() || self.selected.contains(namespace)
+    }
+
+    /// A namespace's labels, as its watch saw them: one that enters or
+    /// leaves the scope gets its report written or deleted.
+    pub fn namespace_labels(&mut self, namespace: &str, labels: &BTreeMap<String, String>) {
+        if let Some(seen) = self.relisting.get_mut(NAMESPACE_KIND) {
+            seen.insert((namespace.to_string(), String::new()));
+        }
+        let Some(scope) = &self.scope else { return };
+        let changed = if scope.matches(labels) {
+            self.selected.insert(namespace.to_string())
+        } else {
+            self.selected.remove(namespace)
+        };
+        if changed {
+            self.dirty.insert(namespace.to_string());
+        }
+    }
+
+    pub fn namespace_gone(&mut self, namespace: &str) {
+        if self.selected.remove(namespace) {
+            self.dirty.insert(namespace.to_string());
+        }
+    }
+
     /// Adds or updates a workload. Its template is judged again only if it
     /// changed (status updates cost nothing).
     pub fn upsert(&mut self, workload: Workload, judge: &impl Judge, now_secs: i64) {
@@ -138,6 +201,18 @@ impl Inventory {
         let Some(seen) = self.relisting.remove(kind) else {
             return;
         };
+        if kind == NAMESPACE_KIND {
+            let gone: Vec<String> = self
+                .selected
+                .iter()
+                .filter(|ns| !seen.contains(&((*ns).clone(), String::new())))
+                .cloned()
+                .collect();
+            for namespace in gone {
+                self.namespace_gone(&namespace);
+            }
+            return;
+        }
         let gone: Vec<(String, String)> = self
             .namespaces
             .iter()
@@ -178,8 +253,12 @@ impl Inventory {
         self.dirty.insert(namespace);
     }
 
-    /// The namespace's report, `None` when it has no findings.
+    /// The namespace's report, `None` when it has no findings or is out
+    /// of scope.
     pub fn report(&self, namespace: &str, limits: Limits) -> Option<Value> {
+        if !self.in_scope(namespace) {
+            return None;
+        }
         let objects = self.namespaces.get(namespace)?;
         report::build(namespace, objects.values().map(|e| &e.audited), limits)
     }
@@ -193,10 +272,14 @@ impl Inventory {
         self.namespaces.is_empty()
     }
 
-    /// Every finding by outcome, for metrics.
+    /// Every reported finding by outcome, for metrics.
     pub fn summary(&self) -> Summary {
         let mut summary = Summary::default();
-        for entry in self.namespaces.values().flat_map(BTreeMap::values) {
+        let in_scope = self
+            .namespaces
+            .iter()
+            .filter(|(namespace, _)| self.in_scope(namespace));
+        for entry in in_scope.flat_map(|(_, objects)| objects.values()) {
             for result in &entry.audited.results {
                 summary.add(result.outcome);
             }
@@ -297,6 +380,33 @@ mod tests {
         inventory.relist_done("Deployment");
         assert_eq!(inventory.take_dirty(), BTreeSet::from(["b".to_string()]));
         assert_eq!(inventory.len(), 1);
+    }
+
+    #[test]
+    fn only_namespaces_with_the_label_are_reported() {
+        let judge = LatestIsBad(Cell::new(0));
+        let scope = NamespaceLabel::new("palisade.dev/inject", "enabled");
+        let mut inventory = Inventory::scoped(Some(scope));
+        inventory.upsert(workload("shop", "api", "nginx:latest"), &judge, 1);
+        assert!(
+            inventory.report("shop", LIMITS).is_none(),
+            "not labelled (yet)"
+        );
+        inventory.take_dirty();
+        let opted_in = BTreeMap::from([("palisade.dev/inject".to_string(), "enabled".to_string())]);
+        inventory.namespace_labels("shop", &opted_in);
+        assert_eq!(inventory.take_dirty().len(), 1);
+        assert!(inventory.report("shop", LIMITS).is_some());
+        assert_eq!(inventory.summary().fail, 1);
+        // Labels seen again unchanged: nothing to write.
+        inventory.namespace_labels("shop", &opted_in);
+        assert!(inventory.take_dirty().is_empty());
+        // The label is removed while the watch is down: the relist notices.
+        inventory.relist_started(NAMESPACE_KIND);
+        inventory.relist_done(NAMESPACE_KIND);
+        assert_eq!(inventory.take_dirty().len(), 1);
+        assert!(inventory.report("shop", LIMITS).is_none());
+        assert_eq!(inventory.summary().fail, 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::sync::watch as signal;
 
 use crate::metrics::Metrics;
 use crate::sources::PolicyStore;
-use inventory::Inventory;
+use inventory::{Inventory, NamespaceLabel};
 use report::{AuditResult, Limits, MAX_REPORT_BYTES};
 use watch::Change;
 use writer::Writer;
@@ -115,7 +115,13 @@ async fn audit_while_leading(
     ));
     let mut generation = policies.subscribe();
     let mut current = policies.current();
-    let mut inventory = Inventory::default();
+    // Settings are validated at start: the label parses.
+    let scope = audit
+        .scope_label()
+        .ok()
+        .flatten()
+        .map(|(key, value)| NamespaceLabel::new(key, value));
+    let mut inventory = Inventory::scoped(scope);
     let mut writer = Writer::new(
         client,
         Limits {
@@ -154,6 +160,8 @@ async fn audit_while_leading(
                         inventory.upsert(workload, &judge, now_secs());
                     }
                     Change::Gone { namespace, kind, name } => inventory.remove(&namespace, kind, &name),
+                    Change::Namespace { name, labels } => inventory.namespace_labels(&name, &labels),
+                    Change::NamespaceGone(name) => inventory.namespace_gone(&name),
                 }
             }
             changed = generation.changed() => {

@@ -3,16 +3,18 @@
 //! controller owns are left out: their controller's template is judged
 //! (as `palisade check --cluster` does).
 
+use std::collections::BTreeMap;
+
 use futures_util::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::{watcher, WatchStreamExt};
 use palisade_engine::admission::template::{self, TemplateLocation};
 use serde_json::{json, Value};
 
-use super::inventory::Workload;
+use super::inventory::{Workload, NAMESPACE_KIND};
 use super::report::ResourceRef;
 
 /// What a watch saw.
@@ -28,6 +30,12 @@ pub enum Change {
         kind: &'static str,
         name: String,
     },
+    /// A namespace and its labels (the audit's scope follows them).
+    Namespace {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    NamespaceGone(String),
 }
 
 struct Kind {
@@ -58,9 +66,10 @@ fn kinds() -> Vec<Kind> {
     ]
 }
 
-/// How many kinds [`changes`] watches: reports wait until each has listed.
+/// How many kinds [`changes`] watches (namespaces included): reports
+/// wait until each has listed.
 pub fn kind_count() -> usize {
-    kinds().len()
+    kinds().len() + 1
 }
 
 /// Every change to an audited object outside `excluded` namespaces.
@@ -98,7 +107,30 @@ pub fn changes(client: kube::Client, excluded: &[String]) -> BoxStream<'static, 
             })
             .boxed()
     });
-    stream::select_all(streams).boxed()
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| {
+            let change = match event {
+                Ok(watcher::Event::Init) => Some(Change::Relisting(NAMESPACE_KIND)),
+                Ok(watcher::Event::InitDone) => Some(Change::Listed(NAMESPACE_KIND)),
+                Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                    Some(Change::Namespace {
+                        name: ns.metadata.name.unwrap_or_default(),
+                        labels: ns.metadata.labels.unwrap_or_default(),
+                    })
+                }
+                Ok(watcher::Event::Delete(ns)) => {
+                    Some(Change::NamespaceGone(ns.metadata.name.unwrap_or_default()))
+                }
+                Err(e) => {
+                    tracing::warn!(kind = NAMESPACE_KIND, error = %e, "audit watch interrupted; retrying");
+                    None
+                }
+            };
+            std::future::ready(change)
+        })
+        .boxed();
+    stream::select_all(streams.chain(std::iter::once(namespaces))).boxed()
 }
 
 /// An owned object counts as gone: a controller may adopt a bare Pod or
