@@ -2,7 +2,8 @@
 # Sourced by tests/node/run.sh: a real OCI registry (CNCF Distribution,
 # pinned, built from the Go module proxy like tests/e2e/build-binaries.sh
 # builds the cluster) so the node pulls images over HTTP as in production.
-# Needs CACHE_DIR, WORK, start_bg/stop_bg/wait_for (tests/e2e/cluster.sh).
+# build_registry needs CACHE_DIR and the network (run it outside the suite's
+# namespace); the rest needs WORK, start_bg/stop_bg/wait_for (tests/e2e/cluster.sh).
 
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 REGISTRY_BIN="$CACHE_DIR/bin/registry-$REGISTRY_VERSION"
@@ -54,7 +55,7 @@ make_htpasswd() { # user, password, file
   if command -v htpasswd >/dev/null; then
     htpasswd -nbB -C 4 "$1" "$2" | sed '/^$/d' >"$3"
   else
-    python3 -W ignore -c 'import crypt, sys
+    /usr/bin/python3 -W ignore -c 'import crypt, sys
 print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))' "$1" "$2" >"$3"
   fi
 }

@@ -30,6 +30,10 @@ if [[ -z "${PALISADE_NODE_NETNS:-}" ]]; then
   for tool in containerd runc ctr iptables ip umoci skopeo busybox nsenter; do
     command -v "$tool" >/dev/null || { echo "missing $tool (see .ci/run)" >&2; exit 1; }
   done
+  # Built here: the network namespace has no route to the Go module proxy.
+  # shellcheck source=tests/node/registry.sh
+  source "$ROOT/tests/node/registry.sh"
+  build_registry
   netns="palisade-e2e-$$"
   ip netns add "$netns"
   # Whatever is still in the namespace goes with it, also on interruption.
@@ -60,8 +64,12 @@ source "$ROOT/tests/node/registry.sh"
 
 PASSED=0
 FAILED=()
+# The command that failed, repeated as the last line: CI shows the tail.
+set -E
+FAILED_AT=""
+trap 'FAILED_AT="line $LINENO: $BASH_COMMAND"' ERR
 finish() {
-  local code=$?
+  local code=$? failed_at="$FAILED_AT"
   if [[ -n "${NODE_HOLD:-}" ]]; then
     echo "holding the cluster (KUBECONFIG=$WORK/admin.kubeconfig, netns $PALISADE_NODE_NETNS): rm $WORK/hold to end"
     touch "$WORK/hold"
@@ -80,6 +88,9 @@ finish() {
   stop_registry
   stop_all
   [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
+  if ((code != 0)) && [[ -n "$failed_at" ]]; then
+    echo "node suite failed (exit $code) at $failed_at" >&2
+  fi
 }
 trap finish EXIT
 
@@ -116,7 +127,6 @@ REGISTRY="$NODE_IP:5000"
 PREVENT_IMAGE="$REGISTRY/e2e/prevent:1"
 REGISTRY_USER="e2e:registry-pass"
 start_test_registry() {
-  build_registry
   make_htpasswd "${REGISTRY_USER%%:*}" "${REGISTRY_USER#*:}" "$WORK/htpasswd"
   start_registry "$REGISTRY" "$WORK/htpasswd"
   push_image "$WORK/images/prevent-1.oci.tar" "$PREVENT_IMAGE" "$REGISTRY_USER"
