@@ -89,12 +89,15 @@ sleep 2
 RSS_IDLE=$(rss_kib)
 FLUSH=10
 ROWS=()
+# The clients of a phase, waited for by pid: a bare `wait` would also wait
+# for the control plane started in the background.
+CLIENTS=()
 
 # 1. 1000 Deployments created at once (the controller-manager adds their
 # ReplicaSets and Pods, which the audit watches and leaves to the template).
 phase_start
-for ns in $(seq 1 "$NAMESPACES"); do deployments "bench-$ns" | kubectl create -f - >/dev/null & done
-wait
+for ns in $(seq 1 "$NAMESPACES"); do deployments "bench-$ns" | kubectl create -f - >/dev/null & CLIENTS+=($!); done
+wait "${CLIENTS[@]}"
 all_held() { [[ $(metric palisade_audit_workloads) -ge $WORKLOADS ]] && reports_settled '.warn > 0'; }
 wait_for "reports of $WORKLOADS workloads" 300 all_held >/dev/null
 sleep $((FLUSH + 2))
@@ -120,8 +123,9 @@ phase_end "policy change: $WORKLOADS re-judged"
 
 # 3. Every workload updated at once.
 phase_start
-for ns in $(seq 1 "$NAMESPACES"); do kubectl set image deployment --all -n "bench-$ns" app=registry.k8s.io/pause:3.9 >/dev/null & done
-wait
+CLIENTS=()
+for ns in $(seq 1 "$NAMESPACES"); do kubectl set image deployment --all -n "bench-$ns" app=registry.k8s.io/pause:3.9 >/dev/null & CLIENTS+=($!); done
+wait "${CLIENTS[@]}"
 wait_for "every update in the reports" 300 reports_settled '.fail == 0' >/dev/null
 sleep $((FLUSH + 2))
 phase_end "$WORKLOADS Deployments updated"

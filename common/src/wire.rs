@@ -101,6 +101,25 @@ pub struct Event {
     pub exception: Option<String>,
 }
 
+impl Event {
+    /// An event about the enforcer itself (`agent/...`): no policy, no
+    /// process, nothing acted on.
+    pub fn agent(id: String, time_ms: i64, rule: &str, message: String) -> Self {
+        Event {
+            id,
+            time_ms,
+            kind: EventKind::Agent,
+            rule: rule.to_string(),
+            policy: None,
+            mode: Mode::Audit,
+            message,
+            process: None,
+            action: None,
+            exception: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessInfo {

@@ -611,7 +611,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         let event = match (agent.state, before) {
-            (AgentState::Stopping, _) => Some(agent_event(
+            (AgentState::Stopping, _) => Some(Event::agent(
                 format!("stopped-{}", agent.boot_id),
                 now,
                 "agent/stopped",
@@ -627,7 +627,7 @@ impl Store {
                 } else {
                     "restarted"
                 };
-                Some(agent_event(
+                Some(Event::agent(
                     format!("returned-{}-{last_seen}", agent.boot_id),
                     now,
                     "agent/returned",
@@ -678,7 +678,7 @@ impl Store {
             if changed.rows_affected() == 0 {
                 continue;
             }
-            let event = agent_event(
+            let event = Event::agent(
                 format!("missing-{boot}-{last_seen}"),
                 now,
                 "agent/missing",
@@ -759,22 +759,6 @@ pub struct AgentTotals {
     pub agents: u64,
     pub dropped: u64,
     pub unobserved: u64,
-}
-
-/// An event the service records about an enforcer.
-fn agent_event(id: String, time_ms: i64, rule: &str, message: String) -> Event {
-    Event {
-        id,
-        time_ms,
-        kind: EventKind::Agent,
-        rule: rule.to_string(),
-        policy: None,
-        mode: Mode::Audit,
-        message,
-        process: None,
-        action: None,
-        exception: None,
-    }
 }
 
 fn non_empty<'a>(text: &'a str, otherwise: &'a str) -> &'a str {

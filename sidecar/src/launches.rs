@@ -21,7 +21,6 @@ use palisade_common::launch::{
     CoverageLevel, CoverageSummary, LandlockSupport, LAUNCHER_PATH, REPORT_ACK, REPORT_MAX_BYTES,
     REPORT_SOCKET,
 };
-use palisade_common::policy::Mode;
 use palisade_common::wire::Event;
 
 use crate::report::{now_ms, Reporter};
@@ -122,20 +121,12 @@ pub fn bind() -> std::io::Result<UnixListener> {
 /// app squatting it after an enforcer restart would collect them).
 pub fn report_unavailable(reporter: &Reporter, error: &std::io::Error) {
     tracing::warn!(%error, "cannot receive the launchers' coverage reports");
-    reporter.report(Event {
-        id: reporter.next_id(),
-        time_ms: now_ms(),
-        kind: Rule::LaunchCoverage.kind(),
-        rule: Rule::LaunchCoverage.as_str().into(),
-        policy: None,
-        mode: Mode::Audit,
-        message: format!(
-            "cannot receive the launchers' coverage reports on @{REPORT_SOCKET}: {error}"
-        ),
-        process: None,
-        action: None,
-        exception: None,
-    });
+    reporter.report(Event::agent(
+        reporter.next_id(),
+        now_ms(),
+        Rule::LaunchCoverage.as_str(),
+        format!("cannot receive the launchers' coverage reports on @{REPORT_SOCKET}: {error}"),
+    ));
 }
 
 /// Serves the socket on its own thread until the process exits.
@@ -166,26 +157,21 @@ fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
                 let start = peer.start.unwrap_or_default().to_string();
                 let message = describe(&summary);
                 tracing::info!(pid = peer.pid, %message, "launch coverage");
-                reporter.report(Event {
-                    id: rules::stable_id(
-                        "l",
-                        &[
-                            Rule::LaunchCoverage.as_str(),
-                            &container,
-                            &peer.pid.to_string(),
-                            &start,
-                        ],
-                    ),
-                    time_ms: now_ms(),
-                    kind: Rule::LaunchCoverage.kind(),
-                    rule: Rule::LaunchCoverage.as_str().into(),
-                    policy: None,
-                    mode: Mode::Audit,
+                let id = rules::stable_id(
+                    "l",
+                    &[
+                        Rule::LaunchCoverage.as_str(),
+                        &container,
+                        &peer.pid.to_string(),
+                        &start,
+                    ],
+                );
+                reporter.report(Event::agent(
+                    id,
+                    now_ms(),
+                    Rule::LaunchCoverage.as_str(),
                     message,
-                    process: None,
-                    action: None,
-                    exception: None,
-                });
+                ));
             }
             Err(refusal) => {
                 // Logged, bounded: a process looping on connect must not

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use palisade_common::policy::Mode;
 use palisade_common::wire::Event;
 use palisade_enforcer::config::Settings;
 use palisade_enforcer::launches;
@@ -84,18 +83,12 @@ fn main() -> anyhow::Result<()> {
     monitor.tick();
     let signals = observable_signals(&settings, &monitor.coverage());
     tracing::info!(%signals, "enforcer started");
-    reporter.report(Event {
-        id: format!("{}-started", reporter.boot_id()),
-        time_ms: now_ms(),
-        kind: Rule::AgentStarted.kind(),
-        rule: Rule::AgentStarted.as_str().into(),
-        policy: None,
-        mode: Mode::Audit,
-        message: format!("policy from {source}; {signals}"),
-        process: None,
-        action: None,
-        exception: None,
-    });
+    reporter.report(Event::agent(
+        format!("{}-started", reporter.boot_id()),
+        now_ms(),
+        Rule::AgentStarted.as_str(),
+        format!("policy from {source}; {signals}"),
+    ));
     let reason = loop {
         if term.load(Ordering::Relaxed) {
             break "SIGTERM";
