@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use palisade_common::wire::{ExceptionRecord, PolicyRecord, StoredEvent};
+use palisade_common::wire::{EventKind, ExceptionRecord, PolicyRecord, StoredEvent};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -129,10 +129,57 @@ impl Client {
         self.send(self.http.delete(&url), &url).await.map(drop)
     }
 
-    pub async fn events(&self, query: &[(&str, String)]) -> Result<Vec<StoredEvent>, ClientError> {
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, ClientError> {
         let url = self.url("/api/v1/events");
-        let body = self.send(self.http.get(&url).query(query), &url).await?;
+        let body = self
+            .send(self.http.get(&url).query(&filter.query()), &url)
+            .await?;
         Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+
+    /// The service's address, for messages.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+}
+
+/// What `GET /api/v1/events` is asked for; `None` leaves a filter out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Exact rule id, e.g. `agent/prevention`.
+    pub rule: Option<String>,
+    /// Unix milliseconds.
+    pub since_ms: Option<i64>,
+    pub limit: u32,
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            pod: None,
+            kind: None,
+            rule: None,
+            since_ms: None,
+            limit: 100,
+        }
+    }
+}
+
+impl EventFilter {
+    /// The query string, in the service's parameter names.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = vec![("limit", self.limit.to_string())];
+        query.extend(self.namespace.clone().map(|n| ("namespace", n)));
+        query.extend(self.pod.clone().map(|p| ("pod", p)));
+        query.extend(self.kind.map(|k| ("kind", k.as_str().to_string())));
+        query.extend(self.rule.clone().map(|r| ("rule", r)));
+        query.extend(self.since_ms.map(|s| ("since", s.to_string())));
+        query
     }
 }
 
@@ -279,6 +326,27 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn an_event_filter_sends_only_what_it_names() {
+        let filter = EventFilter {
+            namespace: Some("shop".into()),
+            kind: Some(EventKind::Agent),
+            rule: Some("agent/prevention".into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        assert_eq!(
+            filter.query(),
+            [
+                ("limit", "1000".to_string()),
+                ("namespace", "shop".into()),
+                ("kind", "agent".into()),
+                ("rule", "agent/prevention".into()),
+            ]
+        );
+        assert_eq!(EventFilter::default().query(), [("limit", "100".into())]);
     }
 
     #[test]

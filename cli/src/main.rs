@@ -17,8 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use client::{Client, Kind};
+use client::{Client, EventFilter, Kind};
 use palisade_common::policy::{Document, Mode};
+use palisade_common::wire::EventKind;
 use palisade_engine::policy::{load_dir_documents, split_yaml_documents, PolicySet};
 #[cfg(feature = "server")]
 use palisade_engine::settings::LogFormat;
@@ -116,6 +117,13 @@ enum Command {
         /// webhook runs them.
         #[arg(long, env = "PALISADE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also show what the kernel enforced in each confined container:
+        /// the launchers' reports, read from the policy service.
+        #[arg(long)]
+        coverage: bool,
+        // The policy service, for --coverage.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Show runtime events reported by enforcers.
     Events {
@@ -126,8 +134,11 @@ enum Command {
         #[arg(long)]
         pod: Option<String>,
         /// drift, behavior or agent
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<EventKind>,
+        /// One rule exactly (e.g. agent/prevention).
         #[arg(long)]
-        kind: Option<String>,
+        rule: Option<String>,
         /// Only events newer than this (e.g. 30m, 2h, 7d).
         #[arg(long)]
         since: Option<String>,
@@ -260,37 +271,53 @@ async fn main() -> anyhow::Result<()> {
             restart,
             injector_version,
             config,
+            coverage,
+            conn,
         } => {
             let scope = StatusScope {
                 namespace,
                 selector,
                 injector_version,
             };
-            status(scope, output, restart, config).await
+            let service = coverage.then(|| conn.client()).transpose()?;
+            status(scope, output, restart, config, service).await
         }
         Command::Events {
             conn,
             namespace,
             pod,
             kind,
+            rule,
             since,
             limit,
         } => {
-            let mut query = vec![("limit", limit.to_string())];
-            query.extend(namespace.map(|n| ("namespace", n)));
-            query.extend(pod.map(|p| ("pod", p)));
-            query.extend(kind.map(|k| ("kind", k)));
-            if let Some(since) = since {
-                let Some(ago) = client::parse_duration_ms(&since) else {
-                    bail!("--since {since:?}: expected a duration such as 30m, 2h or 7d");
-                };
-                query.push(("since", (client::now_ms() - ago).to_string()));
-            }
-            let events = conn.client()?.events(&query).await?;
+            let since_ms = match since {
+                None => None,
+                Some(since) => {
+                    let Some(ago) = client::parse_duration_ms(&since) else {
+                        bail!("--since {since:?}: expected a duration such as 30m, 2h or 7d");
+                    };
+                    Some(client::now_ms() - ago)
+                }
+            };
+            let filter = EventFilter {
+                namespace,
+                pod,
+                kind,
+                rule,
+                since_ms,
+                limit,
+            };
+            let events = conn.client()?.events(&filter).await?;
             print!("{}", client::events_table(&events));
             Ok(())
         }
     }
+}
+
+/// `--kind`, checked before anything is sent.
+fn parse_kind(text: &str) -> Result<EventKind, String> {
+    EventKind::parse(text).ok_or_else(|| "expected drift, behavior or agent".to_string())
 }
 
 fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
@@ -454,6 +481,7 @@ async fn status(
     output: OutputFormat,
     restart: bool,
     config: Option<PathBuf>,
+    coverage_from: Option<Client>,
 ) -> anyhow::Result<()> {
     let settings = load_settings(config.as_deref())?;
     let output = match output {
@@ -469,6 +497,7 @@ async fn status(
         output,
         restart,
         &settings,
+        coverage_from.as_ref(),
     )
     .await
 }
@@ -479,6 +508,7 @@ async fn status(
     _output: OutputFormat,
     _restart: bool,
     _config: Option<PathBuf>,
+    _coverage_from: Option<Client>,
 ) -> anyhow::Result<()> {
     bail!("this palisade was built without the apiserver client (cargo feature `server`)")
 }

@@ -2,14 +2,18 @@
 //! the current enforcer, which of its containers are confined, why a pod
 //! has no enforcer, and which workloads a restart would fix (`--restart`
 //! rolls them, as `kubectl rollout restart` does). The verdicts come from
-//! the engine's `rollout` module; this file only talks to the apiserver.
+//! the engine's `rollout` module; this file only talks to the apiserver,
+//! and with `--coverage` to the policy service, for what the kernel
+//! enforced in each confined container (the launchers' reports).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use palisade_common::launch::{CoverageLevel, CoverageSummary, LandlockSupport, COVERAGE_RULE};
+use palisade_common::wire::{EventKind, StoredEvent};
 use palisade_common::INJECT_LABEL;
 use palisade_engine::admission::enforcer::EnforcerIdentity;
 use palisade_engine::rollout::{
@@ -18,10 +22,13 @@ use palisade_engine::rollout::{
 use palisade_engine::settings::Settings;
 use serde::Serialize;
 
-use crate::client::table;
+use crate::client::{table, Client, EventFilter};
 
 /// The value of [`INJECT_LABEL`] that opts a namespace in.
 const OPTED_IN: &str = "enabled";
+/// Coverage reports read per namespace, newest first: one per container
+/// start, so this covers many restarts of every pod.
+const REPORTS_PER_NAMESPACE: u32 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -54,6 +61,24 @@ pub struct PodReport {
     pub workload: Option<Workload>,
     #[serde(flatten)]
     pub assessment: Assessment,
+    /// Reports are matched by uid: a pod recreated under the same name is
+    /// another pod.
+    #[serde(skip)]
+    pub uid: String,
+    /// With `--coverage`: per confined container, what the kernel enforced
+    /// (`None`: no report arrived from this pod).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<BTreeMap<String, Option<CoverageSummary>>>,
+}
+
+impl PodReport {
+    /// The containers the injector started under the launcher.
+    fn confined(&self) -> &[String] {
+        match &self.assessment.injection {
+            Injection::Injected { confined, .. } => confined,
+            Injection::NotInjected { .. } => &[],
+        }
+    }
 }
 
 pub async fn run(
@@ -61,14 +86,19 @@ pub async fn run(
     output: Output,
     restart: bool,
     settings: &Settings,
+    coverage_from: Option<&Client>,
 ) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    let reports = gather(&client, &scope, settings).await?;
+    let mut reports = gather(&client, &scope, settings).await?;
+    if let Some(service) = coverage_from {
+        let found = kernel_reports(service, &reports).await?;
+        attach_kernel(&mut reports, &found);
+    }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
-        Output::Table => print!("{}", render(&reports)),
+        Output::Table => print!("{}", render(&reports, coverage_from.is_some())),
     }
     if restart {
         let workloads: BTreeSet<&Workload> = reports
@@ -162,6 +192,8 @@ async fn gather(
                 pod: pod.metadata.name.clone().unwrap_or_default(),
                 workload,
                 assessment,
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                kernel: None,
             });
         }
     }
@@ -208,6 +240,145 @@ async fn owner(
     })
 }
 
+/// The launchers' reports in the namespaces that have a confined
+/// container (the others have nothing to report), one query each.
+async fn kernel_reports(service: &Client, reports: &[PodReport]) -> anyhow::Result<KernelReports> {
+    let namespaces: BTreeSet<&str> = reports
+        .iter()
+        .filter(|r| !r.confined().is_empty())
+        .map(|r| r.namespace.as_str())
+        .collect();
+    let mut found = KernelReports::default();
+    for namespace in namespaces {
+        let filter = EventFilter {
+            namespace: Some(namespace.to_string()),
+            kind: Some(EventKind::Agent),
+            rule: Some(COVERAGE_RULE.to_string()),
+            limit: REPORTS_PER_NAMESPACE,
+            ..Default::default()
+        };
+        let events = service.events(&filter).await.with_context(|| {
+            format!(
+                "reading the coverage reports of namespace {namespace} from the policy service \
+                 at {} (--server)",
+                service.server()
+            )
+        })?;
+        found.add(events);
+    }
+    Ok(found)
+}
+
+/// A pod's container, as its enforcer reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ContainerKey {
+    namespace: String,
+    pod: String,
+    uid: String,
+    container: String,
+}
+
+/// The newest coverage report of each container of each pod.
+#[derive(Debug, Default)]
+pub struct KernelReports(BTreeMap<ContainerKey, (i64, CoverageSummary)>);
+
+impl KernelReports {
+    /// Keeps the newer report of a container (it restarted and was
+    /// confined again). Events without a summary (the enforcer could not
+    /// receive reports, or predates summaries) say nothing of a container.
+    pub fn add(&mut self, events: impl IntoIterator<Item = StoredEvent>) {
+        for stored in events {
+            let event = stored.event;
+            if event.rule != COVERAGE_RULE {
+                continue;
+            }
+            let Some(summary) = event.coverage else {
+                continue;
+            };
+            let Some(container) = summary.container.clone() else {
+                continue;
+            };
+            let key = ContainerKey {
+                namespace: stored.pod.namespace,
+                pod: stored.pod.name,
+                uid: stored.pod.uid,
+                container,
+            };
+            match self.0.get(&key) {
+                Some((newest, _)) if *newest >= event.time_ms => {}
+                _ => {
+                    self.0.insert(key, (event.time_ms, summary));
+                }
+            }
+        }
+    }
+
+    /// What the kernel enforced in each confined container of `pod`.
+    fn for_pod(&self, pod: &PodReport) -> BTreeMap<String, Option<CoverageSummary>> {
+        pod.confined()
+            .iter()
+            .map(|container| {
+                let key = ContainerKey {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.pod.clone(),
+                    uid: pod.uid.clone(),
+                    container: container.clone(),
+                };
+                let found = self.0.get(&key).map(|(_, summary)| summary.clone());
+                (container.clone(), found)
+            })
+            .collect()
+    }
+}
+
+/// Gives every pod its `kernel` field (empty when nothing is confined).
+pub fn attach_kernel(reports: &mut [PodReport], found: &KernelReports) {
+    for report in reports {
+        report.kernel = Some(found.for_pod(report));
+    }
+}
+
+/// One container in the KERNEL column: the level, then Landlock's ABI and
+/// what it left out, or why Landlock did nothing at all.
+pub fn kernel_cell(container: &str, report: Option<&CoverageSummary>) -> String {
+    let Some(summary) = report else {
+        return format!("{container}: no report");
+    };
+    let level = match summary.level {
+        CoverageLevel::Full => "full",
+        CoverageLevel::Partial => "partial",
+        CoverageLevel::None => "none",
+    };
+    let mut detail = match summary.landlock {
+        LandlockSupport::Available(abi) => format!("ABI {abi}"),
+        LandlockSupport::NotEnabled => "Landlock not enabled".to_string(),
+        LandlockSupport::NotImplemented => "Landlock unavailable".to_string(),
+        LandlockSupport::Unknown => "Landlock not applied".to_string(),
+    };
+    // Without Landlock nothing is enforced, for that one reason.
+    let available = matches!(summary.landlock, LandlockSupport::Available(_));
+    if available && !summary.not_enforced.is_empty() {
+        let missing: Vec<&str> = summary
+            .not_enforced
+            .iter()
+            .map(|n| n.protection.as_str())
+            .collect();
+        detail.push_str(&format!("; not enforced: {}", missing.join(", ")));
+    }
+    format!("{container}: {level} ({detail})")
+}
+
+fn kernel_column(report: &PodReport) -> String {
+    match &report.kernel {
+        Some(kernel) if !kernel.is_empty() => kernel
+            .iter()
+            .map(|(container, summary)| kernel_cell(container, summary.as_ref()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "-".to_string(),
+    }
+}
+
 /// What `kubectl rollout restart` does: a new template annotation, so the
 /// controller replaces every pod (through the webhook).
 async fn restart_workload(client: &kube::Client, workload: &Workload) -> anyhow::Result<()> {
@@ -236,9 +407,9 @@ async fn restart_workload(client: &kube::Client, workload: &Workload) -> anyhow:
     Ok(())
 }
 
-/// One row per pod: enforcer release or why none, prevention, and what a
-/// restart would do.
-pub fn render(reports: &[PodReport]) -> String {
+/// One row per pod: enforcer release or why none, prevention as planned,
+/// with `kernel` as enforced, and what a restart would do.
+pub fn render(reports: &[PodReport], kernel: bool) -> String {
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
@@ -271,17 +442,182 @@ pub fn render(reports: &[PodReport]) -> String {
                 (Some(why), Some(w)) => format!("{}/{}: {why}", w.kind.to_lowercase(), w.name),
                 (Some(why), None) => format!("recreate: {why}"),
             };
-            vec![
-                r.namespace.clone(),
-                r.pod.clone(),
-                enforcer,
-                prevention,
-                restart,
-            ]
+            let mut row = vec![r.namespace.clone(), r.pod.clone(), enforcer, prevention];
+            if kernel {
+                row.push(kernel_column(r));
+            }
+            row.push(restart);
+            row
         })
         .collect();
-    table(
-        &["NAMESPACE", "POD", "ENFORCER", "PREVENTION", "RESTART"],
-        &rows,
-    )
+    let header: &[&str] = if kernel {
+        &[
+            "NAMESPACE",
+            "POD",
+            "ENFORCER",
+            "PREVENTION",
+            "KERNEL",
+            "RESTART",
+        ]
+    } else {
+        &["NAMESPACE", "POD", "ENFORCER", "PREVENTION", "RESTART"]
+    };
+    table(header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_common::launch::NotEnforcedSummary;
+    use palisade_common::wire::{Event, PodRef};
+
+    /// A pod injected by this release, with `confined` app containers.
+    fn mk_pod(pod: &str, uid: &str, confined: &[&str]) -> PodReport {
+        PodReport {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            workload: None,
+            assessment: Assessment {
+                injection: Injection::Injected {
+                    version: "0.1.0".into(),
+                    confined: confined.iter().map(|c| c.to_string()).collect(),
+                    unconfined: BTreeMap::new(),
+                },
+                restart: None,
+            },
+            uid: uid.into(),
+            kernel: None,
+        }
+    }
+
+    fn mk_summary(
+        container: &str,
+        level: CoverageLevel,
+        landlock: LandlockSupport,
+    ) -> CoverageSummary {
+        CoverageSummary {
+            container: Some(container.into()),
+            level,
+            landlock,
+            enforced: Vec::new(),
+            not_enforced: Vec::new(),
+        }
+    }
+
+    /// An `agent/prevention` event from `pod` (uid `uid`) at `time_ms`.
+    fn mk_event(pod: &str, uid: &str, time_ms: i64, summary: CoverageSummary) -> StoredEvent {
+        StoredEvent {
+            pod: PodRef {
+                namespace: "shop".into(),
+                name: pod.into(),
+                uid: uid.into(),
+            },
+            received_ms: time_ms,
+            event: Event::agent(
+                format!("{uid}-{time_ms}"),
+                time_ms,
+                COVERAGE_RULE,
+                "m".into(),
+            )
+            .with_coverage(summary),
+        }
+    }
+
+    fn full(container: &str, abi: u8) -> CoverageSummary {
+        mk_summary(
+            container,
+            CoverageLevel::Full,
+            LandlockSupport::Available(abi),
+        )
+    }
+
+    #[test]
+    fn the_newest_report_of_each_container_of_this_very_pod_is_kept() {
+        let mut found = KernelReports::default();
+        found.add(vec![
+            // Newest first, as the service answers; order must not matter.
+            mk_event("cart-0", "new", 3_000, full("app", 7)),
+            mk_event("cart-0", "new", 1_000, full("app", 5)),
+            mk_event("cart-0", "new", 4_000, full("app", 6)),
+            // The pod this one replaced, under the same name.
+            mk_event("cart-0", "old", 9_000, full("sidecar", 7)),
+        ]);
+        let mut reports = vec![mk_pod("cart-0", "new", &["app", "sidecar"])];
+        attach_kernel(&mut reports, &found);
+        let kernel = reports[0].kernel.as_ref().unwrap();
+        assert_eq!(kernel["app"], Some(full("app", 6)));
+        assert_eq!(
+            kernel["sidecar"], None,
+            "the old pod's report is not this pod's"
+        );
+    }
+
+    #[test]
+    fn events_without_a_summary_or_of_another_rule_say_nothing() {
+        let mut found = KernelReports::default();
+        let mut other = mk_event("cart-0", "u", 1_000, full("app", 7));
+        other.event.rule = "agent/started".into();
+        let mut bare = mk_event("cart-0", "u", 2_000, full("app", 7));
+        bare.event.coverage = None;
+        found.add(vec![other, bare]);
+        let mut reports = vec![mk_pod("cart-0", "u", &["app"]), mk_pod("web-0", "w", &[])];
+        attach_kernel(&mut reports, &found);
+        assert_eq!(reports[0].kernel.as_ref().unwrap()["app"], None);
+        assert_eq!(reports[1].kernel.as_ref().map(BTreeMap::len), Some(0));
+    }
+
+    #[test]
+    fn a_kernel_cell_names_the_level_the_abi_and_what_is_missing_or_why() {
+        assert_eq!(
+            kernel_cell("app", Some(&full("app", 7))),
+            "app: full (ABI 7)"
+        );
+        let mut partial = mk_summary("app", CoverageLevel::Partial, LandlockSupport::Available(3));
+        partial.not_enforced = ["tcpBind", "tcpConnect"]
+            .map(|p| NotEnforcedSummary {
+                protection: p.into(),
+                reason: "kernelAbiTooOld".into(),
+            })
+            .to_vec();
+        assert_eq!(
+            kernel_cell("app", Some(&partial)),
+            "app: partial (ABI 3; not enforced: tcpBind, tcpConnect)"
+        );
+        let mut none = mk_summary("app", CoverageLevel::None, LandlockSupport::NotEnabled);
+        none.not_enforced = partial.not_enforced.clone();
+        assert_eq!(
+            kernel_cell("app", Some(&none)),
+            "app: none (Landlock not enabled)"
+        );
+        assert_eq!(kernel_cell("app", None), "app: no report");
+    }
+
+    #[test]
+    fn the_kernel_column_and_field_appear_only_with_coverage() {
+        let plain = vec![mk_pod("cart-0", "u", &["app"])];
+        let table = render(&plain, false);
+        assert!(!table.contains("KERNEL"), "{table}");
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(
+            json[0].get("kernel").is_none() && json[0].get("uid").is_none(),
+            "{json}"
+        );
+
+        let mut found = KernelReports::default();
+        found.add(vec![mk_event("cart-0", "u", 1_000, full("app", 7))]);
+        let mut covered = vec![
+            mk_pod("cart-0", "u", &["app", "worker"]),
+            mk_pod("web-0", "w", &[]),
+        ];
+        attach_kernel(&mut covered, &found);
+        assert_eq!(
+            render(&covered, true),
+            "NAMESPACE  POD     ENFORCER  PREVENTION            KERNEL                                RESTART\n\
+             shop       cart-0  0.1.0     confined: app,worker  app: full (ABI 7); worker: no report  -\n\
+             shop       web-0   0.1.0     -                     -                                     -\n"
+        );
+        let json = serde_json::to_value(&covered).unwrap();
+        assert_eq!(json[0]["kernel"]["app"]["landlock"]["abi"], 7);
+        assert!(json[0]["kernel"]["worker"].is_null(), "{json}");
+    }
 }

@@ -261,18 +261,27 @@ async fn policy_push_list_delete_and_events_against_a_server() {
             name: "cart-0".into(),
             uid: "u".into(),
         },
-        events: vec![Event {
-            id: "1".into(),
-            time_ms: palisade_server::db::now_ms(),
-            kind: EventKind::Behavior,
-            rule: "behavior/denied-process".into(),
-            policy: None,
-            mode: Default::default(),
-            message: "sh started".into(),
-            process: None,
-            action: Some("killed".into()),
-            exception: None,
-        }],
+        events: vec![
+            Event {
+                id: "1".into(),
+                time_ms: palisade_server::db::now_ms(),
+                kind: EventKind::Behavior,
+                rule: "behavior/denied-process".into(),
+                policy: None,
+                mode: Default::default(),
+                message: "sh started".into(),
+                process: None,
+                action: Some("killed".into()),
+                exception: None,
+                coverage: None,
+            },
+            Event::agent(
+                "2".into(),
+                palisade_server::db::now_ms(),
+                "agent/prevention",
+                "container app: prevention full (Landlock ABI 7)".into(),
+            ),
+        ],
     };
     server
         .client
@@ -291,6 +300,18 @@ async fn policy_push_list_delete_and_events_against_a_server() {
             && table.contains("killed"),
         "{table}"
     );
+    let out = tokio::task::block_in_place(|| {
+        run(conn(&[
+            "events",
+            "-n",
+            "shop",
+            "--rule",
+            "agent/prevention",
+        ]))
+    });
+    let table = text(&out.stdout);
+    assert_eq!(table.lines().count(), 2, "{table}{}", text(&out.stderr));
+    assert!(table.contains("prevention full"), "{table}");
 
     let out = tokio::task::block_in_place(|| {
         run(vec![

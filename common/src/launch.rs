@@ -28,6 +28,9 @@ pub const POLICY_ENV: &str = "PALISADE_LAUNCH_POLICY";
 pub const REPORT_SOCKET: &str = "palisade.dev/launch-coverage";
 /// The largest coverage report the enforcer reads.
 pub const REPORT_MAX_BYTES: usize = 16 * 1024;
+/// The rule of the event that carries a container's coverage report to
+/// the policy service (`palisade status --coverage` asks for it by name).
+pub const COVERAGE_RULE: &str = "agent/prevention";
 /// What the enforcer answers once it has the report; the launcher waits
 /// for it (briefly) so that it is still itself while the enforcer checks
 /// who sent the report.
@@ -60,11 +63,13 @@ pub enum LandlockSupport {
 }
 
 /// The coverage report as the enforcer reads it: the launcher writes more
-/// (program directories, ports), which stays in the container's log.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// (program directories, ports), which stays in the container's log. The
+/// enforcer forwards it as is on `agent/prevention` events, so it is also
+/// written, in the launcher's own field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CoverageSummary {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     pub level: CoverageLevel,
     pub landlock: LandlockSupport,
@@ -74,7 +79,7 @@ pub struct CoverageSummary {
     pub not_enforced: Vec<NotEnforcedSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotEnforcedSummary {
     pub protection: String,
     pub reason: String,

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::launch::CoverageSummary;
 use crate::policy::{Mode, RuntimeRules};
 
 /// Runtime rules of every policy selecting one pod.
@@ -99,6 +100,11 @@ pub struct Event {
     /// acted on (PolicyReports list it as `skip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception: Option<String>,
+    /// What the kernel enforced in one confined container, on
+    /// `agent/prevention` events only: read by `palisade status --coverage`
+    /// so that nobody parses `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<CoverageSummary>,
 }
 
 impl Event {
@@ -116,6 +122,15 @@ impl Event {
             process: None,
             action: None,
             exception: None,
+            coverage: None,
+        }
+    }
+
+    /// The same event carrying a launcher's coverage report.
+    pub fn with_coverage(self, summary: CoverageSummary) -> Self {
+        Event {
+            coverage: Some(summary),
+            ..self
         }
     }
 }
@@ -266,4 +281,37 @@ pub struct ExceptionRecord {
     pub source: String,
     pub state: crate::exception::ExceptionState,
     pub document: crate::exception::PolicyException,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::{CoverageLevel, LandlockSupport, NotEnforcedSummary};
+
+    #[test]
+    fn coverage_round_trips_in_the_launchers_field_names_and_is_absent_otherwise() {
+        let plain = Event::agent("1".into(), 5, "agent/started", "up".into());
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("coverage"), "{text}");
+        let summary = CoverageSummary {
+            container: Some("app".into()),
+            level: CoverageLevel::Partial,
+            landlock: LandlockSupport::Available(3),
+            enforced: vec!["execOnlyFromProgramDirs".into()],
+            not_enforced: vec![NotEnforcedSummary {
+                protection: "tcpConnect".into(),
+                reason: "kernelAbiTooOld".into(),
+            }],
+        };
+        let event = Event::agent("2".into(), 6, "agent/prevention", "m".into())
+            .with_coverage(summary.clone());
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["coverage"]["landlock"]["abi"], 3);
+        assert_eq!(
+            value["coverage"]["notEnforced"][0]["protection"],
+            "tcpConnect"
+        );
+        let back: Event = serde_json::from_value(value).unwrap();
+        assert_eq!(back.coverage, Some(summary));
+    }
 }

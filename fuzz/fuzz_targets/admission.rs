@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
             let command = ImageCommand::Known {
                 entrypoint: vec!["/opt/app/bin/run".into()],
                 cmd: vec!["--name=$(HOSTNAME)".into(), image.clone()],
+                digest: format!("sha256:{}", "ab".repeat(32)),
             };
             (image, command)
         })

@@ -57,6 +57,8 @@ pub struct EventQuery {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub kind: Option<EventKind>,
+    /// Exact rule id, e.g. `agent/prevention`.
+    pub rule: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub limit: i64,
@@ -143,6 +145,9 @@ const COMMON_SCHEMA: &[&str] = &[
         PRIMARY KEY (namespace, pod, id))",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (time_ms)",
     "CREATE INDEX IF NOT EXISTS events_by_pod ON events (namespace, pod, time_ms)",
+    // `palisade status --coverage`: a namespace's few `agent/prevention`
+    // events among all its others.
+    "CREATE INDEX IF NOT EXISTS events_by_rule ON events (namespace, rule, time_ms)",
     "CREATE TABLE IF NOT EXISTS agents (
         namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
         boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
@@ -521,6 +526,10 @@ impl Store {
             sql.push_str(" AND kind = ?");
             texts.push(kind.as_str().to_string());
         }
+        if let Some(rule) = &q.rule {
+            sql.push_str(" AND rule = ?");
+            texts.push(rule.clone());
+        }
         if let Some(since) = q.since_ms {
             sql.push_str(" AND time_ms >= ?");
             numbers.push(since);
@@ -835,6 +844,7 @@ mod tests {
             process: None,
             action: None,
             exception: None,
+            coverage: None,
         }
     }
 
@@ -1041,6 +1051,62 @@ mod tests {
                 .unwrap();
             assert_eq!(window.len(), 1);
             assert_eq!(window[0].event, batch[1]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn prevention_events_are_found_by_rule_with_their_coverage() {
+        use palisade_common::launch::{CoverageLevel, CoverageSummary, LandlockSupport};
+        each_backend(|store| async move {
+            let pod = PodRef {
+                namespace: "team-a".into(),
+                name: "web-1".into(),
+                uid: "u1".into(),
+            };
+            let coverage = CoverageSummary {
+                container: Some("app".into()),
+                level: CoverageLevel::Full,
+                landlock: LandlockSupport::Available(7),
+                enforced: vec!["execOnlyFromProgramDirs".into()],
+                not_enforced: Vec::new(),
+            };
+            let prevention = Event::agent(
+                "p1".into(),
+                2_000,
+                "agent/prevention",
+                "container app: prevention full".into(),
+            )
+            .with_coverage(coverage.clone());
+            let batch = vec![
+                Event::agent("a1".into(), 1_000, "agent/started", "up".into()),
+                prevention.clone(),
+                event("d1", 3_000, EventKind::Drift),
+            ];
+            store.insert_events(&pod, &batch).await.unwrap();
+            let found = store
+                .query_events(&EventQuery {
+                    namespace: Some("team-a".into()),
+                    kind: Some(EventKind::Agent),
+                    rule: Some("agent/prevention".into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].event, prevention);
+            assert_eq!(found[0].event.coverage, Some(coverage));
+            assert_eq!(found[0].pod.uid, "u1");
+            let none = store
+                .query_events(&EventQuery {
+                    rule: Some("agent/prev".into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(none.is_empty(), "the rule matches exactly: {none:?}");
         })
         .await;
     }

@@ -282,6 +282,7 @@ fn event(id: &str, time_ms: i64, kind: EventKind) -> Event {
         process: None,
         action: None,
         exception: None,
+        coverage: None,
     }
 }
 

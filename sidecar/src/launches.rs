@@ -111,6 +111,18 @@ pub fn describe(summary: &CoverageSummary) -> String {
     text
 }
 
+/// The `agent/prevention` event for one report: the text for people, the
+/// summary itself for tools (`palisade status --coverage`).
+pub fn coverage_event(id: String, time_ms: i64, summary: CoverageSummary) -> Event {
+    Event::agent(
+        id,
+        time_ms,
+        Rule::LaunchCoverage.as_str(),
+        describe(&summary),
+    )
+    .with_coverage(summary)
+}
+
 /// Binds the socket. Done first thing at start: the app containers start
 /// after the enforcer, so the name is free unless something took it.
 pub fn bind() -> std::io::Result<UnixListener> {
@@ -155,8 +167,6 @@ fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
                 let _ = (&stream).write_all(REPORT_ACK);
                 let container = summary.container.clone().unwrap_or_default();
                 let start = peer.start.unwrap_or_default().to_string();
-                let message = describe(&summary);
-                tracing::info!(pid = peer.pid, %message, "launch coverage");
                 let id = rules::stable_id(
                     "l",
                     &[
@@ -166,12 +176,9 @@ fn serve(listener: &UnixListener, proc_root: &Path, reporter: &Reporter) {
                         &start,
                     ],
                 );
-                reporter.report(Event::agent(
-                    id,
-                    now_ms(),
-                    Rule::LaunchCoverage.as_str(),
-                    message,
-                ));
+                let event = coverage_event(id, now_ms(), summary);
+                tracing::info!(pid = peer.pid, message = %event.message, "launch coverage");
+                reporter.report(event);
             }
             Err(refusal) => {
                 // Logged, bounded: a process looping on connect must not
@@ -331,6 +338,15 @@ mod tests {
         ));
         let anonymous = REPORT.replace(r#""container":"app","#, "");
         assert_eq!(judge(&launcher(0), &anonymous), Err(Refusal::NoContainer));
+    }
+
+    #[test]
+    fn the_prevention_event_carries_the_summary_and_its_description() {
+        let summary = judge(&launcher(0), REPORT).unwrap();
+        let event = coverage_event("l-1".into(), 9, summary.clone());
+        assert_eq!(event.rule, "agent/prevention");
+        assert_eq!(event.message, describe(&summary));
+        assert_eq!(event.coverage, Some(summary));
     }
 
     #[test]

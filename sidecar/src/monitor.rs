@@ -466,6 +466,7 @@ impl Monitor {
             process: None,
             action: None,
             exception: None,
+            coverage: None,
         });
     }
 
@@ -830,6 +831,7 @@ impl Monitor {
             process,
             action: action.map(|a| a.to_string()),
             exception,
+            coverage: None,
         });
     }
 

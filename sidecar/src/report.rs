@@ -453,6 +453,7 @@ impl Sender {
             process: None,
             action: None,
             exception: None,
+            coverage: None,
         })
     }
 
@@ -536,6 +537,7 @@ mod tests {
             process: None,
             action: None,
             exception: None,
+            coverage: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
+use palisade_common::launch::COVERAGE_RULE;
 use palisade_common::policy::Mode;
 use palisade_common::wire::{EventKind, RuntimePolicy};
 use sha2::{Digest, Sha256};
@@ -63,7 +64,7 @@ impl Rule {
             Rule::AgentStopped => "agent/stopped",
             Rule::EventsDropped => "agent/events-dropped",
             Rule::UnobservedProcesses => "agent/unobserved-processes",
-            Rule::LaunchCoverage => "agent/prevention",
+            Rule::LaunchCoverage => COVERAGE_RULE,
         }
     }
 

@@ -80,9 +80,20 @@ state = "$d/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "${CNI_BIN_DIR:-/usr/lib/cni}"
     conf_dir = "$WORK/cni/net.d"
+  # Per-registry hosts.toml files (registry_hosts), read at each pull.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$d/certs.d"
 TOML
   start_bg containerd containerd --config "$d/config.toml"
   wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
+}
+
+# Lets the node pull from a registry over plain HTTP, as containerd's
+# hosts.toml says for any mirror or private registry.
+registry_hosts() { # host:port
+  local dir="$WORK/containerd/certs.d/$1"
+  mkdir -p "$dir"
+  printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$1" "$1" >"$dir/hosts.toml"
 }
 
 # Imports an OCI archive into the namespace the kubelet's runtime uses.

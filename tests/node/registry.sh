@@ -68,3 +68,34 @@ push_image() { # archive, registry/name:tag, [user:password]
   skopeo copy --quiet --preserve-digests --dest-tls-verify=false "${creds[@]}" \
     "oci-archive:$1" "docker://$2"
 }
+
+# The manifest digest a tag names now (Docker-Content-Digest of a HEAD).
+registry_digest() { # registry/name:tag, user:password
+  local host="${1%%/*}" rest="${1#*/}"
+  curl -sfI -u "$2" \
+    -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
+    "http://$host/v2/${rest%:*}/manifests/${rest##*:}" \
+    | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p'
+}
+
+# A multi-platform image: an OCI index over manifests already pushed to the
+# same repository, one `tag=arch` per Linux platform (the same manifest may
+# stand for several).
+push_index() { # registry/name:tag, user:password, tag=arch...
+  local target="$1" creds="$2" host="${1%%/*}" rest="${1#*/}"
+  local repo="${rest%:*}" entries="[]" spec manifest
+  shift 2
+  manifest="$(mktemp)"
+  for spec in "$@"; do
+    curl -sf -u "$creds" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+      -o "$manifest" "http://$host/v2/$repo/manifests/${spec%=*}"
+    entries=$(jq -c --arg d "sha256:$(sha256sum "$manifest" | cut -d' ' -f1)" \
+      --argjson size "$(stat -c %s "$manifest")" --arg arch "${spec#*=}" \
+      '. + [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $size,
+             platform: {os: "linux", architecture: $arch}}]' <<<"$entries")
+  done
+  rm -f "$manifest"
+  jq -cn --argjson m "$entries" '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: $m}' \
+    | curl -sf -u "$creds" -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' \
+      --data-binary @- "http://$host/v2/$repo/manifests/${target##*:}" >/dev/null
+}

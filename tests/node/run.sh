@@ -119,17 +119,26 @@ build_test_images() {
   # pods that set none: admission learns it from the registry.
   "$ROOT/images/build.sh" "$out" "$PREVENT_IMAGE" /bin/sh --cmd -c --cmd "$PREVENT_PROBE" \
     --user 1000:1000 -- "$fs/app/.=/" >/dev/null
+  # The same files with another CMD: what the tag moves to, and the other
+  # platform of a multi-platform image whose platforms disagree.
+  "$ROOT/images/build.sh" "$out" "$MOVED_IMAGE" /bin/sh --cmd -c --cmd "$MOVED_PROBE" \
+    --user 1000:1000 -- "$fs/app/.=/" >/dev/null
 }
 
 # The suite's registry, with basic auth: admission reads the credentials from
-# the pod's imagePullSecrets. The node has the image already (imported).
+# the pod's imagePullSecrets, and the node pulls from it over plain HTTP
+# (pods are pinned to digests, which only a pull resolves).
 REGISTRY="$NODE_IP:5000"
 PREVENT_IMAGE="$REGISTRY/e2e/prevent:1"
+MOVED_IMAGE="$REGISTRY/e2e/prevent:2"
+MOVED_PROBE='echo probe moved-image; trap "exit 0" TERM; while true; do sleep 1; done'
 REGISTRY_USER="e2e:registry-pass"
 start_test_registry() {
   make_htpasswd "${REGISTRY_USER%%:*}" "${REGISTRY_USER#*:}" "$WORK/htpasswd"
   start_registry "$REGISTRY" "$WORK/htpasswd"
+  registry_hosts "$REGISTRY"
   push_image "$WORK/images/prevent-1.oci.tar" "$PREVENT_IMAGE" "$REGISTRY_USER"
+  push_image "$WORK/images/prevent-2.oci.tar" "$MOVED_IMAGE" "$REGISTRY_USER"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -280,6 +289,7 @@ YAML
   # The suite's registry speaks plain HTTP (prevention looks images up there).
   helm install palisade "$CHART" -n palisade-system --create-namespace \
     --set "injection.imageLookup.insecureRegistries={$REGISTRY}" --set injection.imageLookup.timeoutMs=3000 \
+    --set injection.imageLookup.tagTtlSecs=2 \
     --wait --timeout 5m >"$WORK/logs/helm.log"
   kubectl rollout status deploy/palisade -n palisade-system --timeout=120s >/dev/null
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
@@ -558,41 +568,56 @@ YAML
   palisade_cli events -n vault --kind agent | grep -q "container app: prevention $level" \
     || fail "palisade events does not show the coverage"
   result "node: each confined container's coverage ($level) reaches the policy service through the pod's enforcer"
+  # `palisade status --coverage` puts the kernel's answer beside the plan,
+  # matched by pod uid.
+  local status
+  status=$(palisade_cli status --coverage -n vault -o json) || fail "palisade status --coverage failed"
+  jq -e --arg pod "$pod" --arg level "$level" '.[] | select(.pod == $pod) | .kernel.app.level == $level' <<<"$status" >/dev/null \
+    || fail "status --coverage: $(jq -c --arg pod "$pod" '.[] | select(.pod == $pod)' <<<"$status")"
+  palisade_cli status --coverage -n vault | grep "^vault *$pod " | grep -q "app: $level (ABI" \
+    || fail "status --coverage table: $(palisade_cli status --coverage -n vault)"
+  result "node: palisade status --coverage shows what the kernel enforced in the pod's confined container ($level)"
 }
+
+# A pod of `image` without command, admitted (dry run) in vault; prints it.
+image_pod() { # name, image, imagePullSecrets json, [nodeSelector json]
+  kubectl run "$1" -n vault --image="$2" --dry-run=server -o json \
+    --overrides="{\"spec\":{\"imagePullSecrets\":$3,\"nodeSelector\":${4:-null},\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"app\",\"image\":\"$2\",\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}"
+}
+
+# The status annotation's prevention section of a pod printed as JSON.
+prevention_of() { jq -r '.metadata.annotations["palisade.dev/status"]' | jq -c .prevention; }
 
 an_image_without_command_is_confined_from_its_registry_config() {
   # Same namespace and policy as the case above: vault confines its apps.
   kubectl create secret docker-registry regcred -n vault --docker-server="$REGISTRY" \
     --docker-username="${REGISTRY_USER%%:*}" --docker-password="${REGISTRY_USER#*:}" \
     --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-  # A pod of the image, without command, with or without the pull secret.
-  probe_pod() { # name, secrets json
-    kubectl run "$1" -n vault --image="$PREVENT_IMAGE" --dry-run=server -o json \
-      --overrides="{\"spec\":{\"imagePullSecrets\":$2,\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":1000,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\"containers\":[{\"name\":\"app\",\"image\":\"$PREVENT_IMAGE\",\"securityContext\":{\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]}}}]}}"
-  }
   # Without the pull secret the registry refuses: admitted, unconfined, and
   # the warning says why (a category, not the registry's words).
   local refused
-  refused=$(probe_pod no-secret '[]' 2>"$WORK/warnings") || fail "pod without pull secret refused: $(cat "$WORK/warnings")"
-  jq -r '.metadata.annotations["palisade.dev/status"]' <<<"$refused" | jq -e '.prevention.unconfined.app == "image-lookup-failed"' >/dev/null \
+  refused=$(image_pod no-secret "$PREVENT_IMAGE" '[]' 2>"$WORK/warnings") || fail "pod without pull secret refused: $(cat "$WORK/warnings")"
+  prevention_of <<<"$refused" | jq -e '.unconfined.app == "image-lookup-failed"' >/dev/null \
     || fail "without credentials: $(jq -c .metadata.annotations <<<"$refused")"
   grep -q 'could not be looked up (the registry refused access)' "$WORK/warnings" || fail "no warning: $(cat "$WORK/warnings")"
   result "node: a registry refusing the lookup leaves the container unconfined, with a warning, never a broken pod"
   # With it, both admission replicas confine the pod (each has looked the
   # image up once).
-  export -f probe_pod
+  export -f image_pod
   export PREVENT_IMAGE
   wait_for "admission confining the image's own command" 60 bash -c '
     for i in 1 2 3 4; do
-      probe_pod with-secret "[{\"name\":\"regcred\"}]" 2>/dev/null \
+      image_pod with-secret "$PREVENT_IMAGE" "[{\"name\":\"regcred\"}]" 2>/dev/null \
         | jq -e ".spec.containers[0].command[0] == \"/palisade/launch/palisade-launch\"" >/dev/null || exit 1
     done' || fail "pods of $PREVENT_IMAGE are not confined at admission"
+  # Pulled on every start: a restart would take whatever the tag names then,
+  # were the image not pinned.
   app_deployment vault-image | sed -e "s|image: palisade.test/app:e2e|image: $PREVENT_IMAGE|" \
-    -e 's|imagePullPolicy: Never|imagePullPolicy: IfNotPresent|' -e '/^          command:/d' \
+    -e 's|imagePullPolicy: Never|imagePullPolicy: Always|' -e '/^          command:/d' \
     -e 's|^      containers:|      imagePullSecrets: [{name: regcred}]\n      containers:|' \
     | kubectl apply -n vault -f - >/dev/null
   kubectl rollout status deploy/vault-image -n vault --timeout=120s >/dev/null || fail "confined app did not start"
-  local pod logs
+  local pod logs digest
   pod=$(app_pod vault vault-image)
   [[ $(jp "pod/$pod" vault '{.spec.containers[0].command}') == '["/palisade/launch/palisade-launch","--container","app","--","/bin/sh"]' ]] \
     || fail "command: $(jp "pod/$pod" vault '{.spec.containers[0].command}')"
@@ -605,9 +630,76 @@ an_image_without_command_is_confined_from_its_registry_config() {
   grep -q 'probe exec-from-tmp=denied' <<<"$logs" || fail "the image's own command ran unconfined: $logs"
   grep -q 'probe stop-enforcer=' <<<"$logs" || fail "the probe did not find the enforcer: $logs"
   result "node: a pod without command is confined from its image's ENTRYPOINT/CMD, looked up with its pull secret in a real registry"
+  # Pinned to the manifest the command was read from, and the node pulled
+  # that digest from the registry.
+  digest=$(registry_digest "$PREVENT_IMAGE" "$REGISTRY_USER")
+  [[ -n "$digest" ]] || fail "no digest for $PREVENT_IMAGE"
+  [[ $(jp "pod/$pod" vault '{.spec.containers[0].image}') == "$PREVENT_IMAGE@$digest" ]] \
+    || fail "image not pinned: $(jp "pod/$pod" vault '{.spec.containers[0].image}')"
+  [[ $(jp "pod/$pod" vault '{.status.containerStatuses[0].imageID}') == *"@$digest" ]] \
+    || fail "the node runs $(jp "pod/$pod" vault '{.status.containerStatuses[0].imageID}'), not $digest"
+  jp "pod/$pod" vault '{.metadata.annotations.palisade\.dev/status}' | jq -e --arg d "$digest" '.prevention.pinned.app == $d' >/dev/null \
+    || fail "status annotation: $(jp "pod/$pod" vault '{.metadata.annotations.palisade\.dev/status}')"
+  # The tag moves to an image with another CMD; the container restarts and
+  # is pulled again (imagePullPolicy Always): still the digest admission
+  # read the command from.
+  local moved
+  push_image "$WORK/images/prevent-2.oci.tar" "$PREVENT_IMAGE" "$REGISTRY_USER"
+  moved=$(registry_digest "$PREVENT_IMAGE" "$REGISTRY_USER")
+  [[ -n "$moved" && "$moved" != "$digest" ]] || fail "the tag did not move ($moved)"
+  in_app vault "$pod" sh -c 'kill -TERM -1' || true
+  wait_for "the app container restarted" 60 bash -c \
+    "[[ \$(kubectl get pod -n vault $pod -o jsonpath='{.status.containerStatuses[0].restartCount}') -ge 1 && \
+        \$(kubectl get pod -n vault $pod -o jsonpath='{.status.containerStatuses[0].ready}') == true ]]" \
+    || fail "the app container did not restart"
+  [[ $(jp "pod/$pod" vault '{.status.containerStatuses[0].imageID}') == *"@$digest" ]] \
+    || fail "after the tag moved the node runs $(jp "pod/$pod" vault '{.status.containerStatuses[0].imageID}')"
+  wait_for "the restarted probe" 30 bash -c "kubectl logs -n vault $pod -c app | grep -q image-programs=run" \
+    || fail "the restarted container does not run the admitted command: $(kubectl logs -n vault "$pod" -c app | tail -3)"
+  # A pod admitted now (the tag's digest is kept for 2 s here) gets the new
+  # image's command, pinned to the new digest: command and image agree.
+  local fresh
+  wait_for "admission seeing the moved tag" 30 bash -c \
+    "image_pod moved '$PREVENT_IMAGE' '[{\"name\":\"regcred\"}]' 2>/dev/null | jq -e '.spec.containers[0].image | endswith(\"@$moved\")' >/dev/null" \
+    || fail "admission kept the old digest"
+  fresh=$(image_pod moved "$PREVENT_IMAGE" '[{"name":"regcred"}]' 2>/dev/null)
+  jq -e '.spec.containers[0].args[1] | startswith("echo probe moved-image")' <<<"$fresh" >/dev/null \
+    || fail "new pods: image $(jq -c '.spec.containers[0] | [.image, .args]' <<<"$fresh")"
+  push_image "$WORK/images/prevent-1.oci.tar" "$PREVENT_IMAGE" "$REGISTRY_USER"
+  result "node: the image is pinned to the digest its command was read from; after its tag moved, a restart still pulls that digest and new pods get the new command with the new digest"
   local metrics
   metrics=$(kubectl get --raw "/api/v1/namespaces/palisade-system/services/https:palisade:443/proxy/metrics" 2>/dev/null || true)
   grep '^palisade_image_lookups_total' <<<"$metrics" | sed 's/^/    /' || true
+}
+
+multi_platform_images_are_confined_where_their_platforms_agree() {
+  local agree differ out
+  agree="$REGISTRY/e2e/prevent:multi-agree"
+  differ="$REGISTRY/e2e/prevent:multi-differ"
+  push_index "$agree" "$REGISTRY_USER" 1=amd64 1=arm64
+  push_index "$differ" "$REGISTRY_USER" 1=amd64 2=arm64
+  # Platforms that agree: confined, pinned to the index (each node then
+  # pulls its own platform).
+  out=$(image_pod agree "$agree" '[{"name":"regcred"}]' 2>"$WORK/warnings") || fail "refused: $(cat "$WORK/warnings")"
+  [[ $(jq -r '.spec.containers[0].command[0]' <<<"$out") == /palisade/launch/palisade-launch ]] \
+    || fail "agreeing platforms not confined: $(prevention_of <<<"$out")"
+  [[ $(jq -r '.spec.containers[0].image' <<<"$out") == "$agree@$(registry_digest "$agree" "$REGISTRY_USER")" ]] \
+    || fail "not pinned to the index: $(jq -r '.spec.containers[0].image' <<<"$out")"
+  # Platforms that disagree: which one runs is decided after admission, so
+  # nothing is wrapped, and the warning says why.
+  out=$(image_pod differ "$differ" '[{"name":"regcred"}]' 2>"$WORK/warnings") || fail "refused: $(cat "$WORK/warnings")"
+  prevention_of <<<"$out" | jq -e '.unconfined.app == "image-lookup-failed"' >/dev/null \
+    || fail "disagreeing platforms: $(prevention_of <<<"$out")"
+  jq -e '.spec.containers[0] | has("command") | not' <<<"$out" >/dev/null || fail "a command was set"
+  grep -q "platforms start different commands" "$WORK/warnings" || fail "no warning: $(cat "$WORK/warnings")"
+  # A pod that selects an architecture runs that platform's command.
+  out=$(image_pod differ-arm "$differ" '[{"name":"regcred"}]' '{"kubernetes.io/arch":"arm64"}' 2>/dev/null)
+  jq -e '.spec.containers[0].args[1] | startswith("echo probe moved-image")' <<<"$out" >/dev/null \
+    || fail "arm64: $(jq -c '.spec.containers[0] | [.command, .args]' <<<"$out")"
+  out=$(image_pod differ-amd "$differ" '[{"name":"regcred"}]' '{"kubernetes.io/arch":"amd64"}' 2>/dev/null)
+  jq -e '.spec.containers[0].args[1] | startswith("mkdir -p /tmp/x")' <<<"$out" >/dev/null \
+    || fail "amd64: $(jq -c '.spec.containers[0] | [.command, .args]' <<<"$out")"
+  result "node: a multi-platform image is confined only where the platforms a pod may run agree on its command (or its nodeSelector picks one), pinned to the index"
 }
 
 # ---------------------------------------------------------------- main
@@ -642,6 +734,7 @@ run_case reports_are_spooled_through_a_policy_service_outage
 run_case webhook_restarts_do_not_deadlock
 run_case prevention_confines_the_app_in_a_running_pod
 run_case an_image_without_command_is_confined_from_its_registry_config
+run_case multi_platform_images_are_confined_where_their_platforms_agree
 
 echo
 echo "node suite: $PASSED passed, ${#FAILED[@]} failed ${FAILED[*]:-}"

@@ -101,6 +101,9 @@ pub struct ImageLookups {
     pub images: Vec<String>,
     /// `spec.imagePullSecrets`.
     pub pull_secrets: Vec<String>,
+    /// The architecture the pod selects, if it does: the platform of a
+    /// multi-platform image it runs.
+    pub arch: Option<String>,
 }
 
 /// A Pod being created (not a subresource): what `/mutate` injects into.
@@ -176,6 +179,7 @@ impl Webhook {
             namespace,
             images,
             pull_secrets: shape.pull_secrets(),
+            arch: shape.architecture(),
         })
     }
 

@@ -444,7 +444,7 @@ proptest! {
         let images: ImageCommands = if looked_up {
             needs.images_without_command(|_, _| false).into_iter().enumerate().map(|(i, image)| {
                 let entrypoint = if i % 2 == 0 { vec!["/opt/app/bin/run".to_string()] } else { vec![] };
-                (image, ImageCommand::Known { entrypoint, cmd: vec!["/usr/bin/serve".into(), "--port".into()] })
+                (image, ImageCommand::Known { entrypoint, cmd: vec!["/usr/bin/serve".into(), "--port".into()], digest: format!("sha256:{i:064x}") })
             }).collect()
         } else {
             ImageCommands::default()

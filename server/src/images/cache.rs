@@ -1,4 +1,5 @@
-//! What the image lookups remember: image configs by manifest digest, the
+//! What the image lookups remember: image configs by manifest digest (one
+//! per platform for an index), the
 //! digest each tag pointed at when last seen, and recent failures. Pure
 //! (time comes in as an argument), bounded, tested alone.
 //!
@@ -9,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::failure::LookupFailure;
+use super::platforms::Platforms;
 use std::time::{Duration, Instant};
 
 /// An image's own command, from its config.
@@ -28,7 +30,7 @@ pub struct CacheLimits {
 #[derive(Debug)]
 pub struct LookupCache {
     limits: CacheLimits,
-    configs: HashMap<String, (ImageConfig, Instant)>,
+    configs: HashMap<String, (Platforms, Instant)>,
     tags: HashMap<String, (String, Instant)>,
     failures: HashMap<String, (LookupFailure, Instant)>,
 }
@@ -47,17 +49,17 @@ impl LookupCache {
         self.limits
     }
 
-    /// The config of `reference`, without asking the registry; `None`:
-    /// unknown, or its tag's digest is stale (ask the registry for the
-    /// current digest, then [`LookupCache::by_digest`]). `digest` is the
-    /// reference's digest when it is pinned to one (then no tag is involved
-    /// and nothing expires).
+    /// The manifest digest of `reference` and its configs, without asking
+    /// the registry; `None`: unknown, or its tag's digest is stale (ask the
+    /// registry for the current digest, then [`LookupCache::by_digest`]).
+    /// `digest` is the reference's digest when it is pinned to one (then no
+    /// tag is involved and nothing expires).
     pub fn get(
         &mut self,
         reference: &str,
         digest: Option<&str>,
         now: Instant,
-    ) -> Option<ImageConfig> {
+    ) -> Option<(String, Platforms)> {
         let digest = match digest {
             Some(digest) => digest.to_string(),
             None => match self.tags.get(reference) {
@@ -67,7 +69,8 @@ impl LookupCache {
                 _ => return None,
             },
         };
-        self.by_digest(&digest, now)
+        let platforms = self.by_digest(&digest, now)?;
+        Some((digest, platforms))
     }
 
     /// Why the lookup under `key` failed, if it did within the failure TTL.
@@ -80,8 +83,8 @@ impl LookupCache {
         None
     }
 
-    /// The config of a manifest digest, if kept (marks it used).
-    pub fn by_digest(&mut self, digest: &str, now: Instant) -> Option<ImageConfig> {
+    /// The configs of a manifest digest, if kept (marks them used).
+    pub fn by_digest(&mut self, digest: &str, now: Instant) -> Option<Platforms> {
         let (config, used) = self.configs.get_mut(digest)?;
         *used = now;
         Some(config.clone())
@@ -96,7 +99,7 @@ impl LookupCache {
             .insert(reference.to_string(), (digest.to_string(), now));
     }
 
-    pub fn store(&mut self, digest: &str, config: ImageConfig, now: Instant) {
+    pub fn store(&mut self, digest: &str, config: Platforms, now: Instant) {
         if !self.configs.contains_key(digest) {
             evict_oldest(&mut self.configs, self.limits.capacity, |(_, at)| *at);
         }
@@ -143,11 +146,15 @@ mod tests {
         }
     }
 
-    fn config(name: &str) -> ImageConfig {
-        ImageConfig {
+    fn config(name: &str) -> Platforms {
+        Platforms::single(ImageConfig {
             entrypoint: vec![format!("/bin/{name}")],
             cmd: vec![],
-        }
+        })
+    }
+
+    fn pinned(digest: &str, name: &str) -> Option<(String, Platforms)> {
+        Some((digest.to_string(), config(name)))
     }
 
     #[test]
@@ -157,7 +164,7 @@ mod tests {
         assert_eq!(cache.get("r/app:1", None, t0), None);
         cache.store("sha256:a", config("app"), t0);
         cache.saw_tag("r/app:1", "sha256:a", t0);
-        assert_eq!(cache.get("r/app:1", None, t0), Some(config("app")));
+        assert_eq!(cache.get("r/app:1", None, t0), pinned("sha256:a", "app"));
         let later = t0 + Duration::from_secs(61);
         assert_eq!(cache.get("r/app:1", None, later), None, "tag stale");
         assert_eq!(
@@ -175,7 +182,7 @@ mod tests {
         let much_later = t0 + Duration::from_secs(86_400);
         assert_eq!(
             cache.get("r/app@sha256:a", Some("sha256:a"), much_later),
-            Some(config("app"))
+            pinned("sha256:a", "app")
         );
     }
 

@@ -20,6 +20,11 @@ pub enum LookupFailure {
     TooLarge,
     /// Not a reference, or what came back is not an image.
     Invalid,
+    /// The platforms of a multi-platform image the pod may run on start
+    /// different commands (its `nodeSelector` can pick one architecture).
+    PlatformsDisagree,
+    /// No Linux platform of the image matches the pod's architecture.
+    NoPlatform,
 }
 
 impl LookupFailure {
@@ -32,6 +37,10 @@ impl LookupFailure {
             LookupFailure::NotAllowed => "registry not allowed for lookups",
             LookupFailure::TooLarge => "image config too large",
             LookupFailure::Invalid => "not a usable image",
+            LookupFailure::PlatformsDisagree => {
+                "the image's platforms start different commands (select one with nodeSelector kubernetes.io/arch)"
+            }
+            LookupFailure::NoPlatform => "no Linux platform of the image matches the pod",
         }
     }
 

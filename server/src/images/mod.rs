@@ -5,6 +5,12 @@
 //! manifest digest, within a deadline. What cannot be learnt in time comes
 //! back as a failure, and the container is admitted unconfined.
 //!
+//! The answer carries the manifest digest the tag named, which the injector
+//! pins the image to: the command it wraps is the one the node runs. For a
+//! multi-platform image every Linux platform is looked up, and the command
+//! is taken only where the platforms the pod may land on agree
+//! ([`platforms`]).
+//!
 //! The image name is the pod author's, so every lookup is bounded: which
 //! registries may be contacted ([`gate`]), how many images one review may
 //! look up, how many lookups run at once, how large a config may be, and
@@ -14,6 +20,7 @@ mod auth;
 mod cache;
 mod failure;
 mod gate;
+mod platforms;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +30,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::{OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use palisade_engine::admission::mutate::{ImageCommand, ImageCommands};
@@ -36,6 +44,7 @@ use crate::metrics::{LookupResult, Metrics};
 use auth::{credential_for, Credential};
 use cache::{CacheLimits, ImageConfig, LookupCache};
 use failure::LookupFailure;
+use platforms::{PlatformConfig, Platforms};
 
 /// Images one review may look up; the rest stay unconfined.
 const MAX_IMAGES_PER_REVIEW: usize = 8;
@@ -101,13 +110,17 @@ impl ImageResolver {
         let (looked_up, too_many) = lookups
             .images
             .split_at(lookups.images.len().min(MAX_IMAGES_PER_REVIEW));
+        let arch = lookups.arch.as_deref();
         let answers = join_all(looked_up.iter().map(|image| async {
-            let command =
-                match tokio::time::timeout_at(deadline, self.command(image, &review)).await {
-                    Ok(Ok(config)) => known(config),
-                    Ok(Err(failure)) => self.failed(image, failure),
-                    Err(_) => self.failed(image, LookupFailure::TimedOut),
-                };
+            let looked_up = tokio::time::timeout_at(deadline, self.command(image, &review))
+                .await
+                .unwrap_or(Err(LookupFailure::TimedOut));
+            let decided = looked_up.and_then(|(digest, platforms)| {
+                platforms
+                    .command_for(arch)
+                    .map(|config| known(digest, config))
+            });
+            let command = decided.unwrap_or_else(|failure| self.failed(image, failure));
             (image.clone(), command)
         }))
         .await;
@@ -117,19 +130,20 @@ impl ImageResolver {
         answers.into_iter().chain(skipped).collect()
     }
 
+    /// The manifest digest `image` names now and its configs.
     async fn command(
         &self,
         image: &str,
         review: &Review<'_>,
-    ) -> Result<ImageConfig, LookupFailure> {
+    ) -> Result<(String, Platforms), LookupFailure> {
         let reference: Reference = image.parse().map_err(|_| LookupFailure::Invalid)?;
         let whole = reference.whole();
         let cached = self
             .lock_cache()
             .get(&whole, reference.digest(), Instant::now());
-        if let Some(config) = cached {
+        if let Some(found) = cached {
             self.metrics.count_lookup(LookupResult::Cached);
-            return Ok(config);
+            return Ok(found);
         }
         let registry = reference.resolve_registry().to_string();
         let settings = &self.settings;
@@ -168,69 +182,63 @@ impl ImageResolver {
     }
 
     /// Asks the registry: the current digest (one HEAD), then the manifest
-    /// and config unless that digest's config is kept.
+    /// and config(s) unless that digest's are kept. For an index, the
+    /// config of every Linux platform (at once): which one a node runs is
+    /// decided only after admission.
     async fn fetch(
         &self,
         reference: &Reference,
         registry: String,
         credential: Option<Credential>,
-    ) -> Result<ImageConfig, LookupFailure> {
+    ) -> Result<(String, Platforms), LookupFailure> {
         let auth = match &credential {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
         let client = self.client(credential.map(|c| (registry, c)))?;
-        let oci = |e: oci_client::errors::OciDistributionError| {
-            tracing::debug!(image = %reference.whole(), error = %e, "registry answer");
-            LookupFailure::from(&e)
+        let source = Source {
+            client: &client,
+            auth: &auth,
+            reference,
         };
         let digest = match reference.digest() {
             Some(digest) => digest.to_string(),
             None => client
                 .fetch_manifest_digest(reference, &auth)
                 .await
-                .map_err(oci)?,
+                .map_err(|e| source.failure(e))?,
         };
         let now = Instant::now();
         if reference.digest().is_none() {
             self.lock_cache().saw_tag(&reference.whole(), &digest, now);
         }
-        if let Some(config) = self.lock_cache().by_digest(&digest, now) {
+        if let Some(platforms) = self.lock_cache().by_digest(&digest, now) {
             self.metrics.count_lookup(LookupResult::Revalidated);
-            return Ok(config);
+            return Ok((digest, platforms));
         }
-        let pinned = reference.clone_with_digest(digest.clone());
-        let (manifest, _) = client
-            .pull_image_manifest(&pinned, &auth)
-            .await
-            .map_err(oci)?;
-        let declared = usize::try_from(manifest.config.size).unwrap_or(usize::MAX);
-        if declared > MAX_CONFIG_BYTES {
-            return Err(LookupFailure::TooLarge);
-        }
-        let mut stream = client
-            .pull_blob_stream(&pinned, &manifest.config)
-            .await
-            .map_err(oci)?;
-        let mut body = Vec::with_capacity(declared);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| LookupFailure::Unreachable)?;
-            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
-                return Err(LookupFailure::TooLarge);
+        let platforms = match source.manifest(&digest).await? {
+            OciManifest::Image(manifest) => Platforms::single(source.config(&manifest).await?),
+            OciManifest::ImageIndex(index) => {
+                let entries = platforms::linux_entries(&index.manifests);
+                if entries.len() > platforms::MAX_PLATFORMS {
+                    return Err(LookupFailure::TooLarge);
+                }
+                let configs = join_all(entries.into_iter().map(|(platform, digest)| async {
+                    let OciManifest::Image(manifest) = source.manifest(digest).await? else {
+                        // An index inside an index: no runtime picks from it.
+                        return Err(LookupFailure::Invalid);
+                    };
+                    let config = source.config(&manifest).await?;
+                    Ok(PlatformConfig { platform, config })
+                }))
+                .await;
+                Platforms::from_index(configs.into_iter().collect::<Result<_, _>>()?)
             }
-            body.extend_from_slice(&chunk);
-        }
-        // The stream is checked against the digest only as it ends; check
-        // here too, since the config is kept by the manifest's digest.
-        let sha = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-        if sha != manifest.config.digest {
-            return Err(LookupFailure::Invalid);
-        }
-        let config = image_config(&body).ok_or(LookupFailure::Invalid)?;
+        };
         self.lock_cache()
-            .store(&digest, config.clone(), Instant::now());
+            .store(&digest, platforms.clone(), Instant::now());
         self.metrics.count_lookup(LookupResult::Fetched);
-        Ok(config)
+        Ok((digest, platforms))
     }
 
     /// The first pull secret of the pod with an entry for `registry`.
@@ -330,6 +338,60 @@ struct Review<'a> {
     deadline: tokio::time::Instant,
 }
 
+/// One image's registry, as one lookup reads it.
+struct Source<'a> {
+    client: &'a Client,
+    auth: &'a RegistryAuth,
+    reference: &'a Reference,
+}
+
+impl Source<'_> {
+    fn failure(&self, e: oci_client::errors::OciDistributionError) -> LookupFailure {
+        tracing::debug!(image = %self.reference.whole(), error = %e, "registry answer");
+        LookupFailure::from(&e)
+    }
+
+    /// The manifest (or index) stored under `digest`, checked against it.
+    async fn manifest(&self, digest: &str) -> Result<OciManifest, LookupFailure> {
+        let pinned = self.reference.clone_with_digest(digest.to_string());
+        let (manifest, _) = self
+            .client
+            .pull_manifest(&pinned, self.auth)
+            .await
+            .map_err(|e| self.failure(e))?;
+        Ok(manifest)
+    }
+
+    /// ENTRYPOINT and CMD from the config blob `manifest` names, within
+    /// the size limit and checked against its digest.
+    async fn config(&self, manifest: &OciImageManifest) -> Result<ImageConfig, LookupFailure> {
+        let declared = usize::try_from(manifest.config.size).unwrap_or(usize::MAX);
+        if declared > MAX_CONFIG_BYTES {
+            return Err(LookupFailure::TooLarge);
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(self.reference, &manifest.config)
+            .await
+            .map_err(|e| self.failure(e))?;
+        let mut body = Vec::with_capacity(declared);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| LookupFailure::Unreachable)?;
+            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
+                return Err(LookupFailure::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // The stream is checked against the digest only as it ends; check
+        // here too, since the config is kept by the manifest's digest.
+        let sha = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        if sha != manifest.config.digest {
+            return Err(LookupFailure::Invalid);
+        }
+        image_config(&body).ok_or(LookupFailure::Invalid)
+    }
+}
+
 /// The failure cache's key: the reference and a hash of the credential
 /// (never the credential itself).
 fn attempt_key(reference: &str, credential: Option<&Credential>) -> String {
@@ -345,10 +407,13 @@ fn attempt_key(reference: &str, credential: Option<&Credential>) -> String {
     }
 }
 
-fn known(config: ImageConfig) -> ImageCommand {
+/// What the pod runs, and the digest to pin its image to so that a tag
+/// moved later does not start another command under the launcher.
+fn known(digest: String, config: &ImageConfig) -> ImageCommand {
     ImageCommand::Known {
-        entrypoint: config.entrypoint,
-        cmd: config.cmd,
+        entrypoint: config.entrypoint.clone(),
+        cmd: config.cmd.clone(),
+        digest,
     }
 }
 

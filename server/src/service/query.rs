@@ -98,6 +98,8 @@ pub struct EventsQuery {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub kind: Option<String>,
+    /// Exact rule id (`agent/prevention`).
+    pub rule: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub limit: Option<String>,
@@ -118,6 +120,7 @@ impl EventsQuery {
             since_ms: number("since", self.since)?,
             until_ms: number("until", self.until)?,
             limit: number("limit", self.limit)?.unwrap_or(100),
+            rule: self.rule.filter(|r| !r.is_empty()),
             namespace: self.namespace,
             pod: self.pod,
         })
@@ -180,5 +183,23 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("\"network\""));
         assert_eq!(EventsQuery::default().parse().unwrap().limit, 100);
+    }
+
+    #[test]
+    fn events_query_filters_by_one_exact_rule_and_ignores_an_empty_one() {
+        let rule = |rule: Option<&str>| {
+            EventsQuery {
+                kind: Some("agent".into()),
+                rule: rule.map(String::from),
+                ..Default::default()
+            }
+            .parse()
+            .unwrap()
+        };
+        let q = rule(Some("agent/prevention"));
+        assert_eq!(q.rule.as_deref(), Some("agent/prevention"));
+        assert_eq!(q.kind, Some(EventKind::Agent));
+        assert_eq!(rule(Some("")).rule, None);
+        assert_eq!(rule(None).rule, None);
     }
 }

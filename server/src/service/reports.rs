@@ -165,6 +165,7 @@ mod tests {
                 process: None,
                 action: Some("killed".into()),
                 exception: None,
+                coverage: None,
             },
         };
         let report = report_for(

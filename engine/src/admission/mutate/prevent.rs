@@ -13,9 +13,11 @@
 //!   which the pod spec does not name: the server looks them up in the
 //!   registry before planning ([`ImageCommands`]) and the container starts
 //!   as `palisade-launch -- <ENTRYPOINT>` with `args` set to CMD when the
-//!   pod gives none (what the runtime would have run). When the lookup is
-//!   off or fails, the container stays unconfined and the status annotation
-//!   says why. Never a broken pod.
+//!   pod gives none (what the runtime would have run). Its image is pinned
+//!   to the manifest digest the command was read from (`name:tag@digest`),
+//!   so a tag moved after admission cannot start another program under the
+//!   launcher. When the lookup is off or fails, the container stays
+//!   unconfined and the status annotation says why. Never a broken pod.
 //!
 //! Reinvocation-safe: a wrapped command and an existing install container
 //! are left as they are.
@@ -27,6 +29,7 @@ use std::path::Path;
 use palisade_common::launch::{
     check_program_dir, LaunchPolicy, DEFAULT_PROGRAM_DIRS, LAUNCHER_DIR, LAUNCHER_PATH, POLICY_ENV,
 };
+use palisade_common::STATUS_ANNOTATION;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -39,6 +42,8 @@ use super::{
 pub const LAUNCH_VOLUME: &str = "palisade-launch";
 /// The init container that installs it.
 pub const INSTALL_CONTAINER: &str = "palisade-launch-install";
+/// The node label naming its architecture (GOARCH values).
+const ARCH_LABEL: &str = "kubernetes.io/arch";
 /// The launcher inside the enforcer image.
 const LAUNCHER_IN_IMAGE: &str = "/usr/local/bin/palisade-launch";
 
@@ -71,6 +76,8 @@ struct LaunchSpec {
     /// with the whole node: launchers there do not report to the enforcer.
     #[serde(default)]
     host_network: Option<bool>,
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +166,17 @@ impl LaunchShape {
         images
     }
 
+    /// The architecture the pod selects (`kubernetes.io/arch` in its
+    /// `nodeSelector`): which platform of a multi-platform image it runs.
+    pub fn architecture(&self) -> Option<String> {
+        self.spec
+            .as_ref()?
+            .node_selector
+            .as_ref()?
+            .get(ARCH_LABEL)
+            .cloned()
+    }
+
     /// The names in `spec.imagePullSecrets`.
     pub fn pull_secrets(&self) -> Vec<String> {
         let secrets = self
@@ -179,6 +197,9 @@ pub enum ImageCommand {
     Known {
         entrypoint: Vec<String>,
         cmd: Vec<String>,
+        /// The manifest digest the command was read from (`sha256:...`):
+        /// a wrapped container's image is pinned to it.
+        digest: String,
     },
     /// The lookup failed (registry unreachable or refusing, timeout, not an
     /// image); the reason, for the admission warning.
@@ -255,6 +276,10 @@ pub struct Prevention {
     pub confined: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unconfined: BTreeMap<String, Unconfined>,
+    /// Containers whose image was pinned to the digest their command was
+    /// looked up from, with that digest.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: BTreeMap<String, String>,
 }
 
 impl Injector {
@@ -309,12 +334,16 @@ impl Injector {
             let command = needs.command.as_deref().filter(|c| !c.is_empty());
             let start = match command {
                 Some([first, ..]) if first == LAUNCHER_PATH => {
+                    if let Some(digest) = earlier_pin(pod, &name, needs.image.as_deref()) {
+                        prevention.pinned.insert(name.clone(), digest);
+                    }
                     prevention.confined.push(name);
                     continue;
                 }
                 Some(command) => Ok(Start {
                     command: Cow::Borrowed(command),
                     args: None,
+                    pin: None,
                 }),
                 None => image_start(needs, prevent.images),
             };
@@ -329,6 +358,9 @@ impl Injector {
                 }
                 Ok(start) => {
                     let reports = !host_network;
+                    if let Some(digest) = start.pin {
+                        prevention.pinned.insert(name.clone(), digest.to_string());
+                    }
                     wrap(needs, index, start, &volume, prevent.policy, reports, ops);
                     prevention.confined.push(name);
                 }
@@ -376,6 +408,16 @@ impl Injector {
     }
 }
 
+/// The digest an earlier pass pinned `container` to, as its status
+/// annotation says, when the image is indeed pinned to it (reinvocation
+/// keeps the record; nothing else is taken from the annotation).
+fn earlier_pin(pod: &PodShape, container: &str, image: Option<&str>) -> Option<String> {
+    let status: Value = serde_json::from_str(pod.annotation(STATUS_ANNOTATION)?).ok()?;
+    let digest = status["prevention"]["pinned"][container].as_str()?;
+    let (_, pinned_to) = image?.rsplit_once('@')?;
+    (pinned_to == digest).then(|| digest.to_string())
+}
+
 /// What a wrapped container runs after `palisade-launch --`: the `command`
 /// it gets, and `args` to set when the pod gives none (the image's CMD,
 /// which a `command` in the spec would otherwise drop).
@@ -383,6 +425,9 @@ impl Injector {
 struct Start<'a> {
     command: Cow<'a, [String]>,
     args: Option<Cow<'a, [String]>>,
+    /// The digest to pin the image to (the command came from its config,
+    /// and the reference does not name a digest yet).
+    pin: Option<&'a str>,
 }
 
 impl Start<'_> {
@@ -408,10 +453,15 @@ fn image_start<'a>(
     match images.get(image) {
         None => Err(Unconfined::NoCommand),
         Some(ImageCommand::Failed(_)) => Err(Unconfined::ImageLookupFailed),
-        Some(ImageCommand::Known { entrypoint, cmd }) => {
+        Some(ImageCommand::Known {
+            entrypoint,
+            cmd,
+            digest,
+        }) => {
             let start = Start {
                 command: Cow::Owned(literal(entrypoint)),
                 args: own_args.is_none().then(|| Cow::Owned(literal(cmd))),
+                pin: (!image.contains('@')).then_some(digest.as_str()),
             };
             match start.program(own_args) {
                 Some(_) => Ok(start),
@@ -452,6 +502,14 @@ fn wrap(
     ops.push(AddOp::json(format!("{base}/command"), &argv));
     if let Some(args) = start.args.as_deref().filter(|a| !a.is_empty()) {
         ops.push(AddOp::json(format!("{base}/args"), &args));
+    }
+    // `name:tag@digest`: runtimes pull by the digest, people still read the
+    // tag (and a tag moved after admission no longer changes what runs).
+    if let (Some(digest), Some(image)) = (start.pin, container.image.as_deref()) {
+        ops.push(AddOp::json(
+            format!("{base}/image"),
+            &format!("{image}@{digest}"),
+        ));
     }
     let mount = json!({"name": volume, "mountPath": LAUNCHER_DIR, "readOnly": true});
     append(
@@ -682,6 +740,9 @@ mod tests {
         out
     }
 
+    const ENVOY_DIGEST: &str =
+        "sha256:4b3f6e8a2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
+
     fn envoy(entrypoint: &[&str], cmd: &[&str]) -> ImageCommands {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         [(
@@ -689,6 +750,7 @@ mod tests {
             ImageCommand::Known {
                 entrypoint: owned(entrypoint),
                 cmd: owned(cmd),
+                digest: ENVOY_DIGEST.into(),
             },
         )]
         .into_iter()
@@ -728,11 +790,45 @@ mod tests {
             [PathBuf::from("/opt/envoy/bin")]
         );
         assert_eq!(
+            proxy["image"],
+            format!("envoy:1@{ENVOY_DIGEST}"),
+            "pinned to the manifest the command was read from"
+        );
+        assert_eq!(
             status(&out)["prevention"],
-            json!({"confined": ["app", "proxy"]})
+            json!({"confined": ["app", "proxy"], "pinned": {"proxy": ENVOY_DIGEST}})
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["image"],
+            pod()["spec"]["containers"][0]["image"],
+            "a container with its own command runs whatever its tag names"
         );
         let again = confine_with(&out, &images);
         assert_eq!(again, out, "reinvocation changes nothing");
+    }
+
+    #[test]
+    fn an_image_already_pinned_to_a_digest_is_left_as_written() {
+        let mut pod = pod();
+        let pinned = format!("envoy:1@{ENVOY_DIGEST}");
+        pod["spec"]["containers"][1]["image"] = json!(pinned);
+        let images: ImageCommands = [(
+            pinned.clone(),
+            ImageCommand::Known {
+                entrypoint: vec!["/opt/envoy/bin/envoy".into()],
+                cmd: vec![],
+                digest: ENVOY_DIGEST.into(),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let out = confine_with(&pod, &images);
+        assert_eq!(out["spec"]["containers"][1]["image"], json!(pinned));
+        assert_eq!(
+            out["spec"]["containers"][1]["command"][4],
+            "/opt/envoy/bin/envoy"
+        );
+        assert!(status(&out)["prevention"].get("pinned").is_none());
     }
 
     #[test]
@@ -809,6 +905,10 @@ mod tests {
         let images = shape.images_without_command(|name, _| name == Some("palisade-enforcer"));
         assert_eq!(images, ["envoy:1"]);
         assert_eq!(shape.pull_secrets(), ["regcred"]);
+        assert_eq!(shape.architecture(), None);
+        pod["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "arm64", "disk": "ssd"});
+        let shape = LaunchShape::from_value(&pod).unwrap();
+        assert_eq!(shape.architecture().as_deref(), Some("arm64"));
     }
 
     #[test]
