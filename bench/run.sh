@@ -110,6 +110,13 @@ lookup_json=$("$BIN/palisade-bench" lookup --image 127.0.0.1:19500/bench/enforce
 echo "$lookup_json"
 miss_json=$(grep '"registry-miss"' <<<"$lookup_json")
 hit_json=$(grep '"registry-hit"' <<<"$lookup_json")
+# The same image as a two-platform index: a miss also reads the index and
+# each platform's manifest and config (at once).
+push_index 127.0.0.1:19500/bench/enforcer:multi "" 1=amd64 1=arm64
+index_json=$("$BIN/palisade-bench" lookup --image 127.0.0.1:19500/bench/enforcer:multi \
+  --registry 127.0.0.1:19500 --iterations "${BENCH_LOOKUPS:-200}")
+echo "$index_json"
+index_miss_json=$(grep '"registry-miss"' <<<"$index_json")
 
 echo "== prevention: app start with and without the launcher"
 # Wall time of N starts of /bin/true, bare and as `palisade-launch -- /bin/true`
@@ -187,6 +194,7 @@ audit_section=$(awk '/^## Background audit/ {keep = 1; print; next} keep && /^##
   echo "| --- | ---: | ---: |"
   echo "| registry cache miss | $(f "$miss_json" p50_us) | $(f "$miss_json" p99_us) |"
   echo "| registry cache hit | $(f "$hit_json" p50_us) | $(f "$hit_json" p99_us) |"
+  echo "| registry cache miss, two-platform index (index, then both platforms' manifest and config) | $(f "$index_miss_json" p50_us) | $(f "$index_miss_json" p99_us) |"
   echo
   echo "App start, mean wall time of $STARTS starts of \`/bin/true\` (twice each, alternating): bare $bare_us µs, under \`palisade-launch\` $launched_us µs (Landlock ruleset, coverage line, exec)."
   echo

@@ -231,11 +231,19 @@ pub fn policies_table(records: &[PolicyRecord]) -> String {
                 r.name.clone(),
                 format!("{:?}", r.document.spec.mode).to_lowercase(),
                 r.revision.to_string(),
-                r.source.clone(),
+                with_force(&r.source, r.not_in_force.as_deref()),
             ]
         })
         .collect();
     table(&["NAME", "MODE", "REVISION", "SOURCE"], &rows)
+}
+
+/// A source, and why its document is not in force when it is not.
+fn with_force(source: &str, not_in_force: Option<&str>) -> String {
+    match not_in_force {
+        None => source.to_string(),
+        Some(why) => format!("{source} (not in force: {why})"),
+    }
 }
 
 /// Exceptions with what matters when one runs out: state, expiry, owner.
@@ -251,7 +259,7 @@ pub fn exceptions_table(records: &[ExceptionRecord]) -> String {
                 format!("{:?}", r.state).to_lowercase(),
                 spec.expires_at.clone(),
                 spec.owner.clone(),
-                r.source.clone(),
+                with_force(&r.source, r.not_in_force.as_deref()),
             ]
         })
         .collect();

@@ -264,6 +264,13 @@ async fn kernel_reports(service: &Client, reports: &[PodReport]) -> anyhow::Resu
                 service.server()
             )
         })?;
+        if events.len() >= REPORTS_PER_NAMESPACE as usize {
+            eprintln!(
+                "warning: namespace {namespace} has more than {REPORTS_PER_NAMESPACE} coverage \
+                 reports; only the newest were read, so pods whose reports are older show \
+                 \"no report\""
+            );
+        }
         found.add(events);
     }
     Ok(found)

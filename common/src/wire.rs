@@ -267,6 +267,9 @@ pub struct PolicyRecord {
     /// `api` for pushed policies, `directory` for files.
     pub source: String,
     pub document: crate::policy::PolicyDocument,
+    /// Why it is not in force: another source defines the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_in_force: Option<String>,
 }
 
 /// A PolicyException as listed by the API, with its state now.
@@ -281,6 +284,9 @@ pub struct ExceptionRecord {
     pub source: String,
     pub state: crate::exception::ExceptionState,
     pub document: crate::exception::PolicyException,
+    /// Why it is not in force: another source defines the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_in_force: Option<String>,
 }
 
 #[cfg(test)]

@@ -780,6 +780,7 @@ fn non_empty<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
 
 fn policy_record(stored: &StoredRevision) -> Result<PolicyRecord, StoreError> {
     Ok(PolicyRecord {
+        not_in_force: None,
         name: stored.name.clone(),
         revision: stored.revision,
         updated_ms: stored.updated_ms,

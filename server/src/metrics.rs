@@ -159,6 +159,8 @@ pub struct Metrics {
     pub injections: Family<InjectionLabels, Counter>,
     pub admission_duration: Family<EndpointLabels, Histogram>,
     pub policies_loaded: Gauge,
+    /// Documents left out because another source defines the same name.
+    pub policies_shadowed: Gauge,
     /// PolicyExceptions in the active set by state (the metric to alert on
     /// before one runs out).
     pub policy_exceptions: Family<ExceptionLabels, Gauge>,
@@ -219,6 +221,12 @@ impl Metrics {
             "policies_loaded",
             "Policies in the active set",
             policies_loaded.clone(),
+        );
+        let policies_shadowed = Gauge::default();
+        registry.register(
+            "policies_shadowed",
+            "Policies and exceptions left out because a source of higher precedence (files, resources, pushes) defines the same name",
+            policies_shadowed.clone(),
         );
         let policy_reloads = Counter::default();
         registry.register(
@@ -322,6 +330,7 @@ impl Metrics {
             injections,
             admission_duration,
             policies_loaded,
+            policies_shadowed,
             policy_reloads,
             policy_reload_failures,
             tls_reloads,

@@ -81,13 +81,14 @@ registry_digest() { # registry/name:tag, user:password
 # A multi-platform image: an OCI index over manifests already pushed to the
 # same repository, one `tag=arch` per Linux platform (the same manifest may
 # stand for several).
-push_index() { # registry/name:tag, user:password, tag=arch...
-  local target="$1" creds="$2" host="${1%%/*}" rest="${1#*/}"
-  local repo="${rest%:*}" entries="[]" spec manifest
+push_index() { # registry/name:tag, user:password (or ""), tag=arch...
+  local target="$1" host="${1%%/*}" rest="${1#*/}"
+  local repo="${rest%:*}" entries="[]" spec manifest creds=()
+  [[ -z "$2" ]] || creds=(-u "$2")
   shift 2
   manifest="$(mktemp)"
   for spec in "$@"; do
-    curl -sf -u "$creds" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    curl -sf "${creds[@]}" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
       -o "$manifest" "http://$host/v2/$repo/manifests/${spec%=*}"
     entries=$(jq -c --arg d "sha256:$(sha256sum "$manifest" | cut -d' ' -f1)" \
       --argjson size "$(stat -c %s "$manifest")" --arg arch "${spec#*=}" \
@@ -96,6 +97,6 @@ push_index() { # registry/name:tag, user:password, tag=arch...
   done
   rm -f "$manifest"
   jq -cn --argjson m "$entries" '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: $m}' \
-    | curl -sf -u "$creds" -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' \
+    | curl -sf "${creds[@]}" -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' \
       --data-binary @- "http://$host/v2/$repo/manifests/${target##*:}" >/dev/null
 }

@@ -20,6 +20,17 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
 }
 
+impl ImageConfig {
+    /// The command's size, as the cache and the patch carry it.
+    pub fn bytes(&self) -> usize {
+        self.entrypoint
+            .iter()
+            .chain(&self.cmd)
+            .map(String::len)
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
     pub capacity: usize,

@@ -25,6 +25,10 @@ pub enum LookupFailure {
     PlatformsDisagree,
     /// No Linux platform of the image matches the pod's architecture.
     NoPlatform,
+    /// An index with more Linux platforms than lookups take on.
+    TooManyPlatforms,
+    /// More images in one pod than one review looks up.
+    TooManyImages,
 }
 
 impl LookupFailure {
@@ -35,12 +39,14 @@ impl LookupFailure {
             LookupFailure::Unreachable => "registry unreachable",
             LookupFailure::TimedOut => "registry did not answer in time",
             LookupFailure::NotAllowed => "registry not allowed for lookups",
-            LookupFailure::TooLarge => "image config too large",
+            LookupFailure::TooLarge => "image config or command too large",
             LookupFailure::Invalid => "not a usable image",
             LookupFailure::PlatformsDisagree => {
                 "the image's platforms start different commands (select one with nodeSelector kubernetes.io/arch)"
             }
             LookupFailure::NoPlatform => "no Linux platform of the image matches the pod",
+            LookupFailure::TooManyPlatforms => "the image index has too many platforms",
+            LookupFailure::TooManyImages => "too many images in the pod to look up",
         }
     }
 

@@ -52,6 +52,10 @@ const MAX_IMAGES_PER_REVIEW: usize = 8;
 const MAX_CONCURRENT_FETCHES: usize = 16;
 /// An image config is a few KiB; anything this large is not one.
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// ENTRYPOINT and CMD of one image, all its platforms together: real ones
+/// are a few hundred bytes; this bounds the cache at `cache_entries` times
+/// it.
+const MAX_COMMAND_BYTES: usize = 32 * 1024;
 /// Registry clients kept, one per credential (a client keeps the first
 /// credential it is given for a registry, so pods with different secrets
 /// never share one).
@@ -124,9 +128,12 @@ impl ImageResolver {
             (image.clone(), command)
         }))
         .await;
-        let skipped = too_many
-            .iter()
-            .map(|image| (image.clone(), self.failed(image, LookupFailure::TooLarge)));
+        let skipped = too_many.iter().map(|image| {
+            (
+                image.clone(),
+                self.failed(image, LookupFailure::TooManyImages),
+            )
+        });
         answers.into_iter().chain(skipped).collect()
     }
 
@@ -221,20 +228,38 @@ impl ImageResolver {
             OciManifest::ImageIndex(index) => {
                 let entries = platforms::linux_entries(&index.manifests);
                 if entries.len() > platforms::MAX_PLATFORMS {
-                    return Err(LookupFailure::TooLarge);
+                    return Err(LookupFailure::TooManyPlatforms);
                 }
-                let configs = join_all(entries.into_iter().map(|(platform, digest)| async {
+                // Platforms sharing a manifest are read once.
+                let mut distinct: Vec<&str> = entries.iter().map(|(_, d)| *d).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let source = &source;
+                let read = join_all(distinct.into_iter().map(|digest| async move {
                     let OciManifest::Image(manifest) = source.manifest(digest).await? else {
                         // An index inside an index: no runtime picks from it.
                         return Err(LookupFailure::Invalid);
                     };
-                    let config = source.config(&manifest).await?;
-                    Ok(PlatformConfig { platform, config })
+                    Ok((digest, source.config(&manifest).await?))
                 }))
-                .await;
-                Platforms::from_index(configs.into_iter().collect::<Result<_, _>>()?)
+                .await
+                .into_iter()
+                .collect::<Result<HashMap<&str, ImageConfig>, _>>()?;
+                let configs = entries
+                    .into_iter()
+                    .filter_map(|(platform, digest)| {
+                        let config = read.get(digest)?.clone();
+                        Some(PlatformConfig { platform, config })
+                    })
+                    .collect();
+                Platforms::from_index(configs)
             }
         };
+        // What is kept is bounded by what one entry may hold, whatever the
+        // registry serves.
+        if platforms.command_bytes() > MAX_COMMAND_BYTES {
+            return Err(LookupFailure::TooLarge);
+        }
         self.lock_cache()
             .store(&digest, platforms.clone(), Instant::now());
         self.metrics.count_lookup(LookupResult::Fetched);

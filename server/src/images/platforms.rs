@@ -61,17 +61,50 @@ impl Platforms {
     /// `nodeSelector`), `None` for any. The platforms that may run there
     /// must agree; if they do not, nothing is wrapped (the wrong command
     /// would be a broken pod on some nodes).
+    ///
+    /// With an architecture, the entries naming it are the candidates, as
+    /// a runtime prefers them (every variant of it, since the node's is
+    /// not known); entries without a platform count only when no entry has
+    /// one. Without exact entries a runtime may fall back to a compatible
+    /// architecture (386 on amd64, arm on arm64), which is not guessed.
     pub fn command_for(&self, arch: Option<&str>) -> Result<&ImageConfig, LookupFailure> {
-        let mut candidates = self.0.iter().filter(|p| match (&p.platform, arch) {
-            (Some(platform), Some(arch)) => platform.architecture == arch,
-            _ => true,
-        });
-        let first = candidates.next().ok_or(LookupFailure::NoPlatform)?;
-        if candidates.all(|p| p.config == first.config) {
+        let candidates: Vec<&PlatformConfig> = match arch.map(normalize_arch) {
+            None => self.0.iter().collect(),
+            Some(arch) => {
+                let exact: Vec<_> = self
+                    .0
+                    .iter()
+                    .filter(|p| p.platform.as_ref().is_some_and(|p| p.architecture == arch))
+                    .collect();
+                if exact.is_empty() && self.0.iter().all(|p| p.platform.is_none()) {
+                    self.0.iter().collect()
+                } else {
+                    exact
+                }
+            }
+        };
+        let (first, rest) = candidates.split_first().ok_or(LookupFailure::NoPlatform)?;
+        if rest.iter().all(|p| p.config == first.config) {
             Ok(&first.config)
         } else {
             Err(LookupFailure::PlatformsDisagree)
         }
+    }
+
+    /// Bytes of command kept (what the cache holds for this digest).
+    pub fn command_bytes(&self) -> usize {
+        self.0.iter().map(|p| p.config.bytes()).sum()
+    }
+}
+
+/// GOARCH names as runtimes normalise them (`uname -m` spellings too).
+fn normalize_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "armhf" | "armel" => "arm",
+        "i386" | "i686" => "386",
+        other => other,
     }
 }
 
@@ -85,7 +118,7 @@ pub fn linux_entries(entries: &[ImageIndexEntry]) -> Vec<(Option<Platform>, &str
             None => Some((None, entry.digest.as_str())),
             Some(p) if p.os == "linux" => Some((
                 Some(Platform {
-                    architecture: p.architecture.clone(),
+                    architecture: normalize_arch(&p.architecture).to_string(),
                     variant: p.variant.clone(),
                 }),
                 entry.digest.as_str(),
@@ -137,20 +170,32 @@ mod tests {
         );
         assert_eq!(differ.command_for(Some("amd64")), Ok(&config("/app")));
         assert_eq!(differ.command_for(Some("arm64")), Ok(&config("/app-arm")));
+        assert_eq!(differ.command_for(Some("aarch64")), Ok(&config("/app-arm")));
         assert_eq!(
             differ.command_for(Some("riscv64")),
             Err(LookupFailure::NoPlatform)
         );
-        // An entry without a platform may run anywhere, so it must agree.
-        let mut with_any = vec![on("amd64", "/app")];
-        with_any.push(PlatformConfig {
+        let any = |program: &str| PlatformConfig {
             platform: None,
-            config: config("/other"),
-        });
+            config: config(program),
+        };
+        // Without a selector an entry without a platform may run, so it
+        // must agree; with one, runtimes prefer the entries naming it.
+        let mixed = Platforms::from_index(vec![on("amd64", "/app"), any("/other")]);
         assert_eq!(
-            Platforms::from_index(with_any).command_for(Some("amd64")),
+            mixed.command_for(None),
             Err(LookupFailure::PlatformsDisagree)
         );
+        assert_eq!(mixed.command_for(Some("amd64")), Ok(&config("/app")));
+        // No entry names the architecture: a runtime might fall back to a
+        // compatible one (386 on amd64), which is not guessed.
+        let fallback = Platforms::from_index(vec![on("386", "/x"), any("/y")]);
+        assert_eq!(
+            fallback.command_for(Some("amd64")),
+            Err(LookupFailure::NoPlatform)
+        );
+        let unnamed = Platforms::from_index(vec![any("/y"), any("/y")]);
+        assert_eq!(unnamed.command_for(Some("amd64")), Ok(&config("/y")));
     }
 
     #[test]

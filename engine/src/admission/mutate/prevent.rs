@@ -98,6 +98,8 @@ struct LaunchContainer {
     #[serde(default)]
     args: Option<Vec<String>>,
     #[serde(default)]
+    image_pull_policy: Option<String>,
+    #[serde(default)]
     env: Option<Vec<EnvName>>,
     #[serde(default)]
     volume_mounts: Option<Vec<MountPath>>,
@@ -461,7 +463,7 @@ fn image_start<'a>(
             let start = Start {
                 command: Cow::Owned(literal(entrypoint)),
                 args: own_args.is_none().then(|| Cow::Owned(literal(cmd))),
-                pin: (!image.contains('@')).then_some(digest.as_str()),
+                pin: pinnable(container).then_some(digest.as_str()),
             };
             match start.program(own_args) {
                 Some(_) => Ok(start),
@@ -469,6 +471,15 @@ fn image_start<'a>(
             }
         }
     }
+}
+
+/// Whether the container's image can be pinned to a digest: not when it
+/// already names one, nor with `imagePullPolicy: Never` (the node then has
+/// the image only as it was loaded, often under its tag alone, and a
+/// digest reference would not find it: a broken pod).
+fn pinnable(container: &LaunchContainer) -> bool {
+    let image = container.image.as_deref().unwrap_or_default();
+    !image.contains('@') && container.image_pull_policy.as_deref() != Some("Never")
 }
 
 /// Image config strings as pod spec strings with the same meaning: the
@@ -828,6 +839,20 @@ mod tests {
             out["spec"]["containers"][1]["command"][4],
             "/opt/envoy/bin/envoy"
         );
+        assert!(status(&out)["prevention"].get("pinned").is_none());
+    }
+
+    #[test]
+    fn an_image_the_node_never_pulls_is_not_pinned() {
+        let mut pod = pod();
+        pod["spec"]["containers"][1]["imagePullPolicy"] = json!("Never");
+        let out = confine_with(&pod, &envoy(&["/opt/envoy/bin/envoy"], &[]));
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(
+            proxy["image"], "envoy:1",
+            "a side-loaded image has no digest name"
+        );
+        assert_eq!(proxy["command"][4], "/opt/envoy/bin/envoy");
         assert!(status(&out)["prevention"].get("pinned").is_none());
     }
 

@@ -15,9 +15,12 @@ use crate::db::StoredException;
 use crate::reply::json_error;
 use crate::service::query::PolicyQuery;
 use crate::service::{internal, ok, Reply, ServiceState};
+use crate::sources::PUSHED_ORIGIN;
+use palisade_common::exception::EXCEPTION_KIND;
 
 fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
     ExceptionRecord {
+        not_in_force: None,
         name: stored.exception.metadata.name.clone(),
         revision: stored.revision,
         updated_ms: stored.updated_ms,
@@ -27,9 +30,12 @@ fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
     }
 }
 
-/// Files and resources (revision 0) and pushed ones, by name.
+/// Files and resources (revision 0) and pushed ones, by name, each saying
+/// whether a definition in another source keeps it out of force.
 fn active_records(state: &ServiceState, pushed: Vec<StoredException>) -> Vec<ExceptionRecord> {
     let now = SystemTime::now();
+    let not_in_force =
+        |name: &str, origin: &str| state.policies.not_in_force(EXCEPTION_KIND, name, origin);
     let mut records: Vec<ExceptionRecord> = state
         .policies
         .unpushed_exceptions()
@@ -38,11 +44,18 @@ fn active_records(state: &ServiceState, pushed: Vec<StoredException>) -> Vec<Exc
             name: exception.metadata.name.clone(),
             revision: 0,
             updated_ms: 0,
+            not_in_force: not_in_force(&exception.metadata.name, &origin),
             source: origin,
             state: exception.state(now),
             document: exception,
         })
-        .chain(pushed.into_iter().map(|p| pushed_record(p, now)))
+        .chain(pushed.into_iter().map(|p| {
+            let record = pushed_record(p, now);
+            ExceptionRecord {
+                not_in_force: not_in_force(&record.name, PUSHED_ORIGIN),
+                ..record
+            }
+        }))
         .collect();
     records.sort_by(|a, b| a.name.cmp(&b.name));
     records
@@ -114,27 +127,29 @@ pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> 
     }
 }
 
+/// Deletes the pushed exception of that name, even one in conflict with a
+/// file or resource (else it would come back when that goes).
 pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
-    if let Some((origin, _)) = state
-        .policies
-        .unpushed_exceptions()
-        .into_iter()
-        .find(|(_, e)| e.metadata.name == name)
-    {
-        return json_error(
-            StatusCode::CONFLICT,
-            &format!("exception {name:?} is defined by {origin}; remove it there"),
-        );
-    }
     match state.store.delete_exception(&name, "admin").await {
         Ok(true) => {
             refresh_local_set(&state).await;
             ok(&serde_json::json!({"deleted": name}))
         }
-        Ok(false) => json_error(
-            StatusCode::NOT_FOUND,
-            &format!("no pushed exception named {name:?}"),
-        ),
+        Ok(false) => match state
+            .policies
+            .unpushed_exceptions()
+            .into_iter()
+            .find(|(_, e)| e.metadata.name == name)
+        {
+            Some((origin, _)) => json_error(
+                StatusCode::CONFLICT,
+                &format!("exception {name:?} is defined by {origin}; remove it there"),
+            ),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no pushed exception named {name:?}"),
+            ),
+        },
         Err(e) => internal(e),
     }
 }

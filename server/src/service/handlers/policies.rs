@@ -6,6 +6,7 @@ use warp::http::StatusCode;
 
 use crate::reply::json_error;
 use crate::service::{internal, ok, Reply, ServiceState};
+use crate::sources::PUSHED_ORIGIN;
 use bytes::Bytes;
 use palisade_common::policy::PolicyDocument;
 use palisade_common::wire::PolicyRecord;
@@ -13,8 +14,14 @@ use palisade_common::wire::PolicyRecord;
 use super::{push_refused, refresh_local_set};
 use crate::service::query::PolicyQuery;
 
-/// Directory policies (revision 0) and pushed ones, by name.
+/// Directory policies (revision 0) and pushed ones, by name, each saying
+/// whether another source keeps it out of force.
 fn active_records(state: &ServiceState, pushed: Vec<PolicyRecord>) -> Vec<PolicyRecord> {
+    let not_in_force = |name: &str, origin: &str| {
+        state
+            .policies
+            .not_in_force(palisade_common::policy::KIND, name, origin)
+    };
     let mut records: Vec<PolicyRecord> = state
         .policies
         .directory_documents()
@@ -23,10 +30,14 @@ fn active_records(state: &ServiceState, pushed: Vec<PolicyRecord>) -> Vec<Policy
             name: document.metadata.name.clone(),
             revision: 0,
             updated_ms: 0,
+            not_in_force: not_in_force(&document.metadata.name, &origin),
             source: format!("directory ({origin})"),
             document,
         })
-        .chain(pushed)
+        .chain(pushed.into_iter().map(|record| PolicyRecord {
+            not_in_force: not_in_force(&record.name, PUSHED_ORIGIN),
+            ..record
+        }))
         .collect();
     records.sort_by(|a, b| a.name.cmp(&b.name));
     records
@@ -80,22 +91,27 @@ pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> 
     }
 }
 
+/// Deletes the pushed policy of that name, even one a file shadows (else
+/// it would come back when the file goes).
 pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
-    if state
-        .policies
-        .directory_documents()
-        .iter()
-        .any(|(_, d)| d.metadata.name == name)
-    {
-        return json_error(
-            StatusCode::CONFLICT,
-            &format!("policy {name:?} is defined in the policy directory; remove the file instead"),
-        );
-    }
     match state.store.delete_policy(&name, "admin").await {
         Ok(true) => {
             refresh_local_set(&state).await;
             ok(&serde_json::json!({"deleted": name}))
+        }
+        Ok(false)
+            if state
+                .policies
+                .directory_documents()
+                .iter()
+                .any(|(_, d)| d.metadata.name == name) =>
+        {
+            json_error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "policy {name:?} is defined in the policy directory; remove the file instead"
+                ),
+            )
         }
         Ok(false) => json_error(
             StatusCode::NOT_FOUND,
