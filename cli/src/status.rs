@@ -12,7 +12,7 @@ use anyhow::Context;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use palisade_common::launch::{CoverageLevel, CoverageSummary, LandlockSupport, COVERAGE_RULE};
+use palisade_common::launch::{CoverageSummary, LandlockSupport, COVERAGE_RULE};
 use palisade_common::wire::{EventKind, StoredEvent};
 use palisade_common::INJECT_LABEL;
 use palisade_engine::admission::enforcer::EnforcerIdentity;
@@ -351,11 +351,7 @@ pub fn kernel_cell(container: &str, report: Option<&CoverageSummary>) -> String 
     let Some(summary) = report else {
         return format!("{container}: no report");
     };
-    let level = match summary.level {
-        CoverageLevel::Full => "full",
-        CoverageLevel::Partial => "partial",
-        CoverageLevel::None => "none",
-    };
+    let level = summary.level.as_str();
     let mut detail = match summary.landlock {
         LandlockSupport::Available(abi) => format!("ABI {abi}"),
         LandlockSupport::NotEnabled => "Landlock not enabled".to_string(),
@@ -475,7 +471,7 @@ pub fn render(reports: &[PodReport], kernel: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_common::launch::NotEnforcedSummary;
+    use palisade_common::launch::{CoverageLevel, NotEnforcedSummary};
     use palisade_common::wire::{Event, PodRef};
 
     /// A pod injected by this release, with `confined` app containers.

@@ -47,6 +47,17 @@ pub enum CoverageLevel {
     None,
 }
 
+impl CoverageLevel {
+    /// As people read it (the event message, `palisade status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoverageLevel::Full => "full",
+            CoverageLevel::Partial => "partial",
+            CoverageLevel::None => "none",
+        }
+    }
+}
+
 /// Landlock as the running kernel offers it to the launcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "state", content = "abi")]

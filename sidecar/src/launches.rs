@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use palisade_common::launch::{
-    CoverageLevel, CoverageSummary, LandlockSupport, LAUNCHER_PATH, REPORT_ACK, REPORT_MAX_BYTES,
-    REPORT_SOCKET,
+    CoverageSummary, LandlockSupport, LAUNCHER_PATH, REPORT_ACK, REPORT_MAX_BYTES, REPORT_SOCKET,
 };
 use palisade_common::wire::Event;
 
@@ -85,11 +84,7 @@ pub fn parse(line: &str) -> Result<CoverageSummary, Refusal> {
 /// enforced and why.
 pub fn describe(summary: &CoverageSummary) -> String {
     let container = summary.container.as_deref().unwrap_or("?");
-    let level = match summary.level {
-        CoverageLevel::Full => "full",
-        CoverageLevel::Partial => "partial",
-        CoverageLevel::None => "none",
-    };
+    let level = summary.level.as_str();
     let landlock = match summary.landlock {
         LandlockSupport::Available(abi) => format!("Landlock ABI {abi}"),
         LandlockSupport::NotEnabled => "Landlock not enabled on the node".into(),
@@ -256,6 +251,7 @@ fn peer(proc_root: &Path, pid: i32) -> Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_common::launch::CoverageLevel;
 
     const REPORT: &str = r#"{"event":"palisade-launch/coverage","container":"app","level":"partial","landlock":{"state":"available","abi":5},"noNewPrivs":true,"enforced":["execOnlyFromProgramDirs","ptraceScoped"],"notEnforced":[{"protection":"signalScoped","reason":"kernelAbiTooOld","needsAbi":6}],"programDirs":["/bin"]}"#;
 

@@ -315,6 +315,7 @@ impl Injector {
         };
         let mut prevention = Prevention::default();
         let host_network = prevent.shape.host_network();
+        let earlier = earlier_pins(pod);
         for (index, container) in pod.containers(ContainerList::App).iter().enumerate() {
             if self
                 .identity
@@ -336,8 +337,15 @@ impl Injector {
             let command = needs.command.as_deref().filter(|c| !c.is_empty());
             let start = match command {
                 Some([first, ..]) if first == LAUNCHER_PATH => {
-                    if let Some(digest) = earlier_pin(pod, &name, needs.image.as_deref()) {
-                        prevention.pinned.insert(name.clone(), digest);
+                    let still_pinned = |digest: &&String| {
+                        needs
+                            .image
+                            .as_deref()
+                            .and_then(|i| i.rsplit_once('@'))
+                            .is_some_and(|(_, pinned_to)| pinned_to == digest.as_str())
+                    };
+                    if let Some(digest) = earlier.get(&name).filter(still_pinned) {
+                        prevention.pinned.insert(name.clone(), digest.clone());
                     }
                     prevention.confined.push(name);
                     continue;
@@ -410,14 +418,26 @@ impl Injector {
     }
 }
 
-/// The digest an earlier pass pinned `container` to, as its status
-/// annotation says, when the image is indeed pinned to it (reinvocation
+/// The digests an earlier pass pinned containers to, by container, as the
+/// status annotation says: read once per pod, and kept for a container
+/// only while its image is indeed pinned to that digest (reinvocation
 /// keeps the record; nothing else is taken from the annotation).
-fn earlier_pin(pod: &PodShape, container: &str, image: Option<&str>) -> Option<String> {
-    let status: Value = serde_json::from_str(pod.annotation(STATUS_ANNOTATION)?).ok()?;
-    let digest = status["prevention"]["pinned"][container].as_str()?;
-    let (_, pinned_to) = image?.rsplit_once('@')?;
-    (pinned_to == digest).then(|| digest.to_string())
+fn earlier_pins(pod: &PodShape) -> BTreeMap<String, String> {
+    #[derive(Deserialize)]
+    struct Status {
+        #[serde(default)]
+        prevention: Option<Pins>,
+    }
+    #[derive(Deserialize)]
+    struct Pins {
+        #[serde(default)]
+        pinned: BTreeMap<String, String>,
+    }
+    pod.annotation(STATUS_ANNOTATION)
+        .and_then(|text| serde_json::from_str::<Status>(text).ok())
+        .and_then(|status| status.prevention)
+        .map(|p| p.pinned)
+        .unwrap_or_default()
 }
 
 /// What a wrapped container runs after `palisade-launch --`: the `command`
