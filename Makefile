@@ -108,7 +108,7 @@ bench: build images ## Benchmarks (with image sizes and the last e2e-node figure
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz AdmissionReview decoding + mutate/validate for FUZZ_SECONDS (needs nightly and cargo-fuzz)
-	cargo +nightly fuzz run admission fuzz/corpus/admission tests/fixtures/admission -- -max_total_time=$(FUZZ_SECONDS)
+	cargo +nightly fuzz run admission fuzz/corpus/admission fuzz/regressions/admission tests/fixtures/admission -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use palisade_common::launch::LaunchPolicy;
+use palisade_common::policy::Document;
 use palisade_engine::admission::mutate::{ImageCommand, ImageCommands, LaunchShape, PodShape, Prevent};
-use palisade_engine::admission::{self, Webhook};
+use palisade_engine::admission::{self, Outcome, Webhook};
 use palisade_engine::settings::Settings;
 use palisade_engine::policy::PolicySet;
 use serde_json::Value;
@@ -20,6 +21,20 @@ fn policies() -> &'static PolicySet {
     SET.get_or_init(|| {
         PolicySet::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")))
             .expect("repository policies load")
+    })
+}
+
+/// A policy confining every pod, so that `/mutate` reads what prevention
+/// needs of every review.
+fn preventing() -> &'static PolicySet {
+    static SET: OnceLock<PolicySet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let doc = Document::from_yaml(
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: confine-all}\n\
+             spec: {mode: enforce, runtime: {prevent: true}}\n",
+        )
+        .expect("the prevention policy parses");
+        PolicySet::from_documents([("fuzz".to_string(), doc)]).expect("the prevention policy compiles")
     })
 }
 
@@ -51,9 +66,20 @@ fuzz_target!(|data: &[u8]| {
     // registry lookup gives it, `$` included): applies, and a second pass
     // changes nothing.
     let launch = LaunchPolicy::default();
-    let images: ImageCommands = LaunchShape::from_value(&prevented)
-        .map(|needs| needs.images_without_command(|_, _| false))
-        .unwrap_or_default()
+    // Prevention reads more of the pod than injection does (command, args,
+    // env, mounts, pull secrets): where a policy confines a pod with one of
+    // those malformed, it is refused with a 400, never planned or patched.
+    let Ok(needs) = LaunchShape::from_value(&prevented) else {
+        let (response, outcome) = webhook.mutate(&req, preventing());
+        match outcome {
+            Outcome::Invalid => assert_eq!(response.status.code, 400, "{:?}", response.status),
+            Outcome::Allowed | Outcome::Skipped => assert!(response.patch.is_none()),
+            other => panic!("a pod prevention cannot read was answered {other:?}"),
+        }
+        return;
+    };
+    let images: ImageCommands = needs
+        .images_without_command(|_, _| false)
         .into_iter()
         .map(|image| {
             let command = ImageCommand::Known {

@@ -694,4 +694,48 @@ mod tests {
         assert!(response.warnings[0]
             .starts_with("palisade excepted: [no-latest] images/disallowUntagged"));
     }
+
+    #[test]
+    fn a_pod_prevention_cannot_read_is_refused_with_a_clear_error_where_a_policy_confines_it() {
+        let review = |command: Value| {
+            let pod = json!({"metadata": {"name": "web"},
+                             "spec": {"containers": [{"name": "web", "image": "x:1", "command": command}]}});
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u", "name": "web", "namespace": "ns", "operation": "CREATE",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "userInfo": {}, "object": pod
+                }
+            });
+            decode(review.to_string().as_bytes()).unwrap()
+        };
+        let confine_all = palisade_common::policy::Document::from_yaml(
+            "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {name: confine}\n\
+             spec: {mode: enforce, runtime: {prevent: true}}\n",
+        )
+        .unwrap();
+        let confining = PolicySet::from_documents([("test".to_string(), confine_all)]).unwrap();
+        let webhook = Webhook::new(&Settings::default());
+        // The injector does not read `command`: without prevention the pod
+        // is planned as usual.
+        let malformed = review(json!("web"));
+        let (_, outcome) = webhook.mutate(&malformed, &PolicySet::default());
+        assert_eq!(outcome, Outcome::Patched);
+        let (response, outcome) = webhook.mutate(&malformed, &confining);
+        assert_eq!(outcome, Outcome::Invalid);
+        assert!(!response.allowed && response.patch.is_none());
+        assert_eq!(response.status.code, 400);
+        assert!(
+            response
+                .status
+                .message
+                .contains("spec.containers[0].command: invalid type: string \"web\""),
+            "{}",
+            response.status.message
+        );
+        let (_, outcome) = webhook.mutate(&review(json!(["/bin/web"])), &confining);
+        assert_eq!(outcome, Outcome::Patched);
+    }
 }

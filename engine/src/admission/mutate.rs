@@ -35,6 +35,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Capabilities, SeccompProfile, SecurityContext};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Value};
@@ -127,6 +128,34 @@ pub enum MutateError {
     Unreadable(String),
 }
 
+/// Reads a view of the object from its JSON text. A failure is read again
+/// with path tracking so that the error names the field
+/// (`spec.containers[0].command: invalid type ...`); the common, successful
+/// read pays nothing for it.
+pub(crate) fn read_text<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, MutateError> {
+    serde_json::from_str(text).map_err(|_| {
+        let mut reader = serde_json::Deserializer::from_str(text);
+        unreadable(serde_path_to_error::deserialize::<_, T>(&mut reader).err())
+    })
+}
+
+/// Like [`read_text`], from a parsed value.
+pub(crate) fn read_value<T: DeserializeOwned>(value: &Value) -> Result<T, MutateError> {
+    T::deserialize(value)
+        .map_err(|_| unreadable(serde_path_to_error::deserialize::<_, T>(value).err()))
+}
+
+fn unreadable<E: std::fmt::Display>(tracked: Option<serde_path_to_error::Error<E>>) -> MutateError {
+    match tracked {
+        Some(e) if e.path().iter().next().is_some() => {
+            MutateError::Unreadable(format!("{}: {}", e.path(), e.inner()))
+        }
+        Some(e) => MutateError::Unreadable(e.inner().to_string()),
+        // Deserializing the same input twice gives the same result.
+        None => MutateError::Unreadable("the object changed while it was read".into()),
+    }
+}
+
 // ---------------------------------------------------------------- the view
 
 /// The fields of a pod the mutation reads; everything else is skipped
@@ -214,8 +243,7 @@ struct NamedShape {
 impl PodShape {
     /// Reads the view from the object's JSON text.
     pub fn from_json(text: &str) -> Result<Self, MutateError> {
-        let shape: Self =
-            serde_json::from_str(text).map_err(|e| MutateError::Unreadable(e.to_string()))?;
+        let shape: Self = read_text(text)?;
         shape.with_spec()
     }
 
@@ -223,8 +251,7 @@ impl PodShape {
         if !value.is_object() {
             return Err(MutateError::NotAnObject("object"));
         }
-        let shape =
-            PodShape::deserialize(value).map_err(|e| MutateError::Unreadable(e.to_string()))?;
+        let shape: Self = read_value(value)?;
         shape.with_spec()
     }
 

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    append, list_exists, raw_json, restricted_security_context, sidecar_resources, unique_name,
-    AddOp, ContainerList, Injector, MutateError, PodShape,
+    append, list_exists, raw_json, read_text, read_value, restricted_security_context,
+    sidecar_resources, unique_name, AddOp, ContainerList, Injector, MutateError, PodShape,
 };
 
 /// The emptyDir the launcher is installed into.
@@ -125,11 +125,11 @@ impl LaunchShape {
     }
 
     pub fn from_json(text: &str) -> Result<Self, MutateError> {
-        serde_json::from_str(text).map_err(|e| MutateError::Unreadable(e.to_string()))
+        read_text(text)
     }
 
     pub fn from_value(value: &Value) -> Result<Self, MutateError> {
-        LaunchShape::deserialize(value).map_err(|e| MutateError::Unreadable(e.to_string()))
+        read_value(value)
     }
 
     /// The pod's labels.
