@@ -588,7 +588,7 @@ async fn lookup(image: &str, registry: &str, iterations: usize) -> anyhow::Resul
             Ok::<_, anyhow::Error>(started.elapsed())
         }
     };
-    let warm = Arc::new(ImageResolver::new(settings, None, metrics));
+    let warm = Arc::new(ImageResolver::new(settings, None, metrics).context("registry client")?);
     admit(warm.clone()).await?;
     // A miss keeps the resolver's connections, as a running server would.
     for (label, miss) in [("registry-miss", true), ("registry-hit", false)] {

@@ -541,9 +541,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .with_context(|| format!("invalid log level {level:?}"))?
-        // The registry client logs token responses at debug level.
-        .add_directive("oci_client=info".parse().context("log directive")?);
+        .with_context(|| format!("invalid log level {level:?}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == LogFormat::Json {
         builder.json().init();

@@ -258,9 +258,11 @@ async fn image_resolver(
     } else {
         None
     };
-    Some(Arc::new(ImageResolver::new(
-        settings.clone(),
-        kube,
-        metrics.clone(),
-    )))
+    match ImageResolver::new(settings.clone(), kube, metrics.clone()) {
+        Ok(resolver) => Some(Arc::new(resolver)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the registry client: image lookups are off");
+            None
+        }
+    }
 }

@@ -2,8 +2,6 @@
 //! never the registry's own text (which an attacker's registry chooses, and
 //! which would make admission a probe of what the server can reach).
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupFailure {
     /// The registry refused the credentials (or their absence).
@@ -32,6 +30,16 @@ pub enum LookupFailure {
 }
 
 impl LookupFailure {
+    /// What a registry's refusal means: the status only, never its body.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            401 | 403 => LookupFailure::Unauthorized,
+            404 => LookupFailure::NotFound,
+            429 | 500.. => LookupFailure::Unreachable,
+            _ => LookupFailure::Invalid,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LookupFailure::Unauthorized => "the registry refused access",
@@ -39,7 +47,7 @@ impl LookupFailure {
             LookupFailure::Unreachable => "registry unreachable",
             LookupFailure::TimedOut => "registry did not answer in time",
             LookupFailure::NotAllowed => "registry not allowed for lookups",
-            LookupFailure::TooLarge => "image config or command too large",
+            LookupFailure::TooLarge => "image manifest, config or command too large",
             LookupFailure::Invalid => "not a usable image",
             LookupFailure::PlatformsDisagree => {
                 "the image's platforms start different commands (select one with nodeSelector kubernetes.io/arch)"
@@ -64,78 +72,21 @@ impl std::fmt::Display for LookupFailure {
     }
 }
 
-impl From<&OciDistributionError> for LookupFailure {
-    fn from(e: &OciDistributionError) -> Self {
-        match e {
-            OciDistributionError::AuthenticationFailure(_)
-            | OciDistributionError::UnauthorizedError { .. } => LookupFailure::Unauthorized,
-            OciDistributionError::ImageManifestNotFoundError(_) => LookupFailure::NotFound,
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let codes = envelope.errors.iter().map(|e| &e.code);
-                let mut failure = LookupFailure::Invalid;
-                for code in codes {
-                    failure = match code {
-                        OciErrorCode::Unauthorized | OciErrorCode::Denied => {
-                            LookupFailure::Unauthorized
-                        }
-                        OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound => LookupFailure::NotFound,
-                        OciErrorCode::Toomanyrequests => LookupFailure::Unreachable,
-                        _ => continue,
-                    };
-                    break;
-                }
-                failure
-            }
-            OciDistributionError::ServerError { code, .. } => match code {
-                401 | 403 => LookupFailure::Unauthorized,
-                404 => LookupFailure::NotFound,
-                429 | 500.. => LookupFailure::Unreachable,
-                _ => LookupFailure::Invalid,
-            },
-            OciDistributionError::RequestError(e) if e.is_timeout() => LookupFailure::TimedOut,
-            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-                LookupFailure::Unreachable
-            }
-            _ => LookupFailure::Invalid,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn registry_answers_map_to_categories_and_only_outages_are_remembered() {
-        let server = |code| OciDistributionError::ServerError {
-            code,
-            url: "http://10.0.0.1/secret-admin".into(),
-            message: "internal detail".into(),
-        };
-        assert_eq!(
-            LookupFailure::from(&server(401)),
-            LookupFailure::Unauthorized
-        );
-        assert_eq!(LookupFailure::from(&server(404)), LookupFailure::NotFound);
-        assert_eq!(
-            LookupFailure::from(&server(503)),
-            LookupFailure::Unreachable
-        );
-        let unauthorized = OciDistributionError::UnauthorizedError { url: "u".into() };
-        assert_eq!(
-            LookupFailure::from(&unauthorized),
-            LookupFailure::Unauthorized
-        );
+        assert_eq!(LookupFailure::from_status(401), LookupFailure::Unauthorized);
+        assert_eq!(LookupFailure::from_status(403), LookupFailure::Unauthorized);
+        assert_eq!(LookupFailure::from_status(404), LookupFailure::NotFound);
+        assert_eq!(LookupFailure::from_status(429), LookupFailure::Unreachable);
+        assert_eq!(LookupFailure::from_status(503), LookupFailure::Unreachable);
+        assert_eq!(LookupFailure::from_status(418), LookupFailure::Invalid);
         assert!(!LookupFailure::Unauthorized.is_outage());
         assert!(!LookupFailure::NotFound.is_outage());
         assert!(LookupFailure::Unreachable.is_outage());
         assert!(LookupFailure::TimedOut.is_outage());
-        // The words shown to the pod's author carry nothing of the answer.
-        assert!(!LookupFailure::from(&server(500))
-            .to_string()
-            .contains("internal"));
     }
 }

@@ -4,6 +4,18 @@
 
 use std::net::IpAddr;
 
+use reqwest::Url;
+
+/// Who lookups may contact: the operator's lists from the lookup settings.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// `allowed_registries`: `host[:port]` or `*.domain` (empty: any public
+    /// registry).
+    pub allowed: Vec<String>,
+    /// `insecure_registries`: `host[:port]` spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
 /// `allowed`: `host[:port]` or `*.domain` entries (empty: any public
 /// registry); `insecure`: registries spoken to over HTTP, allowed too.
 pub fn may_contact(registry: &str, allowed: &[String], insecure: &[String]) -> bool {
@@ -12,6 +24,28 @@ pub fn may_contact(registry: &str, allowed: &[String], insecure: &[String]) -> b
         return true;
     }
     allowed.is_empty() && !is_internal(host_of(registry))
+}
+
+/// Whether a token realm or a redirect a registry names may be followed.
+/// Such hosts are the registry's choice (an auth service, a blob store's
+/// CDN), so the allow-list does not apply; but, as for registries, never
+/// into the server's own network unless listed, and never from HTTPS down
+/// to plain HTTP unless the target is listed as insecure.
+pub fn may_follow(url: &Url, from_https: bool, reach: &Reach) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let target = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let listed = |list: &[String]| list.iter().any(|entry| matches(entry, &target));
+    match url.scheme() {
+        "https" => {}
+        "http" if !from_https || listed(&reach.insecure) => {}
+        _ => return false,
+    }
+    listed(&reach.allowed) || listed(&reach.insecure) || !is_internal(host_of(&target))
 }
 
 fn matches(entry: &str, registry: &str) -> bool {
@@ -97,6 +131,65 @@ mod tests {
             &list(&["172.31.0.1:5000"])
         ));
         assert!(may_contact("10.0.0.5", &list(&["10.0.0.5"]), &[]));
+    }
+
+    #[test]
+    fn realms_and_redirects_go_anywhere_public_but_not_inward_nor_down_to_http() {
+        let reach = |allowed: &[&str], insecure: &[&str]| Reach {
+            allowed: list(allowed),
+            insecure: list(insecure),
+        };
+        let url = |u: &str| Url::parse(u).unwrap();
+        let listed_elsewhere = reach(&["ghcr.io"], &[]);
+        // An auth service or CDN need not be on the allow-list.
+        assert!(may_follow(
+            &url("https://auth.docker.io/token"),
+            true,
+            &listed_elsewhere
+        ));
+        assert!(may_follow(
+            &url("https://cdn.example/blob?sig=x"),
+            true,
+            &reach(&[], &[])
+        ));
+        for inward in [
+            "https://169.254.169.254/latest/meta-data",
+            "https://127.0.0.1:5000/token",
+            "https://[::1]/token",
+            "https://localhost/token",
+            "https://10.1.2.3/",
+        ] {
+            assert!(
+                !may_follow(&url(inward), true, &reach(&[], &[])),
+                "{inward}"
+            );
+        }
+        assert!(may_follow(
+            &url("https://10.1.2.3/"),
+            true,
+            &reach(&["10.1.2.3"], &[])
+        ));
+        // Down to HTTP only where the operator said HTTP.
+        assert!(!may_follow(
+            &url("http://cdn.example/"),
+            true,
+            &reach(&[], &[])
+        ));
+        assert!(may_follow(
+            &url("http://cdn.example/"),
+            false,
+            &reach(&[], &[])
+        ));
+        assert!(may_follow(
+            &url("http://127.0.0.1:5000/token"),
+            true,
+            &reach(&[], &["127.0.0.1:5000"])
+        ));
+        assert!(!may_follow(
+            &url("ftp://cdn.example/"),
+            false,
+            &reach(&[], &[])
+        ));
     }
 
     #[test]

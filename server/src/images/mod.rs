@@ -1,7 +1,7 @@
 //! Image commands for prevention. A confined container that sets no
 //! `command` runs its image's ENTRYPOINT and CMD; the injector can wrap it
 //! only when it knows them. This looks them up in the image config in the
-//! registry (oci-client), with the pod's `imagePullSecrets`, cached by
+//! registry ([`registry`]), with the pod's `imagePullSecrets`, cached by
 //! manifest digest, within a deadline. What cannot be learnt in time comes
 //! back as a failure, and the container is admitted unconfined.
 //!
@@ -12,27 +12,26 @@
 //! ([`platforms`]).
 //!
 //! The image name is the pod author's, so every lookup is bounded: which
-//! registries may be contacted ([`gate`]), how many images one review may
-//! look up, how many lookups run at once, how large a config may be, and
-//! what a failure may tell the author ([`failure`]).
+//! registries may be contacted and where they may send the server
+//! ([`gate`]), how many images one review may look up, how many lookups run
+//! at once, how much of a manifest, config or token answer is read
+//! ([`registry`]), and what a failure may tell the author ([`failure`]).
 
 mod auth;
 mod cache;
 mod failure;
 mod gate;
 mod platforms;
+mod registry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::{OciImageManifest, OciManifest};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use palisade_engine::admission::mutate::{ImageCommand, ImageCommands};
 use palisade_engine::admission::ImageLookups;
 use palisade_engine::settings::ImageLookupSettings;
@@ -44,7 +43,9 @@ use crate::metrics::{LookupResult, Metrics};
 use auth::{credential_for, Credential};
 use cache::{CacheLimits, ImageConfig, LookupCache};
 use failure::LookupFailure;
+use gate::Reach;
 use platforms::{PlatformConfig, Platforms};
+use registry::{RegistryClient, Session};
 
 /// Images one review may look up; the rest stay unconfined.
 const MAX_IMAGES_PER_REVIEW: usize = 8;
@@ -56,46 +57,44 @@ const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// are a few hundred bytes; this bounds the cache at `cache_entries` times
 /// it.
 const MAX_COMMAND_BYTES: usize = 32 * 1024;
-/// Registry clients kept, one per credential (a client keeps the first
-/// credential it is given for a registry, so pods with different secrets
-/// never share one).
-const MAX_CLIENTS: usize = 64;
-/// A client's token and auth caches only grow: it is replaced this often.
-const CLIENT_LIFETIME: Duration = Duration::from_secs(600);
-
-type ClientKey = Option<(String, Credential)>;
 /// Pull secrets' data of one review: `(data key, bytes)`.
 type SecretData = Vec<(String, Vec<u8>)>;
 
 pub struct ImageResolver {
     settings: ImageLookupSettings,
     kube: Option<kube::Client>,
-    clients: Mutex<HashMap<ClientKey, (Client, Instant)>>,
+    registry: RegistryClient,
     cache: Mutex<LookupCache>,
     fetches: Semaphore,
     metrics: Arc<Metrics>,
 }
 
 impl ImageResolver {
-    /// `kube` reads pull secrets (none without it).
+    /// `kube` reads pull secrets (none without it). Fails only when no
+    /// HTTP client can be built (TLS backend).
     pub fn new(
         settings: ImageLookupSettings,
         kube: Option<kube::Client>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, reqwest::Error> {
         let limits = CacheLimits {
             capacity: settings.cache_entries,
             tag_ttl: Duration::from_secs(settings.tag_ttl_secs),
             failure_ttl: Duration::from_secs(settings.failure_ttl_secs),
         };
-        Self {
+        let reach = Reach {
+            allowed: settings.allowed_registries.clone(),
+            insecure: settings.insecure_registries.clone(),
+        };
+        let registry = RegistryClient::new(reach, Duration::from_millis(settings.timeout_ms))?;
+        Ok(Self {
             settings,
             kube,
-            clients: Mutex::new(HashMap::new()),
+            registry,
             cache: Mutex::new(LookupCache::new(limits)),
             fetches: Semaphore::new(MAX_CONCURRENT_FETCHES),
             metrics,
-        }
+        })
     }
 
     /// Looks up the images of `lookups` at once; each answers within the
@@ -174,12 +173,9 @@ impl ImageResolver {
             .acquire()
             .await
             .map_err(|_| LookupFailure::Unreachable)?;
-        let fetched = tokio::time::timeout_at(
-            review.deadline,
-            self.fetch(&reference, registry, credential),
-        )
-        .await
-        .unwrap_or(Err(LookupFailure::TimedOut));
+        let fetched = tokio::time::timeout_at(review.deadline, self.fetch(&reference, credential))
+            .await
+            .unwrap_or(Err(LookupFailure::TimedOut));
         if let Err(failure) = fetched {
             if failure.is_outage() {
                 self.lock_cache().fail(&attempt, failure, Instant::now());
@@ -195,26 +191,10 @@ impl ImageResolver {
     async fn fetch(
         &self,
         reference: &Reference,
-        registry: String,
         credential: Option<Credential>,
     ) -> Result<(String, Platforms), LookupFailure> {
-        let auth = match &credential {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        let client = self.client(credential.map(|c| (registry, c)))?;
-        let source = Source {
-            client: &client,
-            auth: &auth,
-            reference,
-        };
-        let digest = match reference.digest() {
-            Some(digest) => digest.to_string(),
-            None => client
-                .fetch_manifest_digest(reference, &auth)
-                .await
-                .map_err(|e| source.failure(e))?,
-        };
+        let session = self.registry.session(reference, credential.as_ref());
+        let digest = session.digest().await?;
         let now = Instant::now();
         if reference.digest().is_none() {
             self.lock_cache().saw_tag(&reference.whole(), &digest, now);
@@ -223,8 +203,8 @@ impl ImageResolver {
             self.metrics.count_lookup(LookupResult::Revalidated);
             return Ok((digest, platforms));
         }
-        let platforms = match source.manifest(&digest).await? {
-            OciManifest::Image(manifest) => Platforms::single(source.config(&manifest).await?),
+        let platforms = match session.manifest(&digest).await? {
+            OciManifest::Image(manifest) => Platforms::single(config(&session, &manifest).await?),
             OciManifest::ImageIndex(index) => {
                 let entries = platforms::linux_entries(&index.manifests);
                 if entries.len() > platforms::MAX_PLATFORMS {
@@ -234,13 +214,13 @@ impl ImageResolver {
                 let mut distinct: Vec<&str> = entries.iter().map(|(_, d)| *d).collect();
                 distinct.sort_unstable();
                 distinct.dedup();
-                let source = &source;
+                let session = &session;
                 let read = join_all(distinct.into_iter().map(|digest| async move {
-                    let OciManifest::Image(manifest) = source.manifest(digest).await? else {
+                    let OciManifest::Image(manifest) = session.manifest(digest).await? else {
                         // An index inside an index: no runtime picks from it.
                         return Err(LookupFailure::Invalid);
                     };
-                    Ok((digest, source.config(&manifest).await?))
+                    Ok((digest, config(session, &manifest).await?))
                 }))
                 .await
                 .into_iter()
@@ -301,43 +281,6 @@ impl ImageResolver {
         data
     }
 
-    fn client(&self, key: ClientKey) -> Result<Client, LookupFailure> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if let Some((client, created)) = clients.get(&key) {
-            if now.duration_since(*created) < CLIENT_LIFETIME {
-                return Ok(client.clone());
-            }
-        }
-        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&key) {
-            let oldest = clients
-                .iter()
-                .min_by_key(|(_, (_, created))| *created)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                clients.remove(&oldest);
-            }
-        }
-        let protocol = if self.settings.insecure_registries.is_empty() {
-            ClientProtocol::Https
-        } else {
-            ClientProtocol::HttpsExcept(self.settings.insecure_registries.clone())
-        };
-        let timeout = Duration::from_millis(self.settings.timeout_ms);
-        let config = ClientConfig {
-            protocol,
-            connect_timeout: Some(timeout),
-            read_timeout: Some(timeout),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(config).map_err(|e| {
-            tracing::error!(error = %e, "cannot build a registry client");
-            LookupFailure::Unreachable
-        })?;
-        clients.insert(key, (client.clone(), now));
-        Ok(client)
-    }
-
     fn failed(&self, image: &str, failure: LookupFailure) -> ImageCommand {
         tracing::warn!(%image, reason = %failure, "image command lookup failed");
         self.metrics.count_lookup(LookupResult::Failed);
@@ -363,58 +306,20 @@ struct Review<'a> {
     deadline: tokio::time::Instant,
 }
 
-/// One image's registry, as one lookup reads it.
-struct Source<'a> {
-    client: &'a Client,
-    auth: &'a RegistryAuth,
-    reference: &'a Reference,
-}
-
-impl Source<'_> {
-    fn failure(&self, e: oci_client::errors::OciDistributionError) -> LookupFailure {
-        tracing::debug!(image = %self.reference.whole(), error = %e, "registry answer");
-        LookupFailure::from(&e)
+/// ENTRYPOINT and CMD from the config blob `manifest` names, within the
+/// size limit and checked against its digest.
+async fn config(
+    session: &Session<'_>,
+    manifest: &OciImageManifest,
+) -> Result<ImageConfig, LookupFailure> {
+    let declared = usize::try_from(manifest.config.size).unwrap_or(usize::MAX);
+    if declared > MAX_CONFIG_BYTES {
+        return Err(LookupFailure::TooLarge);
     }
-
-    /// The manifest (or index) stored under `digest`, checked against it.
-    async fn manifest(&self, digest: &str) -> Result<OciManifest, LookupFailure> {
-        let pinned = self.reference.clone_with_digest(digest.to_string());
-        let (manifest, _) = self
-            .client
-            .pull_manifest(&pinned, self.auth)
-            .await
-            .map_err(|e| self.failure(e))?;
-        Ok(manifest)
-    }
-
-    /// ENTRYPOINT and CMD from the config blob `manifest` names, within
-    /// the size limit and checked against its digest.
-    async fn config(&self, manifest: &OciImageManifest) -> Result<ImageConfig, LookupFailure> {
-        let declared = usize::try_from(manifest.config.size).unwrap_or(usize::MAX);
-        if declared > MAX_CONFIG_BYTES {
-            return Err(LookupFailure::TooLarge);
-        }
-        let mut stream = self
-            .client
-            .pull_blob_stream(self.reference, &manifest.config)
-            .await
-            .map_err(|e| self.failure(e))?;
-        let mut body = Vec::with_capacity(declared);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| LookupFailure::Unreachable)?;
-            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
-                return Err(LookupFailure::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        // The stream is checked against the digest only as it ends; check
-        // here too, since the config is kept by the manifest's digest.
-        let sha = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-        if sha != manifest.config.digest {
-            return Err(LookupFailure::Invalid);
-        }
-        image_config(&body).ok_or(LookupFailure::Invalid)
-    }
+    let body = session
+        .blob(&manifest.config.digest, MAX_CONFIG_BYTES)
+        .await?;
+    image_config(&body).ok_or(LookupFailure::Invalid)
 }
 
 /// The failure cache's key: the reference and a hash of the credential
