@@ -1,8 +1,9 @@
 //! Which registries a lookup may contact. The registry comes from the pod's
 //! image name, so without a gate any pod author could make the admission
-//! server send requests into its own network. Pure.
+//! server send requests into its own network. Pure: the I/O that asks
+//! these questions is in [`super::registry`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use reqwest::Url;
 
@@ -48,6 +49,38 @@ pub fn may_follow(url: &Url, from_https: bool, reach: &Reach) -> bool {
     listed(&reach.allowed) || listed(&reach.insecure) || !is_internal(host_of(&target))
 }
 
+/// The addresses a name resolved to that lookups may connect to: all of
+/// them for a host the operator listed, otherwise only public ones. Names
+/// are judged by what they resolve to, so a public-looking name (or one
+/// re-pointed after it was checked) cannot lead into the server's network.
+pub fn reachable_addresses(
+    host: &str,
+    resolved: Vec<SocketAddr>,
+    reach: &Reach,
+) -> Vec<SocketAddr> {
+    let listed = reach
+        .allowed
+        .iter()
+        .chain(&reach.insecure)
+        .any(|entry| names_host(entry, host));
+    if listed {
+        return resolved;
+    }
+    resolved
+        .into_iter()
+        .filter(|address| !is_internal_ip(address.ip()))
+        .collect()
+}
+
+/// Whether a list entry (`host[:port]` or `*.domain`) names `host`.
+fn names_host(entry: &str, host: &str) -> bool {
+    if entry.starts_with("*.") {
+        matches(entry, host)
+    } else {
+        host_of(entry).eq_ignore_ascii_case(host)
+    }
+}
+
 fn matches(entry: &str, registry: &str) -> bool {
     match entry.strip_prefix("*.") {
         Some(domain) => host_of(registry)
@@ -66,14 +99,19 @@ fn host_of(registry: &str) -> &str {
 }
 
 /// Loopback, private, link-local, unspecified: addresses only an explicit
-/// entry may reach. Names are judged by what they say (`localhost`), not
-/// what they resolve to: list registries for full control.
+/// entry may reach. Here a host is judged by what it says (an address
+/// literal, `localhost`); where a name resolves to is judged when the
+/// client connects ([`reachable_addresses`]).
 fn is_internal(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
         return true;
     }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
+    host.parse::<IpAddr>().is_ok_and(is_internal_ip)
+}
+
+fn is_internal_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
             ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
@@ -82,7 +120,7 @@ fn is_internal(host: &str) -> bool {
                 // 100.64.0.0/10, carrier-grade NAT, used by some clusters.
                 || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
         }
-        Ok(IpAddr::V6(ip)) => {
+        IpAddr::V6(ip) => {
             let first = ip.segments()[0];
             ip.is_loopback()
                 || ip.is_unspecified()
@@ -90,9 +128,8 @@ fn is_internal(host: &str) -> bool {
                 || (first & 0xffc0) == 0xfe80
                 || ip
                     .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal(&v4.to_string()))
+                    .is_some_and(|v4| is_internal_ip(IpAddr::V4(v4)))
         }
-        Err(_) => false,
     }
 }
 
@@ -190,6 +227,45 @@ mod tests {
             false,
             &reach(&[], &[])
         ));
+    }
+
+    #[test]
+    fn a_name_leads_only_to_public_addresses_unless_listed() {
+        let address = |a: &str| -> SocketAddr { a.parse().unwrap() };
+        let resolved = vec![
+            address("10.0.0.7:0"),
+            address("93.184.216.34:0"),
+            address("[fd00::1]:0"),
+        ];
+        let open = Reach::default();
+        assert_eq!(
+            reachable_addresses("evil.example", resolved.clone(), &open),
+            [address("93.184.216.34:0")]
+        );
+        assert!(
+            reachable_addresses("evil.example", vec![address("169.254.169.254:0")], &open)
+                .is_empty()
+        );
+        let listed = Reach {
+            allowed: Vec::new(),
+            insecure: list(&["registry.internal:5000"]),
+        };
+        assert_eq!(
+            reachable_addresses("registry.internal", resolved.clone(), &listed),
+            resolved
+        );
+        let wildcard = Reach {
+            allowed: list(&["*.corp.example"]),
+            insecure: Vec::new(),
+        };
+        assert_eq!(
+            reachable_addresses("reg.corp.example", resolved.clone(), &wildcard),
+            resolved
+        );
+        assert_eq!(
+            reachable_addresses("corp.example", resolved, &wildcard).len(),
+            1
+        );
     }
 
     #[test]

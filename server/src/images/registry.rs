@@ -12,12 +12,15 @@
 //!   config limit of the caller, [`MAX_TOKEN_BYTES`]), and stops at it;
 //! - a token realm or a redirect may not lead into the server's own
 //!   network (loopback, private, link-local) unless the operator listed it,
-//!   nor from HTTPS to plain HTTP ([`gate::may_follow`]);
+//!   nor from HTTPS to plain HTTP ([`gate::may_follow`]); and no name, the
+//!   registry's included, is connected to at such an address unless listed
+//!   ([`gate::reachable_addresses`], applied by the client's resolver);
 //! - what is read is checked against the digest it was asked by.
 //!
 //! oci-client still gives the reference grammar and the manifest types.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,6 +109,7 @@ impl RegistryClient {
                     attempt.error("redirect into a network lookups may not reach")
                 }
             }))
+            .dns_resolver(Arc::new(GuardedResolver(reach.clone())))
             .user_agent(concat!("palisade/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -165,7 +169,7 @@ impl Session<'_> {
 
     /// The manifest (or index) stored under `digest`, checked against it.
     pub async fn manifest(&self, digest: &str) -> Result<OciManifest, LookupFailure> {
-        let url = self.url("manifests", digest)?;
+        let url = self.url("manifests", sha256(digest)?)?;
         let body = read_bounded(
             self.send(Method::GET, &url, true).await?,
             MAX_MANIFEST_BYTES,
@@ -178,7 +182,7 @@ impl Session<'_> {
     /// The blob stored under `digest`, at most `limit` bytes (its declared
     /// `size` is checked by the caller), checked against the digest.
     pub async fn blob(&self, digest: &str, limit: usize) -> Result<Vec<u8>, LookupFailure> {
-        let url = self.url("blobs", digest)?;
+        let url = self.url("blobs", sha256(digest)?)?;
         let body = read_bounded(self.send(Method::GET, &url, false).await?, limit).await?;
         verify(&body, digest)?;
         Ok(body)
@@ -334,6 +338,30 @@ impl Session<'_> {
     }
 }
 
+/// The system resolver, keeping only the addresses lookups may reach.
+struct GuardedResolver(Arc<Reach>);
+
+/// A name that resolved only to addresses lookups may not reach.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to addresses registry lookups may not reach")]
+struct Inward(String);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let reach = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let reachable = gate::reachable_addresses(&host, resolved, &reach);
+            if reachable.is_empty() {
+                return Err(Box::new(Inward(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(reachable.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// A `WWW-Authenticate` challenge lookups can answer.
 #[derive(Debug, PartialEq, Eq)]
 enum Challenge {
@@ -384,9 +412,16 @@ fn accepted(response: Response) -> Result<Response, LookupFailure> {
 
 fn request_failure(e: &reqwest::Error) -> LookupFailure {
     tracing::debug!(error = %e, "registry request failed");
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let inward = std::iter::from_fn(|| {
+        let current = source?;
+        source = current.source();
+        Some(current)
+    })
+    .any(|cause| cause.is::<Inward>());
     if e.is_timeout() {
         LookupFailure::TimedOut
-    } else if e.is_redirect() {
+    } else if e.is_redirect() || inward {
         LookupFailure::NotAllowed
     } else {
         LookupFailure::Unreachable
@@ -428,10 +463,18 @@ fn verify(body: &[u8], digest: &str) -> Result<(), LookupFailure> {
 /// A SHA-256 `Docker-Content-Digest`.
 fn header_digest(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(DIGEST_HEADER)?.to_str().ok()?.trim();
-    let hex = value.strip_prefix("sha256:")?;
+    sha256(value).ok().map(str::to_string)
+}
+
+/// `digest` when it is a well-formed SHA-256 digest. Digests in an index
+/// or manifest are the registry's words and go into request paths.
+fn sha256(digest: &str) -> Result<&str, LookupFailure> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or(LookupFailure::Invalid)?;
     let well_formed =
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    well_formed.then(|| value.to_string())
+    well_formed.then_some(digest).ok_or(LookupFailure::Invalid)
 }
 
 /// A schema 2 image manifest or index (OCI or Docker).
@@ -771,6 +814,38 @@ mod tests {
         assert_eq!(failure.unwrap_err(), LookupFailure::Invalid);
     }
 
+    #[tokio::test]
+    async fn a_name_resolving_into_the_servers_network_is_not_connected_to() {
+        // A session does not ask the registry gate (the resolver is what
+        // is tested here): `localhost` resolves to loopback.
+        let (addr, seen) = registry("127.0.0.1", Arc::new(|_: &Seen| ok(b"{}", &[]))).await;
+        let port = addr.rsplit(':').next().unwrap();
+        let name = format!("localhost:{port}");
+        let unlisted = client(&[]);
+        let reference: Reference = format!("{name}/app@sha256:{}", "a".repeat(64))
+            .parse()
+            .unwrap();
+        let session = unlisted.session(&reference, None);
+        assert_eq!(
+            session.blob(&sha256_digest(b"{}"), 1024).await.unwrap_err(),
+            LookupFailure::NotAllowed
+        );
+        assert!(seen.lock().unwrap().is_empty());
+        // Listed, the same name is reached.
+        let listed = client(&[&name]);
+        let reference: Reference = format!("{name}/app@sha256:{}", "a".repeat(64))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            listed
+                .session(&reference, None)
+                .blob(&sha256_digest(b"{}"), 1024)
+                .await
+                .unwrap(),
+            b"{}"
+        );
+    }
+
     #[test]
     fn challenges_prefer_bearer_and_read_quoted_parameters() {
         assert_eq!(
@@ -800,6 +875,7 @@ mod tests {
         for bad in ["sha512:abc", "sha256:XYZ", "sha256:../../etc"] {
             headers.insert(DIGEST_HEADER, bad.parse().unwrap());
             assert_eq!(header_digest(&headers), None, "{bad}");
+            assert_eq!(sha256(bad), Err(LookupFailure::Invalid));
         }
     }
 }
