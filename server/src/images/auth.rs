@@ -16,6 +16,23 @@ pub struct Credential {
     pub password: String,
 }
 
+impl Credential {
+    /// A short hash of the whole credential (both fields, each with its
+    /// length, so that no two credentials share one by where a field
+    /// ends): what caches are keyed by instead of the secret itself.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for field in [&self.username, &self.password] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&hasher.finalize()[..16]);
+        short
+    }
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credential")
@@ -147,5 +164,21 @@ mod tests {
             assert_eq!(credential_for(".dockerconfigjson", data, "r"), None);
         }
         assert_eq!(credential_for("token", b"{}", "r"), None);
+    }
+
+    #[test]
+    fn fingerprints_tell_apart_credentials_that_differ_only_in_where_a_field_ends() {
+        let credential = |u: &str, p: &str| Credential {
+            username: u.into(),
+            password: p.into(),
+        };
+        assert_ne!(
+            credential("a\0", "b").fingerprint(),
+            credential("a", "\0b").fingerprint()
+        );
+        assert_eq!(
+            credential("a", "b").fingerprint(),
+            credential("a", "b").fingerprint()
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! server send requests into its own network. Pure: the I/O that asks
 //! these questions is in [`super::registry`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use reqwest::Url;
+use url::{Host, Url};
 
 /// Who lookups may contact: the operator's lists from the lookup settings.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +24,9 @@ pub fn may_contact(registry: &str, allowed: &[String], insecure: &[String]) -> b
     if listed(allowed) || listed(insecure) {
         return true;
     }
-    allowed.is_empty() && !is_internal(host_of(registry))
+    allowed.is_empty()
+        && !listed_at_another_port(registry, allowed, insecure)
+        && !is_internal(host_of(registry))
 }
 
 /// Whether a token realm or a redirect a registry names may be followed.
@@ -33,7 +35,7 @@ pub fn may_contact(registry: &str, allowed: &[String], insecure: &[String]) -> b
 /// into the server's own network unless listed, and never from HTTPS down
 /// to plain HTTP unless the target is listed as insecure.
 pub fn may_follow(url: &Url, from_https: bool, reach: &Reach) -> bool {
-    let Some(host) = url.host_str() else {
+    let (Some(host), Some(parsed)) = (url.host_str(), url.host()) else {
         return false;
     };
     let target = match url.port() {
@@ -46,7 +48,25 @@ pub fn may_follow(url: &Url, from_https: bool, reach: &Reach) -> bool {
         "http" if !from_https || listed(&reach.insecure) => {}
         _ => return false,
     }
-    listed(&reach.allowed) || listed(&reach.insecure) || !is_internal(host_of(&target))
+    if listed(&reach.allowed) || listed(&reach.insecure) {
+        return true;
+    }
+    !listed_at_another_port(&target, &reach.allowed, &reach.insecure) && !is_internal_host(&parsed)
+}
+
+/// Whether `target` (`host[:port]`) is a host the operator listed only
+/// with another port: listing `registry.internal:5000` opens that port,
+/// not the host's others (its name may resolve inward, and is then let
+/// through by [`reachable_addresses`]).
+fn listed_at_another_port(target: &str, allowed: &[String], insecure: &[String]) -> bool {
+    let host = host_of(target);
+    allowed
+        .iter()
+        .chain(insecure)
+        .filter(|entry| !entry.starts_with("*."))
+        .any(|entry| {
+            host_of(entry).eq_ignore_ascii_case(host) && !entry.eq_ignore_ascii_case(target)
+        })
 }
 
 /// The addresses a name resolved to that lookups may connect to: all of
@@ -102,33 +122,70 @@ fn host_of(registry: &str) -> &str {
 /// entry may reach. Here a host is judged by what it says (an address
 /// literal, `localhost`); where a name resolves to is judged when the
 /// client connects ([`reachable_addresses`]).
+///
+/// The host is read as a URL parser reads it, since the request URL is
+/// built from it: `127.1`, `2130706433` or `0x7f.0.0.1` are 127.0.0.1
+/// there. A host that does not parse is treated as internal.
 fn is_internal(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
-        return true;
-    }
-    host.parse::<IpAddr>().is_ok_and(is_internal_ip)
+    let parsed = if host.contains(':') {
+        // Bare IPv6 (`host_of` drops the brackets).
+        host.parse::<Ipv6Addr>().ok().map(Host::Ipv6)
+    } else {
+        Host::parse(host).ok()
+    };
+    parsed.is_none_or(|host| is_internal_host(&host))
 }
 
+fn is_internal_host<S: AsRef<str>>(host: &Host<S>) -> bool {
+    match host {
+        Host::Domain(name) => {
+            let name = name.as_ref().trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Host::Ipv4(ip) => is_internal_ip(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => is_internal_ip(IpAddr::V6(*ip)),
+    }
+}
+
+/// Anything but a public unicast address: loopback, private, link-local,
+/// shared (CGNAT, used by some clusters), reserved, multicast, and IPv6
+/// addresses that carry an IPv4 one (mapped, compatible, NAT64, 6to4,
+/// Teredo) judged by it.
 fn is_internal_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
+            let [a, b, c, _] = ip.octets();
             ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
                 || ip.is_unspecified()
                 || ip.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT, used by some clusters.
-                || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
+                || ip.is_multicast()
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 240
         }
         IpAddr::V6(ip) => {
-            let first = ip.segments()[0];
+            let s = ip.segments();
+            let embedded = |high: u16, low: u16| {
+                let [h1, h2] = high.to_be_bytes();
+                let [l1, l2] = low.to_be_bytes();
+                is_internal_ip(IpAddr::V4(Ipv4Addr::new(h1, h2, l1, l2)))
+            };
             ip.is_loopback()
                 || ip.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal_ip(IpAddr::V4(v4)))
+                || ip.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo
+                || ip.to_ipv4_mapped().is_some_and(|v4| is_internal_ip(IpAddr::V4(v4)))
+                || (s[..6] == [0; 6] && embedded(s[6], s[7])) // IPv4-compatible
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] && embedded(s[6], s[7]))
+                || (s[0] == 0x2002 && embedded(s[1], s[2])) // 6to4
         }
     }
 }
@@ -159,6 +216,22 @@ mod tests {
             "[fe80::1]",
             "[::ffff:10.0.0.1]",
             "0.0.0.0",
+            // Address literals as a URL parser reads them.
+            "127.1:8080",
+            "169.254.43518",
+            "2130706433:6443",
+            "0x7f.0.0.1",
+            "0:10250",
+            "localhost.",
+            // Reserved and embedded forms.
+            "198.18.0.1",
+            "240.0.0.1",
+            "224.0.0.1",
+            "[64:ff9b::a9fe:a9fe]",
+            "[2002:0a00:0001::1]",
+            "[::10.0.0.1]",
+            "[fec0::1]",
+            "[ff02::1]",
         ] {
             assert!(!may_contact(internal, &[], &[]), "{internal}");
         }
@@ -168,6 +241,34 @@ mod tests {
             &list(&["172.31.0.1:5000"])
         ));
         assert!(may_contact("10.0.0.5", &list(&["10.0.0.5"]), &[]));
+        // Public addresses in the same embedded forms stay public.
+        assert!(may_contact("[64:ff9b::808:808]", &[], &[]));
+        assert!(may_contact("[2002:808:808::1]", &[], &[]));
+    }
+
+    #[test]
+    fn a_host_listed_with_a_port_is_open_at_that_port_only() {
+        let insecure = list(&["registry.internal:5000"]);
+        assert!(may_contact("registry.internal:5000", &[], &insecure));
+        assert!(!may_contact("registry.internal:22", &[], &insecure));
+        assert!(!may_contact("registry.internal", &[], &insecure));
+        let reach = Reach {
+            allowed: Vec::new(),
+            insecure,
+        };
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert!(may_follow(
+            &url("http://registry.internal:5000/token"),
+            false,
+            &reach
+        ));
+        assert!(!may_follow(
+            &url("https://registry.internal:10250/"),
+            true,
+            &reach
+        ));
+        assert!(!may_follow(&url("https://127.1/"), true, &reach));
+        assert!(!may_follow(&url("https://0x7f.1/"), true, &reach));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use oci_client::manifest::{OciImageManifest, OciManifest};
 use oci_client::Reference;
@@ -36,7 +37,6 @@ use palisade_engine::admission::mutate::{ImageCommand, ImageCommands};
 use palisade_engine::admission::ImageLookups;
 use palisade_engine::settings::ImageLookupSettings;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::metrics::{LookupResult, Metrics};
@@ -51,6 +51,8 @@ use registry::{RegistryClient, Session};
 const MAX_IMAGES_PER_REVIEW: usize = 8;
 /// Registry lookups in flight at once, over all reviews.
 const MAX_CONCURRENT_FETCHES: usize = 16;
+/// Platform manifests (and their configs) of one index read at once.
+const PLATFORMS_AT_ONCE: usize = 4;
 /// An image config is a few KiB; anything this large is not one.
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// ENTRYPOINT and CMD of one image, all its platforms together: real ones
@@ -173,11 +175,16 @@ impl ImageResolver {
             .acquire()
             .await
             .map_err(|_| LookupFailure::Unreachable)?;
+        let started = Instant::now();
         let fetched = tokio::time::timeout_at(review.deadline, self.fetch(&reference, credential))
             .await
             .unwrap_or(Err(LookupFailure::TimedOut));
+        // A timeout is the registry's only when it had the time: one that
+        // came of waiting for a slot behind other registries' lookups is
+        // not remembered against this one.
+        let had_time = started.elapsed() * 2 >= Duration::from_millis(self.settings.timeout_ms);
         if let Err(failure) = fetched {
-            if failure.is_outage() {
+            if failure.is_outage() && (failure != LookupFailure::TimedOut || had_time) {
                 self.lock_cache().fail(&attempt, failure, Instant::now());
             }
         }
@@ -186,7 +193,7 @@ impl ImageResolver {
 
     /// Asks the registry: the current digest (one HEAD), then the manifest
     /// and config(s) unless that digest's are kept. For an index, the
-    /// config of every Linux platform (at once): which one a node runs is
+    /// config of every Linux platform (a few at a time): which one a node runs is
     /// decided only after admission.
     async fn fetch(
         &self,
@@ -214,17 +221,14 @@ impl ImageResolver {
                 let mut distinct: Vec<&str> = entries.iter().map(|(_, d)| *d).collect();
                 distinct.sort_unstable();
                 distinct.dedup();
-                let session = &session;
-                let read = join_all(distinct.into_iter().map(|digest| async move {
-                    let OciManifest::Image(manifest) = session.manifest(digest).await? else {
-                        // An index inside an index: no runtime picks from it.
-                        return Err(LookupFailure::Invalid);
-                    };
-                    Ok((digest, config(session, &manifest).await?))
-                }))
-                .await
-                .into_iter()
-                .collect::<Result<HashMap<&str, ImageConfig>, _>>()?;
+                // A few at a time: what one lookup holds at once stays
+                // bounded whatever the index lists.
+                let distinct: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+                let read = stream::iter(distinct)
+                    .map(|digest| platform_config(&session, digest))
+                    .buffer_unordered(PLATFORMS_AT_ONCE)
+                    .try_collect::<HashMap<String, ImageConfig>>()
+                    .await?;
                 let configs = entries
                     .into_iter()
                     .filter_map(|(platform, digest)| {
@@ -306,6 +310,19 @@ struct Review<'a> {
     deadline: tokio::time::Instant,
 }
 
+/// The config of one platform of an index, by its manifest's digest.
+async fn platform_config(
+    session: &Session<'_>,
+    digest: String,
+) -> Result<(String, ImageConfig), LookupFailure> {
+    let OciManifest::Image(manifest) = session.manifest(&digest).await? else {
+        // An index inside an index: no runtime picks from it.
+        return Err(LookupFailure::Invalid);
+    };
+    let config = config(session, &manifest).await?;
+    Ok((digest, config))
+}
+
 /// ENTRYPOINT and CMD from the config blob `manifest` names, within the
 /// size limit and checked against its digest.
 async fn config(
@@ -327,13 +344,7 @@ async fn config(
 fn attempt_key(reference: &str, credential: Option<&Credential>) -> String {
     match credential {
         None => format!("{reference} anonymous"),
-        Some(c) => {
-            let mut hasher = Sha256::new();
-            hasher.update(c.username.as_bytes());
-            hasher.update([0]);
-            hasher.update(c.password.as_bytes());
-            format!("{reference} {}", hex::encode(&hasher.finalize()[..8]))
-        }
+        Some(c) => format!("{reference} {}", hex::encode(c.fingerprint())),
     }
 }
 

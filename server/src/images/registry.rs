@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use oci_client::manifest::{
     OciManifest, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE,
     OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
@@ -38,9 +39,10 @@ use super::auth::Credential;
 use super::failure::LookupFailure;
 use super::gate::{self, Reach};
 
-/// Distribution refuses to store a manifest over 4 MiB; none larger is
-/// real, and an index of the platforms lookups take on is a few KiB.
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// An image manifest is a few KiB (a layer is about 200 bytes, and a
+/// runtime stacks at most 128); an index of the platforms lookups take on
+/// is smaller. This is far above both and far below distribution's 4 MiB.
+pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 /// A token answer (a JWT and a few fields) is a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// Redirects followed for one request (blob stores redirect once).
@@ -93,6 +95,15 @@ impl RegistryClient {
     /// `timeout` bounds connecting and each read; the caller's deadline
     /// bounds the whole lookup.
     pub fn new(reach: Reach, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::with_lookup(reach, timeout, Arc::new(system_lookup))
+    }
+
+    /// With `lookup` resolving names (the system's, or a test's).
+    fn with_lookup(
+        reach: Reach,
+        timeout: Duration,
+        lookup: Lookup,
+    ) -> Result<Self, reqwest::Error> {
         let reach = Arc::new(reach);
         let redirects = reach.clone();
         let http = reqwest::Client::builder()
@@ -109,7 +120,13 @@ impl RegistryClient {
                     attempt.error("redirect into a network lookups may not reach")
                 }
             }))
-            .dns_resolver(Arc::new(GuardedResolver(reach.clone())))
+            .dns_resolver(Arc::new(GuardedResolver {
+                reach: reach.clone(),
+                lookup,
+            }))
+            // Through a proxy the resolver would see only the proxy's name:
+            // lookups connect directly, whatever the environment says.
+            .no_proxy()
             .user_agent(concat!("palisade/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -128,7 +145,7 @@ impl RegistryClient {
         let key = TokenKey {
             registry: reference.resolve_registry().to_string(),
             repository: reference.repository().to_string(),
-            credential: credential.map(credential_hash),
+            credential: credential.map(Credential::fingerprint),
         };
         Session {
             client: self,
@@ -198,13 +215,19 @@ impl Session<'_> {
         }
     }
 
+    /// The request URL, checked again as parsed (the caller's gate judged
+    /// the registry as the pod wrote it).
     fn url(&self, kind: &str, target: &str) -> Result<Url, LookupFailure> {
         let (scheme, registry) = (self.scheme(), &self.key.registry);
         let repository = &self.key.repository;
-        Url::parse(&format!(
+        let url = Url::parse(&format!(
             "{scheme}://{registry}/v2/{repository}/{kind}/{target}"
         ))
-        .map_err(|_| LookupFailure::Invalid)
+        .map_err(|_| LookupFailure::Invalid)?;
+        if !gate::may_follow(&url, false, &self.client.reach) {
+            return Err(LookupFailure::NotAllowed);
+        }
+        Ok(url)
     }
 
     /// Sends with the token kept for this repository; on a 401, answers the
@@ -287,7 +310,9 @@ impl Session<'_> {
         scope: &str,
     ) -> Result<Authorization, LookupFailure> {
         let mut url = Url::parse(realm).map_err(|_| LookupFailure::Invalid)?;
-        if !gate::may_follow(&url, self.scheme() == "https", &self.client.reach) {
+        // The credential may go to the realm: over plain HTTP only to a
+        // host listed as insecure.
+        if !gate::may_follow(&url, true, &self.client.reach) {
             return Err(LookupFailure::NotAllowed);
         }
         {
@@ -339,7 +364,18 @@ impl Session<'_> {
 }
 
 /// The system resolver, keeping only the addresses lookups may reach.
-struct GuardedResolver(Arc<Reach>);
+struct GuardedResolver {
+    reach: Arc<Reach>,
+    lookup: Lookup,
+}
+
+/// Resolves a host name to addresses.
+type Lookup =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+fn system_lookup(host: String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+    Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect()) })
+}
 
 /// A name that resolved only to addresses lookups may not reach.
 #[derive(Debug, thiserror::Error)]
@@ -348,11 +384,11 @@ struct Inward(String);
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let reach = self.0.clone();
+        let reach = self.reach.clone();
+        let host = name.as_str().to_string();
+        let resolving = (self.lookup)(host.clone());
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved = resolving.await?;
             let reachable = gate::reachable_addresses(&host, resolved, &reach);
             if reachable.is_empty() {
                 return Err(Box::new(Inward(host)) as Box<dyn std::error::Error + Send + Sync>);
@@ -495,19 +531,6 @@ fn parse_manifest(body: &[u8]) -> Result<OciManifest, LookupFailure> {
         return Err(LookupFailure::Invalid);
     }
     serde_json::from_slice(body).map_err(|_| LookupFailure::Invalid)
-}
-
-/// A short hash of the whole credential: tokens are kept per credential
-/// without keeping it in the key.
-fn credential_hash(credential: &Credential) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    hasher.update(credential.username.as_bytes());
-    hasher.update([0]);
-    hasher.update(credential.password.as_bytes());
-    let digest = hasher.finalize();
-    let mut short = [0u8; 16];
-    short.copy_from_slice(&digest[..16]);
-    short
 }
 
 #[cfg(test)]
@@ -816,34 +839,68 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_resolving_into_the_servers_network_is_not_connected_to() {
-        // A session does not ask the registry gate (the resolver is what
-        // is tested here): `localhost` resolves to loopback.
         let (addr, seen) = registry("127.0.0.1", Arc::new(|_: &Seen| ok(b"{}", &[]))).await;
-        let port = addr.rsplit(':').next().unwrap();
-        let name = format!("localhost:{port}");
-        let unlisted = client(&[]);
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let name = format!("registry.example:{port}");
+        let reach = |insecure: &[&str]| Reach {
+            allowed: Vec::new(),
+            insecure: insecure.iter().map(|s| s.to_string()).collect(),
+        };
         let reference: Reference = format!("{name}/app@sha256:{}", "a".repeat(64))
             .parse()
             .unwrap();
-        let session = unlisted.session(&reference, None);
-        assert_eq!(
-            session.blob(&sha256_digest(b"{}"), 1024).await.unwrap_err(),
-            LookupFailure::NotAllowed
+        let blob = sha256_digest(b"{}");
+        // A public-looking name that resolves to loopback and to a public
+        // address (TEST-NET-1, where nothing answers): only the public one
+        // is tried, so the lookup fails without reaching the server.
+        let mixed: Lookup = Arc::new(|_host: String| {
+            Box::pin(async {
+                Ok(vec![
+                    "127.0.0.1:0".parse().unwrap(),
+                    "192.0.2.1:0".parse().unwrap(),
+                ])
+            })
+        });
+        let unlisted =
+            RegistryClient::with_lookup(reach(&[]), Duration::from_millis(300), mixed).unwrap();
+        let failure = unlisted
+            .session(&reference, None)
+            .blob(&blob, 1024)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                failure,
+                LookupFailure::Unreachable | LookupFailure::TimedOut
+            ),
+            "{failure:?}"
         );
         assert!(seen.lock().unwrap().is_empty());
-        // Listed, the same name is reached.
-        let listed = client(&[&name]);
-        let reference: Reference = format!("{name}/app@sha256:{}", "a".repeat(64))
-            .parse()
-            .unwrap();
+        // Resolving only inward, it is not allowed at all.
+        let inward: Lookup =
+            Arc::new(|_host: String| Box::pin(async { Ok(vec!["127.0.0.1:0".parse().unwrap()]) }));
+        let unlisted =
+            RegistryClient::with_lookup(reach(&[]), Duration::from_secs(5), inward.clone())
+                .unwrap();
+        let failure = unlisted
+            .session(&reference, None)
+            .blob(&blob, 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(failure, LookupFailure::NotAllowed);
+        assert!(seen.lock().unwrap().is_empty());
+        // Listed, the same name is reached at its loopback address.
+        let listed =
+            RegistryClient::with_lookup(reach(&[&name]), Duration::from_secs(5), inward).unwrap();
         assert_eq!(
             listed
                 .session(&reference, None)
-                .blob(&sha256_digest(b"{}"), 1024)
+                .blob(&blob, 1024)
                 .await
                 .unwrap(),
             b"{}"
         );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[test]
