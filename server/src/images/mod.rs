@@ -193,8 +193,8 @@ impl ImageResolver {
 
     /// Asks the registry: the current digest (one HEAD), then the manifest
     /// and config(s) unless that digest's are kept. For an index, the
-    /// config of every Linux platform (a few at a time): which one a node runs is
-    /// decided only after admission.
+    /// config of every Linux platform (a few at a time): which one a node
+    /// runs is decided only after admission.
     async fn fetch(
         &self,
         reference: &Reference,
@@ -218,12 +218,12 @@ impl ImageResolver {
                     return Err(LookupFailure::TooManyPlatforms);
                 }
                 // Platforms sharing a manifest are read once.
-                let mut distinct: Vec<&str> = entries.iter().map(|(_, d)| *d).collect();
+                let mut distinct: Vec<String> =
+                    entries.iter().map(|(_, d)| d.to_string()).collect();
                 distinct.sort_unstable();
                 distinct.dedup();
                 // A few at a time: what one lookup holds at once stays
                 // bounded whatever the index lists.
-                let distinct: Vec<String> = distinct.into_iter().map(str::to_string).collect();
                 let read = stream::iter(distinct)
                     .map(|digest| platform_config(&session, digest))
                     .buffer_unordered(PLATFORMS_AT_ONCE)
