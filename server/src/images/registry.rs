@@ -697,17 +697,22 @@ mod tests {
         assert_eq!(failure.unwrap_err(), LookupFailure::TooLarge);
     }
 
+    /// The manifest under `digest` from a registry that answers every
+    /// request with `body`.
+    async fn manifest_from(body: Vec<u8>, digest: &str) -> Result<OciManifest, LookupFailure> {
+        let (addr, _) = registry("127.0.0.1", Arc::new(move |_: &Seen| ok(&body, &[]))).await;
+        let reference: Reference = format!("{addr}/app@{digest}").parse().unwrap();
+        client(&[&addr])
+            .session(&reference, None)
+            .manifest(digest)
+            .await
+    }
+
     #[tokio::test]
     async fn a_declared_length_over_the_limit_is_not_read() {
         let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
-        let (addr, _) = registry("127.0.0.1", Arc::new(move |_: &Seen| ok(&huge, &[]))).await;
-        let reference: Reference = format!("{addr}/app@sha256:{}", "a".repeat(64))
-            .parse()
-            .unwrap();
-        let failure = client(&[&addr])
-            .session(&reference, None)
-            .manifest(reference.digest().unwrap())
-            .await;
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let failure = manifest_from(huge, &digest).await;
         assert_eq!(failure.unwrap_err(), LookupFailure::TooLarge);
     }
 
@@ -826,15 +831,11 @@ mod tests {
     #[tokio::test]
     async fn content_that_is_not_what_its_digest_names_is_refused() {
         let manifest = manifest_json(b"{}");
-        let (addr, _) = registry("127.0.0.1", Arc::new(move |_: &Seen| ok(&manifest, &[]))).await;
-        let reference: Reference = format!("{addr}/app@sha256:{}", "b".repeat(64))
-            .parse()
-            .unwrap();
-        let failure = client(&[&addr])
-            .session(&reference, None)
-            .manifest(reference.digest().unwrap())
-            .await;
+        let failure = manifest_from(manifest.clone(), &format!("sha256:{}", "b".repeat(64))).await;
         assert_eq!(failure.unwrap_err(), LookupFailure::Invalid);
+        // The same bytes under their own digest are taken.
+        let taken = manifest_from(manifest.clone(), &sha256_digest(&manifest)).await;
+        assert!(matches!(taken, Ok(OciManifest::Image(_))), "{taken:?}");
     }
 
     #[tokio::test]
