@@ -133,26 +133,31 @@ pub enum MutateError {
 /// (`spec.containers[0].command: invalid type ...`); the common, successful
 /// read pays nothing for it.
 pub(crate) fn read_text<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, MutateError> {
-    serde_json::from_str(text).map_err(|_| {
+    serde_json::from_str(text).map_err(|error| {
         let mut reader = serde_json::Deserializer::from_str(text);
-        unreadable(serde_path_to_error::deserialize::<_, T>(&mut reader).err())
+        unreadable(
+            error,
+            serde_path_to_error::deserialize::<_, T>(&mut reader).err(),
+        )
     })
 }
 
 /// Like [`read_text`], from a parsed value.
 pub(crate) fn read_value<T: DeserializeOwned>(value: &Value) -> Result<T, MutateError> {
     T::deserialize(value)
-        .map_err(|_| unreadable(serde_path_to_error::deserialize::<_, T>(value).err()))
+        .map_err(|error| unreadable(error, serde_path_to_error::deserialize::<_, T>(value).err()))
 }
 
-fn unreadable<E: std::fmt::Display>(tracked: Option<serde_path_to_error::Error<E>>) -> MutateError {
-    match tracked {
-        Some(e) if e.path().iter().next().is_some() => {
-            MutateError::Unreadable(format!("{}: {}", e.path(), e.inner()))
-        }
-        Some(e) => MutateError::Unreadable(e.inner().to_string()),
-        // Deserializing the same input twice gives the same result.
-        None => MutateError::Unreadable("the object changed while it was read".into()),
+/// The error, prefixed with the field it is in when the tracked read names
+/// one; otherwise as the first read gave it (an error at the top, or one
+/// the tracked read does not see, such as trailing characters).
+fn unreadable<E: std::fmt::Display>(
+    error: serde_json::Error,
+    tracked: Option<serde_path_to_error::Error<E>>,
+) -> MutateError {
+    match tracked.filter(|t| t.path().iter().next().is_some()) {
+        Some(t) => MutateError::Unreadable(format!("{}: {}", t.path(), t.inner())),
+        None => MutateError::Unreadable(error.to_string()),
     }
 }
 
@@ -1220,6 +1225,23 @@ mod tests {
         list.as_array()
             .map(|a| a.iter().filter_map(|v| v["name"].as_str()).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_unreadable_pod_is_named_by_its_field_or_by_the_parsers_own_words() {
+        let err = PodShape::from_json(r#"{"spec": {"containers": [{"name": 7}]}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read the pod: spec.containers[0].name: invalid type"),
+            "{err}"
+        );
+        let err = PodShape::from_json(r#"{"spec": {}} trailing"#).unwrap_err();
+        assert!(err.to_string().contains("trailing characters"), "{err}");
+        let err = PodShape::from_value(&json!({"spec": {"containers": "x"}})).unwrap_err();
+        assert!(
+            err.to_string().contains("spec.containers: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]

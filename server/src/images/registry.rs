@@ -709,6 +709,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refusal_is_told_by_its_category_never_by_the_registrys_words() {
+        let script = |_: &Seen| Answer::Full {
+            status: 500,
+            headers: Vec::new(),
+            body: b"internal detail: http://10.0.0.1/secret-admin".to_vec(),
+        };
+        let (addr, _) = registry("127.0.0.1", Arc::new(script)).await;
+        let reference: Reference = format!("{addr}/app:1").parse().unwrap();
+        let failure = client(&[&addr])
+            .session(&reference, None)
+            .digest()
+            .await
+            .unwrap_err();
+        assert_eq!(failure, LookupFailure::Unreachable);
+        assert!(!failure.to_string().contains("internal"), "{failure}");
+    }
+
+    #[tokio::test]
     async fn a_declared_length_over_the_limit_is_not_read() {
         let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
         let digest = format!("sha256:{}", "a".repeat(64));
