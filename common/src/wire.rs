@@ -186,6 +186,51 @@ pub struct AgentStatus {
     /// before the first fetch): tells which pods run the current policy.
     #[serde(default)]
     pub policy_etag: String,
+    /// Protections this enforcer cannot give its pod, and why (empty when
+    /// it sees everything it needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protections_off: Vec<ProtectionOff>,
+}
+
+/// What an enforcer protects a pod with; each can be off in one pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnforcerProtection {
+    /// Executables not in the image, modified, deleted or memfd
+    /// executables, new executable files.
+    Drift,
+    /// Content identity of executables (renamed or copied programs).
+    ProcessIdentity,
+    /// Stopping offenders under an enforcing policy.
+    Stopping,
+    /// The processes that own listeners and connections.
+    SocketOwners,
+    /// The pod's sockets: listeners and egress.
+    Sockets,
+    /// Counting processes that started and exited between two scans.
+    ShortLivedCount,
+}
+
+impl EnforcerProtection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcerProtection::Drift => "drift",
+            EnforcerProtection::ProcessIdentity => "processIdentity",
+            EnforcerProtection::Stopping => "stopping",
+            EnforcerProtection::SocketOwners => "socketOwners",
+            EnforcerProtection::Sockets => "sockets",
+            EnforcerProtection::ShortLivedCount => "shortLivedCount",
+        }
+    }
+}
+
+/// One protection that is off in a pod, and why (`app runs as uid 1001,
+/// the enforcer as 65532`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectionOff {
+    pub protection: EnforcerProtection,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -247,6 +292,9 @@ pub struct AgentRecord {
     pub unobserved: u64,
     /// The policy bundle it last said it enforces.
     pub policy_etag: String,
+    /// What it last said it cannot protect in its pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protections_off: Vec<ProtectionOff>,
 }
 
 /// Result of an ingestion: how many events were new.

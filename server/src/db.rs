@@ -726,6 +726,7 @@ impl Store {
                     dropped: row.try_get::<i64, _>(7)? as u64,
                     unobserved: row.try_get::<i64, _>(8)? as u64,
                     policy_etag: row.try_get(9)?,
+                    protections_off: Vec::new(),
                 })
             })
             .collect()

@@ -505,6 +505,7 @@ impl Sender {
                 dropped: self.reporter.dropped(),
                 unobserved: self.reporter.shared.unobserved.load(Ordering::Relaxed),
                 policy_etag: self.policy.current().etag.clone(),
+                protections_off: Vec::new(),
             },
         };
         match self.post("heartbeat", &beat)? {
