@@ -162,6 +162,12 @@ pub struct LaunchPolicy {
     /// sandbox (the enforcer's, other containers' in the pod's netns).
     #[serde(default = "default_true")]
     pub scope_abstract_unix_sockets: bool,
+    /// Refuse memfds that could be executed (`memfd_create` without
+    /// `MFD_NOEXEC_SEAL`): closes fileless execution where the node does not
+    /// set `vm.memfd_noexec=2`, at the price of programs that need such
+    /// memfds (some JITs' double mapping, some browsers). Opt-in.
+    #[serde(default)]
+    pub deny_executable_memfd: bool,
 }
 
 fn default_true() -> bool {
@@ -176,6 +182,7 @@ impl Default for LaunchPolicy {
             allowed_listen_ports: Vec::new(),
             egress_allow: Vec::new(),
             scope_abstract_unix_sockets: true,
+            deny_executable_memfd: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 pub use palisade_common::launch::{CoverageLevel as Level, LandlockSupport};
 
 use crate::plan::RulesetPlan;
+use crate::syscalls::Refusal;
 
 /// One protection the launcher can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -35,29 +36,57 @@ pub enum Protection {
     TcpBindAllowList,
     /// TCP connect only to the allowed ports.
     TcpConnectAllowList,
+    /// No writes beneath `/proc`: no other process's `oom_score_adj`.
+    ProcWriteProtected,
+    /// No `prlimit` on another process (the enforcer's CPU or open-file
+    /// limits); seccomp.
+    ForeignResourceLimitsDenied,
+    /// No MPTCP sockets, which Landlock's TCP rules do not cover; seccomp,
+    /// requested where a TCP allow-list is.
+    MptcpDenied,
     /// No execution of memfds. Landlock does not check anonymous files
     /// against path rules, so this comes from the pid namespace's
-    /// `vm.memfd_noexec = 2` (inherited from the node), never from the
-    /// launcher; it is reported so that the gap is visible.
+    /// `vm.memfd_noexec = 2` (inherited from the node), or from the
+    /// launcher's seccomp filter where the policy asks for it
+    /// (`denyExecutableMemfd`); it is reported either way so that the gap
+    /// is visible.
     MemfdExecDenied,
 }
 
+/// What gives a protection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The Landlock ruleset, from this ABI on.
+    Landlock { min_abi: u8 },
+    /// The launcher's seccomp filter.
+    Seccomp(Refusal),
+    /// The node's `vm.memfd_noexec=2`, or the filter's memfd refusal.
+    MemfdNoexec,
+}
+
 impl Protection {
-    /// The Landlock ABI that brings the protection (`None`: not Landlock's
-    /// to give). The filesystem part
+    /// Where the protection comes from. The filesystem part of Landlock
     /// waits for ABI 2 on purpose: ABI 1 cannot allow renaming files
     /// between directories, and breaking every app that does is worse than
     /// running it unconfined (the ruleset requires ABI 2 as a whole).
-    pub fn min_abi(self) -> Option<u8> {
+    pub fn source(self) -> Source {
+        let landlock = |min_abi| Source::Landlock { min_abi };
         match self {
             Self::ExecOnlyFromProgramDirs
             | Self::ProgramDirsWriteProtected
-            | Self::PtraceScoped => Some(2),
-            Self::ProgramFilesTruncateProtected => Some(3),
-            Self::TcpBindAllowList | Self::TcpConnectAllowList => Some(4),
-            Self::SignalScoped | Self::AbstractUnixSocketsScoped => Some(6),
-            Self::MemfdExecDenied => None,
+            | Self::PtraceScoped
+            | Self::ProcWriteProtected => landlock(2),
+            Self::ProgramFilesTruncateProtected => landlock(3),
+            Self::TcpBindAllowList | Self::TcpConnectAllowList => landlock(4),
+            Self::SignalScoped | Self::AbstractUnixSocketsScoped => landlock(6),
+            Self::ForeignResourceLimitsDenied => Source::Seccomp(Refusal::ForeignResourceLimits),
+            Self::MptcpDenied => Source::Seccomp(Refusal::MptcpSockets),
+            Self::MemfdExecDenied => Source::MemfdNoexec,
         }
+    }
+
+    fn is_landlocks(self) -> bool {
+        matches!(self.source(), Source::Landlock { .. })
     }
 }
 
@@ -82,6 +111,10 @@ pub struct Applied {
     /// `/proc/sys/vm/memfd_noexec` as this process sees it (`None`: the
     /// kernel predates it, 6.3).
     pub memfd_noexec: Option<u8>,
+    /// What the seccomp filter the kernel took refuses.
+    pub refused: Vec<Refusal>,
+    /// Why the kernel took no filter, when it did not.
+    pub seccomp_error: Option<String>,
 }
 
 /// Why a requested protection is not enforced.
@@ -100,6 +133,8 @@ pub enum NotEnforcedReason {
     NodeSettingMissing {
         setting: &'static str,
     },
+    /// The kernel took no seccomp filter (`seccompError` says why).
+    SeccompFailed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,6 +170,8 @@ pub struct Coverage {
     pub connect_ports: Option<Vec<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp_error: Option<String>,
 }
 
 pub const COVERAGE_EVENT: &str = "palisade-launch/coverage";
@@ -146,6 +183,7 @@ pub fn requested(plan: &RulesetPlan) -> Vec<Protection> {
         Protection::ProgramDirsWriteProtected,
         Protection::ProgramFilesTruncateProtected,
         Protection::PtraceScoped,
+        Protection::ProcWriteProtected,
     ];
     if plan.scope_signals {
         wanted.push(Protection::SignalScoped);
@@ -158,6 +196,12 @@ pub fn requested(plan: &RulesetPlan) -> Vec<Protection> {
     }
     if plan.tcp.connect.is_some() {
         wanted.push(Protection::TcpConnectAllowList);
+    }
+    if plan.refusals.contains(&Refusal::ForeignResourceLimits) {
+        wanted.push(Protection::ForeignResourceLimitsDenied);
+    }
+    if plan.refusals.contains(&Refusal::MptcpSockets) {
+        wanted.push(Protection::MptcpDenied);
     }
     wanted.push(Protection::MemfdExecDenied);
     wanted
@@ -172,23 +216,30 @@ pub fn coverage(
     let mut enforced = Vec::new();
     let mut not_enforced = Vec::new();
     for protection in requested(plan) {
-        let reason = match protection.min_abi() {
-            Some(needs_abi) => landlock_refusal(needs_abi, applied),
-            None => {
-                (applied.memfd_noexec != Some(2)).then_some(NotEnforcedReason::NodeSettingMissing {
-                    setting: "vm.memfd_noexec=2",
-                })
+        let reason = match protection.source() {
+            Source::Landlock { min_abi } => landlock_refusal(min_abi, applied),
+            Source::Seccomp(refusal) => {
+                (!applied.refused.contains(&refusal)).then_some(NotEnforcedReason::SeccompFailed)
             }
+            Source::MemfdNoexec => (applied.memfd_noexec != Some(2)
+                && !applied.refused.contains(&Refusal::ExecutableMemfd))
+            .then(|| match applied.seccomp_error {
+                Some(_) if plan.refusals.contains(&Refusal::ExecutableMemfd) => {
+                    NotEnforcedReason::SeccompFailed
+                }
+                _ => NotEnforcedReason::NodeSettingMissing {
+                    setting: "vm.memfd_noexec=2",
+                },
+            }),
         };
         match reason {
             None => enforced.push(protection),
             Some(reason) => not_enforced.push(NotEnforced { protection, reason }),
         }
     }
-    let from_landlock = |p: &Protection| p.min_abi().is_some();
     let level = match (
-        enforced.iter().any(from_landlock),
-        not_enforced.iter().any(|n| from_landlock(&n.protection)),
+        enforced.iter().any(|p| p.is_landlocks()),
+        not_enforced.iter().any(|n| n.protection.is_landlocks()),
     ) {
         (false, _) => Level::None,
         (true, false) => Level::Full,
@@ -212,6 +263,7 @@ pub fn coverage(
         missing_program_dirs: missing_program_dirs.to_vec(),
         unlisted_dirs: plan.unlisted_dirs.clone(),
         error: applied.error.clone(),
+        seccomp_error: applied.seccomp_error.clone(),
     }
 }
 
@@ -247,6 +299,7 @@ mod tests {
             scope_signals: true,
             scope_abstract_unix_sockets: true,
             unlisted_dirs: Vec::new(),
+            refusals: vec![Refusal::ForeignResourceLimits],
         }
     }
 
@@ -258,6 +311,8 @@ mod tests {
             error: None,
             // What most nodes have today.
             memfd_noexec: Some(0),
+            refused: vec![Refusal::ForeignResourceLimits],
+            seccomp_error: None,
         }
     }
 
@@ -284,7 +339,7 @@ mod tests {
         );
         assert_eq!(c.level, Level::Full);
         assert!(landlock_gaps(&c).is_empty());
-        assert_eq!(c.enforced.len(), 8);
+        assert_eq!(c.enforced.len(), 10);
         assert_eq!(c.bind_ports, Some(vec![8080]));
         assert_eq!(c.connect_ports, Some(vec![443]));
     }
@@ -326,6 +381,8 @@ mod tests {
                 Protection::ExecOnlyFromProgramDirs,
                 Protection::ProgramDirsWriteProtected,
                 Protection::PtraceScoped,
+                Protection::ProcWriteProtected,
+                Protection::ForeignResourceLimitsDenied,
             ]
         );
         assert_eq!(
@@ -336,14 +393,18 @@ mod tests {
     }
 
     #[test]
-    fn abi_1_enforces_nothing_because_renames_would_break() {
+    fn abi_1_enforces_nothing_of_landlocks_because_renames_would_break() {
         let c = coverage(
             &plan(TcpRequest::default()),
             &[],
             &applied(LandlockSupport::Available(1), RulesetState::None),
         );
         assert_eq!(c.level, Level::None);
-        assert!(c.enforced.is_empty());
+        assert_eq!(
+            c.enforced,
+            vec![Protection::ForeignResourceLimitsDenied],
+            "the seccomp filter does not need Landlock"
+        );
         assert!(landlock_gaps(&c)
             .iter()
             .all(|n| matches!(n.reason, NotEnforcedReason::KernelAbiTooOld { .. })));
@@ -418,6 +479,44 @@ mod tests {
         outcome.memfd_noexec = Some(2);
         let c = coverage(&plan(TcpRequest::default()), &[], &outcome);
         assert_eq!(c.level, Level::None);
+    }
+
+    #[test]
+    fn the_policys_memfd_refusal_counts_as_memfd_execution_denied_without_the_node_setting() {
+        let mut p = plan(TcpRequest::default());
+        p.refusals.push(Refusal::ExecutableMemfd);
+        let mut outcome = applied(LandlockSupport::Available(7), RulesetState::Full);
+        outcome.refused = p.refusals.clone();
+        let c = coverage(&p, &[], &outcome);
+        assert!(c.enforced.contains(&Protection::MemfdExecDenied));
+        outcome.refused.clear();
+        outcome.seccomp_error = Some("seccomp: EINVAL".into());
+        let c = coverage(&p, &[], &outcome);
+        assert!(c.not_enforced.contains(&NotEnforced {
+            protection: Protection::MemfdExecDenied,
+            reason: NotEnforcedReason::SeccompFailed,
+        }));
+    }
+
+    #[test]
+    fn a_filter_the_kernel_refused_is_reported_and_leaves_the_landlock_level_alone() {
+        let mut p = plan(with_ports());
+        p.refusals.push(Refusal::MptcpSockets);
+        let mut outcome = applied(LandlockSupport::Available(7), RulesetState::Full);
+        outcome.refused.clear();
+        outcome.seccomp_error = Some("seccomp: EACCES".into());
+        let c = coverage(&p, &[], &outcome);
+        assert_eq!(c.level, Level::Full);
+        for protection in [
+            Protection::ForeignResourceLimitsDenied,
+            Protection::MptcpDenied,
+        ] {
+            assert!(c.not_enforced.contains(&NotEnforced {
+                protection,
+                reason: NotEnforcedReason::SeccompFailed,
+            }));
+        }
+        assert_eq!(c.seccomp_error.as_deref(), Some("seccomp: EACCES"));
     }
 
     #[test]

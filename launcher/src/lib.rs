@@ -3,9 +3,13 @@
 //! in the image's program directories, nor change those directories, nor
 //! signal or trace the enforcer beside it.
 //!
-//! The decisions (argument parsing, ruleset derivation, coverage, whether
-//! to run) are pure functions; `sandbox` is the only module that touches
-//! the kernel.
+//! What Landlock does not govern (another process's resource limits,
+//! MPTCP sockets, optionally executable memfds) a seccomp filter of the
+//! launcher's own refuses (`syscalls`).
+//!
+//! The decisions (argument parsing, ruleset derivation, refusals, coverage,
+//! whether to run) are pure functions; `sandbox` and `seccomp` are the only
+//! modules that touch the kernel.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +19,8 @@ pub mod enforcer;
 pub mod plan;
 pub mod policy;
 pub mod sandbox;
+pub mod seccomp;
+pub mod syscalls;
 
 use args::OnUnsupported;
 use coverage::Level;

@@ -12,6 +12,15 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::policy::TcpRequest;
+use crate::syscalls::Refusal;
+
+/// Outside the program directories yet never writable: beneath `/proc`, a
+/// write reaches other processes of the same UID (the enforcer's
+/// `oom_score_adj`, which would make it the kernel's first OOM victim).
+/// Apps lose writes to their own `/proc/<pid>/` files too: Landlock rules
+/// bind to inodes, and a process's `/proc` inodes are made afresh for each
+/// lookup, so no rule can follow "self" reliably.
+pub const NEVER_WRITABLE: [&str; 1] = ["/proc"];
 
 /// What a directory entry is, as far as granting rights beneath it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +70,8 @@ pub struct RulesetPlan {
     /// Ancestors that could not be listed: their other children stay
     /// read-only, which is safe but may break an app, so it is reported.
     pub unlisted_dirs: Vec<PathBuf>,
+    /// What the launcher's seccomp filter refuses (see `syscalls`).
+    pub refusals: Vec<Refusal>,
 }
 
 /// Program directories as the launcher found them on disk.
@@ -122,7 +133,10 @@ pub fn derive_plan(
         children.sort_by(|a, b| a.name.cmp(&b.name));
         for entry in children {
             let path = ancestor.join(&entry.name);
-            if program_dirs.contains(&path) || ancestors.contains(&path) {
+            if program_dirs.contains(&path)
+                || ancestors.contains(&path)
+                || NEVER_WRITABLE.iter().any(|n| path == Path::new(n))
+            {
                 continue;
             }
             let grant = match entry.kind {
@@ -140,6 +154,7 @@ pub fn derive_plan(
         scope_signals: true,
         scope_abstract_unix_sockets,
         unlisted_dirs,
+        refusals: Vec::new(),
     }
 }
 
@@ -226,6 +241,20 @@ mod tests {
                 "{writable}"
             );
         }
+    }
+
+    #[test]
+    fn nothing_beneath_proc_is_writable_so_no_other_process_can_be_reached_through_it() {
+        let mut listing = debian_root();
+        let root = listing.get_mut(Path::new("/")).expect("root listing");
+        assert!(root.iter().any(|e| e.name == "proc"));
+        let plan = plan_for(&["/usr"], &listing);
+        for path in ["/proc/1/oom_score_adj", "/proc/self/comm", "/proc"] {
+            assert!(plan.grants_at(Path::new(path)).is_empty(), "{path}");
+        }
+        assert!(plan
+            .grants_at(Path::new("/dev/null"))
+            .contains(&Grant::WriteTree));
     }
 
     #[test]

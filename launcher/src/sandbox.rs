@@ -103,7 +103,14 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
     let memfd_noexec = std::fs::read_to_string("/proc/sys/vm/memfd_noexec")
         .ok()
         .and_then(|v| v.trim().parse().ok());
-    match restrict(plan) {
+    // Independent of Landlock: a kernel without it still takes the filter.
+    let seccomp = crate::seccomp::install(&plan.refusals).map_err(|e| e.to_string());
+    let applied = restrict(plan);
+    let (refused, seccomp_error) = match seccomp {
+        Ok(()) => (plan.refusals.clone(), None),
+        Err(error) => (Vec::new(), Some(error)),
+    };
+    let applied = match applied {
         Ok(status) => Applied {
             support: support(status.landlock),
             ruleset: match status.ruleset {
@@ -114,6 +121,8 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
             no_new_privs: no_new_privs || status.no_new_privs,
             error: None,
             memfd_noexec,
+            refused: Vec::new(),
+            seccomp_error: None,
         },
         Err(error) => Applied {
             support: LandlockSupport::Unknown,
@@ -121,7 +130,14 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
             no_new_privs,
             error: Some(error.to_string()),
             memfd_noexec,
+            refused: Vec::new(),
+            seccomp_error: None,
         },
+    };
+    Applied {
+        refused,
+        seccomp_error,
+        ..applied
     }
 }
 
@@ -181,12 +197,13 @@ pub fn plan_from_disk(policy: &crate::policy::LaunchPolicy) -> (RulesetPlan, Res
     let dirs = resolve_program_dirs(&policy.requested_program_dirs());
     let program_dirs = crate::plan::outermost(&dirs.present);
     let listings = list_dirs(&crate::plan::ancestors_to_list(&program_dirs));
-    let plan = crate::plan::derive_plan(
+    let mut plan = crate::plan::derive_plan(
         &program_dirs,
         &listings,
         policy.tcp_request(),
         policy.scope_abstract_unix_sockets,
     );
+    plan.refusals = crate::syscalls::requested(&plan, policy.deny_executable_memfd);
     (plan, dirs)
 }
 

@@ -199,6 +199,20 @@ if [[ -x $PY ]]; then
     else
         note "skipped memfd with vm.memfd_noexec: the kernel predates it (6.3) or unshare is missing"
     fi
+    # Without the node setting, the policy can ask the launcher to refuse
+    # memfds that could be executed (denyExecutableMemfd).
+    MEMFD_POLICY=$S/memfd-policy.json
+    printf '{"programDirs": ["%s"], "denyExecutableMemfd": true}\n' "$PROG" >"$MEMFD_POLICY"
+    attack "with denyExecutableMemfd, a memfd payload cannot be created to run" "Function not implemented|Errno 38" \
+        "$MEMFD" "$MEMFD_POLICY"
+    works "with denyExecutableMemfd, sealed (MFD_NOEXEC_SEAL) memfds still serve as shared memory" \
+        "$PY"' -c "import os, mmap; fd = os.memfd_create(\"shm\", os.MFD_CLOEXEC | 8); os.ftruncate(fd, 4096); m = mmap.mmap(fd, 4096); m[:2] = b\"ok\""' \
+        "$MEMFD_POLICY"
+    if ! $WITHOUT_LAUNCHER; then
+        tail -1 "$REPORT" | grep -q '"enforced":\[[^]]*"memfdExecDenied"' \
+            && ok "there, the report lists memfd execution as denied" \
+            || not_ok "the report misses memfdExecDenied under denyExecutableMemfd: $(tail -1 "$REPORT")"
+    fi
 else
     note "skipped memfd execution: $PY is not installed"
 fi
@@ -243,6 +257,26 @@ attack "the app cannot read the enforcer's /proc/<pid>/environ (ptrace scoping)"
     "cat /proc/$ENFORCER/environ >/dev/null"
 attack "the app cannot follow the enforcer's /proc/<pid>/root" "$EACCES" \
     "ls /proc/$ENFORCER/root/ >/dev/null"
+spawn_app sleep 600
+SACRIFICE=$!
+sleep 0.1
+attack "the app cannot lower the enforcer's open-file limit (prlimit --nofile)" "$EPERM" \
+    'if [ "$1" = bare ]; then t='"$SACRIFICE"'; else t='"$ENFORCER"'; fi; prlimit --pid $t --nofile=64:64'
+attack "the app cannot set the enforcer's CPU-time limit (prlimit --cpu, a kill without a signal)" "$EPERM" \
+    'if [ "$1" = bare ]; then t='"$SACRIFICE"'; else t='"$ENFORCER"'; fi; prlimit --pid $t --cpu=1'
+nofile=$(awk '/Max open files/ {print $4}' "/proc/$ENFORCER/limits")
+cpu=$(awk '/Max cpu time/ {print $4}' "/proc/$ENFORCER/limits")
+[[ $nofile != 64 && $cpu != 1 ]] && ok "the enforcer's limits are unchanged (open files $nofile, cpu $cpu)" \
+    || not_ok "the enforcer's limits changed: open files $nofile, cpu $cpu"
+attack "the app cannot make the enforcer the OOM killer's first victim (oom_score_adj)" "$EACCES" \
+    'if [ "$1" = bare ]; then t='"$SACRIFICE"'; else t='"$ENFORCER"'; fi; echo 1000 >/proc/$t/oom_score_adj'
+[[ $(cat "/proc/$ENFORCER/oom_score_adj") != 1000 ]] && ok "the enforcer's oom_score_adj is still $(cat "/proc/$ENFORCER/oom_score_adj")" \
+    || not_ok "the enforcer's oom_score_adj is 1000"
+works "the app reads another process's limits and sets its own (ulimit, prlimit on itself)" \
+    "prlimit --pid $ENFORCER --nofile >/dev/null && ulimit -n 256 && prlimit --nofile=128:256 /bin/true"
+# (through a pipe of the app's own: reopening one through /proc needs its owner's UID)
+works "the app writes to /dev/stdout, /dev/stderr and /proc/self/fd/1" \
+    '{ echo out >/dev/stdout && echo out >/proc/self/fd/1 && echo err >/dev/stderr; } 2>&1 | cat >/dev/null; exit $?'
 if [[ -x $PY ]]; then
     SOCK="palisade-launch-test-$$"
     spawn_app "$PY" -c "
@@ -279,6 +313,36 @@ while True:
     attack "connecting to a port outside egressAllow is denied" "$EACCES" "$(connect $((PORT + 3)))" "$NET_POLICY"
     works "connecting to an allowed port works" "$(connect $((PORT + 1)))" "$NET_POLICY"
     works "without enforceNetwork, any port may be used" "$(bind $((PORT + 2))) && $(connect $((PORT + 3)))"
+    # MPTCP sockets are outside Landlock's TCP rules (IPPROTO_MPTCP = 262).
+    if [[ $(cat /proc/sys/net/mptcp/enabled 2>/dev/null) == 1 ]]; then
+        mptcp_bind() { echo "$PY"' -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", '"$1"')); s.listen(1)"'; }
+        mptcp_connect() { echo "$PY"' -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.settimeout(2); s.connect((\"127.0.0.1\", '"$1"'))"'; }
+        attack "an MPTCP listener on a port outside allowedListenPorts is denied" "Protocol not supported|Errno 93" \
+            "$(mptcp_bind $((PORT + 4)))" "$NET_POLICY"
+        attack "an MPTCP connection to a port outside egressAllow is denied" "Protocol not supported|Errno 93" \
+            "$(mptcp_connect $((PORT + 3)))" "$NET_POLICY"
+        # What Go's listeners do: try MPTCP, fall back to TCP on EPROTONOSUPPORT.
+        works "a program that tries MPTCP first falls back to TCP on an allowed port" \
+            "$PY"' -c "
+import socket
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+except OSError:
+    s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"127.0.0.1\", '"$PORT"'))
+s.listen(1)"' "$NET_POLICY"
+        works "without a TCP allow-list, MPTCP sockets work" "$(mptcp_bind $((PORT + 4)))"
+    else
+        note "skipped MPTCP: net.mptcp.enabled is not 1 here"
+    fi
+    # listen() on an unbound socket takes an ephemeral port without a bind
+    # that Landlock could check: the enforcer judges such listeners (under
+    # enforce it stops their owner; make e2e-pod), the launcher cannot.
+    unbound_listen="$PY"' -c "import socket; s = socket.socket(); s.listen(1); print(s.getsockname()[1])"'
+    if port=$(confined_with "$NET_POLICY" /bin/sh -c "$unbound_listen" 2>/dev/null); then
+        note "listen() without bind() still opens ephemeral port $port under the launcher: Landlock checks explicit binds only; the enforcer stops such a listener under enforce"
+    fi
 else
     note "skipped TCP: $PY is not installed"
 fi
