@@ -58,9 +58,10 @@ run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, polici
 test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
 	bash tests/with-postgres.sh $(CARGO) test --workspace
 
-lint: ## rustfmt, clippy (warnings are errors), chart appVersion = Cargo version
+lint: ## rustfmt, clippy (warnings are errors), chart appVersion = Cargo version, relative links in README.md and docs/ resolve
 	@grep -qx "appVersion: \"$(VERSION)\"" helm/palisade/Chart.yaml || \
 	  { echo "helm/palisade/Chart.yaml appVersion must be $(VERSION) (Cargo.toml): the chart's default images are what make images builds"; exit 1; }
+	python3 tests/check-links.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@# The engine stands alone, and the CLI without `serve` links no server.
@@ -93,9 +94,11 @@ e2e-node: e2e-binaries images chart ## Palisade's chart and enforcer in running 
 e2e-launcher: build-static ## The Landlock launcher against the real kernel (attacks as an unprivileged UID); needs root
 	PALISADE_LAUNCH=$(LAUNCH_BIN) bash tests/launcher/run.sh
 
-bench-detection: build-static ## Enforcer detection rates by process lifetime, idle CPU (simulated pod; needs root)
-	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_DETECTION_TABLE=1 \
+bench-detection: build-static ## Enforcer detection rates by process lifetime, CPU under exec churn and idle (simulated pod; needs root; updates bench/RESULTS.md)
+	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_LAUNCH_BIN=$(LAUNCH_BIN) \
+	  PALISADE_DETECTION_TABLE=1 PALISADE_CHURN_TABLE=1 \
 	  PALISADE_POD_RESULTS=target/pod-results.txt bash tests/sidecar/run.sh
+	PALISADE_POD_RESULTS=target/pod-results.txt bash bench/images.sh --update-detection bench/RESULTS.md
 
 bench-audit: e2e-binaries build-static ## Background audit at 1000 workloads on a real control plane: writes, time, memory (updates bench/RESULTS.md)
 	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) bash bench/audit.sh --update bench/RESULTS.md

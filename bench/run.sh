@@ -163,7 +163,7 @@ audit_section=$(awk '/^## Background audit/ {keep = 1; print; next} keep && /^##
     echo "| $(f "$j" label) | $(f "$j" requests_per_sec) | $(f "$j" p50_us) | $(f "$j" p99_us) | $(f "$j" p999_us) | $(ratio "$(f "$j" requests_per_sec)" "$(f "$floor_json" requests_per_sec)")x |"
   done
   echo
-  echo "The floor is a minimal kube-rs webhook over the same TLS stack: it parses the AdmissionReview with kube's types and re-serialises an allowing response, and decides nothing. Palisade reads only the fields it decides on (see README, Performance)."
+  echo "The floor is a minimal kube-rs webhook over the same TLS stack: it parses the AdmissionReview with kube's types and re-serialises an allowing response, and decides nothing. Palisade reads only the fields it decides on (see docs/performance.md)."
   echo
   echo "## Policy service"
   echo
