@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use palisade_common::wire::{EventKind, ExceptionRecord, PolicyRecord, StoredEvent};
+use palisade_common::wire::{AgentRecord, EventKind, ExceptionRecord, PolicyRecord, StoredEvent};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -25,6 +25,11 @@ pub enum ClientError {
     Api { status: StatusCode, message: String },
     #[error("{0:?} is not a name (lowercase letters, digits and '-')")]
     Name(String),
+    #[error("unexpected answer from {url}: {source}")]
+    Decode {
+        url: String,
+        source: serde_json::Error,
+    },
 }
 
 pub struct Client {
@@ -135,6 +140,16 @@ impl Client {
             .send(self.http.get(&url).query(&filter.query()), &url)
             .await?;
         Ok(serde_json::from_value(body).unwrap_or_default())
+    }
+
+    /// Every enforcer that sent a heartbeat, with its state and what it
+    /// reports off. An answer that does not parse is an error: read as an
+    /// empty list it would say every enforcer is silent.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, ClientError> {
+        let url = self.url("/api/v1/agents");
+        let body = self.send(self.http.get(&url), &url).await?;
+        serde_json::from_value(body).map_err(|source| ClientError::Decode { url, source })
     }
 
     /// The service's address, for messages.

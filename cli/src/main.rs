@@ -95,7 +95,8 @@ enum Command {
         action: ExceptionAction,
     },
     /// Per pod: is the enforcer injected, from which release, which
-    /// containers are confined, why not, and what a restart would fix.
+    /// containers are confined, why not, and what a restart would fix;
+    /// with --coverage, what is enforced and which protections are off.
     Status {
         /// Namespace to look at (default: every namespace).
         #[arg(short = 'n', long)]
@@ -117,8 +118,10 @@ enum Command {
         /// webhook runs them.
         #[arg(long, env = "PALISADE_CONFIG")]
         config: Option<PathBuf>,
-        /// Also show what the kernel enforced in each confined container:
-        /// the launchers' reports, read from the policy service.
+        /// Also show what the kernel enforced in each confined container
+        /// (the launchers' reports) and which protections each pod's
+        /// enforcer says are off and why (its heartbeats), read from the
+        /// policy service.
         #[arg(long)]
         coverage: bool,
         // The policy service, for --coverage.

@@ -4,7 +4,8 @@
 //! rolls them, as `kubectl rollout restart` does). The verdicts come from
 //! the engine's `rollout` module; this file only talks to the apiserver,
 //! and with `--coverage` to the policy service, for what the kernel
-//! enforced in each confined container (the launchers' reports).
+//! enforced in each confined container (the launchers' reports) and which
+//! protections each pod's enforcer says are off (its heartbeats).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +14,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use palisade_common::launch::{CoverageSummary, LandlockSupport, COVERAGE_RULE};
-use palisade_common::wire::{EventKind, StoredEvent};
+use palisade_common::wire::{AgentRecord, EventKind, Liveness, ProtectionOff, StoredEvent};
 use palisade_common::INJECT_LABEL;
 use palisade_engine::admission::enforcer::EnforcerIdentity;
 use palisade_engine::rollout::{
@@ -65,10 +66,35 @@ pub struct PodReport {
     /// another pod.
     #[serde(skip)]
     pub uid: String,
+    /// Its phase is Succeeded or Failed: nothing left in it to protect.
+    #[serde(skip)]
+    pub finished: bool,
     /// With `--coverage`: per confined container, what the kernel enforced
     /// (`None`: no report arrived from this pod).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<BTreeMap<String, Option<CoverageSummary>>>,
+    /// With `--coverage`, for pods with an enforcer: what it last told the
+    /// policy service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heard>,
+}
+
+/// What a pod's enforcer last said in its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heard {
+    /// `None`: no heartbeat ever came from this very pod.
+    pub state: Option<Liveness>,
+    /// What it cannot protect in the pod, and why (while it reports).
+    pub protections_off: Vec<ProtectionOff>,
+}
+
+impl Heard {
+    /// Whether some protection is off in the pod: the enforcer says so, or
+    /// it is not reporting at all.
+    fn any_off(&self) -> bool {
+        self.state != Some(Liveness::Reporting) || !self.protections_off.is_empty()
+    }
 }
 
 impl PodReport {
@@ -95,10 +121,24 @@ pub async fn run(
     if let Some(service) = coverage_from {
         let found = kernel_reports(service, &reports).await?;
         attach_kernel(&mut reports, &found);
+        let agents = service.agents().await.with_context(|| {
+            format!(
+                "reading the enforcers' heartbeats from the policy service at {} (--server)",
+                service.server()
+            )
+        })?;
+        attach_heartbeats(&mut reports, &agents);
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
-        Output::Table => print!("{}", render(&reports, coverage_from.is_some())),
+        Output::Table => {
+            let coverage = coverage_from.is_some();
+            print!(
+                "{}{}",
+                render(&reports, coverage),
+                summary(&reports, coverage)
+            );
+        }
     }
     if restart {
         let workloads: BTreeSet<&Workload> = reports
@@ -193,7 +233,12 @@ async fn gather(
                 workload,
                 assessment,
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
+                finished: matches!(
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                ),
                 kernel: None,
+                heartbeat: None,
             });
         }
     }
@@ -382,6 +427,81 @@ fn kernel_column(report: &PodReport) -> String {
     }
 }
 
+/// Gives every running pod with an enforcer its `heartbeat` field, from
+/// the service's agents list (a finished pod's enforcer has stopped with
+/// nothing left to protect). Rows are kept per pod name: one left by a pod
+/// this one replaced under the same name is not this pod's (enforcers too
+/// old to send a uid are taken at their word).
+pub fn attach_heartbeats(reports: &mut [PodReport], agents: &[AgentRecord]) {
+    for report in reports {
+        let injected = matches!(report.assessment.injection, Injection::Injected { .. });
+        if !injected || report.finished {
+            continue;
+        }
+        let found = agents.iter().find(|a| {
+            a.pod.namespace == report.namespace
+                && a.pod.name == report.pod
+                && (a.pod.uid == report.uid || a.pod.uid.is_empty())
+        });
+        report.heartbeat = Some(match found {
+            Some(agent) => Heard {
+                state: Some(agent.state),
+                protections_off: agent.protections_off.clone(),
+            },
+            None => Heard {
+                state: None,
+                protections_off: Vec::new(),
+            },
+        });
+    }
+}
+
+/// The PROTECTIONS OFF column: each protection with its reason, or
+/// everything when the enforcer is not reporting.
+pub fn protections_cell(heard: Option<&Heard>) -> String {
+    let Some(heard) = heard else {
+        return "-".to_string();
+    };
+    match heard.state {
+        None => "all: no heartbeat from its enforcer".to_string(),
+        Some(Liveness::Missing) => "all: enforcer missing (no heartbeat)".to_string(),
+        Some(Liveness::Stopped) => "all: enforcer stopped".to_string(),
+        Some(Liveness::Reporting) if heard.protections_off.is_empty() => "none".to_string(),
+        Some(Liveness::Reporting) => heard
+            .protections_off
+            .iter()
+            .map(|off| format!("{} ({})", off.protection.as_str(), off.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The line under the table: how many pods, how many with an enforcer,
+/// to restart and, with `--coverage`, with some protection off.
+pub fn summary(reports: &[PodReport], coverage: bool) -> String {
+    let injected = reports
+        .iter()
+        .filter(|r| matches!(r.assessment.injection, Injection::Injected { .. }))
+        .count();
+    let restart = reports
+        .iter()
+        .filter(|r| r.assessment.restart.is_some())
+        .count();
+    let pods = match reports.len() {
+        1 => "1 pod".to_string(),
+        n => format!("{n} pods"),
+    };
+    let mut line = format!("{pods}: {injected} with an enforcer, {restart} to restart");
+    if coverage {
+        let off = reports
+            .iter()
+            .filter(|r| r.heartbeat.as_ref().is_some_and(Heard::any_off))
+            .count();
+        line.push_str(&format!(", {off} with protections off"));
+    }
+    line + "\n"
+}
+
 /// What `kubectl rollout restart` does: a new template annotation, so the
 /// controller replaces every pod (through the webhook).
 async fn restart_workload(client: &kube::Client, workload: &Workload) -> anyhow::Result<()> {
@@ -411,8 +531,9 @@ async fn restart_workload(client: &kube::Client, workload: &Workload) -> anyhow:
 }
 
 /// One row per pod: enforcer release or why none, prevention as planned,
-/// with `kernel` as enforced, and what a restart would do.
-pub fn render(reports: &[PodReport], kernel: bool) -> String {
+/// with `coverage` as the kernel enforced it and the protections the
+/// enforcer reports off, and what a restart would do.
+pub fn render(reports: &[PodReport], coverage: bool) -> String {
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
@@ -446,20 +567,22 @@ pub fn render(reports: &[PodReport], kernel: bool) -> String {
                 (Some(why), None) => format!("recreate: {why}"),
             };
             let mut row = vec![r.namespace.clone(), r.pod.clone(), enforcer, prevention];
-            if kernel {
+            if coverage {
                 row.push(kernel_column(r));
+                row.push(protections_cell(r.heartbeat.as_ref()));
             }
             row.push(restart);
             row
         })
         .collect();
-    let header: &[&str] = if kernel {
+    let header: &[&str] = if coverage {
         &[
             "NAMESPACE",
             "POD",
             "ENFORCER",
             "PREVENTION",
             "KERNEL",
+            "PROTECTIONS OFF",
             "RESTART",
         ]
     } else {
@@ -472,7 +595,8 @@ pub fn render(reports: &[PodReport], kernel: bool) -> String {
 mod tests {
     use super::*;
     use palisade_common::launch::{CoverageLevel, NotEnforcedSummary};
-    use palisade_common::wire::{Event, PodRef};
+    use palisade_common::wire::{EnforcerProtection, Event, PodRef};
+    use palisade_engine::rollout::Missing;
 
     /// A pod injected by this release, with `confined` app containers.
     fn mk_pod(pod: &str, uid: &str, confined: &[&str]) -> PodReport {
@@ -489,7 +613,9 @@ mod tests {
                 restart: None,
             },
             uid: uid.into(),
+            finished: false,
             kernel: None,
+            heartbeat: None,
         }
     }
 
@@ -595,14 +721,58 @@ mod tests {
         assert_eq!(kernel_cell("app", None), "app: no report");
     }
 
+    /// An enforcer's row in the service's agents list.
+    fn mk_agent(
+        pod: &str,
+        uid: &str,
+        state: Liveness,
+        off: &[(EnforcerProtection, &str)],
+    ) -> AgentRecord {
+        AgentRecord {
+            pod: PodRef {
+                namespace: "shop".into(),
+                name: pod.into(),
+                uid: uid.into(),
+            },
+            boot_id: "b1".into(),
+            heartbeat_ms: 10_000,
+            last_seen_ms: 1_000,
+            state,
+            dropped: 0,
+            unobserved: 0,
+            policy_etag: "etag".into(),
+            protections_off: off
+                .iter()
+                .map(|(protection, reason)| ProtectionOff {
+                    protection: *protection,
+                    reason: reason.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    const DRIFT_OFF: (EnforcerProtection, &str) = (
+        EnforcerProtection::Drift,
+        "app runs as uid 1001, the enforcer as 65532",
+    );
+
     #[test]
-    fn the_kernel_column_and_field_appear_only_with_coverage() {
+    fn the_kernel_and_protections_columns_and_fields_appear_only_with_coverage() {
         let plain = vec![mk_pod("cart-0", "u", &["app"])];
         let table = render(&plain, false);
-        assert!(!table.contains("KERNEL"), "{table}");
+        assert!(
+            !table.contains("KERNEL") && !table.contains("PROTECTIONS OFF"),
+            "{table}"
+        );
+        assert_eq!(
+            summary(&plain, false),
+            "1 pod: 1 with an enforcer, 0 to restart\n"
+        );
         let json = serde_json::to_value(&plain).unwrap();
         assert!(
-            json[0].get("kernel").is_none() && json[0].get("uid").is_none(),
+            json[0].get("kernel").is_none()
+                && json[0].get("uid").is_none()
+                && json[0].get("heartbeat").is_none(),
             "{json}"
         );
 
@@ -613,14 +783,136 @@ mod tests {
             mk_pod("web-0", "w", &[]),
         ];
         attach_kernel(&mut covered, &found);
+        attach_heartbeats(
+            &mut covered,
+            &[mk_agent("cart-0", "u", Liveness::Reporting, &[DRIFT_OFF])],
+        );
         assert_eq!(
             render(&covered, true),
-            "NAMESPACE  POD     ENFORCER  PREVENTION            KERNEL                                RESTART\n\
-             shop       cart-0  0.1.0     confined: app,worker  app: full (ABI 7); worker: no report  -\n\
-             shop       web-0   0.1.0     -                     -                                     -\n"
+            "NAMESPACE  POD     ENFORCER  PREVENTION            KERNEL                                PROTECTIONS OFF                                      RESTART\n\
+             shop       cart-0  0.1.0     confined: app,worker  app: full (ABI 7); worker: no report  drift (app runs as uid 1001, the enforcer as 65532)  -\n\
+             shop       web-0   0.1.0     -                     -                                     all: no heartbeat from its enforcer                  -\n"
+        );
+        assert_eq!(
+            summary(&covered, true),
+            "2 pods: 2 with an enforcer, 0 to restart, 2 with protections off\n"
         );
         let json = serde_json::to_value(&covered).unwrap();
         assert_eq!(json[0]["kernel"]["app"]["landlock"]["abi"], 7);
         assert!(json[0]["kernel"]["worker"].is_null(), "{json}");
+        assert_eq!(
+            json[0]["heartbeat"],
+            serde_json::json!({"state": "reporting", "protectionsOff": [
+                {"protection": "drift", "reason": "app runs as uid 1001, the enforcer as 65532"}]})
+        );
+        assert_eq!(
+            json[1]["heartbeat"],
+            serde_json::json!({"state": null, "protectionsOff": []})
+        );
+    }
+
+    #[test]
+    fn heartbeats_are_matched_to_this_very_pod_and_only_to_running_pods_with_an_enforcer() {
+        let mut reports = vec![
+            mk_pod("cart-0", "new", &[]),
+            mk_pod("web-0", "w", &[]),
+            PodReport {
+                finished: true,
+                ..mk_pod("job-0", "j", &[])
+            },
+            PodReport {
+                assessment: Assessment {
+                    injection: Injection::NotInjected {
+                        reason: Missing::NamespaceNotOptedIn,
+                    },
+                    restart: None,
+                },
+                ..mk_pod("plain-0", "p", &[])
+            },
+        ];
+        attach_heartbeats(
+            &mut reports,
+            &[
+                // Left by the pod this one replaced under the same name.
+                mk_agent("cart-0", "old", Liveness::Reporting, &[DRIFT_OFF]),
+                // An enforcer too old to send its pod's uid.
+                mk_agent("web-0", "", Liveness::Reporting, &[]),
+                mk_agent("plain-0", "p", Liveness::Reporting, &[DRIFT_OFF]),
+                mk_agent("job-0", "j", Liveness::Stopped, &[]),
+            ],
+        );
+        assert_eq!(
+            reports[0].heartbeat,
+            Some(Heard {
+                state: None,
+                protections_off: Vec::new()
+            })
+        );
+        assert_eq!(
+            reports[1].heartbeat.as_ref().and_then(|h| h.state),
+            Some(Liveness::Reporting)
+        );
+        assert_eq!(
+            reports[2].heartbeat, None,
+            "a finished pod has nothing left to protect"
+        );
+        assert_eq!(reports[3].heartbeat, None, "no enforcer, nothing heard");
+        assert_eq!(protections_cell(reports[3].heartbeat.as_ref()), "-");
+        assert_eq!(
+            summary(&reports, true).trim_end().rsplit(", ").next(),
+            Some("1 with protections off")
+        );
+    }
+
+    #[test]
+    fn every_protection_is_off_while_the_enforcer_is_not_reporting() {
+        let heard = |state, off: &[(EnforcerProtection, &str)]| {
+            let mut reports = vec![mk_pod("cart-0", "u", &[])];
+            attach_heartbeats(&mut reports, &[mk_agent("cart-0", "u", state, off)]);
+            protections_cell(reports[0].heartbeat.as_ref())
+        };
+        assert_eq!(heard(Liveness::Reporting, &[]), "none");
+        assert_eq!(
+            heard(
+                Liveness::Reporting,
+                &[
+                    DRIFT_OFF,
+                    (EnforcerProtection::Stopping, "no kill permission")
+                ]
+            ),
+            "drift (app runs as uid 1001, the enforcer as 65532); stopping (no kill permission)"
+        );
+        // What a missing enforcer last said no longer bounds what is off.
+        assert_eq!(
+            heard(Liveness::Missing, &[DRIFT_OFF]),
+            "all: enforcer missing (no heartbeat)"
+        );
+        assert_eq!(heard(Liveness::Stopped, &[]), "all: enforcer stopped");
+    }
+
+    #[test]
+    fn the_summary_counts_pods_to_restart_and_with_protections_off() {
+        let mut reports = vec![
+            mk_pod("a", "a", &[]),
+            mk_pod("b", "b", &[]),
+            mk_pod("c", "c", &[]),
+        ];
+        reports[2].assessment.restart = Some("its enforcer is from 0.0.9".into());
+        attach_heartbeats(
+            &mut reports,
+            &[
+                mk_agent("a", "a", Liveness::Reporting, &[]),
+                mk_agent("b", "b", Liveness::Reporting, &[DRIFT_OFF]),
+                mk_agent("c", "c", Liveness::Missing, &[]),
+            ],
+        );
+        assert_eq!(
+            summary(&reports, true),
+            "3 pods: 3 with an enforcer, 1 to restart, 2 with protections off\n"
+        );
+        assert_eq!(
+            summary(&[], false),
+            "0 pods: 0 with an enforcer, 0 to restart\n"
+        );
     }
 }

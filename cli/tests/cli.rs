@@ -382,3 +382,201 @@ fn inject_matches_the_golden_files() {
         stale.join("\n")
     );
 }
+
+/// A stand-in apiserver over plain HTTP: answers GETs of `routes` (path
+/// without query) with their JSON, anything else 404. Enough for
+/// `palisade status` on bare pods, which reads a namespace and its pods.
+fn fake_apiserver(routes: Vec<(String, serde_json::Value)>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request);
+            let target = request.split_whitespace().nth(1).unwrap_or("/");
+            let path = target.split('?').next().unwrap_or(target);
+            let (status, body) = match routes.iter().find(|(p, _)| p == path) {
+                Some((_, body)) => ("200 OK", body.to_string()),
+                None => (
+                    "404 Not Found",
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                       "reason": "NotFound", "code": 404, "message": path})
+                    .to_string(),
+                ),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A bare pod in namespace shop as `palisade inject` makes it.
+fn injected_pod(name: &str, uid: &str) -> serde_json::Value {
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: app, image: 'registry.example.com/app:1.0'}}]\n"
+    );
+    let out = palisade(&["inject", "-f", "-", "-n", "shop"], Some(&manifest));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut pod: serde_json::Value = serde_yaml::from_slice(&out.stdout).expect("one Pod");
+    pod["metadata"]["namespace"] = "shop".into();
+    pod["metadata"]["uid"] = uid.into();
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_with_coverage_shows_per_pod_which_protections_are_off_and_why() {
+    let server = start(&repo_policies()).await;
+    let heartbeat = |pod: &str, uid: &str, off: serde_json::Value| {
+        serde_json::json!({
+            "pod": {"namespace": "shop", "name": pod, "uid": uid},
+            "agent": {"bootId": "b1", "startedMs": 1, "heartbeatMs": 10000, "state": "running",
+                      "protectionsOff": off}
+        })
+    };
+    for beat in [
+        heartbeat(
+            "cart-0",
+            "u-cart",
+            serde_json::json!([{"protection": "drift",
+                                "reason": "app runs as uid 1001, the enforcer as 65532"}]),
+        ),
+        heartbeat("web-0", "u-web", serde_json::json!([])),
+        // Left by the pod that old-0 replaced under the same name.
+        heartbeat("old-0", "u-previous", serde_json::json!([])),
+        {
+            let mut beat = heartbeat("once-0", "u-once", serde_json::json!([]));
+            beat["agent"]["state"] = "stopping".into();
+            beat
+        },
+    ] {
+        let resp = server
+            .client
+            .post(format!("{}/api/v1/heartbeat", server.base))
+            .bearer_auth(server.report_token())
+            .json(&beat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let mut pods = tokio::task::block_in_place(|| {
+        [
+            ("cart-0", "u-cart"),
+            ("web-0", "u-web"),
+            ("old-0", "u-old"),
+            ("once-0", "u-once"),
+        ]
+        .map(|(name, uid)| injected_pod(name, uid))
+    });
+    // A Job's pod that completed: its enforcer stopped with it.
+    pods[3]["status"] = serde_json::json!({"phase": "Succeeded"});
+    let apiserver = fake_apiserver(vec![
+        (
+            "/api/v1/namespaces/shop".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "shop", "labels": {"palisade.dev/inject": "enabled"}}}),
+        ),
+        (
+            "/api/v1/namespaces/shop/pods".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": "1"}, "items": pods}),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: '{apiserver}'}}}}]\n\
+             users: [{{name: fake, user: {{token: t}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let ca = server.tls_dir.path().join("ca.crt");
+    let token = server.admin_token();
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "-n",
+            "shop",
+            "--coverage",
+            "--server",
+            &server.base,
+            "--token",
+            &token,
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("PALISADE_CONFIG")
+            .output()
+            .unwrap()
+    };
+
+    let out = tokio::task::block_in_place(|| status(&[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let row = |pod: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("shop       {pod}")))
+            .unwrap_or_else(|| panic!("no row for {pod}:\n{table}"))
+            .to_string()
+    };
+    assert!(
+        table.lines().next().unwrap().contains("PROTECTIONS OFF"),
+        "{table}"
+    );
+    assert!(
+        row("cart-0").contains("drift (app runs as uid 1001, the enforcer as 65532)"),
+        "{table}"
+    );
+    assert!(row("web-0").contains(" none "), "{table}");
+    assert!(
+        row("old-0").contains("all: no heartbeat from its enforcer"),
+        "another pod's heartbeat is not this one's:\n{table}"
+    );
+    assert!(
+        !row("once-0").contains("all:"),
+        "a finished pod has nothing left to protect:\n{table}"
+    );
+    assert_eq!(
+        table.lines().last(),
+        Some("4 pods: 4 with an enforcer, 0 to restart, 2 with protections off"),
+        "{table}"
+    );
+
+    let out = tokio::task::block_in_place(|| status(&["-o", "json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cart = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pod"] == "cart-0")
+        .unwrap();
+    assert_eq!(cart["heartbeat"]["state"], "reporting", "{json}");
+    assert_eq!(
+        cart["heartbeat"]["protectionsOff"][0]["protection"], "drift",
+        "{json}"
+    );
+    server.running.shutdown().await;
+}

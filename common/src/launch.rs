@@ -165,8 +165,9 @@ pub struct LaunchPolicy {
     /// Refuse memfds that could be executed (`memfd_create` without
     /// `MFD_NOEXEC_SEAL`): closes fileless execution where the node does not
     /// set `vm.memfd_noexec=2`, at the price of programs that need such
-    /// memfds (some JITs' double mapping, some browsers). Opt-in.
-    #[serde(default)]
+    /// memfds (some JITs' double mapping, some browsers). Opt-in; left out
+    /// when false, so launchers that predate it read the policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deny_executable_memfd: bool,
 }
 

@@ -205,6 +205,62 @@ pub struct RuntimeRules {
     /// `/lib`, `/lib64` (and the directory of the container's command).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub program_dirs: Vec<String>,
+    /// With `prevent`: the launcher refuses memfds that could be executed
+    /// (`memfd_create` without `MFD_NOEXEC_SEAL`), closing fileless
+    /// execution on nodes without `vm.memfd_noexec=2`. Opt-in: some
+    /// programs need such memfds (JIT double-mapping, browsers).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deny_executable_memfd: bool,
+    /// What an enforcing policy does with a process of the app's UID that
+    /// made itself non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): its
+    /// executable, root, memory maps and sockets are then closed to the
+    /// enforcer, so no drift or identity rule can judge it. `kill` (the
+    /// default) stops it under `enforce`; `report` only reports it. Under
+    /// `audit` it is always only reported.
+    ///
+    /// Ordinary programs that do this are agents holding secrets
+    /// (`ssh-agent`, `gpg-agent` on Debian, `rbw-agent`, keybase, password
+    /// managers) and processes whose credentials changed (setuid/setgid or
+    /// file-capability executables, a root process dropping to the app's
+    /// UID); a restricted pod (no privilege escalation, non-root) has none
+    /// of the latter. Name such agents in `allowedNonDumpable` rather than
+    /// turning this to `report`.
+    #[serde(default, skip_serializing_if = "NonDumpable::is_default")]
+    pub non_dumpable: NonDumpable,
+    /// Process names (`comm`, as /proc/PID/stat shows it even for a hidden
+    /// process) that may make themselves non-dumpable: reported neither as
+    /// hiding nor stopped for it. Names on `allowedProcesses` count too.
+    /// A name is chosen by whoever starts the process: this trusts it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_non_dumpable: Vec<String>,
+}
+
+/// See [`RuntimeRules::non_dumpable`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonDumpable {
+    /// Stopped under `enforce`, reported under `audit`.
+    #[default]
+    Kill,
+    /// Reported only, in every mode.
+    Report,
+}
+
+impl NonDumpable {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl RuntimeRules {
+    /// Whether a process named `comm` may make itself non-dumpable under
+    /// these rules.
+    pub fn allows_non_dumpable(&self, comm: &str) -> bool {
+        self.allowed_non_dumpable
+            .iter()
+            .chain(&self.allowed_processes)
+            .any(|name| name == comm)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -222,6 +278,9 @@ impl Default for RuntimeRules {
             watched_paths: default_watched_paths(),
             prevent: false,
             program_dirs: Vec::new(),
+            deny_executable_memfd: false,
+            non_dumpable: NonDumpable::default(),
+            allowed_non_dumpable: Vec::new(),
         }
     }
 }
@@ -295,6 +354,11 @@ impl PolicyDocument {
                     problems.push(format!("spec.runtime.programDirs[{i}]: {problem}"));
                 }
             }
+            for (i, name) in runtime.allowed_non_dumpable.iter().enumerate() {
+                if let Err(problem) = check_process_name(name) {
+                    problems.push(format!("spec.runtime.allowedNonDumpable[{i}]: {problem}"));
+                }
+            }
         }
         for (i, name) in self.spec.admission.allowed_registries.iter().enumerate() {
             if name.is_empty() {
@@ -330,6 +394,22 @@ impl CustomRule {
             (Operator::Matches, Some(_)) => Err("operator Matches needs a string value".into()),
             _ => Ok(()),
         }
+    }
+}
+
+/// A process name as the kernel keeps it (`comm`): never empty, at most
+/// 15 bytes (longer names could never match), no `/`.
+fn check_process_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("empty".into())
+    } else if name.contains('/') {
+        Err(format!("{name:?} is a path; name the process"))
+    } else if name.len() > 15 {
+        Err(format!(
+            "{name:?} is longer than the 15 bytes the kernel keeps of a process name"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -454,6 +534,56 @@ spec:
         assert!(err.contains("metadata.name"), "{err}");
         assert!(err.contains("spec.admission.custom[0]"), "{err}");
         assert!(err.contains("spec.runtime.egressAllow[0]"), "{err}");
+    }
+
+    #[test]
+    fn hidden_processes_are_stopped_under_enforce_unless_the_policy_says_otherwise() {
+        let doc = PolicyDocument::from_yaml(GOOD).unwrap();
+        let runtime = doc.spec.runtime.unwrap();
+        assert_eq!(runtime.non_dumpable, NonDumpable::Kill);
+        assert!(!runtime.allows_non_dumpable("ssh-agent"));
+        let text = serde_json::to_string(&runtime).unwrap();
+        assert!(
+            !text.contains("nonDumpable"),
+            "the default is left out, so enforcers that predate it still read the policy: {text}"
+        );
+        let report = GOOD.replace(
+            "deniedProcesses: [sh]",
+            "deniedProcesses: [sh]\n    nonDumpable: report\n    allowedNonDumpable: [ssh-agent]",
+        );
+        let runtime = PolicyDocument::from_yaml(&report)
+            .unwrap()
+            .spec
+            .runtime
+            .unwrap();
+        assert_eq!(runtime.non_dumpable, NonDumpable::Report);
+        assert!(runtime.allows_non_dumpable("ssh-agent"));
+        let allowed = RuntimeRules {
+            allowed_processes: vec!["app".into()],
+            ..RuntimeRules::default()
+        };
+        assert!(allowed.allows_non_dumpable("app"), "allowed to run at all");
+    }
+
+    #[test]
+    fn a_hidden_process_name_that_could_never_match_is_refused() {
+        let bad = GOOD.replace(
+            "deniedProcesses: [sh]",
+            "deniedProcesses: [sh]\n    allowedNonDumpable: [\"/usr/bin/ssh-agent\", \"\", a-very-long-agent-name]",
+        );
+        let err = PolicyDocument::from_yaml(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("allowedNonDumpable[0]: \"/usr/bin/ssh-agent\" is a path"),
+            "{err}"
+        );
+        assert!(err.contains("allowedNonDumpable[1]: empty"), "{err}");
+        assert!(err.contains("allowedNonDumpable[2]"), "{err}");
+        let kill = GOOD.replace(
+            "deniedProcesses: [sh]",
+            "deniedProcesses: [sh]\n    nonDumpable: stop",
+        );
+        let err = PolicyDocument::from_yaml(&kill).unwrap_err().to_string();
+        assert!(err.contains("stop"), "{err}");
     }
 
     #[test]

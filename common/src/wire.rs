@@ -209,6 +209,10 @@ pub enum EnforcerProtection {
     Sockets,
     /// Counting processes that started and exited between two scans.
     ShortLivedCount,
+    /// One a newer enforcer names and this release does not know: kept
+    /// rather than refusing the whole heartbeat.
+    #[serde(other)]
+    Other,
 }
 
 impl EnforcerProtection {
@@ -220,6 +224,7 @@ impl EnforcerProtection {
             EnforcerProtection::SocketOwners => "socketOwners",
             EnforcerProtection::Sockets => "sockets",
             EnforcerProtection::ShortLivedCount => "shortLivedCount",
+            EnforcerProtection::Other => "other",
         }
     }
 }

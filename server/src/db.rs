@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use palisade_common::exception::PolicyException;
 use palisade_common::policy::{Mode, PolicyDocument};
-use palisade_common::wire::{
-    AgentRecord, AgentState, Event, EventKind, Heartbeat, Liveness, PodRef, PolicyRecord,
-    StoredEvent,
-};
+use palisade_common::wire::{Event, EventKind, PodRef, PolicyRecord, StoredEvent};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+
+mod agents;
+pub use agents::AgentTotals;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +25,12 @@ pub enum StoreError {
     Corrupt {
         name: String,
         revision: i64,
+        source: serde_json::Error,
+    },
+    #[error("the stored state of the enforcer of {namespace}/{pod} is unreadable: {source}")]
+    CorruptAgent {
+        namespace: String,
+        pod: String,
         source: serde_json::Error,
     },
 }
@@ -45,11 +51,6 @@ pub struct Store {
     /// so this process's writes take turns here. (PostgreSQL: `None`.)
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
-
-/// Silence for this many heartbeat intervals makes an enforcer missing.
-const MISSING_AFTER_HEARTBEATS: i64 = 3;
-/// Bounds on the interval an enforcer may announce, in milliseconds.
-const HEARTBEAT_MS: std::ops::RangeInclusive<i64> = 100..=3_600_000;
 
 /// Filters for the event query API; all optional.
 #[derive(Debug, Clone, Default)]
@@ -152,9 +153,32 @@ const COMMON_SCHEMA: &[&str] = &[
         namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
         boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
         state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
-        policy_etag TEXT NOT NULL DEFAULT '',
+        policy_etag TEXT NOT NULL DEFAULT '', protections_off TEXT NOT NULL DEFAULT '[]',
         PRIMARY KEY (namespace, pod))",
 ];
+
+/// Columns added after their table was first released, for databases made
+/// before: `CREATE TABLE IF NOT EXISTS` leaves an existing table as it was.
+/// Each definition needs a default, for the rows already there.
+const ADDED_COLUMNS: &[AddedColumn] = &[
+    AddedColumn {
+        table: "agents",
+        column: "policy_etag",
+        definition: "TEXT NOT NULL DEFAULT ''",
+    },
+    // The protections an enforcer reports off: `ProtectionOff`s as JSON.
+    AddedColumn {
+        table: "agents",
+        column: "protections_off",
+        definition: "TEXT NOT NULL DEFAULT '[]'",
+    },
+];
+
+struct AddedColumn {
+    table: &'static str,
+    column: &'static str,
+    definition: &'static str,
+}
 
 impl Store {
     /// Opens (and creates the schema of) `url`: `sqlite://PATH` (the file is
@@ -225,12 +249,49 @@ impl Store {
                 break;
             }
         }
+        if result.is_ok() {
+            result = self.add_columns(&mut conn).await;
+        }
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_unlock(7411001)")
                 .execute(&mut *conn)
                 .await?;
         }
         result
+    }
+
+    /// Adds the [`ADDED_COLUMNS`] a table made by an older release lacks.
+    async fn add_columns(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        for added in ADDED_COLUMNS {
+            let (table, column, definition) = (added.table, added.column, added.definition);
+            match self.backend {
+                Backend::Postgres => {
+                    sqlx::query(&format!(
+                        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                // SQLite has no `ADD COLUMN IF NOT EXISTS`; another process
+                // opening the same file may add it between look and change.
+                Backend::Sqlite => {
+                    if sqlite_has_column(conn, table, column).await? {
+                        continue;
+                    }
+                    let added = sqlx::query(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                    ))
+                    .execute(&mut *conn)
+                    .await;
+                    if let Err(e) = added {
+                        if !sqlite_has_column(conn, table, column).await? {
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates database `name` on the PostgreSQL server of `server_url` and
@@ -571,212 +632,22 @@ impl Store {
             .collect()
     }
 
-    /// Records a heartbeat; returns the agent event it caused, if any
-    /// (`agent/stopped` when it says it stops, `agent/returned` after it
-    /// was reported missing), already stored.
-    pub async fn record_heartbeat(&self, beat: &Heartbeat) -> Result<Option<Event>, StoreError> {
-        let _turn = self.write_turn().await;
-        let now = now_ms();
-        let pod = &beat.pod;
-        let agent = &beat.agent;
-        let before = sqlx::query(&self.sql(
-            "SELECT boot_id, state, last_seen_ms FROM agents WHERE namespace = ? AND pod = ?",
-        ))
-        .bind(&pod.namespace)
-        .bind(&pod.name)
-        .fetch_optional(&self.pool)
-        .await?;
-        let before: Option<(String, Option<Liveness>, i64)> = match before {
-            Some(row) => Some((
-                row.try_get(0)?,
-                Liveness::parse(&row.try_get::<String, _>(1)?),
-                row.try_get(2)?,
-            )),
-            None => None,
-        };
-        let state = match agent.state {
-            AgentState::Running => Liveness::Reporting,
-            AgentState::Stopping => Liveness::Stopped,
-        };
-        sqlx::query(&self.sql(
-            "INSERT INTO agents (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (namespace, pod) DO UPDATE SET pod_uid = excluded.pod_uid,
-               boot_id = excluded.boot_id, heartbeat_ms = excluded.heartbeat_ms,
-               last_seen_ms = excluded.last_seen_ms, state = excluded.state,
-               dropped = excluded.dropped, unobserved = excluded.unobserved,
-               policy_etag = excluded.policy_etag",
-        ))
-        .bind(&pod.namespace)
-        .bind(&pod.name)
-        .bind(&pod.uid)
-        .bind(&agent.boot_id)
-        .bind((agent.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end()))
-        .bind(now)
-        .bind(state.as_str())
-        .bind(agent.dropped as i64)
-        .bind(agent.unobserved as i64)
-        .bind(&agent.policy_etag)
-        .execute(&self.pool)
-        .await?;
-        let event = match (agent.state, before) {
-            (AgentState::Stopping, _) => Some(Event::agent(
-                format!("stopped-{}", agent.boot_id),
-                now,
-                "agent/stopped",
-                format!(
-                    "enforcer stopping ({})",
-                    non_empty(&agent.reason, "reason unknown")
-                ),
-            )),
-            (AgentState::Running, Some((boot, Some(Liveness::Missing), last_seen))) => {
-                let silent_s = (now - last_seen) / 1000;
-                let how = if boot == agent.boot_id {
-                    "resumed (it was stopped or starved)"
-                } else {
-                    "restarted"
-                };
-                Some(Event::agent(
-                    format!("returned-{}-{last_seen}", agent.boot_id),
-                    now,
-                    "agent/returned",
-                    format!("enforcer {how} after {silent_s} s of silence"),
-                ))
-            }
-            _ => None,
-        };
-        if let Some(e) = &event {
-            self.insert_events_in_turn(pod, std::slice::from_ref(e))
-                .await?;
-        }
-        Ok(event)
-    }
-
-    /// Marks enforcers silent for longer than their heartbeats allow as
-    /// missing and stores one `agent/missing` event for each; returns them.
-    /// Safe on several replicas: the state change is conditional and the
-    /// event id is derived from the silence it reports.
-    pub async fn mark_missing_agents(&self, now: i64) -> Result<Vec<PodRef>, StoreError> {
-        let _turn = self.write_turn().await;
-        let rows = sqlx::query(&self.sql(
-            "SELECT namespace, pod, pod_uid, boot_id, last_seen_ms, heartbeat_ms FROM agents
-             WHERE state = 'reporting' AND last_seen_ms + heartbeat_ms * ? < ?",
-        ))
-        .bind(MISSING_AFTER_HEARTBEATS)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut missing = Vec::new();
-        for row in rows {
-            let pod = PodRef {
-                namespace: row.try_get(0)?,
-                name: row.try_get(1)?,
-                uid: row.try_get(2)?,
-            };
-            let boot: String = row.try_get(3)?;
-            let last_seen: i64 = row.try_get(4)?;
-            let changed = sqlx::query(&self.sql(
-                "UPDATE agents SET state = 'missing'
-                 WHERE namespace = ? AND pod = ? AND state = 'reporting' AND last_seen_ms = ?",
-            ))
-            .bind(&pod.namespace)
-            .bind(&pod.name)
-            .bind(last_seen)
-            .execute(&self.pool)
-            .await?;
-            if changed.rows_affected() == 0 {
-                continue;
-            }
-            let event = Event::agent(
-                format!("missing-{boot}-{last_seen}"),
-                now,
-                "agent/missing",
-                format!(
-                    "no heartbeat for {} s: the enforcer was stopped, killed or starved",
-                    (now - last_seen) / 1000
-                ),
-            );
-            self.insert_events_in_turn(&pod, &[event]).await?;
-            missing.push(pod);
-        }
-        Ok(missing)
-    }
-
-    /// Every enforcer that ever sent a heartbeat.
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag
-             FROM agents ORDER BY namespace, pod",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AgentRecord {
-                    pod: PodRef {
-                        namespace: row.try_get(0)?,
-                        name: row.try_get(1)?,
-                        uid: row.try_get(2)?,
-                    },
-                    boot_id: row.try_get(3)?,
-                    heartbeat_ms: row.try_get::<i64, _>(4)? as u64,
-                    last_seen_ms: row.try_get(5)?,
-                    state: Liveness::parse(&row.try_get::<String, _>(6)?)
-                        .unwrap_or(Liveness::Reporting),
-                    dropped: row.try_get::<i64, _>(7)? as u64,
-                    unobserved: row.try_get::<i64, _>(8)? as u64,
-                    policy_etag: row.try_get(9)?,
-                    protections_off: Vec::new(),
-                })
-            })
-            .collect()
-    }
-
-    /// Enforcers by state, with what the reporting ones say they dropped
-    /// and failed to observe (their running totals, summed).
-    pub async fn agent_totals(&self) -> Result<Vec<AgentTotals>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*), CAST(COALESCE(SUM(dropped), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(unobserved), 0) AS BIGINT)
-             FROM agents GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .filter_map(|row| {
-                let state = Liveness::parse(&row.try_get::<String, _>(0).ok()?)?;
-                Some((|| {
-                    Ok(AgentTotals {
-                        state,
-                        agents: row.try_get::<i64, _>(1)? as u64,
-                        dropped: row.try_get::<i64, _>(2)? as u64,
-                        unobserved: row.try_get::<i64, _>(3)? as u64,
-                    })
-                })())
-            })
-            .collect()
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
-/// Enforcers in one state, summed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentTotals {
-    pub state: Liveness,
-    pub agents: u64,
-    pub dropped: u64,
-    pub unobserved: u64,
-}
-
-fn non_empty<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
-    if text.is_empty() {
-        otherwise
-    } else {
-        text
-    }
+async fn sqlite_has_column(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    column: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?")
+        .bind(table)
+        .bind(column)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
 fn policy_record(stored: &StoredRevision) -> Result<PolicyRecord, StoreError> {
@@ -857,7 +728,7 @@ mod tests {
 
     /// Runs `check` against SQLite, and against PostgreSQL when
     /// `PALISADE_TEST_POSTGRES_URL` names a database.
-    async fn each_backend<F, Fut>(check: F)
+    pub(crate) async fn each_backend<F, Fut>(check: F)
     where
         F: Fn(Store) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -1111,6 +982,74 @@ mod tests {
             assert!(none.is_empty(), "the rule matches exactly: {none:?}");
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_database_from_an_older_release_gains_the_columns_added_since() {
+        use palisade_common::wire::{AgentState, AgentStatus, Heartbeat};
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("old.db").display()
+        )];
+        if let Ok(pg) = std::env::var("PALISADE_TEST_POSTGRES_URL") {
+            urls.push(
+                Store::create_postgres_database(&pg, &unique_name())
+                    .await
+                    .unwrap(),
+            );
+        }
+        sqlx::any::install_default_drivers();
+        for url in urls {
+            // The agents table as the first release made it, with a row.
+            let old = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .unwrap();
+            sqlx::query(
+                "CREATE TABLE agents (
+                    namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
+                    boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
+                    state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
+                    PRIMARY KEY (namespace, pod))",
+            )
+            .execute(&old)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO agents VALUES ('shop', 'web-0', 'u0', 'b0', 10000, 1, 'reporting', 0, 0)",
+            )
+            .execute(&old)
+            .await
+            .unwrap();
+            old.close().await;
+
+            let store = Store::open(&url).await.unwrap();
+            let agents = store.agents().await.unwrap();
+            assert_eq!(agents.len(), 1, "{url}");
+            assert_eq!(agents[0].policy_etag, "");
+            assert!(agents[0].protections_off.is_empty());
+            let beat = Heartbeat {
+                pod: agents[0].pod.clone(),
+                agent: AgentStatus {
+                    boot_id: "b0".into(),
+                    started_ms: 1,
+                    heartbeat_ms: 10_000,
+                    state: AgentState::Running,
+                    reason: String::new(),
+                    dropped: 0,
+                    unobserved: 0,
+                    policy_etag: "etag".into(),
+                    protections_off: Vec::new(),
+                },
+            };
+            store.record_heartbeat(&beat).await.unwrap();
+            assert_eq!(store.agents().await.unwrap()[0].policy_etag, "etag");
+            store.close().await;
+            // Opening it again adds nothing twice.
+            Store::open(&url).await.unwrap().close().await;
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod db;
 pub mod http;
 pub mod images;
+pub mod liveness;
 pub mod metrics;
 pub mod reply;
 pub mod service;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use palisade_common::wire::{
-    Event, EventKind, IngestResult, PodRef, ReportBatch, RuntimeBundle, StoredEvent,
+    AgentRecord, EnforcerProtection, Event, EventKind, IngestResult, PodRef, ReportBatch,
+    RuntimeBundle, StoredEvent,
 };
 use serde_json::{json, Value};
 
@@ -549,9 +550,185 @@ async fn an_enforcer_that_falls_silent_is_reported_missing_once_and_its_return_n
         heartbeat(&server, status("cart-0", "boot2", "running")).await,
         200
     );
-    let rules = agent_rules(&server, "cart-0").await;
-    assert!(rules.contains(&"agent/returned".to_string()), "{rules:?}");
+    let returned = agent_events(&server, "cart-0", "agent/returned").await;
+    assert_eq!(returned.len(), 1, "{returned:?}");
+    assert!(
+        returned[0]
+            .message
+            .contains("(boot boot1) did not stop cleanly")
+            && returned[0].message.contains("was reported missing"),
+        "{}",
+        returned[0].message
+    );
     server.running.shutdown().await;
+}
+
+/// The service's database URLs to run a test on: the default SQLite, and
+/// a fresh PostgreSQL database when `PALISADE_TEST_POSTGRES_URL` names a
+/// server (`tests/with-postgres.sh`).
+async fn each_database(test: &str) -> Vec<Option<String>> {
+    let mut urls = vec![None];
+    if let Ok(server) = std::env::var("PALISADE_TEST_POSTGRES_URL") {
+        let name = format!("palisade_{test}_{}", std::process::id());
+        let url = palisade_server::db::Store::create_postgres_database(&server, &name)
+            .await
+            .expect("PostgreSQL reachable");
+        urls.push(Some(url));
+    }
+    urls
+}
+
+async fn start_on(database: &Option<String>) -> TestServer {
+    start_with(&repo_policies(), |s| {
+        s.service.database_url = database.clone();
+    })
+    .await
+}
+
+/// The `rule` events of pod `pod` in namespace shop, newest first.
+async fn agent_events(server: &TestServer, pod: &str, rule: &str) -> Vec<Event> {
+    let (_, events) = get_json(
+        server,
+        &server.admin_token(),
+        &format!("/api/v1/events?namespace=shop&pod={pod}&rule={rule}"),
+    )
+    .await;
+    serde_json::from_value::<Vec<StoredEvent>>(events)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// A running enforcer's heartbeat promising the next within 10 s: the
+/// service's sweep leaves it alone for 30 s.
+fn running(pod: &str, boot: &str) -> Value {
+    let mut beat = status(pod, boot, "running");
+    beat["agent"]["heartbeatMs"] = json!(10_000);
+    beat
+}
+
+#[tokio::test]
+async fn a_killed_enforcer_restarted_before_its_silence_counts_is_recorded_as_returned_with_its_gap(
+) {
+    for database in each_database("returned").await {
+        let server = start_on(&database).await;
+        assert_eq!(heartbeat(&server, running("cart-0", "boot1")).await, 200);
+        // SIGKILL: no stopping heartbeat. The kubelet restarts the native
+        // sidecar long before three heartbeats are missed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(heartbeat(&server, running("cart-0", "boot2")).await, 200);
+        assert_eq!(heartbeat(&server, running("cart-0", "boot2")).await, 200);
+
+        let returned = agent_events(&server, "cart-0", "agent/returned").await;
+        assert_eq!(
+            returned.len(),
+            1,
+            "once, on the new boot's first heartbeat: {returned:?}"
+        );
+        let message = &returned[0].message;
+        assert!(
+            message.contains("(boot boot1) did not stop cleanly: it fell silent without a word"),
+            "{message}"
+        );
+        let gap_ms: i64 = message
+            .split_once(" ms from the previous enforcer's last heartbeat")
+            .and_then(|(before, _)| before.rsplit_once('(').map(|(_, n)| n))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no gap in {message:?}"));
+        assert!((300..5_000).contains(&gap_ms), "gap {gap_ms} ms: {message}");
+        assert!(
+            agent_events(&server, "cart-0", "agent/missing")
+                .await
+                .is_empty(),
+            "the silence was too short to count as missing"
+        );
+        let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+        assert_eq!(agents[0]["bootId"], "boot2", "{agents}");
+        assert_eq!(agents[0]["state"], "reporting", "{agents}");
+
+        // A pod recreated under the same name is another pod, not a return.
+        let mut other = running("cart-0", "boot3");
+        other["pod"]["uid"] = json!("uid-of-the-next-cart-0");
+        assert_eq!(heartbeat(&server, other).await, 200);
+        assert_eq!(
+            agent_events(&server, "cart-0", "agent/returned")
+                .await
+                .len(),
+            1
+        );
+        server.running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_enforcer_restarted_after_a_clean_stop_is_recorded_as_returned_saying_so() {
+    for database in each_database("clean_stop").await {
+        let server = start_on(&database).await;
+        assert_eq!(heartbeat(&server, running("web-1", "b1")).await, 200);
+        assert_eq!(
+            heartbeat(&server, status("web-1", "b1", "stopping")).await,
+            200
+        );
+        assert_eq!(heartbeat(&server, running("web-1", "b2")).await, 200);
+        let returned = agent_events(&server, "web-1", "agent/returned").await;
+        assert_eq!(returned.len(), 1, "{returned:?}");
+        assert!(
+            returned[0]
+                .message
+                .ends_with("(boot b1) had stopped cleanly"),
+            "{}",
+            returned[0].message
+        );
+        server.running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_agents_list_says_which_protections_each_enforcer_reports_off_and_why() {
+    for database in each_database("protections").await {
+        let server = start_on(&database).await;
+        let mut blind = running("web-3", "b1");
+        blind["agent"]["protectionsOff"] = json!([
+            {"protection": "drift", "reason": "app runs as uid 1001, the enforcer as 65532"},
+            {"protection": "socketOwners", "reason": "the app's fds are unreadable"}
+        ]);
+        assert_eq!(heartbeat(&server, blind.clone()).await, 200);
+        assert_eq!(heartbeat(&server, running("web-4", "b1")).await, 200);
+        let agent = |agents: &Value, pod: &str| -> Value {
+            agents
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["pod"]["name"] == pod)
+                .cloned()
+                .unwrap_or_else(|| panic!("{pod} not in {agents}"))
+        };
+        let (status, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            agent(&agents, "web-3")["protectionsOff"],
+            blind["agent"]["protectionsOff"]
+        );
+        assert!(
+            agent(&agents, "web-4").get("protectionsOff").is_none(),
+            "nothing off, nothing said: {agents}"
+        );
+        let records: Vec<AgentRecord> = serde_json::from_value(agents).unwrap();
+        assert_eq!(
+            records[0].protections_off[0].protection,
+            EnforcerProtection::Drift
+        );
+
+        // Each heartbeat says it anew: sight regained, the list is gone.
+        assert_eq!(heartbeat(&server, running("web-3", "b1")).await, 200);
+        let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+        assert!(
+            agent(&agents, "web-3").get("protectionsOff").is_none(),
+            "{agents}"
+        );
+        server.running.shutdown().await;
+    }
 }
 
 #[tokio::test]

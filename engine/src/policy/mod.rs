@@ -419,8 +419,9 @@ impl PolicySet {
 
     /// The launch policy for a pod the policies with `runtime.prevent`
     /// select; `None` when none does. Policies add up: program
-    /// directories are the union; network allow-lists come from enforcing
-    /// policies only, and where several give one, only what all allow.
+    /// directories are the union, and so is refusing executable memfds;
+    /// network allow-lists come from enforcing policies only, and where
+    /// several give one, only what all allow.
     pub fn launch_policy(
         &self,
         namespace: &str,
@@ -438,7 +439,10 @@ impl PolicySet {
         if preventing.is_empty() {
             return None;
         }
-        let mut policy = LaunchPolicy::default();
+        let mut policy = LaunchPolicy {
+            deny_executable_memfd: preventing.iter().any(|(_, r)| r.deny_executable_memfd),
+            ..LaunchPolicy::default()
+        };
         for (_, rules) in &preventing {
             for dir in &rules.program_dirs {
                 let dir = PathBuf::from(dir);
@@ -801,6 +805,39 @@ mod tests {
             err.starts_with("PolicyException \"x\" is defined twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_preventing_policy_asking_to_refuse_executable_memfds_makes_the_launcher_refuse_them() {
+        let doc = |name: &str, runtime: &str| {
+            let yaml = format!(
+                "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: {name}}}\n\
+                 spec: {{mode: audit, runtime: {runtime}}}\n"
+            );
+            (name.to_string(), PolicyDocument::from_yaml(&yaml).unwrap())
+        };
+        let labels = BTreeMap::new();
+        let plain = PolicySet::from_documents([doc("a", "{prevent: true}")]).unwrap();
+        assert!(
+            !plain
+                .launch_policy("ns", &labels)
+                .unwrap()
+                .deny_executable_memfd
+        );
+        let asked = PolicySet::from_documents([
+            doc("a", "{prevent: true}"),
+            doc("b", "{prevent: true, denyExecutableMemfd: true}"),
+        ])
+        .unwrap();
+        assert!(
+            asked
+                .launch_policy("ns", &labels)
+                .unwrap()
+                .deny_executable_memfd
+        );
+        let not_preventing =
+            PolicySet::from_documents([doc("c", "{denyExecutableMemfd: true}")]).unwrap();
+        assert!(not_preventing.launch_policy("ns", &labels).is_none());
     }
 
     /// Parsing a Pod's text in one pass (the webhook) and parsing it as a

@@ -12,8 +12,8 @@
 //! | DELETE | `/api/v1/exceptions/{name}` | admin | delete a pushed exception |
 //! | GET | `/api/v1/bundle` | enforcer | runtime rules for a pod; long-poll on `etag` |
 //! | POST | `/api/v1/reports` | enforcer | a batch of events (idempotent by event id) |
-//! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `agent/missing` |
-//! | GET | `/api/v1/agents` | admin | every enforcer and whether it is reporting |
+//! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `agent/missing`, a new boot `agent/returned` |
+//! | GET | `/api/v1/agents` | admin | every enforcer, whether it is reporting, which protections it reports off |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
