@@ -846,7 +846,7 @@ mod tests {
     /// field the typed spec also reads.
     #[test]
     fn text_and_value_parsing_find_the_same_violations() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
         let mut docs = load_dir_documents(dir).unwrap();
         let extra = r#"
 apiVersion: palisade.dev/v1alpha1
@@ -866,7 +866,7 @@ spec:
         let set = PolicySet::from_documents(docs).unwrap();
         let fixtures = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/admission"
+            "/../../tests/fixtures/admission"
         ));
         let mut pods = vec![json!({
             "metadata": {"labels": {"app": "x"}, "annotations": {"a": "b"}},

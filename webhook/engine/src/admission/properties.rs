@@ -571,7 +571,7 @@ fn the_checker_catches_what_the_apiserver_refuses() {
 /// `PALISADE_WRITE_GENERATED_PODS=1 cargo test -p palisade-engine --lib generated_pods`.
 const GENERATED_PODS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/admission/generated-pods.json"
+    "/../../tests/fixtures/admission/generated-pods.json"
 );
 
 /// `count` valid pods without contradicting override annotations, from a

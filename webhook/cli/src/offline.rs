@@ -224,7 +224,7 @@ spec:
     #[test]
     fn check_reports_violations_with_template_paths() {
         let policies = PolicySet::load_dir(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"),
         )
         .unwrap();
         let results = check(MANIFESTS, "default", &Settings::default(), &policies).unwrap();

@@ -59,7 +59,7 @@ fn inject_reads_stdin_and_prints_injected_manifests() {
 #[test]
 fn check_exits_non_zero_on_enforce_violations() {
     let out = palisade(
-        &["check", "-f", "-", "--policies", "../policies"],
+        &["check", "-f", "-", "--policies", "../../policies"],
         Some(DEPLOYMENT),
     );
     assert_eq!(out.status.code(), Some(1));
@@ -76,7 +76,7 @@ fn check_exits_non_zero_on_enforce_violations() {
             "-f",
             "-",
             "--policies",
-            "../policies",
+            "../../policies",
             "--as-enforce",
         ],
         Some(DEPLOYMENT),
@@ -90,7 +90,7 @@ fn check_exits_non_zero_on_enforce_violations() {
     assert!(!stdout.contains(": warn: "), "{stdout}");
     let fixed = DEPLOYMENT.replace("nginx:latest", "registry.k8s.io/nginx-slim:0.27");
     let out = palisade(
-        &["check", "-f", "-", "--policies", "../policies"],
+        &["check", "-f", "-", "--policies", "../../policies"],
         Some(&fixed),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -100,7 +100,7 @@ fn check_exits_non_zero_on_enforce_violations() {
             "-f",
             "/nonexistent.yaml",
             "--policies",
-            "../policies",
+            "../../policies",
         ],
         None,
     );
