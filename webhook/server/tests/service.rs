@@ -99,6 +99,15 @@ async fn pushed_policies_are_versioned_validated_and_enforced_at_admission() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(history.as_array().unwrap().len(), 2);
+    // Each revision names the admin token that pushed it, not the token.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(admin.as_bytes()));
+    for revision in history.as_array().unwrap() {
+        assert_eq!(
+            revision["author"],
+            format!("admin-token:{}", &digest[..8]),
+            "{revision}"
+        );
+    }
 
     // Listing shows directory and pushed policies with their source.
     let (_, list) = get_json(&server, &admin, "/api/v1/policies").await;

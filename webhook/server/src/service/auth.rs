@@ -26,6 +26,24 @@ pub enum Role {
     Reporter,
 }
 
+/// Who changed a policy or exception, as revision history records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author(String);
+
+impl Author {
+    /// An admin token, named by a digest prefix: history tells tokens
+    /// apart (and a rotated one from its successor) without keeping them.
+    pub fn admin_token(token: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
+        Self(format!("admin-token:{}", &digest[..8]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 pub struct Tokens {
     admin: Vec<String>,
     report: Vec<String>,
@@ -49,6 +67,15 @@ impl Tokens {
             admin: or_file(&settings.admin_tokens, "admin.token")?,
             report: or_file(&settings.report_tokens, "report.token")?,
         })
+    }
+
+    /// The author behind the `Authorization` header, when it is an admin's.
+    pub fn admin(&self, header: Option<&str>) -> Option<Author> {
+        if !self.allows(header, Role::Admin) {
+            return None;
+        }
+        let token = header.and_then(|h| h.strip_prefix("Bearer "))?;
+        Some(Author::admin_token(token))
     }
 
     /// Whether the `Authorization` header grants `role`. Admin tokens also
@@ -252,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_are_named_by_a_digest_prefix_never_by_the_token() {
+        let author = Author::admin_token("s3cret-admin-token");
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            b"s3cret-admin-token",
+        ));
+        assert_eq!(author.as_str(), format!("admin-token:{}", &digest[..8]));
+        assert!(!author.as_str().contains("s3cret"));
+        assert_ne!(author, Author::admin_token("another-token"));
+    }
+
+    #[test]
     fn generated_tokens_persist_and_grant_their_role() {
         let dir = tempfile::tempdir().unwrap();
         let settings = ServiceSettings {
@@ -268,6 +306,11 @@ mod tests {
         assert!(!tokens.allows(Some(&bearer(&report)), Role::Admin));
         assert!(!tokens.allows(Some("Bearer nope"), Role::Reporter));
         assert!(!tokens.allows(None, Role::Reporter));
+        assert_eq!(
+            tokens.admin(Some(&bearer(&admin))),
+            Some(Author::admin_token(&admin))
+        );
+        assert_eq!(tokens.admin(Some(&bearer(&report))), None);
         // Second start: same tokens.
         let again = Tokens::load(&settings).unwrap();
         assert!(again.allows(Some(&bearer(&admin)), Role::Admin));

@@ -17,6 +17,7 @@
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
+mod error;
 mod handlers;
 pub mod query;
 pub mod reports;
@@ -32,9 +33,10 @@ use warp::{Filter, Rejection};
 
 use crate::db::Store;
 use crate::metrics::Metrics;
-use crate::reply::{json_error, json_reply, limited_body, Unauthorized};
+use crate::reply::{json_reply, limited_body, Unauthorized};
 use crate::sources::PolicyStore;
-use auth::{Role, Tokens};
+use auth::{Author, Role, Tokens};
+pub(crate) use error::{Answer, ApiError};
 use palisade_engine::settings::ServiceSettings;
 use query::{BundleQuery, EventsQuery, PolicyQuery};
 
@@ -61,36 +63,29 @@ pub(crate) enum Reporter {
 pub(crate) async fn reporter(
     state: &ServiceState,
     header: Option<&str>,
-) -> Result<Reporter, Reply> {
+) -> Result<Reporter, ApiError> {
     if state.tokens.allows(header, Role::Reporter) {
         return Ok(Reporter::Trusted);
     }
     if let Some(reviewer) = &state.reviewer {
-        match reviewer.review(header).await {
-            Ok(Some(workload)) => return Ok(Reporter::Workload(workload)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "TokenReview failed");
-                return Err(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("cannot verify the token with the API server: {e}"),
-                ));
-            }
+        if let Some(workload) = reviewer
+            .review(header)
+            .await
+            .map_err(ApiError::TokenReview)?
+        {
+            return Ok(Reporter::Workload(workload));
         }
     }
-    Err(unauthorized())
+    Err(ApiError::unauthorized())
 }
 
-pub(crate) fn forbidden_for(workload: &auth::Workload, namespace: &str, pod: &str) -> Reply {
-    json_error(
-        StatusCode::FORBIDDEN,
-        &format!(
-            "token of {}/{} ({}) cannot act for pod {namespace}/{pod}",
-            workload.namespace,
-            workload.pod.as_deref().unwrap_or("any pod"),
-            workload.service_account
-        ),
-    )
+pub(crate) fn forbidden_for(workload: &auth::Workload, namespace: &str, pod: &str) -> ApiError {
+    ApiError::forbidden(format!(
+        "token of {}/{} ({}) cannot act for pod {namespace}/{pod}",
+        workload.namespace,
+        workload.pod.as_deref().unwrap_or("any pod"),
+        workload.service_account
+    ))
 }
 
 pub(crate) type Reply = Response<Vec<u8>>;
@@ -98,7 +93,8 @@ pub(crate) type Reply = Response<Vec<u8>>;
 /// Routes under `/api/v1`.
 pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> {
     use handlers::{agents, bundle, events, exceptions, ingest, policies};
-    let admin = admin_only(state.clone());
+    let author = admin_only(state.clone());
+    let admin = author.clone().map(|_: Author| ()).untuple_one();
     let with_state = warp::any().map(move || state.clone());
     let auth = warp::header::optional::<String>("authorization");
     let api = warp::path("api").and(warp::path("v1"));
@@ -114,7 +110,7 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::path("policies"))
         .and(warp::path::end())
         .and(warp::put())
-        .and(admin.clone())
+        .and(author.clone())
         .and(limited_body(max_body))
         .and(with_state.clone())
         .then(policies::push);
@@ -128,7 +124,7 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
     let delete = api
         .and(warp::path!("policies" / String))
         .and(warp::delete())
-        .and(admin.clone())
+        .and(author.clone())
         .and(with_state.clone())
         .then(policies::delete);
     let list_exceptions = api
@@ -142,7 +138,7 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::path("exceptions"))
         .and(warp::path::end())
         .and(warp::put())
-        .and(admin.clone())
+        .and(author.clone())
         .and(limited_body(max_body))
         .and(with_state.clone())
         .then(exceptions::push);
@@ -156,7 +152,7 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
     let delete_exception = api
         .and(warp::path!("exceptions" / String))
         .and(warp::delete())
-        .and(admin.clone())
+        .and(author.clone())
         .and(with_state.clone())
         .then(exceptions::delete);
     let bundle = api
@@ -222,35 +218,21 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .unify()
         .or(events)
         .unify()
+        .map(error::respond)
         .boxed()
 }
 
-/// Passes callers with an admin token; the others are refused (401) before
-/// their body is read.
-fn admin_only(state: Arc<ServiceState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |auth: Option<String>| {
-            let allowed = state.tokens.allows(auth.as_deref(), Role::Admin);
-            async move {
-                if allowed {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(Unauthorized))
-                }
-            }
-        })
-        .untuple_one()
+/// Passes callers with an admin token, as the author of what they change;
+/// the others are refused (401) before their body is read.
+fn admin_only(
+    state: Arc<ServiceState>,
+) -> impl Filter<Extract = (Author,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |auth: Option<String>| {
+        let author = state.tokens.admin(auth.as_deref());
+        async move { author.ok_or_else(|| warp::reject::custom(Unauthorized)) }
+    })
 }
 
-fn unauthorized() -> Reply {
-    json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> Reply {
-    tracing::error!(error = %e, "policy service request failed");
-    json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-}
-
-pub(crate) fn ok<T: Serialize>(body: &T) -> Reply {
-    json_reply(StatusCode::OK, body)
+pub(crate) fn ok<T: Serialize>(body: &T) -> Answer {
+    Ok(json_reply(StatusCode::OK, body))
 }

@@ -2,16 +2,12 @@
 
 use std::sync::Arc;
 
-use warp::http::StatusCode;
-
-use crate::reply::json_error;
-use crate::service::{ok, Reply, ServiceState};
 use std::time::Duration;
 
-use warp::http::Response;
+use warp::http::{Response, StatusCode};
 
 use crate::service::query::BundleQuery;
-use crate::service::{forbidden_for, reporter, Reporter};
+use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
 /// Long-poll: with `etag` equal to the current bundle's, waits up to
 /// `wait` seconds for a change and answers 304 if none came.
@@ -19,20 +15,16 @@ pub async fn runtime_bundle(
     query: BundleQuery,
     auth: Option<String>,
     state: Arc<ServiceState>,
-) -> Reply {
+) -> Answer {
     // Enforcers in a cluster fetch with their pod-bound token, as they report.
-    let who = match reporter(&state, auth.as_deref()).await {
-        Ok(who) => who,
-        Err(reply) => return reply,
-    };
+    let who = reporter(&state, auth.as_deref()).await?;
     let max_wait = Duration::from_secs(state.settings.max_wait_secs);
-    let request = match query.parse(max_wait) {
-        Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
+    let request = query
+        .parse(max_wait)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Reporter::Workload(workload) = &who {
         if workload.namespace != request.namespace {
-            return forbidden_for(workload, &request.namespace, "*");
+            return Err(forbidden_for(workload, &request.namespace, "*"));
         }
     }
     let mut changes = state.policies.subscribe();
@@ -55,8 +47,8 @@ pub async fn runtime_bundle(
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    Response::builder()
+    Ok(Response::builder()
         .status(StatusCode::NOT_MODIFIED)
         .body(Vec::new())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }

@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use warp::http::StatusCode;
-
-use crate::reply::json_error;
 use crate::service::query::EventsQuery;
-use crate::service::{internal, ok, Reply, ServiceState};
+use crate::service::{ok, Answer, ApiError, ServiceState};
 
-pub async fn query_events(query: EventsQuery, state: Arc<ServiceState>) -> Reply {
-    match query.parse() {
-        Ok(q) => match state.store.query_events(&q).await {
-            Ok(events) => ok(&events),
-            Err(e) => internal(e),
-        },
-        Err(problem) => json_error(StatusCode::BAD_REQUEST, &problem.to_string()),
-    }
+pub async fn query_events(query: EventsQuery, state: Arc<ServiceState>) -> Answer {
+    let query = query
+        .parse()
+        .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
+    ok(&state.store.query_events(&query).await?)
 }

@@ -5,18 +5,16 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::refresh_local_set;
+use crate::db::StoredException;
+use crate::service::auth::Author;
+use crate::service::query::PolicyQuery;
+use crate::service::{ok, Answer, ApiError, ServiceState};
+use crate::sources::PUSHED_ORIGIN;
 use bytes::Bytes;
+use palisade_common::exception::EXCEPTION_KIND;
 use palisade_common::policy::Document;
 use palisade_common::wire::ExceptionRecord;
-use warp::http::StatusCode;
-
-use super::{push_refused, refresh_local_set};
-use crate::db::StoredException;
-use crate::reply::json_error;
-use crate::service::query::PolicyQuery;
-use crate::service::{internal, ok, Reply, ServiceState};
-use crate::sources::PUSHED_ORIGIN;
-use palisade_common::exception::EXCEPTION_KIND;
 
 fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
     ExceptionRecord {
@@ -61,95 +59,76 @@ fn active_records(state: &ServiceState, pushed: Vec<StoredException>) -> Vec<Exc
     records
 }
 
-pub async fn list(state: Arc<ServiceState>) -> Reply {
-    match state.store.current_exceptions().await {
-        Ok(pushed) => ok(&active_records(&state, pushed)),
-        Err(e) => internal(e),
-    }
+pub async fn list(state: Arc<ServiceState>) -> Answer {
+    let pushed = state.store.current_exceptions().await?;
+    ok(&active_records(&state, pushed))
 }
 
-pub async fn push(body: Bytes, state: Arc<ServiceState>) -> Reply {
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "exception must be UTF-8 YAML or JSON",
-        );
-    };
+pub async fn push(author: Author, body: Bytes, state: Arc<ServiceState>) -> Answer {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("exception must be UTF-8 YAML or JSON"))?;
     let exception = match Document::from_yaml(text) {
         Ok(Document::Exception(e)) => e,
         Ok(Document::Policy(_)) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
+            return Err(ApiError::bad_request(
                 "kind: expected PolicyException (push policies to /api/v1/policies)",
-            )
+            ))
         }
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    match state.policies.check_push_exception(&exception) {
-        Ok(()) => {}
-        Err(e) => return push_refused(e),
-    }
-    let revision = match state.store.put_exception(&exception, "admin").await {
-        Ok(r) => r,
-        Err(e) => return internal(e),
-    };
+    state.policies.check_push_exception(&exception)?;
+    let revision = state
+        .store
+        .put_exception(&exception, author.as_str())
+        .await?;
     refresh_local_set(&state).await;
     let name = &exception.metadata.name;
     tracing::info!(exception = %name, revision, owner = %exception.spec.owner,
-        expires_at = %exception.spec.expires_at, "policy exception pushed");
+        expires_at = %exception.spec.expires_at, author = author.as_str(),
+        "policy exception pushed");
     ok(&serde_json::json!({"name": name, "revision": revision}))
 }
 
-pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Reply {
+pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Answer {
     if query.wants_history() {
         let now = SystemTime::now();
-        return match state.store.exception_history(&name).await {
-            Ok(h) if h.is_empty() => json_error(StatusCode::NOT_FOUND, "no such pushed exception"),
-            Ok(h) => ok(&h
-                .into_iter()
-                .map(|s| pushed_record(s, now))
-                .collect::<Vec<_>>()),
-            Err(e) => internal(e),
-        };
-    }
-    match state.store.current_exceptions().await {
-        Ok(pushed) => match active_records(&state, pushed)
+        let history = state.store.exception_history(&name).await?;
+        if history.is_empty() {
+            return Err(ApiError::not_found("no such pushed exception"));
+        }
+        return ok(&history
             .into_iter()
-            .find(|r| r.name == name)
-        {
-            Some(record) => ok(&record),
-            None => json_error(
-                StatusCode::NOT_FOUND,
-                &format!("no exception named {name:?}"),
-            ),
-        },
-        Err(e) => internal(e),
+            .map(|s| s.map(|stored| pushed_record(stored, now)))
+            .collect::<Vec<_>>());
+    }
+    let pushed = state.store.current_exceptions().await?;
+    match active_records(&state, pushed)
+        .into_iter()
+        .find(|r| r.name == name)
+    {
+        Some(record) => ok(&record),
+        None => Err(ApiError::not_found(format!("no exception named {name:?}"))),
     }
 }
 
 /// Deletes the pushed exception of that name, even one in conflict with a
 /// file or resource (else it would come back when that goes).
-pub async fn delete(name: String, state: Arc<ServiceState>) -> Reply {
-    match state.store.delete_exception(&name, "admin").await {
-        Ok(true) => {
-            refresh_local_set(&state).await;
-            ok(&serde_json::json!({"deleted": name}))
-        }
-        Ok(false) => match state
-            .policies
-            .unpushed_exceptions()
-            .into_iter()
-            .find(|(_, e)| e.metadata.name == name)
-        {
-            Some((origin, _)) => json_error(
-                StatusCode::CONFLICT,
-                &format!("exception {name:?} is defined by {origin}; remove it there"),
-            ),
-            None => json_error(
-                StatusCode::NOT_FOUND,
-                &format!("no pushed exception named {name:?}"),
-            ),
-        },
-        Err(e) => internal(e),
+pub async fn delete(name: String, author: Author, state: Arc<ServiceState>) -> Answer {
+    if state.store.delete_exception(&name, author.as_str()).await? {
+        refresh_local_set(&state).await;
+        return ok(&serde_json::json!({"deleted": name}));
+    }
+    match state
+        .policies
+        .unpushed_exceptions()
+        .into_iter()
+        .find(|(_, e)| e.metadata.name == name)
+    {
+        Some((origin, _)) => Err(ApiError::conflict(format!(
+            "exception {name:?} is defined by {origin}; remove it there"
+        ))),
+        None => Err(ApiError::not_found(format!(
+            "no pushed exception named {name:?}"
+        ))),
     }
 }

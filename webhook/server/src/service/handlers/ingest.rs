@@ -2,51 +2,32 @@
 
 use std::sync::Arc;
 
-use warp::http::StatusCode;
-
-use crate::reply::json_error;
-use crate::service::{internal, ok, Reply, ServiceState};
 use bytes::Bytes;
 use palisade_common::wire::{IngestResult, ReportBatch};
 
-use crate::service::{forbidden_for, reporter, Reporter};
+use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
-pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Reply {
-    let caller = match reporter(&state, auth.as_deref()).await {
-        Ok(c) => c,
-        Err(reply) => return reply,
-    };
-    let batch: ReportBatch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed report batch: {e}"),
-            )
-        }
-    };
-    if let Err(problem) = check_batch(&batch, state.settings.max_batch_events) {
-        return json_error(StatusCode::BAD_REQUEST, &problem.to_string());
-    }
+pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Answer {
+    let caller = reporter(&state, auth.as_deref()).await?;
+    let batch: ReportBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed report batch: {e}")))?;
+    check_batch(&batch, state.settings.max_batch_events)
+        .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
     if let Reporter::Workload(w) = &caller {
         if !w.may_report_for(&batch.pod.namespace, &batch.pod.name) {
-            return forbidden_for(w, &batch.pod.namespace, &batch.pod.name);
+            return Err(forbidden_for(w, &batch.pod.namespace, &batch.pod.name));
         }
     }
-    match state.store.insert_events(&batch.pod, &batch.events).await {
-        Ok(stored) => {
-            state
-                .metrics
-                .events_received
-                .inc_by(batch.events.len() as u64);
-            state.metrics.events_stored.inc_by(stored as u64);
-            ok(&IngestResult {
-                received: batch.events.len(),
-                stored,
-            })
-        }
-        Err(e) => internal(e),
-    }
+    let stored = state.store.insert_events(&batch.pod, &batch.events).await?;
+    state
+        .metrics
+        .events_received
+        .inc_by(batch.events.len() as u64);
+    state.metrics.events_stored.inc_by(stored as u64);
+    ok(&IngestResult {
+        received: batch.events.len(),
+        stored,
+    })
 }
 
 /// Why a report batch is refused as a whole.

@@ -8,11 +8,7 @@ pub mod exceptions;
 pub mod ingest;
 pub mod policies;
 
-use warp::http::StatusCode;
-
-use crate::reply::json_error;
-use crate::service::{sync, Reply, ServiceState};
-use palisade_engine::policy::LoadError;
+use crate::service::{sync, ServiceState};
 
 /// After a push or delete: the change is visible on this replica at once
 /// (other replicas pick it up on their next sync).
@@ -20,14 +16,4 @@ async fn refresh_local_set(state: &ServiceState) {
     if let Err(e) = sync::sync_once(&state.store, &state.policies, &state.metrics).await {
         tracing::warn!(error = %e, "stored, but the local policy set is not refreshed yet");
     }
-}
-
-/// Why a pushed document would not build: a name another source defines
-/// is a conflict, anything else a bad request.
-fn push_refused(error: LoadError) -> Reply {
-    let status = match error {
-        LoadError::Duplicate { .. } => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    json_error(status, &error.to_string())
 }
