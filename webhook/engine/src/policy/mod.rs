@@ -1,9 +1,12 @@
 //! The active policy set and its evaluation against a pod template.
 
-pub mod custom;
 pub mod images;
 pub mod pod;
 pub mod pss;
+pub mod rules;
+
+// `policy::custom` is public API from before custom rules joined the others.
+pub use rules::custom;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,13 +19,13 @@ use palisade_common::launch::LaunchPolicy;
 use palisade_common::path::{FieldPath, FieldSet};
 use palisade_common::policy::{Document, Mode, PolicyDocument, RuntimeRules};
 use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
-use palisade_common::{ENFORCER_CONTAINER, INJECT_ANNOTATION};
 use pod::PodSpec;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use custom::CompiledRule;
+use rules::{enforcer, registries, resources, tags, untagged};
 
 use crate::admission::reason::SkipReason;
 
@@ -53,7 +56,8 @@ fn allowed_by_all<'a, T: Clone + PartialEq + 'a>(lists: impl Iterator<Item = &'a
 /// A broken rule, relative to the pod template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// e.g. `podSecurity/privileged`, `images/allowedRegistries`, `custom/x`.
+    /// A [`rules::RuleId`], written out: `podSecurity/privileged`,
+    /// `images/allowedRegistries`, `custom/x`.
     pub rule: String,
     pub path: String,
     pub message: String,
@@ -526,116 +530,31 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
         || !rules.disallowed_tags.is_empty()
         || rules.disallow_untagged;
     for (container, image) in pod.images().filter(|_| image_rules) {
-        let path = || format!("{container}.image");
         let parsed = images::parse(image);
-        if !rules.allowed_registries.is_empty()
-            && !rules.allowed_registries.iter().any(|r| parsed.is_from(r))
-        {
-            out.push(Finding {
-                rule: "images/allowedRegistries".into(),
-                path: path(),
-                message: format!(
-                    "image {image:?} is not from an allowed registry ({})",
-                    rules.allowed_registries.join(", ")
-                ),
-            });
-        }
-        if let Some(tag) = parsed
-            .tag
-            .filter(|t| rules.disallowed_tags.iter().any(|d| d == t))
-        {
-            out.push(Finding {
-                rule: "images/disallowedTags".into(),
-                path: path(),
-                message: format!("image tag {tag:?} is not allowed ({image:?})"),
-            });
-        }
-        if rules.disallow_untagged && parsed.tag.is_none() && parsed.digest.is_none() {
-            out.push(Finding {
-                rule: "images/disallowUntagged".into(),
-                path: path(),
-                message: format!("image {image:?} has no tag or digest (implies :latest)"),
-            });
-        }
+        out.extend(registries::check(
+            &rules.allowed_registries,
+            container,
+            image,
+            &parsed,
+        ));
+        out.extend(tags::check(
+            &rules.disallowed_tags,
+            container,
+            image,
+            &parsed,
+        ));
+        out.extend(untagged::check(
+            rules.disallow_untagged,
+            container,
+            image,
+            &parsed,
+        ));
     }
     if let Some(required) = &rules.required_resources {
-        let lists = [
-            (
-                "spec.initContainers",
-                pod.spec.init_containers.as_deref().unwrap_or_default(),
-            ),
-            ("spec.containers", pod.spec.containers.as_slice()),
-        ];
-        for (list, containers) in lists {
-            for (i, c) in containers.iter().enumerate() {
-                let res = c.resources.as_ref();
-                for (section, names, present) in [
-                    (
-                        "limits",
-                        &required.limits,
-                        res.and_then(|r| r.limits.as_ref()),
-                    ),
-                    (
-                        "requests",
-                        &required.requests,
-                        res.and_then(|r| r.requests.as_ref()),
-                    ),
-                ] {
-                    // A pod-level value covers containers without their own
-                    // (the injector leaves those resources to the pod).
-                    let pod_level = pod.spec.resources.as_ref().and_then(|r| match section {
-                        "limits" => r.limits.as_ref(),
-                        _ => r.requests.as_ref(),
-                    });
-                    for name in names {
-                        if !present.is_some_and(|m| m.contains_key(name))
-                            && !pod_level.is_some_and(|m| m.contains_key(name))
-                        {
-                            out.push(Finding {
-                                rule: "resources/required".into(),
-                                path: format!("{list}[{i}].resources.{section}.{name}"),
-                                message: format!(
-                                    "container {:?} must set {section}.{name}",
-                                    c.name
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        out.extend(resources::check(required, &pod.spec));
     }
-    if rules.require_enforcer
-        && pod.is_pod
-        && pod.annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("false")
-    {
-        let missing = || Finding {
-            rule: "enforcer/required".into(),
-            path: "spec.containers".into(),
-            message: format!(
-                "the {ENFORCER_CONTAINER} sidecar is missing (was injection skipped?)"
-            ),
-        };
-        match &pod.enforcer {
-            EnforcerVerdict::Present | EnforcerVerdict::Exempt(_) => {}
-            EnforcerVerdict::Missing => out.push(missing()),
-            EnforcerVerdict::Impostor { path, message } => out.push(Finding {
-                rule: "enforcer/required".into(),
-                path: path.clone(),
-                message: message.clone(),
-            }),
-            EnforcerVerdict::ByName => {
-                let has = pod
-                    .spec
-                    .containers
-                    .iter()
-                    .chain(pod.spec.init_containers.iter().flatten())
-                    .any(|c| c.name == ENFORCER_CONTAINER);
-                if !has {
-                    out.push(missing());
-                }
-            }
-        }
+    if rules.require_enforcer {
+        out.extend(enforcer::check(pod));
     }
     for rule in &policy.custom {
         out.extend(rule.evaluate(&pod.raw));
@@ -709,6 +628,7 @@ pub fn split_yaml_documents(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_common::ENFORCER_CONTAINER;
     use serde_json::json;
 
     /// One policy directory with a policy and an exception to one of its

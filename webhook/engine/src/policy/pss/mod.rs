@@ -31,6 +31,7 @@ use palisade_common::policy::PodSecurityLevel;
 use serde_json::Value;
 
 use super::pod::PodSpec;
+use super::rules::RuleId;
 use super::{ContainerPath, Finding};
 
 /// Fields of the pod the checks read as raw JSON (the `raw_spec` of
@@ -200,7 +201,7 @@ struct Findings<'o> {
 impl Findings<'_> {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.out.push(Finding {
-            rule: format!("podSecurity/{}", self.id),
+            rule: RuleId::PodSecurity(self.id).to_string(),
             path: path.into(),
             message: message.into(),
         });

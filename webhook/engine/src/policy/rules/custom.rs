@@ -5,7 +5,8 @@ use palisade_common::policy::{CustomRule, Operator};
 use regex::Regex;
 use serde_json::Value;
 
-use super::Finding;
+use super::RuleId;
+use crate::policy::Finding;
 
 #[derive(Debug)]
 pub struct CompiledRule {
@@ -53,7 +54,7 @@ impl CompiledRule {
             .filter_map(|at| {
                 let problem = self.problem(at.value)?;
                 Some(Finding {
-                    rule: format!("custom/{}", self.rule.name),
+                    rule: RuleId::Custom(&self.rule.name).to_string(),
                     path: at.path,
                     message: self.rule.message.clone().unwrap_or(problem),
                 })
