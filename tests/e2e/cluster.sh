@@ -65,24 +65,80 @@ stop_bg() { # name
 fail() { echo "    FAIL: $*" >&2; exit 1; }
 
 # run_case name: runs the function of that name, records the result in
-# PASSED / FAILED and prints how long it took.
+# PASSED / FAILED and prints how long it took (kept in CASE_TIMES for
+# print_case_times).
+CASE_TIMES=()
 run_case() {
-  local name="$1" rc started=$SECONDS
+  local name="$1" rc started=$EPOCHREALTIME
   echo "--- $name"
   set +e
+  case_body "$name"
+  rc=$?
+  set -e
+  record_case "$name" "$rc" "$(elapsed_since "$started")"
+}
+
+case_body() { # name: the case in a subshell with errexit on; returns its status
   (
     set -Eeuo pipefail
     trap 'echo "    FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-    "$name"
+    "$1"
   )
-  rc=$?
-  set -e
-  if ((rc == 0)); then
+}
+
+elapsed_since() { # EPOCHREALTIME at the start -> seconds, one decimal
+  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}'
+}
+
+record_case() { # name, rc, seconds[, note for the times list]
+  CASE_TIMES+=("$3 $1${4:+ $4}")
+  if (($2 == 0)); then
     PASSED=$((PASSED + 1))
-    echo "    ok ($((SECONDS - started)) s)"
+    echo "    ok ($3 s)"
   else
-    FAILED+=("$name")
+    FAILED+=("$1")
+    echo "    failed ($3 s)"
   fi
+}
+
+# run_cases_bg name...: runs those cases one after the other in the
+# background (each one's output kept until it ends); wait_cases prints and
+# records every case started so.
+BG_CASES=()
+run_cases_bg() {
+  local name
+  mkdir -p "$WORK/cases"
+  (
+    set +e
+    for name in "$@"; do
+      started=$EPOCHREALTIME
+      echo "--- $name (in parallel)" >"$WORK/cases/$name.out"
+      case_body "$name" >>"$WORK/cases/$name.out" 2>&1
+      echo "$? $(elapsed_since "$started")" >"$WORK/cases/$name.rc"
+    done
+  ) &
+  for name in "$@"; do
+    BG_CASES+=("$name:$!")
+  done
+}
+
+wait_cases() {
+  local entry name pid rc secs
+  for entry in "${BG_CASES[@]}"; do
+    name="${entry%%:*}" pid="${entry##*:}"
+    wait "$pid" 2>/dev/null || true
+    cat "$WORK/cases/$name.out"
+    read -r rc secs <"$WORK/cases/$name.rc" 2>/dev/null || { rc=1 secs=0; }
+    record_case "$name" "$rc" "$secs" "(in parallel)"
+  done
+  BG_CASES=()
+}
+
+print_case_times() { # wall-clock seconds of the whole run
+  echo
+  echo "case times (s; those in parallel overlap the others):"
+  printf '  %s\n' "${CASE_TIMES[@]}"
+  echo "  total $1 s"
 }
 
 # jsonpath of an object: kind/name, namespace, path.
@@ -167,18 +223,23 @@ stop_webhook() { stop_bg palisade; }
 
 # Registers both webhooks against the local server.
 # $1: failurePolicy (Fail|Ignore); $2: mutate port; $3: validate port.
+# A second registration beside the main one (a case with its own server):
+# $4: configuration name (its webhooks are then inject|validate.NAME.palisade.dev);
+# $5: the server's CA file; $6: the opt-in label (key=value) it selects on.
 register_webhooks() {
   local policy="$1" mport="${2:-$E2E_WEBHOOK_PORT}" vport="${3:-$E2E_WEBHOOK_PORT}"
-  local ca_bundle
-  ca_bundle=$(base64 -w0 <"$WORK/palisade-tls/ca.crt")
-  local selector='{"matchExpressions":[{"key":"palisade.dev/inject","operator":"In","values":["enabled"]},{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","palisade-system"]}]}'
+  local config="${4:-palisade}" ca_file="${5:-$WORK/palisade-tls/ca.crt}" label="${6:-palisade.dev/inject=enabled}"
+  local ca_bundle suffix=palisade.dev
+  [[ "$config" == palisade ]] || suffix="$config.palisade.dev"
+  ca_bundle=$(base64 -w0 <"$ca_file")
+  local selector='{"matchExpressions":[{"key":"'"${label%%=*}"'","operator":"In","values":["'"${label#*=}"'"]},{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","palisade-system"]}]}'
   kubectl apply -f - >/dev/null <<YAML
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata:
-  name: palisade
+  name: $config
 webhooks:
-  - name: inject.palisade.dev
+  - name: inject.$suffix
     clientConfig:
       url: https://127.0.0.1:$mport/mutate
       caBundle: $ca_bundle
@@ -197,9 +258,9 @@ webhooks:
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingWebhookConfiguration
 metadata:
-  name: palisade
+  name: $config
 webhooks:
-  - name: validate.palisade.dev
+  - name: validate.$suffix
     clientConfig:
       url: https://127.0.0.1:$vport/validate
       caBundle: $ca_bundle
@@ -225,8 +286,13 @@ YAML
 }
 
 stop_all() {
-  local name
-  for name in palisade palisade-chart palisade-tr kube-controller-manager kube-apiserver etcd; do
-    stop_bg "$name"
+  local name pids=()
+  # Everything but etcd together (each stop waits for its own process),
+  # then etcd: an apiserver whose etcd has gone can take long to stop.
+  for name in palisade palisade-chart palisade-tr kube-controller-manager kube-apiserver; do
+    stop_bg "$name" &
+    pids+=("$!")
   done
+  wait "${pids[@]}"
+  stop_bg etcd
 }

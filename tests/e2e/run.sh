@@ -26,6 +26,7 @@ FAILED=()
 finish() {
   local code=$?
   stop_bg palisade-shapes
+  stop_bg palisade-crd
   stop_bg palisade-drain
   stop_bg palisade-audit-0
   stop_bg palisade-audit-1
@@ -352,18 +353,38 @@ case_enforcer_tokens_verified_by_tokenreview() {
 }
 
 pause_pod_denied() {
-  ! restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - >/dev/null 2>&1
+  ! restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-crd --dry-run=server -f - >/dev/null 2>&1
 }
 pause_pod_allowed() { ! pause_pod_denied; }
+
+# The resources are watched by a webhook of their own (started with
+# PALISADE_POLICIES__WATCH_CRDS, on its own port and registration, for the
+# namespace e2e-crd only), so the other cases keep the main one meanwhile.
+CRD_PORT=$((E2E_WEBHOOK_PORT + 7))
+
+start_crd_watcher() {
+  start_bg palisade-crd env PALISADE_LISTEN="127.0.0.1:$CRD_PORT" \
+    PALISADE_TLS__SELF_SIGNED_NAMES="127.0.0.1,localhost" PALISADE_TLS__SELF_SIGNED_DIR="$WORK/crd-tls" \
+    PALISADE_POLICIES__DIR="$POLICIES_AT_START" PALISADE_POLICIES__RELOAD_INTERVAL_SECS=1 \
+    PALISADE_SERVICE__DATA_DIR="$WORK/crd-data" PALISADE_POLICIES__WATCH_CRDS=true \
+    KUBECONFIG="$KUBECONFIG" "$PALISADE_BIN" serve
+  wait_for "CRD-watching palisade /readyz" 30 curl -fsS --cacert "$WORK/crd-tls/ca.crt" \
+    "https://127.0.0.1:$CRD_PORT/readyz" || fail "did not start: $(tail -5 "$WORK/logs/palisade-crd.log")"
+  register_webhooks Fail "$CRD_PORT" "$CRD_PORT" e2e-crd "$WORK/crd-tls/ca.crt" palisade.dev/e2e-crd=yes
+}
+
+stop_crd_watcher() {
+  kubectl delete mutatingwebhookconfiguration e2e-crd >/dev/null
+  kubectl delete validatingwebhookconfiguration e2e-crd >/dev/null
+  stop_bg palisade-crd
+}
 
 case_runtime_policy_and_exception_resources_are_watched() {
   kubectl apply -f "$ROOT/helm/palisade/crds/runtimepolicies.yaml" >/dev/null
   # A CRD created a moment ago may have no conditions yet, which kubectl
   # wait reports as an error rather than waiting on: retry until it answers.
   wait_for "CRD runtimepolicies.palisade.dev established" 30 kubectl wait --for condition=established --timeout=5s crd/runtimepolicies.palisade.dev
-  stop_webhook
-  start_webhook "$POLICIES" PALISADE_POLICIES__WATCH_CRDS=true
-  register_webhooks Fail
+  start_crd_watcher
   pause_pod_allowed || fail "pause:3.10 denied before any RuntimePolicy"
   kubectl apply -f - >/dev/null <<'YAML'
 apiVersion: palisade.dev/v1alpha1
@@ -371,12 +392,12 @@ kind: RuntimePolicy
 metadata: {name: no-pause-310}
 spec:
   mode: enforce
-  selector: {namespaces: [e2e-in]}
+  selector: {namespaces: [e2e-crd]}
   admission: {disallowedTags: ["3.10"]}
 YAML
   wait_for "RuntimePolicy enforced" 15 pause_pod_denied || fail "RuntimePolicy not enforced"
   local out
-  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1 || true)
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-crd --dry-run=server -f - 2>&1 || true)
   grep -q '\[no-pause-310\] images/disallowedTags' <<<"$out" || fail "$out"
   # A PolicyException resource lets the pod in, visibly, until it expires
   # (while this test runs); then the policy denies again and says why.
@@ -405,29 +426,27 @@ metadata: {name: pause-310-ok}
 spec:
   policy: no-pause-310
   rules: [images/disallowedTags]
-  selector: {namespaces: [e2e-in], podLabels: {app: crd-probe}}
+  selector: {namespaces: [e2e-crd], podLabels: {app: crd-probe}}
   expiresAt: "$expires"
   reason: the e2e probe image
   owner: e2e-team
 YAML
   wait_for "PolicyException applied" 15 pause_pod_allowed || fail "PolicyException not applied"
-  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1) \
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-crd --dry-run=server -f - 2>&1) \
     || fail "excepted pod denied: $out"
   grep -q "palisade excepted: \[no-pause-310\] images/disallowedTags: .*(excepted by PolicyException pause-310-ok (owner e2e-team; until $expires: the e2e probe image))" <<<"$out" \
     || fail "no exception warning: $out"
   # Another workload in the namespace is not covered.
-  restricted_pod other-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - >/dev/null 2>&1 \
+  restricted_pod other-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-crd --dry-run=server -f - >/dev/null 2>&1 \
     && fail "the exception covered a workload it does not select"
   wait_for "PolicyException expired" 40 pause_pod_denied || fail "expired PolicyException still applies"
-  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-in --dry-run=server -f - 2>&1 || true)
+  out=$(restricted_pod crd-probe registry.k8s.io/pause:3.10 | kubectl apply -n e2e-crd --dry-run=server -f - 2>&1 || true)
   grep -q "PolicyException pause-310-ok (owner e2e-team; until $expires: the e2e probe image) has expired" <<<"$out" \
     || fail "the denial does not name the expired exception: $out"
   kubectl delete policyexception pause-310-ok >/dev/null
   kubectl delete runtimepolicy no-pause-310 >/dev/null
   wait_for "RuntimePolicy removed" 15 pause_pod_allowed || fail "deleted RuntimePolicy still enforced"
-  stop_webhook
-  start_webhook "$POLICIES"
-  register_webhooks Fail
+  stop_crd_watcher
 }
 
 # Pods created before their namespace was labelled run without the enforcer:
@@ -774,7 +793,7 @@ YAML
   # have (so the workloads above were admitted before it), and an exception
   # for one of them that runs out during the test.
   mkdir -p "$WORK/audit-policies"
-  cp "$POLICIES"/*.yaml "$WORK/audit-policies/"
+  cp "$POLICIES_AT_START"/*.yaml "$WORK/audit-policies/"
   local expires
   expires=$(date -u -d '+40 seconds' +%Y-%m-%dT%H:%M:%SZ)
   cat >"$WORK/audit-policies/e2e-audit.yaml" <<YAML
@@ -866,6 +885,11 @@ spec:
   selector: {podLabels: {palisade.dev/e2e-prevent: "true"}}
   runtime: {prevent: true}
 YAML
+# What the cases that start servers of their own load while case_latest_*
+# switches a mode back and forth in $POLICIES.
+POLICIES_AT_START="$WORK/policies-at-start"
+cp -R "$POLICIES" "$POLICIES_AT_START"
+SUITE_STARTED=$EPOCHREALTIME
 start_control_plane
 start_webhook "$POLICIES"
 register_webhooks Fail
@@ -873,7 +897,24 @@ new_namespace e2e-in yes
 new_namespace e2e-out no
 new_namespace e2e-psa yes pod-security.kubernetes.io/enforce=restricted
 new_namespace e2e-shapes yes
+new_namespace e2e-crd no palisade.dev/e2e-crd=yes
+# Applied here as well as in the cases that use it, which run side by side.
+kubectl apply -f "$ROOT/tests/e2e/policyreport-crd.yaml" >/dev/null
+wait_for "CRD policyreports.wgpolicyk8s.io established" 30 kubectl wait --for condition=established --timeout=5s crd/policyreports.wgpolicyk8s.io
+echo "    control plane and webhook up ($(elapsed_since "$SUITE_STARTED") s)"
 
+# Cases that bring their own servers, ports and namespaces (and mostly wait)
+# run beside the rest. They keep out of what the others count or switch:
+# the main webhook, its registration and policies, and the opted-in namespaces.
+# Each line runs in order; the chart's server dry run (which includes
+# Palisade's CRDs) comes before the case that creates them.
+PARALLEL_CASES=(
+  "case_background_audit_reports_pre_existing_workloads"
+  "case_helm_chart_lints_and_applies case_runtime_policy_and_exception_resources_are_watched"
+  "case_sigterm_keeps_serving_with_readiness_503_while_draining"
+)
+# The rest share the main webhook, which some of them restart or register
+# elsewhere for a while: one after the other.
 CASES=(
   case_opted_in_pod_gets_sidecar_and_limits
   case_other_namespace_is_untouched
@@ -891,19 +932,24 @@ CASES=(
   case_mutate_is_called_once_per_pod_and_the_enforcer_gets_no_api_token
   case_request_only_containers_pass_the_resource_limits_policy
   case_template_metadata_updates_are_rejudged
-  case_sigterm_keeps_serving_with_readiness_503_while_draining
   case_classic_sidecar_mode_stays_available
   case_webhook_down_failure_policy
-  case_helm_chart_lints_and_applies
   case_enforcer_tokens_verified_by_tokenreview
-  case_runtime_policy_and_exception_resources_are_watched
   case_status_explains_pods_from_before_the_label_and_check_cluster_what_enforce_would_deny
-  case_background_audit_reports_pre_existing_workloads
 )
-for c in "${CASES[@]}"; do
-  [[ -z "${E2E_ONLY:-}" || "$c" == *"$E2E_ONLY"* ]] || continue
-  run_case "$c"
+selected() { [[ -z "${E2E_ONLY:-}" || "$1" == *"$E2E_ONLY"* ]]; }
+for line in "${PARALLEL_CASES[@]}"; do
+  chain=()
+  for c in $line; do
+    if selected "$c"; then chain+=("$c"); fi
+  done
+  if ((${#chain[@]})); then run_cases_bg "${chain[@]}"; fi
 done
+for c in "${CASES[@]}"; do
+  if selected "$c"; then run_case "$c"; fi
+done
+wait_cases
+print_case_times "$(elapsed_since "$SUITE_STARTED")"
 
 echo
 echo "e2e: $PASSED passed, ${#FAILED[@]} failed"
