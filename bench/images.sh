@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The last sections of bench/RESULTS.md: image sizes from the archives
-# `make images` wrote, the enforcer's detection table from the last
-# `make bench-detection`, and the figures the last `make e2e-node` recorded. `bench/run.sh` includes them; with --update
-# FILE they replace those sections of FILE in place (`make bench-images`), so
-# sizes can be refreshed without a load run.
+# `make images` wrote, the enforcer's detection and exec-churn tables from
+# the last `make bench-detection`, and the figures the last `make e2e-node`
+# recorded. `bench/run.sh` includes them; with --update FILE they replace
+# those sections of FILE in place (`make bench-images`), so sizes can be
+# refreshed without a load run; with --update-detection FILE only the
+# detection section is replaced (`make bench-detection`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IMAGES_DIR="${IMAGES_DIR:-$ROOT/target/images}"
@@ -29,7 +31,7 @@ image_row() {
     $(($(stat -c %s "$archive") / 1024)) $((packed / 1024)) $((unpacked / 1024))
 }
 
-sections() {
+images_section() {
   echo "## Container images (\`make images\`)"
   echo
   local rows="" img a
@@ -49,16 +51,22 @@ sections() {
     echo "Not measured: run \`make images\` first."
   fi
   echo
+}
+
+detection_section() {
   echo "## Enforcer detection (\`make bench-detection\`: simulated pod, processes of a given lifetime run one after another)"
   echo
   if [[ -s "$POD_RESULTS" ]]; then
-    echo "From the last passing run on this machine ($(date -u -r "$POD_RESULTS" +%Y-%m-%d)). Judged: the process was seen and checked against the policy; noticed: judged, or counted as having run unobserved (\`agent/unobserved-processes\`)."
+    echo "From the last passing run on this machine ($(date -u -r "$POD_RESULTS" +%Y-%m-%d)). Judged: the process was seen and checked against the policy; noticed: judged, or counted as having run unobserved (\`agent/unobserved-processes\`). Exec churn: the enforcer's own CPU time (utime + stime) while the app starts short-lived processes at a fixed rate, with N other processes in the pod; targets: at most 3 % at 20/s and 10 % at 100/s with 200 processes in the pod."
     echo
     sed 's/^\([^|].*\)$/- \1/' "$POD_RESULTS"
   else
     echo "Not measured: run \`make bench-detection\` (needs root)."
   fi
   echo
+}
+
+node_section() {
   echo "## In running Pods (\`make e2e-node\`, real kubelet + containerd)"
   echo
   if [[ -s "$NODE_RESULTS" ]]; then
@@ -70,7 +78,25 @@ sections() {
   fi
 }
 
-if [[ "${1:-}" == --update ]]; then
+sections() {
+  images_section
+  detection_section
+  node_section
+}
+
+if [[ "${1:-}" == --update-detection ]]; then
+  file="$2"
+  # The detection section runs from its heading to the next one.
+  detection_section >"$W/detection.md"
+  awk -v new="$W/detection.md" '
+    /^## Enforcer detection/ { while ((getline line < new) > 0) print line; skip = 1; done = 1; next }
+    skip && /^## / { skip = 0 }
+    !skip { print }
+    END { if (!done) exit 1 }' "$file" >"$W/results.md" ||
+    { echo "no detection section in $file: run make bench-images first" >&2; exit 1; }
+  mv "$W/results.md" "$file"
+  echo "updated the detection section of $file"
+elif [[ "${1:-}" == --update ]]; then
   file="$2"
   # These are the last sections of the file: keep what precedes them.
   { sed '/^## Container images/,$d' "$file"; sections; } >"$W/results.md"

@@ -3,13 +3,18 @@
 //! behaviour to the policy service (stopping violators under enforce).
 
 pub mod config;
+pub mod coverage;
 pub mod drift;
 pub mod files;
+pub mod hidden;
 pub mod http;
 pub mod launches;
+pub mod limits;
 pub mod monitor;
+pub mod owners;
 pub mod policy;
 pub mod procfs;
 pub mod report;
 pub mod rules;
+pub mod schedule;
 pub mod sockets;

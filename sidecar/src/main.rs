@@ -7,11 +7,16 @@ use std::time::Instant;
 use anyhow::Context;
 use palisade_common::wire::Event;
 use palisade_enforcer::config::Settings;
+use palisade_enforcer::coverage::{self, observable_signals, ProtectionsWatch};
 use palisade_enforcer::launches;
-use palisade_enforcer::monitor::{observable_signals, Monitor};
+use palisade_enforcer::limits::LimitsWatch;
+use palisade_enforcer::monitor::Monitor;
 use palisade_enforcer::policy::{self, PolicyHolder};
 use palisade_enforcer::report::{self, now_ms, Reporter};
 use palisade_enforcer::rules::Rule;
+
+/// How often what the enforcer can see is looked at again for heartbeats.
+const PROTECTIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> anyhow::Result<()> {
     // One malloc arena for all threads: the enforcer is mostly idle and must
@@ -78,17 +83,25 @@ fn main() -> anyhow::Result<()> {
             .context("starting the policy thread")?
     };
 
+    // Read before anything else could have changed them: the enforcer
+    // never changes its own limits, so every later change is someone else's.
+    let mut limits = LimitsWatch::new(settings.proc_root.join("self"));
     let mut monitor = Monitor::new(settings.clone(), holder, reporter.clone());
     // "Started" once the first pass has taken baselines and set watches.
     monitor.tick();
-    let signals = observable_signals(&settings, &monitor.coverage());
-    tracing::info!(%signals, "enforcer started");
+    let first = monitor.coverage(false);
+    let signals = observable_signals(&settings, &first);
+    let (mut protections, off) = ProtectionsWatch::new(&first);
+    let off_text = coverage::describe(&off);
+    tracing::info!(%signals, protections = %off_text, "enforcer started");
+    reporter.set_protections_off(off);
     reporter.report(Event::agent(
         format!("{}-started", reporter.boot_id()),
         now_ms(),
         Rule::AgentStarted.as_str(),
-        format!("policy from {source}; {signals}"),
+        format!("policy from {source}; {off_text}; {signals}"),
     ));
+    let mut protections_checked = Instant::now();
     let reason = loop {
         if term.load(Ordering::Relaxed) {
             break "SIGTERM";
@@ -101,6 +114,30 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         monitor.wait(settings.pid_poll);
         monitor.tick();
+        monitor.settle_hidden();
+        for change in limits.check() {
+            reporter.report(Event::agent(
+                reporter.next_id(),
+                now_ms(),
+                Rule::LimitsChanged.as_str(),
+                change.describe(limits.cpu_used()),
+            ));
+        }
+        if protections_checked.elapsed() >= PROTECTIONS_EVERY {
+            protections_checked = Instant::now();
+            let (all, settled) = (monitor.coverage(false), monitor.coverage(true));
+            if let Some(off) = protections.update(&all, &settled) {
+                let text = coverage::describe(&off);
+                tracing::warn!(protections = %text, "what the enforcer can protect changed");
+                reporter.set_protections_off(off);
+                reporter.report(Event::agent(
+                    reporter.next_id(),
+                    now_ms(),
+                    Rule::ProtectionsChanged.as_str(),
+                    text,
+                ));
+            }
+        }
         // A storm of execs must not turn into a busy loop.
         if started.elapsed() < std::time::Duration::from_millis(1) {
             std::thread::sleep(std::time::Duration::from_millis(1));

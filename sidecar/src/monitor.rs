@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,8 +23,11 @@ use palisade_common::policy::Mode;
 use palisade_common::wire::{Event, EventKind, ProcessInfo, RuntimeBundle, RuntimePolicy};
 
 use crate::config::Settings;
+use crate::coverage::{Coverage, Signal};
 use crate::drift::{self, Baseline, BaselineSource};
 use crate::files::{FileWatcher, NewExecutable, Purpose};
+use crate::hidden::{self, Candidate, HiddenOwner, Origin};
+use crate::owners::{self, Holder};
 use crate::policy::PolicyHolder;
 use crate::procfs::{self, Proc};
 use crate::report::{now_ms, Reporter};
@@ -32,6 +35,7 @@ use crate::rules::{
     self, strictest, Action, ExeIdentity, NotKilled, ProcessVerdict, Rule, SocketRole, Unreadable,
     Weight,
 };
+use crate::schedule::{self, ListAll, Look, PidWindow, Schedule, Settled, YOUNG};
 use crate::sockets::{self, Proto, Socket};
 
 const MAX_ARGS: usize = 16;
@@ -58,6 +62,17 @@ const EXEC_DIRS: &[&str] = &[
 
 /// A process as last seen: a change of start time or executable is a new
 /// exec (or, for the executable link, a deletion).
+/// A non-dumpable process given `grace` (see `hidden::grace`) since
+/// `since` before it is judged.
+struct Transition {
+    start: u64,
+    since: Instant,
+    grace: Duration,
+}
+
+/// Processes in transition at most; beyond, each is judged at once.
+const MAX_TRANSITIONS: usize = 1024;
+
 struct Seen {
     start: u64,
     image: String,
@@ -67,6 +82,17 @@ struct Seen {
     first_seen: Instant,
     /// Passes that found it mid-exec and left it for the next.
     deferred: u8,
+}
+
+impl Seen {
+    fn settled(&self) -> Settled {
+        // Empty: left mid-exec for the next pass.
+        if self.retries > 0 || self.image.is_empty() {
+            Settled::No
+        } else {
+            Settled::Yes
+        }
+    }
 }
 
 const UNREADABLE_RETRIES: u8 = 16;
@@ -82,16 +108,6 @@ enum View {
     MidExec,
 }
 
-/// Known processes are re-read (name, start, executable link) on every
-/// pass that follows an exec signal, and otherwise every Nth pass, which
-/// is when an exec that opened nothing watched (a static binary from
-/// memory) or a deleted executable is seen.
-const RECHECK_EVERY: u64 = 8;
-/// Processes younger than this are re-read on every pass: fork and exec
-/// come close together, and a pass may land between them.
-const YOUNG: Duration = Duration::from_secs(2);
-/// PIDs of one window checked one by one for "started and gone".
-const MAX_WINDOW_CHECKS: i32 = 4096;
 /// At most one `agent/unobserved-processes` event per this long; the
 /// counts in between are summed into it.
 const UNOBSERVED_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -133,13 +149,6 @@ struct Unobserved {
     last_report: Option<Instant>,
 }
 
-/// What the enforcer could and could not see on its first pass.
-#[derive(Debug, Default, Clone)]
-pub struct Coverage {
-    pub processes: usize,
-    pub unreadable: HashMap<Unreadable, usize>,
-}
-
 pub struct Monitor {
     settings: Settings,
     policy: Arc<PolicyHolder>,
@@ -153,6 +162,8 @@ pub struct Monitor {
     reported: HashSet<(i32, u64, Rule)>,
     /// Processes whose executable could not be read, and why.
     hidden: HashMap<i32, Unreadable>,
+    /// Non-dumpable processes left time to finish a credential change.
+    transitions: HashMap<i32, Transition>,
     containers: HashMap<(u64, u64), Container>,
     identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
     files: Option<FileWatcher>,
@@ -164,12 +175,16 @@ pub struct Monitor {
     /// Socket counts at the last table read (see `sockets::fingerprint`).
     socket_counts: Option<Vec<u64>>,
     last_full_socket_scan: Option<Instant>,
-    last_pass: Option<Instant>,
-    passes: u64,
-    last_pid: Option<i32>,
-    /// PIDs the previous pass listed: judged, even if gone by now.
-    listed_before: HashSet<i32>,
-    pid_max: i32,
+    /// Which processes each pass looks at (see `schedule`).
+    schedule: Schedule,
+    /// Known processes looked at on every pass: young or unsettled ones.
+    watched: HashSet<i32>,
+    /// PIDs handed out that the last pass found no process for, and
+    /// whether an exec signal came with them: looked at once more before
+    /// they count as unobserved, since the counter moves before a new
+    /// process shows in /proc (and a listing would find it on the next
+    /// pass).
+    unseen: Vec<(i32, bool)>,
     exec_signals: u32,
     unobserved: Unobserved,
     ephemeral: (u16, u16),
@@ -190,7 +205,7 @@ impl Monitor {
                 None
             }
         };
-        let pid_max = procfs::pid_max(&settings.proc_root);
+        let schedule = Schedule::new(settings.interval, procfs::pid_max(&settings.proc_root));
         let ephemeral = sockets::ephemeral_ports(&settings.proc_root);
         Self {
             settings,
@@ -202,6 +217,7 @@ impl Monitor {
             known: HashMap::new(),
             reported: HashSet::new(),
             hidden: HashMap::new(),
+            transitions: HashMap::new(),
             containers: HashMap::new(),
             identities: HashMap::new(),
             files,
@@ -212,11 +228,9 @@ impl Monitor {
             last_socket_scan: None,
             socket_counts: None,
             last_full_socket_scan: None,
-            last_pass: None,
-            passes: 0,
-            last_pid: None,
-            listed_before: HashSet::new(),
-            pid_max,
+            schedule,
+            watched: HashSet::new(),
+            unseen: Vec::new(),
             exec_signals: 0,
             unobserved: Unobserved::default(),
             ephemeral,
@@ -274,15 +288,37 @@ impl Monitor {
         }
     }
 
-    /// What the first pass could see, for `agent/started`.
-    pub fn coverage(&self) -> Coverage {
+    /// What the enforcer can see now (for `agent/started` and heartbeats).
+    /// With `settled`, a process it cannot see counts only once it has
+    /// been known for `YOUNG`: an exec chain switching UIDs or a short
+    /// `kubectl exec` is no lasting blindness (see `coverage::next_causes`).
+    pub fn coverage(&self, settled: bool) -> Coverage {
         let mut unreadable = HashMap::new();
-        for why in self.hidden.values() {
-            *unreadable.entry(*why).or_default() += 1;
+        for (pid, why) in &self.hidden {
+            let young = self
+                .known
+                .get(pid)
+                .is_none_or(|seen| seen.first_seen.elapsed() < YOUNG);
+            if !(settled && young) {
+                *unreadable.entry(*why).or_default() += 1;
+            }
+        }
+        let mut missing = Vec::new();
+        if !self.proc_root().join("self/net/tcp").exists() {
+            missing.push(Signal::SocketTables);
+        }
+        if procfs::ns_last_pid(self.proc_root()).is_none() {
+            missing.push(Signal::LastPidCounter);
+        }
+        if self.files.is_none() {
+            missing.push(Signal::Inotify);
         }
         Coverage {
+            uid: self.own_uid,
+            gid: self.own_gid,
             processes: self.known.len(),
             unreadable,
+            missing,
         }
     }
 
@@ -311,8 +347,8 @@ impl Monitor {
                     exception_expired,
                     "policy changed: re-judging live processes and sockets"
                 );
-                self.known.clear();
-                self.reported.clear();
+                // The pass forgets what it knew of processes itself, once
+                // it has counted what ran unseen (see `list_all`).
                 self.listeners.clear();
                 self.egress.clear();
                 self.last_socket_scan = None;
@@ -322,10 +358,8 @@ impl Monitor {
         let activity = self.files.as_mut().map(|f| f.poll()).unwrap_or_default();
         self.exec_signals += activity.exec_opens;
         let last_pid = procfs::ns_last_pid(self.proc_root());
-        let forked = last_pid.is_some() && last_pid != self.last_pid;
-        let due = self
-            .last_pass
-            .is_none_or(|t| t.elapsed() >= self.settings.interval);
+        let forked = last_pid.is_some() && last_pid != self.schedule.last_pid();
+        let due = self.schedule.due(Instant::now());
         if due || forked || self.exec_signals > 0 || policy_changed {
             self.process_pass(&bundle, last_pid, policy_changed);
         }
@@ -353,88 +387,306 @@ impl Monitor {
         self.first_pass = false;
     }
 
+    /// One look at the pod's processes. What it costs depends on what
+    /// happened since the last, not on how many processes there are: the
+    /// PIDs handed out since are probed, the young and unsettled processes
+    /// looked at again, and old ones re-read only on the schedule's budget
+    /// (see `schedule`). Every process is listed and read in full only when
+    /// the new PIDs are not known, and on the periodic sweep.
     fn process_pass(&mut self, bundle: &RuntimeBundle, last_pid: Option<i32>, rejudge: bool) {
-        let recheck_all =
-            self.exec_signals > 0 || rejudge || self.passes.is_multiple_of(RECHECK_EVERY);
         let exec_seen = self.exec_signals > 0;
         self.exec_signals = 0;
-        self.passes += 1;
-        self.last_pass = Some(Instant::now());
+        let plan = self
+            .schedule
+            .plan(Instant::now(), last_pid, exec_seen, rejudge);
+        let unobserved = std::mem::take(&mut self.unseen)
+            .into_iter()
+            .filter(|(pid, exec)| self.still_unseen(*pid, bundle) && (*exec || exec_seen))
+            .count() as u64;
+        self.count_unobserved(unobserved);
+        let gone = match plan.list_all {
+            Some(why) => {
+                tracing::trace!(?why, "listing every process");
+                let gone = self.list_all(bundle, plan.window, why);
+                if why.known_still_valid() {
+                    self.look_again(bundle, true);
+                }
+                gone
+            }
+            None => {
+                // Known ones first: what the window defers waits a pass.
+                self.look_again(bundle, plan.recheck_old);
+                self.probe_window(bundle, plan.window, exec_seen)
+            }
+        };
+        self.unseen = gone.into_iter().map(|pid| (pid, exec_seen)).collect();
+    }
+
+    /// Whether a PID the last pass found no process for is still none
+    /// (judging it if it is one now).
+    fn still_unseen(&mut self, pid: i32, bundle: &RuntimeBundle) -> bool {
+        match procfs::probe(self.proc_root(), pid) {
+            procfs::Probe::Process(proc) | procfs::Probe::Fork(proc) => {
+                self.observe(proc, bundle);
+                false
+            }
+            procfs::Probe::Thread => false,
+            procfs::Probe::Gone => !self.known.contains_key(&pid),
+        }
+    }
+
+    /// Lists every process and reads in full those not known, or all of
+    /// them when what is known may name other processes by now (see
+    /// `ListAll::known_still_valid`). Returns the PIDs of `window` no
+    /// process was found for.
+    fn list_all(
+        &mut self,
+        bundle: &RuntimeBundle,
+        window: Option<PidWindow>,
+        why: ListAll,
+    ) -> Vec<i32> {
         let pids = procfs::pids(self.proc_root());
         let alive: HashSet<i32> = pids.iter().copied().collect();
+        // Before what has exited is forgotten: a PID an earlier pass saw
+        // was judged, even if it is gone now. Live threads are no process.
+        let gone: Vec<i32> = window.map_or_else(Vec::new, |w| {
+            w.pids()
+                .filter(|pid| *pid != self.self_pid)
+                .filter(|pid| !alive.contains(pid) && !self.known.contains_key(pid))
+                .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
+                .collect()
+        });
+        if why == ListAll::Rejudge {
+            // Re-judge everything alive under the new policy: what was
+            // allowed in audit is stopped once enforce arrives.
+            self.known.clear();
+            self.reported.clear();
+        }
         self.known.retain(|pid, _| alive.contains(pid));
         self.hidden.retain(|pid, _| alive.contains(pid));
-        self.reported.retain(|(pid, _, _)| alive.contains(pid));
+        self.watched.retain(|pid| alive.contains(pid));
+        // Findings of processes gone, and of a reused PID's earlier owner.
+        let known = &self.known;
+        self.reported
+            .retain(|(pid, start, _)| known.get(pid).is_some_and(|seen| seen.start == *start));
         for pid in pids {
             // PID 1 is the pod's infrastructure (pause) process.
             if pid == self.self_pid || pid == 1 {
                 continue;
             }
-            match self.known.get_mut(&pid) {
-                Some(seen) if seen.retries > 0 => seen.retries -= 1,
-                Some(seen) if !recheck_all && seen.first_seen.elapsed() > YOUNG => continue,
-                _ => {}
-            }
-            let Some(proc) = procfs::read(self.proc_root(), pid) else {
+            if why.known_still_valid() && self.known.contains_key(&pid) {
                 continue;
-            };
-            let exe = procfs::exe_link(self.proc_root(), pid);
-            // The name is part of what was judged: mid-exec, the link can
-            // already be the new program while the name is still the old.
-            let image = match &exe {
-                Ok(link) => format!("{link}\0{}", proc.comm),
-                Err(_) => proc.comm.clone(),
-            };
-            let (first_seen, deferred) = match self.known.get(&pid) {
-                Some(seen) if seen.start == proc.start && seen.image == image => continue,
-                Some(seen) if seen.start == proc.start => (seen.first_seen, seen.deferred),
-                _ => (Instant::now(), 0),
-            };
-            let retries = if exe.is_err() { UNREADABLE_RETRIES } else { 0 };
-            let may_defer = deferred < MAX_DEFERRALS;
-            let view = self.evaluate_process(&proc, exe, bundle, may_defer);
-            self.known.insert(
-                pid,
-                Seen {
-                    start: proc.start,
-                    // Left empty, the next pass judges it again.
-                    image: if view == View::MidExec {
-                        String::new()
-                    } else {
-                        image
-                    },
-                    retries,
-                    first_seen,
-                    deferred: deferred + u8::from(view == View::MidExec),
-                },
-            );
+            }
+            match procfs::read(self.proc_root(), pid) {
+                Some(proc) => self.observe(proc, bundle),
+                None => self.forget(pid),
+            }
         }
-        self.count_unobserved(last_pid, exec_seen, &alive);
-        self.listed_before = alive;
+        gone
     }
 
-    /// PIDs handed out since the last pass that no pass saw as a process
-    /// and that are not live threads: tasks that started and ended in
-    /// between. Counted only when an exec signal came in the same window,
-    /// so an app that churns threads is not taken for one that runs
-    /// programs.
-    fn count_unobserved(&mut self, last_pid: Option<i32>, exec_seen: bool, listed: &HashSet<i32>) {
-        let (Some(before), Some(now)) = (self.last_pid, last_pid) else {
-            self.last_pid = last_pid.or(self.last_pid);
-            return;
+    /// Probes each PID handed out since the last pass (one stat read
+    /// each): processes are judged, threads passed over. Returns the PIDs
+    /// no process was found for: ended already, or not yet in /proc.
+    fn probe_window(
+        &mut self,
+        bundle: &RuntimeBundle,
+        window: Option<PidWindow>,
+        exec_seen: bool,
+    ) -> Vec<i32> {
+        let Some(window) = window else {
+            return Vec::new();
         };
-        self.last_pid = Some(now);
-        let allocated = rules::pids_allocated(before, now, self.pid_max);
-        if allocated == 0 || !exec_seen || now < before {
+        let mut gone = Vec::new();
+        for pid in window.pids() {
+            if pid == self.self_pid || pid == 1 {
+                continue;
+            }
+            match procfs::probe(self.proc_root(), pid) {
+                // The exec signal that woke this pass is likely its own,
+                // still under way: judged on its next look (every pass
+                // while young), once the exec is through. Judged now, its
+                // name, link and executable could each be read on a
+                // different side of the exec. A copy of a judged parent
+                // has nothing new to judge meanwhile.
+                procfs::Probe::Fork(proc) if exec_seen && self.copy_of_judged_parent(&proc) => {
+                    self.defer(&proc)
+                }
+                procfs::Probe::Process(proc) | procfs::Probe::Fork(proc) => {
+                    self.observe(proc, bundle)
+                }
+                procfs::Probe::Thread => {}
+                // Known: listed by an earlier pass after it read the
+                // counter, so seen and judged.
+                procfs::Probe::Gone if self.known.contains_key(&pid) => self.forget(pid),
+                procfs::Probe::Gone => gone.push(pid),
+            }
+        }
+        gone
+    }
+
+    /// Looks again at known processes: the watched ones (young, mid-exec,
+    /// executable not yet readable) on every pass, all of them when
+    /// `recheck_old`. So an old process that execs in place is judged
+    /// within one interval of the exec signal, plus up to one PID poll for
+    /// the wake-up (2-300 ms measured at the defaults), not on the pass the
+    /// signal wakes: the schedule re-reads old processes at most once an
+    /// interval while signals keep coming. One that execs with no signal at
+    /// all (a static program run from memory) is judged on the next sweep.
+    /// Re-reading every process on every exec signal made each new process
+    /// cost as much as the pod holds.
+    fn look_again(&mut self, bundle: &RuntimeBundle, recheck_old: bool) {
+        let pids: Vec<i32> = if recheck_old {
+            self.known.keys().copied().collect()
+        } else {
+            self.watched.iter().copied().collect()
+        };
+        let now = Instant::now();
+        for pid in pids {
+            let Some(seen) = self.known.get(&pid) else {
+                self.watched.remove(&pid);
+                continue;
+            };
+            let age = now.saturating_duration_since(seen.first_seen);
+            let settled = seen.settled();
+            let full = match schedule::look(age, settled, recheck_old) {
+                Look::Skip => false,
+                Look::Full => true,
+                Look::Link => match self.same_program(pid, &seen.image) {
+                    Some(same) => !same,
+                    None => {
+                        self.forget(pid);
+                        continue;
+                    }
+                },
+            };
+            if full {
+                match procfs::read(self.proc_root(), pid) {
+                    Some(proc) => self.observe(proc, bundle),
+                    None => self.forget(pid),
+                }
+            } else if !schedule::watched(age, settled) {
+                self.watched.remove(&pid);
+            }
+        }
+    }
+
+    /// Whether `pid` still runs the program judged as `image`, from its
+    /// executable link alone (its name where the link is unreadable: another
+    /// UID, non-dumpable, or exited but not yet reaped): a readlink instead
+    /// of a stat read and a readlink. None once it has gone.
+    fn same_program(&self, pid: i32, image: &str) -> Option<bool> {
+        match procfs::exe_link_path(self.proc_root(), pid) {
+            Ok(link) => Some(schedule::same_link(image, &link.to_string_lossy())),
+            Err(_) => procfs::comm(self.proc_root(), pid).map(|c| schedule::same_name(image, &c)),
+        }
+    }
+
+    /// Judges `proc` unless it is what was judged before: new, exec'd
+    /// since, or its executable deleted.
+    fn observe(&mut self, proc: Proc, bundle: &RuntimeBundle) {
+        let pid = proc.pid;
+        let exe = procfs::exe_link(self.proc_root(), pid);
+        let image = schedule::image(exe.as_ref().ok().map(String::as_str), &proc.comm);
+        let now = Instant::now();
+        let (first_seen, deferred) = match self.known.get_mut(&pid) {
+            Some(seen) if seen.start == proc.start && seen.image == image => {
+                seen.retries = seen.retries.saturating_sub(1);
+                let watched = schedule::watched(
+                    now.saturating_duration_since(seen.first_seen),
+                    seen.settled(),
+                );
+                self.watch(pid, watched);
+                return;
+            }
+            Some(seen) if seen.start == proc.start => (seen.first_seen, seen.deferred),
+            _ => (now, 0),
+        };
+        // An exec switches the executable, then the name, then lays out
+        // the arguments: a name read before the link may still be the old
+        // program's, and a pass that the link's change set off reads it
+        // right in that gap. Once the arguments are there it is final.
+        let (proc, image) = match &exe {
+            Ok(link) if procfs::has_arguments(self.proc_root(), pid) => {
+                match procfs::read(self.proc_root(), pid) {
+                    Some(now) if now.start == proc.start && now.comm != proc.comm => {
+                        let image = schedule::image(Some(link), &now.comm);
+                        (now, image)
+                    }
+                    _ => (proc, image),
+                }
+            }
+            _ => (proc, image),
+        };
+        let retries = if exe.is_err() { UNREADABLE_RETRIES } else { 0 };
+        let may_defer = deferred < MAX_DEFERRALS;
+        let view = self.evaluate_process(&proc, exe, bundle, may_defer);
+        let seen = Seen {
+            start: proc.start,
+            // Left empty, the next pass judges it again.
+            image: if view == View::MidExec {
+                String::new()
+            } else {
+                image
+            },
+            retries,
+            first_seen,
+            deferred: deferred + u8::from(view == View::MidExec),
+        };
+        let watched = schedule::watched(now.saturating_duration_since(first_seen), seen.settled());
+        self.known.insert(pid, seen);
+        self.watch(pid, watched);
+    }
+
+    /// Whether `proc`, not exec'd since its fork, still runs the program
+    /// its parent was judged for.
+    fn copy_of_judged_parent(&self, proc: &Proc) -> bool {
+        let Some(parent) = self.known.get(&proc.ppid) else {
+            return false;
+        };
+        parent.settled() == Settled::Yes
+            && procfs::exe_link_path(self.proc_root(), proc.pid)
+                .is_ok_and(|link| schedule::same_link(&parent.image, &link.to_string_lossy()))
+    }
+
+    /// Leaves `proc` for the next pass, as one found mid-exec is.
+    fn defer(&mut self, proc: &Proc) {
+        let seen = Seen {
+            start: proc.start,
+            image: String::new(),
+            retries: 0,
+            first_seen: Instant::now(),
+            deferred: 1,
+        };
+        self.known.insert(proc.pid, seen);
+        self.watched.insert(proc.pid);
+    }
+
+    fn watch(&mut self, pid: i32, watched: bool) {
+        if watched {
+            self.watched.insert(pid);
+        } else {
+            self.watched.remove(&pid);
+        }
+    }
+
+    /// A process found gone. Its reported findings are dropped on the
+    /// next full listing: they name its start time, so a reused PID is
+    /// never taken for it.
+    fn forget(&mut self, pid: i32) {
+        self.known.remove(&pid);
+        self.hidden.remove(&pid);
+        self.watched.remove(&pid);
+    }
+
+    /// Counts PIDs handed out that no pass saw as a process and that are
+    /// gone: tasks that started and ended between passes. Only those that
+    /// came with an exec signal are counted, so an app that churns threads
+    /// is not taken for one that runs programs.
+    fn count_unobserved(&mut self, gone: u64) {
+        if gone == 0 {
             return;
         }
-        let first = (before + 1).max(now - MAX_WINDOW_CHECKS + 1);
-        let gone = (first..=now)
-            .filter(|pid| *pid != self.self_pid)
-            .filter(|pid| !listed.contains(pid) && !self.listed_before.contains(pid))
-            .filter(|pid| !self.known.contains_key(pid))
-            .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
-            .count() as u64;
         self.unobserved.pending += gone;
         // Counted at once (heartbeats carry it); the event sums them up.
         self.reporter.add_unobserved(gone);
@@ -478,10 +730,13 @@ impl Monitor {
         if !self.containers.contains_key(&id) {
             // Watch first: files dropped while the baseline is taken are seen.
             self.watch_dirs(&root, bundle);
+            let started = Instant::now();
             let (baseline, source) = Baseline::load_or_scan(&root, &self.settings.state_dir, id);
             tracing::info!(
                 pid,
                 executables = baseline.len(),
+                complete = baseline.is_complete(),
+                took_ms = started.elapsed().as_millis() as u64,
                 source = match source {
                     BaselineSource::Scanned => "scanned",
                     BaselineSource::Persisted => "kept from the container's first look",
@@ -547,6 +802,7 @@ impl Monitor {
         match &exe {
             Ok(link) => {
                 self.hidden.remove(&proc.pid);
+                self.transitions.remove(&proc.pid);
                 let root_link = procfs::root_link(self.proc_root(), proc.pid);
                 let (path, deleted) = drift::container_path(link, root_link.as_deref());
                 identity = self.identity(proc.pid, &path, root_id);
@@ -610,9 +866,18 @@ impl Monitor {
                     .map(|ids| rules::why_unreadable(ids, self.own_uid, self.own_gid));
                 if let Some(why) = why {
                     self.hidden.insert(proc.pid, why);
-                    let policy = strictest(bundle.policies.iter().filter(|p| p.rules.drift))
-                        .or_else(|| strictest(bundle.policies.iter()));
-                    if let (Unreadable::NonDumpable, Some(policy)) = (why, policy) {
+                    // Its name is all that is left to judge it by (stat
+                    // stays readable): a name the policy allows to hide is
+                    // left alone; anything else is judged once a credential
+                    // change that may have hidden it has had its moment
+                    // (`judged_now`), and stopped where the policy says so
+                    // (see `kills`).
+                    let policy = hidden::judge_non_dumpable(&bundle.policies, &proc.comm, |p| {
+                        self.weight(p, Rule::NonDumpableProcess)
+                    });
+                    let judged = matches!((why, policy), (Unreadable::NonDumpable, Some(_)))
+                        && self.judged_now(proc);
+                    if let (true, Some(policy)) = (judged, policy) {
                         violations.push(Violation {
                             rule: Rule::NonDumpableProcess,
                             policy,
@@ -690,13 +955,93 @@ impl Monitor {
             cmdline: argv,
             sha256: sha256.map(hex::encode),
         };
-        let action = rules::kills(violations.iter().map(|v| (v.rule, self.acted_mode(v))))
-            .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
+        let action = rules::kills(
+            violations
+                .iter()
+                .map(|v| (v.rule, self.acted_mode(v), v.policy.rules.non_dumpable)),
+        )
+        .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
         for v in violations {
             let id = process_event_id(&v, self.acted_mode(&v), proc);
             self.emit(&v, id, Some(info.clone()), action.clone());
         }
         View::Complete
+    }
+
+    /// Whether a non-dumpable process is judged on this look, or left the
+    /// time `hidden::grace` gives it to finish a credential change
+    /// (`settle_hidden` looks again once that is up).
+    fn judged_now(&mut self, proc: &Proc) -> bool {
+        if let Some(t) = self
+            .transitions
+            .get(&proc.pid)
+            .filter(|t| t.start == proc.start)
+        {
+            let due = t.since.elapsed() >= t.grace;
+            if due {
+                self.transitions.remove(&proc.pid);
+            }
+            return due;
+        }
+        let known_for = self
+            .known
+            .get(&proc.pid)
+            .filter(|seen| seen.start == proc.start)
+            .map_or(Duration::ZERO, |seen| seen.first_seen.elapsed());
+        let origin = if self.hidden.get(&proc.ppid) == Some(&Unreadable::NonDumpable) {
+            Origin::HiddenParent
+        } else if proc.ppid == 0
+            && owners::alone_in_cgroup(self.proc_root(), proc.pid, &[self.self_pid])
+        {
+            Origin::NewContainer
+        } else {
+            Origin::Other
+        };
+        let grace = hidden::grace(origin);
+        if known_for >= grace || self.transitions.len() >= MAX_TRANSITIONS {
+            return true;
+        }
+        let now = Instant::now();
+        self.transitions.insert(
+            proc.pid,
+            Transition {
+                start: proc.start,
+                since: now.checked_sub(known_for).unwrap_or(now),
+                grace,
+            },
+        );
+        false
+    }
+
+    /// Judges the non-dumpable processes whose grace is up and that are
+    /// still hidden (one that exec'd since was judged for what it runs).
+    pub fn settle_hidden(&mut self) {
+        if self.transitions.is_empty() {
+            return;
+        }
+        let due: Vec<(i32, u64)> = self
+            .transitions
+            .iter()
+            .filter(|(_, t)| t.since.elapsed() >= t.grace)
+            .map(|(pid, t)| (*pid, t.start))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let bundle = self.policy.current();
+        for (pid, start) in due {
+            match procfs::read(self.proc_root(), pid) {
+                Some(proc) if proc.start == start => {
+                    // What was judged of it is judged again, now.
+                    if let Some(seen) = self.known.get_mut(&pid) {
+                        seen.image.clear();
+                    }
+                    self.observe(proc, &bundle);
+                }
+                _ => {}
+            }
+            self.transitions.remove(&pid);
+        }
     }
 
     /// Libraries and scripts that are not the image's: what an exec check
@@ -959,7 +1304,7 @@ impl Monitor {
                 policy,
                 message: format!("{:?} listener on {}:{port}", socket.proto, socket.local.0),
             };
-            let (process, action) = self.owner_action(socket.inode, self.acted_mode(&v));
+            let (process, action) = self.owner_action(socket.inode, &v);
             let id = socket_event_id(&v, self.acted_mode(&v), socket);
             self.emit(&v, id, process, action);
         }
@@ -986,25 +1331,83 @@ impl Monitor {
                     "{proto} connection to {ip}:{port} is not in the egress allow-list"
                 ),
             };
-            let (process, action) = self.owner_action(socket.inode, self.acted_mode(&v));
+            let (process, action) = self.owner_action(socket.inode, &v);
             let id = socket_event_id(&v, self.acted_mode(&v), socket);
             self.emit(&v, id, process, action);
         }
     }
 
-    /// The process holding socket `inode` (when its fds are readable) and,
-    /// under enforce, the outcome of stopping it.
-    fn owner_action(&self, inode: u64, mode: Mode) -> (Option<ProcessInfo>, Option<Action>) {
-        let owner = (inode != 0)
-            .then(|| {
-                self.known
-                    .keys()
-                    .copied()
-                    .find(|pid| procfs::socket_inodes(self.proc_root(), *pid).contains(&inode))
+    /// The process holding socket `inode` and, under enforce, the outcome
+    /// of stopping it. When no process with readable descriptors holds it,
+    /// those whose descriptors are closed are the suspects, and
+    /// `hidden::hidden_owner` decides whether they are stopped.
+    fn owner_action(&self, inode: u64, v: &Violation<'_>) -> (Option<ProcessInfo>, Option<Action>) {
+        let mode = self.acted_mode(v);
+        let enforce = mode == Mode::Enforce;
+        if inode == 0 {
+            return (
+                None,
+                enforce.then_some(Action::NotKilled(NotKilled::NoOwner)),
+            );
+        }
+        // PID 1 is the pod's infrastructure (pause) process, never the app.
+        let suspects = match owners::find(self.proc_root(), inode, &[self.self_pid, 1]) {
+            Holder::Found(pid) => {
+                let Some(owner) = procfs::read(self.proc_root(), pid) else {
+                    return (
+                        None,
+                        enforce.then_some(Action::NotKilled(NotKilled::Exited)),
+                    );
+                };
+                let action =
+                    enforce.then(|| procfs::kill_exact(self.proc_root(), owner.pid, owner.start));
+                return (Some(self.process_info(&owner)), action);
+            }
+            Holder::Unreadable(pids) => pids,
+        };
+        let candidates: Vec<Candidate> = suspects
+            .into_iter()
+            .filter_map(|pid| {
+                let ids = procfs::ids(self.proc_root(), pid)?;
+                Some(Candidate {
+                    pid,
+                    why: rules::why_unreadable(ids, self.own_uid, self.own_gid),
+                })
             })
-            .flatten()
-            .and_then(|pid| procfs::read(self.proc_root(), pid));
-        let info = owner.as_ref().map(|p| ProcessInfo {
+            .collect();
+        let stop = match hidden::hidden_owner(&candidates, mode, v.policy.rules.non_dumpable) {
+            HiddenOwner::Leave(why) => return (None, enforce.then_some(Action::NotKilled(why))),
+            HiddenOwner::Stop(pids) => pids,
+        };
+        let stopped: Vec<(Proc, Action)> = stop
+            .into_iter()
+            .filter_map(|pid| procfs::read(self.proc_root(), pid))
+            // One that turned readable since is not a suspect any more.
+            .filter(|p| owners::still_unreadable(self.proc_root(), p.pid))
+            .map(|p| {
+                let action = procfs::kill_exact(self.proc_root(), p.pid, p.start);
+                (p, action)
+            })
+            .collect();
+        match stopped.as_slice() {
+            [] => (None, Some(Action::NotKilled(NotKilled::Exited))),
+            [(p, action)] => (Some(self.process_info(p)), Some(action.clone())),
+            [(_, first), ..] => {
+                let killed = stopped.iter().filter(|(_, a)| *a == Action::Killed).count();
+                let action = if killed > 0 {
+                    Action::KilledAll(killed)
+                } else {
+                    first.clone()
+                };
+                (None, Some(action))
+            }
+        }
+    }
+
+    /// What a socket event says about its process: what stat, status and
+    /// cmdline tell, readable even for a hidden one.
+    fn process_info(&self, p: &Proc) -> ProcessInfo {
+        ProcessInfo {
             pid: p.pid,
             ppid: p.ppid,
             uid: procfs::uid(self.proc_root(), p.pid),
@@ -1015,17 +1418,7 @@ impl Monitor {
                 .take(MAX_ARGS)
                 .collect(),
             sha256: None,
-        });
-        let action = (mode == Mode::Enforce).then(|| match &owner {
-            Some(p) => procfs::kill_exact(self.proc_root(), p.pid, p.start),
-            None if inode == 0 => Action::NotKilled(NotKilled::NoOwner),
-            None if self.hidden.values().any(|w| *w == Unreadable::NonDumpable) => {
-                Action::NotKilled(NotKilled::OwnerHidden)
-            }
-            None if !self.hidden.is_empty() => Action::NotKilled(NotKilled::OwnerOtherUid),
-            None => Action::NotKilled(NotKilled::NoOwner),
-        });
-        (info, action)
+        }
     }
 }
 
@@ -1117,84 +1510,4 @@ fn watched_paths(bundle: &RuntimeBundle) -> Vec<String> {
     dirs.sort();
     dirs.dedup();
     dirs
-}
-
-/// What this enforcer can observe with its UID and capabilities, said once
-/// at start so operators know which detections are active, and what the
-/// first pass found it could not see.
-pub fn observable_signals(settings: &Settings, coverage: &Coverage) -> String {
-    let proc_root = &settings.proc_root;
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
-    let ptrace = std::fs::read_to_string(proc_root.join("self/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << 19) != 0);
-    let others = if ptrace || uid == 0 {
-        "all processes"
-    } else {
-        "processes of the same UID and GID"
-    };
-    let sockets = PathBuf::from(proc_root).join("self/net/tcp").exists();
-    let last_pid = procfs::ns_last_pid(proc_root).is_some();
-    let mut text = format!(
-        "uid {uid} gid {gid}: process list, names and command lines of every process; \
-         executables, container roots (drift, inotify) and socket owners of {others}; \
-         pod sockets {}; short-lived process count {}; stopping processes: {others}",
-        if sockets { "visible" } else { "not visible" },
-        if last_pid { "active" } else { "not available" },
-    );
-    let blind: usize = coverage.unreadable.values().sum();
-    if blind > 0 {
-        let mut why: Vec<String> = coverage
-            .unreadable
-            .iter()
-            .map(|(w, n)| format!("{n} ({w})"))
-            .collect();
-        why.sort();
-        text.push_str(&format!(
-            "; NOT COVERED: drift and identity of {blind} of {} processes: {}",
-            coverage.processes,
-            why.join(", ")
-        ));
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_start_report_never_claims_coverage_it_does_not_have() {
-        let settings = Settings::from_env(|_| None).unwrap();
-        let full = observable_signals(&settings, &Coverage::default());
-        assert!(!full.contains("NOT COVERED"), "{full}");
-        let mut unreadable = HashMap::new();
-        unreadable.insert(Unreadable::OtherUid(0), 2);
-        unreadable.insert(Unreadable::NonDumpable, 1);
-        let partial = observable_signals(
-            &settings,
-            &Coverage {
-                processes: 5,
-                unreadable,
-            },
-        );
-        assert!(
-            partial.contains("NOT COVERED: drift and identity of 3 of 5 processes"),
-            "{partial}"
-        );
-        assert!(
-            partial.contains("2 (uid 0, not the enforcer's)"),
-            "{partial}"
-        );
-        assert!(
-            partial.contains("1 (non-dumpable process of the enforcer's UID)"),
-            "{partial}"
-        );
-    }
 }

@@ -14,13 +14,15 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use palisade_common::policy::Mode;
-use palisade_common::wire::{AgentState, AgentStatus, Event, Heartbeat, ReportBatch};
+use palisade_common::wire::{
+    AgentState, AgentStatus, Event, Heartbeat, ProtectionOff, ReportBatch,
+};
 
 use crate::config::Settings;
 use crate::policy::PolicyHolder;
@@ -51,6 +53,11 @@ struct Shared {
     ids: EventIds,
     dropped: AtomicU64,
     unobserved: AtomicU64,
+    /// What the monitor last found it cannot protect: every heartbeat
+    /// carries it.
+    protections_off: Mutex<Vec<ProtectionOff>>,
+    /// A heartbeat is due now, not at its interval: what it says changed.
+    beat_now: AtomicBool,
     /// No policy service: the log line per event is the report.
     standalone: bool,
     spool_max_bytes: u64,
@@ -136,6 +143,8 @@ impl Reporter {
                 ids: EventIds::new(),
                 dropped: AtomicU64::new(0),
                 unobserved: AtomicU64::new(0),
+                protections_off: Mutex::new(Vec::new()),
+                beat_now: AtomicBool::new(false),
                 standalone,
                 spool_max_bytes,
             }),
@@ -162,6 +171,34 @@ impl Reporter {
     /// Processes that ran unobserved since the enforcer started.
     pub fn unobserved(&self) -> u64 {
         self.shared.unobserved.load(Ordering::Relaxed)
+    }
+
+    /// What the next heartbeats say is off in the pod; a change is sent
+    /// at once rather than at the next interval.
+    pub fn set_protections_off(&self, off: Vec<ProtectionOff>) {
+        let mut current = self
+            .shared
+            .protections_off
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *current == off {
+            return;
+        }
+        *current = off;
+        drop(current);
+        self.shared.beat_now.store(true, Ordering::Relaxed);
+        // The sender waits on the queue's condition variable: taking the
+        // queue's lock orders this wake after its check.
+        drop(self.lock());
+        self.shared.wake.notify_all();
+    }
+
+    pub fn protections_off(&self) -> Vec<ProtectionOff> {
+        self.shared
+            .protections_off
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Events waiting for the service's acknowledgement.
@@ -368,7 +405,8 @@ impl Sender {
             if !batch.is_empty() && (Instant::now() >= self.retry_at || closing.is_some()) {
                 self.deliver(batch);
             }
-            if Instant::now() >= next_heartbeat || closing.is_some() {
+            let beat_now = self.reporter.shared.beat_now.swap(false, Ordering::Relaxed);
+            if Instant::now() >= next_heartbeat || closing.is_some() || beat_now {
                 let state = if closing.is_some() {
                     AgentState::Stopping
                 } else {
@@ -392,7 +430,8 @@ impl Sender {
         loop {
             let now = Instant::now();
             let sendable = !q.pending.is_empty() && now >= self.retry_at;
-            if sendable || q.closing.is_some() || now >= next_heartbeat {
+            let beat_now = self.reporter.shared.beat_now.load(Ordering::Relaxed);
+            if sendable || q.closing.is_some() || now >= next_heartbeat || beat_now {
                 break;
             }
             let mut until = next_heartbeat;
@@ -505,7 +544,7 @@ impl Sender {
                 dropped: self.reporter.dropped(),
                 unobserved: self.reporter.shared.unobserved.load(Ordering::Relaxed),
                 policy_etag: self.policy.current().etag.clone(),
-                protections_off: Vec::new(),
+                protections_off: self.reporter.protections_off(),
             },
         };
         match self.post("heartbeat", &beat)? {
@@ -609,6 +648,25 @@ mod tests {
                 .filter(|p| p.event.kind == EventKind::Behavior)
                 .count(),
             2
+        );
+    }
+
+    #[test]
+    fn a_change_of_what_is_off_is_sent_at_once_and_only_a_change() {
+        use palisade_common::wire::EnforcerProtection;
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), false, 1 << 20);
+        let off = vec![ProtectionOff {
+            protection: EnforcerProtection::Drift,
+            reason: "processes of uid 1000".into(),
+        }];
+        reporter.set_protections_off(off.clone());
+        assert_eq!(reporter.protections_off(), off);
+        assert!(reporter.shared.beat_now.swap(false, Ordering::Relaxed));
+        reporter.set_protections_off(off);
+        assert!(
+            !reporter.shared.beat_now.load(Ordering::Relaxed),
+            "nothing new to say"
         );
     }
 

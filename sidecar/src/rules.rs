@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use palisade_common::launch::COVERAGE_RULE;
-use palisade_common::policy::Mode;
+use palisade_common::policy::{Mode, NonDumpable};
 use palisade_common::wire::{EventKind, RuntimePolicy};
 use sha2::{Digest, Sha256};
 
@@ -42,6 +42,12 @@ pub enum Rule {
     UnobservedProcesses,
     /// What Landlock enforces in one app container, from its launcher.
     LaunchCoverage,
+    /// Someone changed the enforcer's resource limits (`prlimit`): a CPU
+    /// limit gets it killed by the kernel, a file limit blinds it.
+    LimitsChanged,
+    /// The protections the enforcer cannot give its pod changed (a
+    /// process of another UID appeared, or the last one left).
+    ProtectionsChanged,
 }
 
 impl Rule {
@@ -65,6 +71,8 @@ impl Rule {
             Rule::EventsDropped => "agent/events-dropped",
             Rule::UnobservedProcesses => "agent/unobserved-processes",
             Rule::LaunchCoverage => COVERAGE_RULE,
+            Rule::LimitsChanged => "agent/limits-changed",
+            Rule::ProtectionsChanged => "agent/protections-changed",
         }
     }
 
@@ -87,7 +95,9 @@ impl Rule {
             | Rule::AgentStopped
             | Rule::EventsDropped
             | Rule::UnobservedProcesses
-            | Rule::LaunchCoverage => EventKind::Agent,
+            | Rule::LaunchCoverage
+            | Rule::LimitsChanged
+            | Rule::ProtectionsChanged => EventKind::Agent,
         }
     }
 
@@ -105,7 +115,7 @@ impl Rule {
     }
 }
 
-const ALL_RULES: [Rule; 18] = [
+const ALL_RULES: [Rule; 20] = [
     Rule::ForeignLibrary,
     Rule::ScriptFromTmp,
     Rule::FilelessExec,
@@ -124,6 +134,8 @@ const ALL_RULES: [Rule; 18] = [
     Rule::EventsDropped,
     Rule::UnobservedProcesses,
     Rule::LaunchCoverage,
+    Rule::LimitsChanged,
+    Rule::ProtectionsChanged,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,6 +148,9 @@ pub enum Priority {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Killed,
+    /// Several processes stopped because any of them could be the one
+    /// (see `hidden::hidden_owner`).
+    KilledAll(usize),
     /// The kernel refused the signal (errno text).
     KillFailed(String),
     NotKilled(NotKilled),
@@ -159,6 +174,10 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Killed => f.write_str("killed"),
+            Action::KilledAll(n) => write!(
+                f,
+                "killed: all {n} non-dumpable processes that could hold it"
+            ),
             Action::KillFailed(e) => write!(f, "kill-failed: {e}"),
             Action::NotKilled(NotKilled::Exited) => f.write_str("not-killed: process exited"),
             Action::NotKilled(NotKilled::OwnerHidden) => f.write_str(
@@ -175,7 +194,7 @@ impl fmt::Display for Action {
 }
 
 /// Why /proc/PID/exe could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Unreadable {
     /// Same UID and GID as the enforcer, yet hidden: the process is
     /// non-dumpable.
@@ -240,11 +259,11 @@ impl Weight {
 }
 
 /// The first policy of the highest weight.
-pub fn weightiest<'a>(
+pub fn weightiest<'a, W: Ord + Copy>(
     policies: impl Iterator<Item = &'a RuntimePolicy>,
-    weight: impl Fn(&RuntimePolicy) -> Weight,
+    weight: impl Fn(&RuntimePolicy) -> W,
 ) -> Option<&'a RuntimePolicy> {
-    let mut best: Option<(&RuntimePolicy, Weight)> = None;
+    let mut best: Option<(&RuntimePolicy, W)> = None;
     for p in policies {
         let w = weight(p);
         if best.is_none_or(|(_, b)| w > b) {
@@ -417,14 +436,14 @@ pub fn judge_process<'p>(
     verdicts
 }
 
-/// Whether a process that broke `broken` (rule and the mode of the policy
-/// it broke) is killed: an enforcing policy says so, except for a
-/// non-dumpable process, which is reported only (some programs, agents
-/// holding keys, do it for good reasons).
-pub fn kills(broken: impl IntoIterator<Item = (Rule, Mode)>) -> bool {
-    broken
-        .into_iter()
-        .any(|(rule, mode)| mode == Mode::Enforce && rule != Rule::NonDumpableProcess)
+/// Whether a process that broke `broken` (each rule with the mode it is
+/// acted on in and what its policy says about hidden processes) is killed:
+/// an enforcing policy says so, for hiding alone only when that policy
+/// stops hidden processes (`nonDumpable: kill`, its default).
+pub fn kills(broken: impl IntoIterator<Item = (Rule, Mode, NonDumpable)>) -> bool {
+    broken.into_iter().any(|(rule, mode, hidden)| {
+        mode == Mode::Enforce && (rule != Rule::NonDumpableProcess || hidden == NonDumpable::Kill)
+    })
 }
 
 /// What a socket is, for the pod's policy.
@@ -703,13 +722,16 @@ mod tests {
     }
 
     #[test]
-    fn only_enforcing_policies_kill_and_never_for_hiding_alone() {
-        assert!(kills([(Rule::DeniedProcess, Mode::Enforce)]));
-        assert!(!kills([(Rule::DeniedProcess, Mode::Audit)]));
-        assert!(!kills([(Rule::NonDumpableProcess, Mode::Enforce)]));
+    fn only_enforcing_policies_kill_and_for_hiding_alone_only_where_the_policy_says_so() {
+        use NonDumpable::{Kill, Report};
+        assert!(kills([(Rule::DeniedProcess, Mode::Enforce, Report)]));
+        assert!(!kills([(Rule::DeniedProcess, Mode::Audit, Kill)]));
+        assert!(kills([(Rule::NonDumpableProcess, Mode::Enforce, Kill)]));
+        assert!(!kills([(Rule::NonDumpableProcess, Mode::Audit, Kill)]));
+        assert!(!kills([(Rule::NonDumpableProcess, Mode::Enforce, Report)]));
         assert!(kills([
-            (Rule::NonDumpableProcess, Mode::Enforce),
-            (Rule::ExecFromTmp, Mode::Enforce)
+            (Rule::NonDumpableProcess, Mode::Enforce, Report),
+            (Rule::DeniedProcess, Mode::Enforce, Report)
         ]));
     }
 

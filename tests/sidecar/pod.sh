@@ -19,6 +19,13 @@ mkdir -p "$W/upper/usr/local/bin" "$W/upper/app"
 cp /bin/sleep "$W/upper/usr/local/bin/napper"
 printf 'napper' >>"$W/upper/usr/local/bin/napper"
 cp /bin/sleep "$W/upper/app/worker"
+# Image programs five directories deep, in a program directory and
+# outside any: in the image, so never drift (each its own content).
+mkdir -p "$W/upper/app/vendor/a/b/c/bin" "$W/upper/srv/tools/x/y/z/bin"
+cp /bin/sleep "$W/upper/app/vendor/a/b/c/bin/tool"
+printf 'vendor-tool' >>"$W/upper/app/vendor/a/b/c/bin/tool"
+cp /bin/sleep "$W/upper/srv/tools/x/y/z/bin/tool2"
+printf 'srv-tool' >>"$W/upper/srv/tools/x/y/z/bin/tool2"
 chown -R "$APP_UID:$APP_UID" "$W/upper/app"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/ovwork" "$W/merged"
 mount --rbind /dev "$W/merged/dev"
