@@ -85,7 +85,7 @@ e2e-kube: e2e-binaries build-static chart ## End-to-end against a real kube-apis
 
 e2e-pod: build-static ## Enforcer in a simulated pod (namespaces, overlayfs) with a real policy service
 	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_LAUNCH_BIN=$(LAUNCH_BIN) \
-	  bash tests/sidecar/run.sh
+	  bash tests/enforcer/run.sh
 
 e2e-node: e2e-binaries images chart ## Palisade's chart and enforcer in running Pods on a real node (kubelet, containerd); needs root
 	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_IMAGES_DIR=$(IMAGES_DIR) PALISADE_BIN=$(PALISADE_STATIC) PALISADE_CHART=$(CHART_DIR) \
@@ -97,7 +97,7 @@ e2e-launcher: build-static ## The Landlock launcher against the real kernel (att
 bench-detection: build-static ## Enforcer detection rates by process lifetime, CPU under exec churn and idle (simulated pod; needs root; updates bench/RESULTS.md)
 	PALISADE_BIN=$(PALISADE_STATIC) PALISADE_ENFORCER_BIN=$(ENFORCER_BIN) PALISADE_LAUNCH_BIN=$(LAUNCH_BIN) \
 	  PALISADE_DETECTION_TABLE=1 PALISADE_CHURN_TABLE=1 \
-	  PALISADE_POD_RESULTS=target/pod-results.txt bash tests/sidecar/run.sh
+	  PALISADE_POD_RESULTS=target/pod-results.txt bash tests/enforcer/run.sh
 	PALISADE_POD_RESULTS=target/pod-results.txt bash bench/images.sh --update-detection bench/RESULTS.md
 
 bench-audit: e2e-binaries build-static ## Background audit at 1000 workloads on a real control plane: writes, time, memory (updates bench/RESULTS.md)

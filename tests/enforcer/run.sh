@@ -51,7 +51,7 @@ trap cleanup EXIT
 # The launcher where the injector's volume puts it: read-only for the app.
 install -D -m 755 "$LAUNCHER" "$W/upper/palisade/launch/palisade-launch"
 unshare --pid --fork --mount-proc --net --mount --propagation private \
-  bash "$ROOT/tests/sidecar/pod.sh" "$W" >"$W/pod.log" 2>&1 &
+  bash "$ROOT/tests/enforcer/pod.sh" "$W" >"$W/pod.log" 2>&1 &
 echo $! >"$W/unshare.pid"
 for _ in $(seq 100); do [[ -f "$W/pod-ready" ]] && break; sleep 0.1; done
 [[ -f "$W/pod-ready" ]] || { cat "$W/pod.log"; exit 1; }
@@ -713,7 +713,7 @@ print(n)")
       result "| $held | $rate | $started | $(centi "$cpu") % |"
       # The targets (issue 21) are set at 200; 1,000 shows what the pod's
       # size still costs (old processes re-read once an interval while
-      # exec signals come, see sidecar/src/schedule.rs).
+      # exec signals come, see sidecar/enforcer/src/schedule.rs).
       case "$held/$rate" in
         200/20) check "exec churn at 20/s with 200 processes: enforcer under 3% CPU" test "$cpu" -le 300 ;;
         200/100) check "exec churn at 100/s with 200 processes: enforcer under 10% CPU" test "$cpu" -le 1000 ;;
@@ -725,7 +725,7 @@ fi
 
 [[ -z "${PAUSE_AT_END:-}" ]] || sleep "$PAUSE_AT_END"
 log ""
-log "sidecar e2e: $PASSED passed, ${#FAILED[@]} failed"
+log "enforcer e2e: $PASSED passed, ${#FAILED[@]} failed"
 if ((${#FAILED[@]})); then printf '  failed: %s\n' "${FAILED[@]}"; exit 1; fi
 if [[ -n "${PALISADE_POD_RESULTS:-}" ]]; then
   mkdir -p "$(dirname "$PALISADE_POD_RESULTS")"
