@@ -244,7 +244,13 @@ pub fn task_exists(proc_root: &Path, pid: i32) -> bool {
 }
 
 pub fn cmdline(proc_root: &Path, pid: i32) -> Vec<String> {
-    read_all(&pid_path(proc_root, pid, "cmdline"), 1024)
+    nul_separated(&pid_path(proc_root, pid, "cmdline"), 1024)
+}
+
+/// The non-empty NUL-separated strings of a /proc file (`cmdline`,
+/// `environ`); empty when it cannot be read.
+fn nul_separated(path: &Path, capacity: usize) -> Vec<String> {
+    read_all(path, capacity)
         .map(|raw| {
             raw.split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
@@ -266,14 +272,7 @@ pub fn has_arguments(proc_root: &Path, pid: i32) -> bool {
 
 /// `KEY=value` entries of the process's environment (same UID only).
 pub fn environ(proc_root: &Path, pid: i32) -> Vec<String> {
-    read_all(&pid_path(proc_root, pid, "environ"), 4096)
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_separated(&pid_path(proc_root, pid, "environ"), 4096)
 }
 
 /// Paths of the executable mappings in /proc/PID/maps (same UID only),

@@ -1,5 +1,5 @@
 //! Why a pod gets no enforcer, or a weaker one: typed, so the status
-//! annotation, audit annotations, metric labels and the README speak of the
+//! annotation, audit annotations, metric labels and the docs speak of the
 //! same finite set (like linkerd's injection reason codes).
 
 use std::fmt;
