@@ -333,6 +333,15 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((\"127.0.0.1\", '"$PORT"'))
 s.listen(1)"' "$NET_POLICY"
         works "without a TCP allow-list, MPTCP sockets work" "$(mptcp_bind $((PORT + 4)))"
+        # An io_uring makes sockets (IORING_OP_SOCKET) without the socket()
+        # call the filter checks: refused wherever MPTCP is.
+        uring_setup="$PY"' -c "import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); p = ctypes.create_string_buffer(120); r = libc.syscall(425, 8, p); sys.exit(0) if r >= 0 else sys.exit(os.strerror(ctypes.get_errno()))"'
+        if as_app /bin/sh -c "$uring_setup" 2>/dev/null; then
+            attack "an io_uring (sockets without socket()) cannot be set up where TCP allow-lists are enforced" "$EPERM" \
+                "$uring_setup" "$NET_POLICY"
+        else
+            note "skipped io_uring: it is disabled on this kernel even without the launcher"
+        fi
     else
         note "skipped MPTCP: net.mptcp.enabled is not 1 here"
     fi

@@ -44,6 +44,9 @@ pub enum Protection {
     /// No MPTCP sockets, which Landlock's TCP rules do not cover; seccomp,
     /// requested where a TCP allow-list is.
     MptcpDenied,
+    /// No io_uring, which makes sockets without the `socket` call; seccomp,
+    /// requested with `MptcpDenied`.
+    IoUringDenied,
     /// No execution of memfds. Landlock does not check anonymous files
     /// against path rules, so this comes from the pid namespace's
     /// `vm.memfd_noexec = 2` (inherited from the node), or from the
@@ -81,6 +84,7 @@ impl Protection {
             Self::SignalScoped | Self::AbstractUnixSocketsScoped => landlock(6),
             Self::ForeignResourceLimitsDenied => Source::Seccomp(Refusal::ForeignResourceLimits),
             Self::MptcpDenied => Source::Seccomp(Refusal::MptcpSockets),
+            Self::IoUringDenied => Source::Seccomp(Refusal::IoUring),
             Self::MemfdExecDenied => Source::MemfdNoexec,
         }
     }
@@ -202,6 +206,9 @@ pub fn requested(plan: &RulesetPlan) -> Vec<Protection> {
     }
     if plan.refusals.contains(&Refusal::MptcpSockets) {
         wanted.push(Protection::MptcpDenied);
+    }
+    if plan.refusals.contains(&Refusal::IoUring) {
+        wanted.push(Protection::IoUringDenied);
     }
     wanted.push(Protection::MemfdExecDenied);
     wanted

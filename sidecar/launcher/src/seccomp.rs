@@ -31,6 +31,7 @@ fn numbers(call: Syscall) -> Vec<i64> {
     let native = match call {
         Syscall::Prlimit64 => nix::libc::SYS_prlimit64,
         Syscall::Socket => nix::libc::SYS_socket,
+        Syscall::IoUringSetup => nix::libc::SYS_io_uring_setup,
         Syscall::MemfdCreate => nix::libc::SYS_memfd_create,
     };
     #[cfg(target_arch = "x86_64")]
@@ -71,6 +72,7 @@ fn program(refusal: Refusal) -> Result<BpfProgram, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|_| SeccompError::Architecture(std::env::consts::ARCH))?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut unconditional = Vec::new();
     for m in refusal.matches() {
         let conditions = m
             .all
@@ -78,10 +80,14 @@ fn program(refusal: Refusal) -> Result<BpfProgram, SeccompError> {
             .map(|t| condition(*t))
             .collect::<Result<Vec<_>, _>>()?;
         for number in numbers(m.syscall) {
-            rules
-                .entry(number)
-                .or_default()
-                .push(SeccompRule::new(conditions.clone())?);
+            let chain = rules.entry(number).or_default();
+            if conditions.is_empty() {
+                // seccompiler's form of "every call": no rule at all.
+                chain.clear();
+                unconditional.push(number);
+            } else if !unconditional.contains(&number) {
+                chain.push(SeccompRule::new(conditions.clone())?);
+            }
         }
     }
     let filter = SeccompFilter::new(
@@ -168,6 +174,27 @@ mod tests {
         let said = String::from_utf8_lossy(&foreign.stderr);
         assert!(said.contains("Operation not permitted"), "{said}");
         assert_eq!(own, Ok(()));
+    }
+
+    #[test]
+    fn the_kernel_refuses_io_uring_as_a_kernel_with_it_disabled_would() {
+        // io_uring_setup(0, NULL) from a child (it inherits the filter):
+        // the kernel itself answers EINVAL for 0 entries, the filter EPERM
+        // before the kernel looks.
+        let errno_of_setup = || {
+            let out = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import ctypes; libc = ctypes.CDLL(None, use_errno=True); \
+                     libc.syscall(425, 0, None); print(ctypes.get_errno())",
+                ])
+                .output()
+                .expect("python3 runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_ne!(errno_of_setup(), "1", "without the filter, not EPERM");
+        let confined_errno = confined(&[Refusal::IoUring], errno_of_setup);
+        assert_eq!(confined_errno, (Errno::EPERM as i32).to_string());
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum Refusal {
     /// kernel without MPTCP answers, so programs that try MPTCP first (Go's
     /// listeners do) fall back to TCP, which the rules govern.
     MptcpSockets,
+    /// `io_uring_setup`, wherever MPTCP is refused: an io_uring makes
+    /// sockets (`IORING_OP_SOCKET`) without the `socket` call the filter
+    /// sees. Answered as a kernel with io_uring disabled answers
+    /// (`kernel.io_uring_disabled`), which programs survive by falling back
+    /// to ordinary calls.
+    IoUring,
     /// `memfd_create` without `MFD_NOEXEC_SEAL`: a memfd has no path, so
     /// Landlock never sees its execution. Opt-in, because programs create
     /// memfds for shared memory and JIT double-mapping without the flag;
@@ -62,6 +68,7 @@ pub struct Match {
 pub enum Syscall {
     Prlimit64,
     Socket,
+    IoUringSetup,
     MemfdCreate,
 }
 
@@ -94,6 +101,10 @@ impl Refusal {
                 // socket(domain, type, protocol)
                 all: vec![ArgTest::Equals32(2, IPPROTO_MPTCP)],
             }],
+            Refusal::IoUring => vec![Match {
+                syscall: Syscall::IoUringSetup,
+                all: Vec::new(),
+            }],
             Refusal::ExecutableMemfd => vec![
                 // memfd_create(name, flags): neither sealed against
                 // execution, nor asking for it explicitly.
@@ -113,6 +124,7 @@ impl Refusal {
         match self {
             Refusal::ForeignResourceLimits => Answer::NotPermitted,
             Refusal::MptcpSockets => Answer::ProtocolNotSupported,
+            Refusal::IoUring => Answer::NotPermitted,
             Refusal::ExecutableMemfd => Answer::NoSuchCall,
         }
     }
@@ -125,6 +137,7 @@ pub fn requested(plan: &RulesetPlan, deny_executable_memfd: bool) -> Vec<Refusal
     let mut refusals = vec![Refusal::ForeignResourceLimits];
     if plan.tcp.bind.is_some() || plan.tcp.connect.is_some() {
         refusals.push(Refusal::MptcpSockets);
+        refusals.push(Refusal::IoUring);
     }
     if deny_executable_memfd {
         refusals.push(Refusal::ExecutableMemfd);
@@ -212,9 +225,15 @@ mod tests {
         for r in [
             Refusal::ForeignResourceLimits,
             Refusal::MptcpSockets,
+            Refusal::IoUring,
             Refusal::ExecutableMemfd,
         ] {
-            for call in [Syscall::Prlimit64, Syscall::Socket, Syscall::MemfdCreate] {
+            for call in [
+                Syscall::Prlimit64,
+                Syscall::Socket,
+                Syscall::IoUringSetup,
+                Syscall::MemfdCreate,
+            ] {
                 if r.matches().iter().all(|m| m.syscall != call) {
                     assert!(!refuses(r, call, [u64::MAX; 6]), "{r:?} on {call:?}");
                 }
@@ -232,7 +251,11 @@ mod tests {
             bind: Some(vec![8080]),
             connect: None,
         };
-        assert!(requested(&plan(bind), false).contains(&Refusal::MptcpSockets));
+        assert!(requested(&plan(bind.clone()), false).contains(&Refusal::MptcpSockets));
+        assert!(
+            requested(&plan(bind), false).contains(&Refusal::IoUring),
+            "io_uring makes sockets without socket()"
+        );
         let connect = TcpRequest {
             bind: None,
             connect: Some(vec![443]),
