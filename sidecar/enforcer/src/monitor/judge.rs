@@ -1,0 +1,426 @@
+//! Judging one process: its container's baseline, drift, hidden
+//! (non-dumpable) processes, names and content identity, and the kill.
+
+use super::*;
+
+impl Monitor {
+    /// The container's baseline and watches, set up the first time one of
+    /// its processes is seen.
+    pub(super) fn container(&mut self, pid: i32, bundle: &RuntimeBundle) -> Option<(u64, u64)> {
+        let id = procfs::root_id(self.proc_root(), pid)?;
+        let root = self.proc_root().join(pid.to_string()).join("root");
+        if !self.containers.contains_key(&id) {
+            // Watch first: files dropped while the baseline is taken are seen.
+            self.watch_dirs(&root, bundle);
+            let started = Instant::now();
+            let (baseline, source) = Baseline::load_or_scan(&root, &self.settings.state_dir, id);
+            tracing::info!(
+                pid,
+                executables = baseline.len(),
+                complete = baseline.is_complete(),
+                took_ms = started.elapsed().as_millis() as u64,
+                source = match source {
+                    BaselineSource::Scanned => "scanned",
+                    BaselineSource::Persisted => "kept from the container's first look",
+                },
+                "baseline for a container"
+            );
+            self.containers.insert(
+                id,
+                Container {
+                    baseline,
+                    source,
+                    denied_for: String::new(),
+                    denied_content: Vec::new(),
+                },
+            );
+            // The walk read every program: those opens are not execs.
+            if let Some(f) = self.files.as_mut() {
+                f.forget_opens();
+            }
+            // The walk's transient allocations are freed; hand the pages
+            // back so they do not count against the pod's memory.
+            // SAFETY: malloc_trim only releases free heap memory.
+            #[cfg(target_env = "gnu")]
+            #[allow(unsafe_code)]
+            unsafe {
+                nix::libc::malloc_trim(0);
+            }
+        }
+        let container = self.containers.get_mut(&id)?;
+        if container.denied_for != bundle.etag {
+            container.denied_for = bundle.etag.clone();
+            container.denied_content = denied_content(&root, &mut container.baseline, bundle);
+            if let Some(f) = self.files.as_mut() {
+                f.forget_opens();
+            }
+        }
+        Some(id)
+    }
+
+    pub(super) fn evaluate_process(
+        &mut self,
+        proc: &Proc,
+        exe: io::Result<String>,
+        bundle: &RuntimeBundle,
+        may_defer: bool,
+    ) -> View {
+        let argv: Vec<String> = procfs::cmdline(self.proc_root(), proc.pid)
+            .into_iter()
+            .take(MAX_ARGS)
+            .collect();
+        // Between switching to the new program and laying out its
+        // arguments, an exec shows the new executable with no arguments
+        // (and maybe the old name): judged on the next pass instead.
+        if may_defer && exe.is_ok() && argv.is_empty() {
+            return View::MidExec;
+        }
+        let root = self.proc_root().join(proc.pid.to_string()).join("root");
+        let root_id = self.container(proc.pid, bundle);
+        let mut violations = Vec::new();
+        let mut exe_path = None;
+        let mut sha256 = None;
+        let mut identity = ExeIdentity::default();
+        match &exe {
+            Ok(link) => {
+                self.hidden.remove(&proc.pid);
+                self.transitions.remove(&proc.pid);
+                let root_link = procfs::root_link(self.proc_root(), proc.pid);
+                let (path, deleted) = drift::container_path(link, root_link.as_deref());
+                identity = self.identity(proc.pid, &path, root_id);
+                sha256 = identity.sha256;
+                if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
+                    // Processes already running when a container's first
+                    // baseline is taken predate it: only what the path tells
+                    // counts for them. A baseline kept from before a restart
+                    // judges everything.
+                    let baseline = root_id
+                        .and_then(|id| self.containers.get(&id))
+                        .filter(|c| !self.first_pass || c.source == BaselineSource::Persisted)
+                        .map(|c| &c.baseline);
+                    let file = drift::inside(&root, &path);
+                    let now = std::fs::metadata(&file)
+                        .ok()
+                        .map(|m| drift::Entry::of(&m, None));
+                    let image = drift::image_check(baseline, &path, now.as_ref(), || {
+                        drift::hash_file(&file, drift::HASH_LIMIT)
+                    });
+                    let temp_dirs = watched_paths(bundle);
+                    for finding in drift::classify(&path, deleted, &temp_dirs, image) {
+                        let message = match &finding {
+                            drift::Finding::Fileless => {
+                                format!("{} runs from memory ({path})", proc.comm)
+                            }
+                            drift::Finding::Deleted => {
+                                format!("{} runs a deleted executable {path}", proc.comm)
+                            }
+                            drift::Finding::FromTemporaryDir(dir) => {
+                                format!("{path} executed from {dir}")
+                            }
+                            drift::Finding::NotInImage => {
+                                format!("{path} is not in the container image")
+                            }
+                            drift::Finding::Modified => {
+                                format!("{path} changed since the container started")
+                            }
+                        };
+                        violations.push(Violation {
+                            rule: finding.rule(),
+                            policy,
+                            message,
+                        });
+                    }
+                }
+                if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
+                    self.foreign_code(
+                        proc,
+                        root_link.as_deref(),
+                        &path,
+                        bundle,
+                        policy,
+                        &mut violations,
+                    );
+                }
+                exe_path = Some(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let why = procfs::ids(self.proc_root(), proc.pid)
+                    .map(|ids| rules::why_unreadable(ids, self.own_uid, self.own_gid));
+                if let Some(why) = why {
+                    self.hidden.insert(proc.pid, why);
+                    // Its name is all that is left to judge it by (stat
+                    // stays readable): a name the policy allows to hide is
+                    // left alone; anything else is judged once a credential
+                    // change that may have hidden it has had its moment
+                    // (`judged_now`), and stopped where the policy says so
+                    // (see `kills`).
+                    let policy = hidden::judge_non_dumpable(&bundle.policies, &proc.comm, |p| {
+                        self.weight(p, Rule::NonDumpableProcess)
+                    });
+                    let judged = matches!((why, policy), (Unreadable::NonDumpable, Some(_)))
+                        && self.judged_now(proc);
+                    if let (true, Some(policy)) = (judged, policy) {
+                        violations.push(Violation {
+                            rule: Rule::NonDumpableProcess,
+                            policy,
+                            message: format!(
+                                "{} (pid {}) runs as the enforcer's UID but made itself \
+                                 non-dumpable: its executable, root and sockets cannot be checked",
+                                proc.comm, proc.pid
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        let exe_name = exe_path.as_deref().map(rules::base_name);
+        let names: Vec<&str> = std::iter::once(proc.comm.as_str())
+            .chain(exe_name)
+            .collect();
+        let applet = if identity.multicall {
+            rules::applet(exe_name.unwrap_or_default(), &argv)
+        } else {
+            None
+        };
+        let denied_content = root_id
+            .and_then(|id| self.containers.get(&id))
+            .map(|c| c.denied_content.as_slice())
+            .unwrap_or_default();
+        let process = rules::ProcessNames {
+            names: &names,
+            applet,
+            identity: &identity,
+            denied_content,
+        };
+        for verdict in
+            rules::judge_process(&bundle.policies, &process, |p, rule| self.weight(p, rule))
+        {
+            let rule = verdict.rule();
+            let (policy, message) = match verdict {
+                ProcessVerdict::Denied(policy, by) => (
+                    policy,
+                    format!("denied process {} started ({by})", proc.comm),
+                ),
+                ProcessVerdict::Unexpected(policy) => (
+                    policy,
+                    format!("process {} is not in the allowed list", proc.comm),
+                ),
+            };
+            violations.push(Violation {
+                rule,
+                policy,
+                message,
+            });
+        }
+        // Drift findings were attributed before their rules were known:
+        // each goes to the weightiest drift policy for its own rule (one
+        // policy's exception must not silence another's enforcement).
+        for v in &mut violations {
+            if v.rule.kind() == EventKind::Drift {
+                let drift = bundle.policies.iter().filter(|p| p.rules.drift);
+                if let Some(policy) = rules::weightiest(drift, |p| self.weight(p, v.rule)) {
+                    v.policy = policy;
+                }
+            }
+        }
+        violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
+        if violations.is_empty() {
+            return View::Complete;
+        }
+        let info = ProcessInfo {
+            pid: proc.pid,
+            ppid: proc.ppid,
+            uid: procfs::uid(self.proc_root(), proc.pid),
+            comm: proc.comm.clone(),
+            exe: exe_path,
+            cmdline: argv,
+            sha256: sha256.map(hex::encode),
+        };
+        let action = rules::kills(
+            violations
+                .iter()
+                .map(|v| (v.rule, self.acted_mode(v), v.policy.rules.non_dumpable)),
+        )
+        .then(|| procfs::kill_exact(self.proc_root(), proc.pid, proc.start));
+        for v in violations {
+            let id = process_event_id(&v, self.acted_mode(&v), proc);
+            self.emit(&v, id, Some(info.clone()), action.clone());
+        }
+        View::Complete
+    }
+
+    /// Whether a non-dumpable process is judged on this look, or left the
+    /// time `hidden::grace` gives it to finish a credential change
+    /// (`settle_hidden` looks again once that is up).
+    pub(super) fn judged_now(&mut self, proc: &Proc) -> bool {
+        if let Some(t) = self
+            .transitions
+            .get(&proc.pid)
+            .filter(|t| t.start == proc.start)
+        {
+            let due = t.since.elapsed() >= t.grace;
+            if due {
+                self.transitions.remove(&proc.pid);
+            }
+            return due;
+        }
+        let known_for = self
+            .known
+            .get(&proc.pid)
+            .filter(|seen| seen.start == proc.start)
+            .map_or(Duration::ZERO, |seen| seen.first_seen.elapsed());
+        let origin = if self.hidden.get(&proc.ppid) == Some(&Unreadable::NonDumpable) {
+            Origin::HiddenParent
+        } else if proc.ppid == 0
+            && owners::alone_in_cgroup(self.proc_root(), proc.pid, &[self.self_pid])
+        {
+            Origin::NewContainer
+        } else {
+            Origin::Other
+        };
+        let grace = hidden::grace(origin);
+        if known_for >= grace || self.transitions.len() >= MAX_TRANSITIONS {
+            return true;
+        }
+        let now = Instant::now();
+        self.transitions.insert(
+            proc.pid,
+            Transition {
+                start: proc.start,
+                since: now.checked_sub(known_for).unwrap_or(now),
+                grace,
+            },
+        );
+        false
+    }
+
+    /// Judges the non-dumpable processes whose grace is up and that are
+    /// still hidden (one that exec'd since was judged for what it runs).
+    pub fn settle_hidden(&mut self) {
+        if self.transitions.is_empty() {
+            return;
+        }
+        let due: Vec<(i32, u64)> = self
+            .transitions
+            .iter()
+            .filter(|(_, t)| t.since.elapsed() >= t.grace)
+            .map(|(pid, t)| (*pid, t.start))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let bundle = self.policy.current();
+        for (pid, start) in due {
+            match procfs::read(self.proc_root(), pid) {
+                Some(proc) if proc.start == start => {
+                    // What was judged of it is judged again, now.
+                    if let Some(seen) = self.known.get_mut(&pid) {
+                        seen.image.clear();
+                    }
+                    self.observe(proc, &bundle);
+                }
+                _ => {}
+            }
+            self.transitions.remove(&pid);
+        }
+    }
+
+    /// Libraries and scripts that are not the image's: what an exec check
+    /// alone misses (an image interpreter running a dropped script, an
+    /// image program with a dropped library preloaded).
+    pub(super) fn foreign_code<'a>(
+        &self,
+        proc: &Proc,
+        root_link: Option<&Path>,
+        exe: &str,
+        bundle: &RuntimeBundle,
+        policy: &'a RuntimePolicy,
+        violations: &mut Vec<Violation<'a>>,
+    ) {
+        let temp_dirs = watched_paths(bundle);
+        let mapped = procfs::executable_mappings(self.proc_root(), proc.pid);
+        let inside: Vec<String> = mapped
+            .iter()
+            .map(|m| {
+                let (p, deleted) = drift::container_path(m, root_link);
+                if deleted {
+                    format!("{p} (deleted)")
+                } else {
+                    p
+                }
+            })
+            // The executable itself is judged by the exec rules.
+            .filter(|p| p.trim_end_matches(" (deleted)") != exe && !p.starts_with("/memfd:"))
+            .collect();
+        let mut libraries = rules::foreign_mappings(inside.iter().map(String::as_str), &temp_dirs);
+        for p in rules::preload_from_tmp(&procfs::environ(self.proc_root(), proc.pid), &temp_dirs) {
+            if !libraries.contains(&p) {
+                libraries.push(p);
+            }
+        }
+        if !libraries.is_empty() {
+            violations.push(Violation {
+                rule: Rule::ForeignLibrary,
+                policy,
+                message: format!(
+                    "{} loads code that is not in the image: {}",
+                    proc.comm,
+                    libraries.join(", ")
+                ),
+            });
+        }
+        let argv = procfs::cmdline(self.proc_root(), proc.pid);
+        if let Some(script) = rules::script_from_tmp(rules::base_name(exe), &argv, &temp_dirs) {
+            violations.push(Violation {
+                rule: Rule::ScriptFromTmp,
+                policy,
+                message: format!(
+                    "{} runs the script {script} from a temporary directory",
+                    proc.comm
+                ),
+            });
+        }
+    }
+
+    /// Content identity of a process's executable: from the baseline when
+    /// the file is the image's unchanged one, else hashed (once per file
+    /// version, cached).
+    pub(super) fn identity(
+        &mut self,
+        pid: i32,
+        path: &str,
+        root_id: Option<(u64, u64)>,
+    ) -> ExeIdentity {
+        let exe = self.proc_root().join(pid.to_string()).join("exe");
+        let Ok(meta) = std::fs::metadata(&exe) else {
+            return ExeIdentity::default();
+        };
+        let key = (meta.dev(), meta.ino(), meta.ctime(), meta.size());
+        if let Some(found) = self.identities.get(&key) {
+            return found.clone();
+        }
+        let now = drift::Entry::of(&meta, None);
+        let proc_root = self.settings.proc_root.clone();
+        let hash = || drift::hash_exe(&proc_root, pid, drift::HASH_LIMIT);
+        let sha256 = match root_id.and_then(|id| self.containers.get_mut(&id)) {
+            Some(c) if c.baseline.get(path).is_some() => c
+                .baseline
+                .content(path, &now, hash)
+                .or_else(|| drift::hash_exe(&proc_root, pid, drift::HASH_LIMIT)),
+            _ => hash(),
+        };
+        // The enforcer's own reads look like execs to the watcher.
+        if let Some(f) = self.files.as_mut() {
+            f.forget_opens();
+        }
+        // Hard-linked busybox installs name it `sh`, `ls`...: many links.
+        let multicall = rules::is_multicall(rules::base_name(path)) || meta.nlink() > 8;
+        let identity = ExeIdentity { sha256, multicall };
+        if self.identities.len() >= IDENTITY_CACHE_MAX {
+            self.identities.clear();
+        }
+        self.identities.insert(key, identity.clone());
+        identity
+    }
+}

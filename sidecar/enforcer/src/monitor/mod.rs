@@ -1,0 +1,548 @@
+//! The enforcer's I/O side: what /proc, inotify and the socket tables say,
+//! judged by `rules` against the runtime policy; violations reported and,
+//! under enforce policies, the offending process killed where permitted.
+//!
+//! Passes are driven by events, not only by the clock: an open in a
+//! program or library directory (every exec does one) or a move of the PID
+//! namespace's last-PID counter (every fork does one) starts a pass at
+//! once, so short-lived processes are judged while they still exist. What
+//! still slips between two passes is counted from the last-PID counter and
+//! reported as `agent/unobserved-processes`, never silently lost.
+//!
+//! The state and the tick live here; `pass` looks at processes, `judge`
+//! judges one, `network` the pod's sockets, `new_files` dropped
+//! executables.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use palisade_common::exception::{Decision, PolicyException, Target};
+use palisade_common::net::EgressRule;
+use palisade_common::policy::Mode;
+use palisade_common::wire::{Event, EventKind, ProcessInfo, RuntimeBundle, RuntimePolicy};
+
+use crate::config::Settings;
+use crate::coverage::{Coverage, Signal};
+use crate::drift::{self, Baseline, BaselineSource};
+use crate::files::{FileWatcher, NewExecutable, Purpose};
+use crate::hidden::{self, Candidate, HiddenOwner, Origin};
+use crate::owners::{self, Holder};
+use crate::policy::PolicyHolder;
+use crate::procfs::{self, Proc};
+use crate::report::{now_ms, Reporter};
+use crate::rules::{
+    self, strictest, Action, ExeIdentity, NotKilled, ProcessVerdict, Rule, SocketRole, Unreadable,
+    Weight,
+};
+use crate::schedule::{self, ListAll, Look, PidWindow, Schedule, Settled, YOUNG};
+use crate::sockets::{self, Proto, Socket};
+
+mod judge;
+mod network;
+mod new_files;
+mod pass;
+
+const MAX_ARGS: usize = 16;
+
+/// Where programs and the dynamic loader live: every exec of a program
+/// from the image, and every exec of a dynamically linked one from
+/// anywhere, opens a file in one of these.
+const EXEC_DIRS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
+
+/// A process as last seen: a change of start time or executable is a new
+/// exec (or, for the executable link, a deletion).
+/// A non-dumpable process given `grace` (see `hidden::grace`) since
+/// `since` before it is judged.
+struct Transition {
+    start: u64,
+    since: Instant,
+    grace: Duration,
+}
+
+/// Processes in transition at most; beyond, each is judged at once.
+const MAX_TRANSITIONS: usize = 1024;
+
+struct Seen {
+    start: u64,
+    image: String,
+    /// Passes left during which an unreadable executable is retried on every
+    /// pass: a container's first process may still be changing to its UID.
+    retries: u8,
+    first_seen: Instant,
+    /// Passes that found it mid-exec and left it for the next.
+    deferred: u8,
+}
+
+impl Seen {
+    fn settled(&self) -> Settled {
+        // Empty: left mid-exec for the next pass.
+        if self.retries > 0 || self.image.is_empty() {
+            Settled::No
+        } else {
+            Settled::Yes
+        }
+    }
+}
+
+const UNREADABLE_RETRIES: u8 = 16;
+
+/// Passes that may leave a mid-exec process for the next one; bounded so a
+/// program started with no arguments at all is still judged.
+const MAX_DEFERRALS: u8 = 3;
+
+/// Whether a process was judged on all it will show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Complete,
+    MidExec,
+}
+
+/// At most one `agent/unobserved-processes` event per this long; the
+/// counts in between are summed into it.
+const UNOBSERVED_REPORT_EVERY: Duration = Duration::from_secs(10);
+const IDENTITY_CACHE_MAX: usize = 1024;
+/// The socket tables are read at least this often even when the pod's
+/// socket counts did not move (one socket replacing another keeps them).
+const FULL_SOCKET_SCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// A broken rule, attributed to the policy that judges it most strictly.
+struct Violation<'a> {
+    rule: Rule,
+    policy: &'a RuntimePolicy,
+    message: String,
+}
+
+/// A container's image as the enforcer knows it.
+struct Container {
+    baseline: Baseline,
+    source: BaselineSource,
+    /// Policy version `denied_content` was computed for.
+    denied_for: String,
+    /// Content of what each denied name is in this image (`sh` -> dash).
+    denied_content: Vec<(String, [u8; 32])>,
+}
+
+/// A socket finding is about this socket of this process: a second
+/// listener on the same port is a second finding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SocketKey {
+    proto: Proto,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    inode: u64,
+}
+
+#[derive(Default)]
+struct Unobserved {
+    pending: u64,
+    last_report: Option<Instant>,
+}
+
+pub struct Monitor {
+    settings: Settings,
+    policy: Arc<PolicyHolder>,
+    reporter: Reporter,
+    self_pid: i32,
+    own_uid: u32,
+    own_gid: u32,
+    known: HashMap<i32, Seen>,
+    /// Rules already reported per process (a re-exec or deletion re-judges
+    /// the process; only what is new is reported).
+    reported: HashSet<(i32, u64, Rule)>,
+    /// Processes whose executable could not be read, and why.
+    hidden: HashMap<i32, Unreadable>,
+    /// Non-dumpable processes left time to finish a credential change.
+    transitions: HashMap<i32, Transition>,
+    containers: HashMap<(u64, u64), Container>,
+    identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
+    files: Option<FileWatcher>,
+    listeners: HashSet<SocketKey>,
+    egress: HashSet<SocketKey>,
+    etag: String,
+    first_pass: bool,
+    last_socket_scan: Option<Instant>,
+    /// Socket counts at the last table read (see `sockets::fingerprint`).
+    socket_counts: Option<Vec<u64>>,
+    last_full_socket_scan: Option<Instant>,
+    /// Which processes each pass looks at (see `schedule`).
+    schedule: Schedule,
+    /// Known processes looked at on every pass: young or unsettled ones.
+    watched: HashSet<i32>,
+    /// PIDs handed out that the last pass found no process for, and
+    /// whether an exec signal came with them: looked at once more before
+    /// they count as unobserved, since the counter moves before a new
+    /// process shows in /proc (and a listing would find it on the next
+    /// pass).
+    unseen: Vec<(i32, bool)>,
+    exec_signals: u32,
+    unobserved: Unobserved,
+    ephemeral: (u16, u16),
+    /// The current bundle's PolicyExceptions and the pod's labels they
+    /// select on (re-read with each new bundle).
+    exceptions: Vec<PolicyException>,
+    labels: BTreeMap<String, String>,
+    /// When the next of them expires.
+    next_expiry: Option<SystemTime>,
+}
+
+impl Monitor {
+    pub fn new(settings: Settings, policy: Arc<PolicyHolder>, reporter: Reporter) -> Self {
+        let files = match FileWatcher::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable; new files are not watched and execs wake no pass");
+                None
+            }
+        };
+        let schedule = Schedule::new(settings.interval, procfs::pid_max(&settings.proc_root));
+        let ephemeral = sockets::ephemeral_ports(&settings.proc_root);
+        Self {
+            settings,
+            policy,
+            reporter,
+            self_pid: std::process::id() as i32,
+            own_uid: nix::unistd::geteuid().as_raw(),
+            own_gid: nix::unistd::getegid().as_raw(),
+            known: HashMap::new(),
+            reported: HashSet::new(),
+            hidden: HashMap::new(),
+            transitions: HashMap::new(),
+            containers: HashMap::new(),
+            identities: HashMap::new(),
+            files,
+            listeners: HashSet::new(),
+            egress: HashSet::new(),
+            etag: String::new(),
+            first_pass: true,
+            last_socket_scan: None,
+            socket_counts: None,
+            last_full_socket_scan: None,
+            schedule,
+            watched: HashSet::new(),
+            unseen: Vec::new(),
+            exec_signals: 0,
+            unobserved: Unobserved::default(),
+            ephemeral,
+            exceptions: Vec::new(),
+            labels: BTreeMap::new(),
+            next_expiry: None,
+        }
+    }
+
+    /// What the PolicyExceptions say now about `policy`'s verdict on a
+    /// `rule` finding in this pod (the same decision admission makes).
+    fn decide(&self, policy: &RuntimePolicy, rule: Rule) -> Decision<'_> {
+        let target = Target {
+            policy: &policy.name,
+            rule: rule.as_str(),
+            namespace: &self.settings.pod.namespace,
+            pod_labels: &self.labels,
+        };
+        PolicyException::decide(&self.exceptions, &target, SystemTime::now())
+    }
+
+    fn exception(&self, v: &Violation<'_>) -> Decision<'_> {
+        self.decide(v.policy, v.rule)
+    }
+
+    /// How much `policy`'s verdict on a `rule` finding weighs (see
+    /// [`Weight`]): an active exception to it weighs less than enforcement.
+    fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
+        match self.decide(policy, rule) {
+            Decision::Excepted(_) => Weight::Excepted,
+            Decision::None | Decision::Expired(_) => Weight::of(policy.mode),
+        }
+    }
+
+    /// The mode a violation is acted on in: an active exception turns
+    /// enforce into audit (reported, never killed).
+    fn acted_mode(&self, v: &Violation<'_>) -> Mode {
+        match self.exception(v) {
+            Decision::Excepted(_) => Mode::Audit,
+            Decision::None | Decision::Expired(_) => v.policy.mode,
+        }
+    }
+
+    fn proc_root(&self) -> &Path {
+        &self.settings.proc_root
+    }
+
+    /// Sleeps until an exec signal arrives or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        match &self.files {
+            Some(files) => {
+                files.wait(timeout);
+            }
+            None => std::thread::sleep(timeout),
+        }
+    }
+
+    /// What the enforcer can see now (for `agent/started` and heartbeats).
+    /// With `settled`, a process it cannot see counts only once it has
+    /// been known for `YOUNG`: an exec chain switching UIDs or a short
+    /// `kubectl exec` is no lasting blindness (see `coverage::next_causes`).
+    pub fn coverage(&self, settled: bool) -> Coverage {
+        let mut unreadable = HashMap::new();
+        for (pid, why) in &self.hidden {
+            let young = self
+                .known
+                .get(pid)
+                .is_none_or(|seen| seen.first_seen.elapsed() < YOUNG);
+            if !(settled && young) {
+                *unreadable.entry(*why).or_default() += 1;
+            }
+        }
+        let mut missing = Vec::new();
+        if !self.proc_root().join("self/net/tcp").exists() {
+            missing.push(Signal::SocketTables);
+        }
+        if procfs::ns_last_pid(self.proc_root()).is_none() {
+            missing.push(Signal::LastPidCounter);
+        }
+        if self.files.is_none() {
+            missing.push(Signal::Inotify);
+        }
+        Coverage {
+            uid: self.own_uid,
+            gid: self.own_gid,
+            processes: self.known.len(),
+            unreadable,
+            missing,
+        }
+    }
+
+    pub fn tick(&mut self) {
+        let bundle = self.policy.current();
+        let bundle_changed = bundle.etag != self.etag;
+        // An exception running out changes the verdicts as a new bundle
+        // does: what it let run is judged again (and stopped under enforce).
+        let now = SystemTime::now();
+        let exception_expired = self.next_expiry.is_some_and(|at| now >= at);
+        let policy_changed = bundle_changed || exception_expired;
+        if policy_changed {
+            self.etag = bundle.etag.clone();
+            self.exceptions = bundle.exceptions.clone();
+            self.labels = self.settings.labels();
+            self.next_expiry = self
+                .exceptions
+                .iter()
+                .filter_map(PolicyException::expires)
+                .filter(|at| *at > now)
+                .min();
+            if !self.first_pass {
+                // Re-judge everything alive under the new policy: what was
+                // allowed in audit is stopped once enforce arrives.
+                tracing::info!(
+                    exception_expired,
+                    "policy changed: re-judging live processes and sockets"
+                );
+                // The pass forgets what it knew of processes itself, once
+                // it has counted what ran unseen (see `list_all`).
+                self.listeners.clear();
+                self.egress.clear();
+                self.last_socket_scan = None;
+                self.last_full_socket_scan = None;
+            }
+        }
+        let activity = self.files.as_mut().map(|f| f.poll()).unwrap_or_default();
+        self.exec_signals += activity.exec_opens;
+        let last_pid = procfs::ns_last_pid(self.proc_root());
+        let forked = last_pid.is_some() && last_pid != self.schedule.last_pid();
+        let due = self.schedule.due(Instant::now());
+        if due || forked || self.exec_signals > 0 || policy_changed {
+            self.process_pass(&bundle, last_pid, policy_changed);
+        }
+        if !activity.new_files.is_empty() {
+            self.check_files(&bundle, activity.new_files);
+        }
+        self.report_unobserved();
+        // Socket tables are costly to read on big hosts (see sockets.rs):
+        // they are scanned on their own, slower, schedule.
+        if self
+            .last_socket_scan
+            .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
+        {
+            self.last_socket_scan = Some(Instant::now());
+            let counts = sockets::fingerprint(self.proc_root());
+            let full_due = self
+                .last_full_socket_scan
+                .is_none_or(|t| t.elapsed() >= FULL_SOCKET_SCAN_EVERY);
+            if counts.is_none() || counts != self.socket_counts || full_due {
+                self.socket_counts = counts;
+                self.last_full_socket_scan = Some(Instant::now());
+                self.check_sockets(&bundle);
+            }
+        }
+        self.first_pass = false;
+    }
+
+    fn emit(
+        &self,
+        v: &Violation<'_>,
+        id: String,
+        process: Option<ProcessInfo>,
+        action: Option<Action>,
+    ) {
+        // Excepted events are reported, never dropped: the exception is
+        // visible wherever the event is.
+        let (message, exception) = match self.exception(v) {
+            Decision::None => (v.message.clone(), None),
+            Decision::Excepted(e) => (
+                format!(
+                    "{} (excepted by PolicyException {})",
+                    v.message,
+                    e.describe()
+                ),
+                Some(e.metadata.name.clone()),
+            ),
+            Decision::Expired(e) => (
+                format!(
+                    "{} (PolicyException {} has expired)",
+                    v.message,
+                    e.describe()
+                ),
+                None,
+            ),
+        };
+        self.reporter.report(Event {
+            id,
+            time_ms: now_ms(),
+            kind: v.rule.kind(),
+            rule: v.rule.as_str().to_string(),
+            policy: Some(v.policy.name.clone()),
+            mode: v.policy.mode,
+            message,
+            process,
+            action: action.map(|a| a.to_string()),
+            exception,
+            coverage: None,
+        });
+    }
+
+    /// What a socket event says about its process: what stat, status and
+    /// cmdline tell, readable even for a hidden one.
+    fn process_info(&self, p: &Proc) -> ProcessInfo {
+        ProcessInfo {
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: procfs::uid(self.proc_root(), p.pid),
+            comm: p.comm.clone(),
+            exe: None,
+            cmdline: procfs::cmdline(self.proc_root(), p.pid)
+                .into_iter()
+                .take(MAX_ARGS)
+                .collect(),
+            sha256: None,
+        }
+    }
+}
+
+/// What each denied name is in this image, by content: `sh` is whatever
+/// /bin/sh resolves to inside the container. Multi-call binaries are left
+/// out (busybox is every applet; the applet decides for those).
+fn denied_content(
+    root: &Path,
+    baseline: &mut Baseline,
+    bundle: &RuntimeBundle,
+) -> Vec<(String, [u8; 32])> {
+    let mut names: Vec<&String> = bundle
+        .policies
+        .iter()
+        .flat_map(|p| p.rules.denied_processes.iter())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        for dir in drift::PATH_DIRS {
+            let real = drift::resolve_in_root(root, &format!("{dir}/{name}"));
+            let file = drift::inside(root, &real);
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            if !meta.is_file() || rules::is_multicall(rules::base_name(&real)) || meta.nlink() > 8 {
+                continue;
+            }
+            let now = drift::Entry::of(&meta, None);
+            let hash = baseline
+                .content(&real, &now, || drift::hash_file(&file, drift::HASH_LIMIT))
+                .or_else(|| drift::hash_file(&file, drift::HASH_LIMIT));
+            if let Some(h) = hash {
+                if !out.contains(&(name.clone(), h)) {
+                    out.push((name.clone(), h));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The same finding about the same process gets the same id, across
+/// restarts of the enforcer; a stricter policy or mode is a new finding.
+/// Stable across restarts for the same finding; `mode` is the mode it was
+/// acted on in, so the kill after an exception expires is a new event.
+fn process_event_id(v: &Violation<'_>, mode: Mode, proc: &Proc) -> String {
+    rules::stable_id(
+        "p",
+        &[
+            v.rule.as_str(),
+            &v.policy.name,
+            mode_str(mode),
+            &proc.pid.to_string(),
+            &proc.start.to_string(),
+        ],
+    )
+}
+
+fn socket_event_id(v: &Violation<'_>, mode: Mode, s: &Socket) -> String {
+    rules::stable_id(
+        "s",
+        &[
+            v.rule.as_str(),
+            &v.policy.name,
+            mode_str(mode),
+            &s.inode.to_string(),
+            &format!("{:?}{:?}", s.local, s.remote),
+        ],
+    )
+}
+
+fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Audit => "audit",
+        Mode::Enforce => "enforce",
+    }
+}
+
+/// Watched directories of every drift-enabled policy.
+fn watched_paths(bundle: &RuntimeBundle) -> Vec<String> {
+    let mut dirs: Vec<String> = bundle
+        .policies
+        .iter()
+        .filter(|p| p.rules.drift)
+        .flat_map(|p| p.rules.watched_paths.iter().cloned())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}

@@ -1,0 +1,181 @@
+//! The pod's sockets: listeners and egress judged, and who holds them.
+
+use super::*;
+
+impl Monitor {
+    pub(super) fn check_sockets(&mut self, bundle: &RuntimeBundle) {
+        let own: HashSet<u64> = procfs::socket_inodes(self.proc_root(), self.self_pid)
+            .into_iter()
+            .collect();
+        let egress_rules: Vec<(&RuntimePolicy, Vec<EgressRule>)> = bundle
+            .policies
+            .iter()
+            .filter(|p| !p.rules.egress_allow.is_empty())
+            .map(|p| {
+                (
+                    p,
+                    p.rules
+                        .egress_allow
+                        .iter()
+                        .filter_map(|r| EgressRule::parse(r).ok())
+                        .collect(),
+                )
+            })
+            .collect();
+        let sockets = sockets::all(self.proc_root());
+        let listening: HashSet<(Proto, IpAddr, u16)> = sockets
+            .iter()
+            .filter(|s| s.is_tcp_listener())
+            .map(|s| (s.proto, s.local.0, s.local.1))
+            .collect();
+        let mut present = HashSet::new();
+        for socket in &sockets {
+            if socket.inode != 0 && own.contains(&socket.inode) {
+                continue;
+            }
+            let key = SocketKey {
+                proto: socket.proto,
+                local: socket.local,
+                remote: socket.remote,
+                inode: socket.inode,
+            };
+            present.insert(key);
+            match rules::socket_role(socket, &listening, self.ephemeral) {
+                SocketRole::Listener if self.listeners.insert(key) => {
+                    self.judge_listener(socket, bundle)
+                }
+                SocketRole::Egress if self.egress.insert(key) => {
+                    self.judge_egress(socket, &egress_rules)
+                }
+                _ => {}
+            }
+        }
+        // Closed sockets are forgotten: the next one on that port or to
+        // that address is a new finding.
+        self.listeners.retain(|k| present.contains(k));
+        self.egress.retain(|k| present.contains(k));
+    }
+
+    pub(super) fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
+        let port = socket.local.1;
+        let policy = rules::weightiest(
+            bundle.policies.iter().filter(|p| {
+                !p.rules.allowed_listen_ports.is_empty()
+                    && !p.rules.allowed_listen_ports.contains(&port)
+            }),
+            |p| self.weight(p, Rule::UnexpectedListener),
+        );
+        if let Some(policy) = policy {
+            let v = Violation {
+                rule: Rule::UnexpectedListener,
+                policy,
+                message: format!("{:?} listener on {}:{port}", socket.proto, socket.local.0),
+            };
+            let (process, action) = self.owner_action(socket.inode, &v);
+            let id = socket_event_id(&v, self.acted_mode(&v), socket);
+            self.emit(&v, id, process, action);
+        }
+    }
+
+    pub(super) fn judge_egress(
+        &self,
+        socket: &Socket,
+        egress_rules: &[(&RuntimePolicy, Vec<EgressRule>)],
+    ) {
+        let (ip, port) = socket.remote;
+        let policy = rules::weightiest(
+            egress_rules
+                .iter()
+                .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
+                .map(|(p, _)| *p),
+            |p| self.weight(p, Rule::UnexpectedEgress),
+        );
+        if let Some(policy) = policy {
+            let proto = match socket.proto {
+                Proto::Tcp => "TCP",
+                Proto::Udp => "UDP",
+            };
+            let v = Violation {
+                rule: Rule::UnexpectedEgress,
+                policy,
+                message: format!(
+                    "{proto} connection to {ip}:{port} is not in the egress allow-list"
+                ),
+            };
+            let (process, action) = self.owner_action(socket.inode, &v);
+            let id = socket_event_id(&v, self.acted_mode(&v), socket);
+            self.emit(&v, id, process, action);
+        }
+    }
+
+    /// The process holding socket `inode` and, under enforce, the outcome
+    /// of stopping it. When no process with readable descriptors holds it,
+    /// those whose descriptors are closed are the suspects, and
+    /// `hidden::hidden_owner` decides whether they are stopped.
+    pub(super) fn owner_action(
+        &self,
+        inode: u64,
+        v: &Violation<'_>,
+    ) -> (Option<ProcessInfo>, Option<Action>) {
+        let mode = self.acted_mode(v);
+        let enforce = mode == Mode::Enforce;
+        if inode == 0 {
+            return (
+                None,
+                enforce.then_some(Action::NotKilled(NotKilled::NoOwner)),
+            );
+        }
+        // PID 1 is the pod's infrastructure (pause) process, never the app.
+        let suspects = match owners::find(self.proc_root(), inode, &[self.self_pid, 1]) {
+            Holder::Found(pid) => {
+                let Some(owner) = procfs::read(self.proc_root(), pid) else {
+                    return (
+                        None,
+                        enforce.then_some(Action::NotKilled(NotKilled::Exited)),
+                    );
+                };
+                let action =
+                    enforce.then(|| procfs::kill_exact(self.proc_root(), owner.pid, owner.start));
+                return (Some(self.process_info(&owner)), action);
+            }
+            Holder::Unreadable(pids) => pids,
+        };
+        let candidates: Vec<Candidate> = suspects
+            .into_iter()
+            .filter_map(|pid| {
+                let ids = procfs::ids(self.proc_root(), pid)?;
+                Some(Candidate {
+                    pid,
+                    why: rules::why_unreadable(ids, self.own_uid, self.own_gid),
+                })
+            })
+            .collect();
+        let stop = match hidden::hidden_owner(&candidates, mode, v.policy.rules.non_dumpable) {
+            HiddenOwner::Leave(why) => return (None, enforce.then_some(Action::NotKilled(why))),
+            HiddenOwner::Stop(pids) => pids,
+        };
+        let stopped: Vec<(Proc, Action)> = stop
+            .into_iter()
+            .filter_map(|pid| procfs::read(self.proc_root(), pid))
+            // One that turned readable since is not a suspect any more.
+            .filter(|p| owners::still_unreadable(self.proc_root(), p.pid))
+            .map(|p| {
+                let action = procfs::kill_exact(self.proc_root(), p.pid, p.start);
+                (p, action)
+            })
+            .collect();
+        match stopped.as_slice() {
+            [] => (None, Some(Action::NotKilled(NotKilled::Exited))),
+            [(p, action)] => (Some(self.process_info(p)), Some(action.clone())),
+            [(_, first), ..] => {
+                let killed = stopped.iter().filter(|(_, a)| *a == Action::Killed).count();
+                let action = if killed > 0 {
+                    Action::KilledAll(killed)
+                } else {
+                    first.clone()
+                };
+                (None, Some(action))
+            }
+        }
+    }
+}
