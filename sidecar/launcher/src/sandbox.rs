@@ -104,40 +104,36 @@ pub fn apply(plan: &RulesetPlan) -> Applied {
         .ok()
         .and_then(|v| v.trim().parse().ok());
     // Independent of Landlock: a kernel without it still takes the filter.
-    let seccomp = crate::seccomp::install(&plan.refusals).map_err(|e| e.to_string());
-    let applied = restrict(plan);
-    let (refused, seccomp_error) = match seccomp {
+    let (refused, seccomp_error) = match crate::seccomp::install(&plan.refusals) {
         Ok(()) => (plan.refusals.clone(), None),
-        Err(error) => (Vec::new(), Some(error)),
+        Err(error) => (Vec::new(), Some(error.to_string())),
     };
-    let applied = match applied {
-        Ok(status) => Applied {
-            support: support(status.landlock),
-            ruleset: match status.ruleset {
+    let (support, ruleset, no_new_privs, error) = match restrict(plan) {
+        Ok(status) => (
+            support(status.landlock),
+            match status.ruleset {
                 RulesetStatus::FullyEnforced => RulesetState::Full,
                 RulesetStatus::PartiallyEnforced => RulesetState::Partial,
                 RulesetStatus::NotEnforced => RulesetState::None,
             },
-            no_new_privs: no_new_privs || status.no_new_privs,
-            error: None,
-            memfd_noexec,
-            refused: Vec::new(),
-            seccomp_error: None,
-        },
-        Err(error) => Applied {
-            support: LandlockSupport::Unknown,
-            ruleset: RulesetState::None,
+            no_new_privs || status.no_new_privs,
+            None,
+        ),
+        Err(error) => (
+            LandlockSupport::Unknown,
+            RulesetState::None,
             no_new_privs,
-            error: Some(error.to_string()),
-            memfd_noexec,
-            refused: Vec::new(),
-            seccomp_error: None,
-        },
+            Some(error.to_string()),
+        ),
     };
     Applied {
+        support,
+        ruleset,
+        no_new_privs,
+        error,
+        memfd_noexec,
         refused,
         seccomp_error,
-        ..applied
     }
 }
 

@@ -145,27 +145,6 @@ pub fn requested(plan: &RulesetPlan, deny_executable_memfd: bool) -> Vec<Refusal
     refusals
 }
 
-/// Whether a call with these arguments is refused, as the filter decides:
-/// the model the tests check the filter's intent against.
-pub fn refuses(refusal: Refusal, syscall: Syscall, args: [u64; 6]) -> bool {
-    refusal
-        .matches()
-        .iter()
-        .filter(|m| m.syscall == syscall)
-        .any(|m| m.all.iter().all(|t| holds(*t, &args)))
-}
-
-fn holds(test: ArgTest, args: &[u64; 6]) -> bool {
-    let low = |i: u8| args[usize::from(i)] as u32;
-    match test {
-        ArgTest::NonZero32(i) => low(i) != 0,
-        ArgTest::NonNull(i) => args[usize::from(i)] != 0,
-        ArgTest::Equals32(i, v) => low(i) == v,
-        ArgTest::LacksBits32(i, mask) => low(i) & mask == 0,
-        ArgTest::HasBits32(i, mask) => low(i) & mask != 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +156,27 @@ mod tests {
     const AF_INET: u64 = 2;
     const SOCK_STREAM: u64 = 1;
     const MFD_CLOEXEC: u64 = 1;
+
+    /// Whether a call with these arguments is refused, as the filter decides:
+    /// the model the tests check the filter's intent against.
+    fn refuses(refusal: Refusal, syscall: Syscall, args: [u64; 6]) -> bool {
+        refusal
+            .matches()
+            .iter()
+            .filter(|m| m.syscall == syscall)
+            .any(|m| m.all.iter().all(|t| holds(*t, &args)))
+    }
+
+    fn holds(test: ArgTest, args: &[u64; 6]) -> bool {
+        let low = |i: u8| args[usize::from(i)] as u32;
+        match test {
+            ArgTest::NonZero32(i) => low(i) != 0,
+            ArgTest::NonNull(i) => args[usize::from(i)] != 0,
+            ArgTest::Equals32(i, v) => low(i) == v,
+            ArgTest::LacksBits32(i, mask) => low(i) & mask == 0,
+            ArgTest::HasBits32(i, mask) => low(i) & mask != 0,
+        }
+    }
 
     fn plan(tcp: TcpRequest) -> RulesetPlan {
         RulesetPlan {
