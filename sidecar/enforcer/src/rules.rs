@@ -510,16 +510,6 @@ fn unspecified(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// PIDs handed out between two readings of the namespace's last-PID
-/// counter (`pid_max` wraps it around to 300 or so).
-pub fn pids_allocated(before: i32, now: i32, pid_max: i32) -> u64 {
-    if now >= before {
-        (now - before) as u64
-    } else {
-        (pid_max - before + now.max(0)) as u64
-    }
-}
-
 /// An event id that is the same every time the same finding is made,
 /// across restarts: the service stores each id once, so a restarted
 /// enforcer re-judging live processes does not report them twice.
@@ -881,12 +871,6 @@ mod tests {
         assert_eq!(socket_role(&resolver, &none, eph), SocketRole::Other);
         let server = sock(Proto::Udp, "0.0.0.0:5353", "0.0.0.0:0", 0x07);
         assert_eq!(socket_role(&server, &none, eph), SocketRole::Listener);
-    }
-
-    #[test]
-    fn pids_allocated_counts_across_the_wrap() {
-        assert_eq!(pids_allocated(100, 105, 32768), 5);
-        assert_eq!(pids_allocated(32760, 310, 32768), 318);
     }
 
     #[test]

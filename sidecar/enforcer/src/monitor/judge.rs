@@ -65,10 +65,10 @@ impl Monitor {
         bundle: &RuntimeBundle,
         may_defer: bool,
     ) -> View {
-        let argv: Vec<String> = procfs::cmdline(self.proc_root(), proc.pid)
-            .into_iter()
-            .take(MAX_ARGS)
-            .collect();
+        // Read once: the report keeps the first MAX_ARGS, the script check
+        // (`foreign_code`) looks at them all.
+        let args = procfs::cmdline(self.proc_root(), proc.pid);
+        let argv: Vec<String> = args.iter().take(MAX_ARGS).cloned().collect();
         // Between switching to the new program and laying out its
         // arguments, an exec shows the new executable with no arguments
         // (and maybe the old name): judged on the next pass instead.
@@ -132,14 +132,14 @@ impl Monitor {
                     }
                 }
                 if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
-                    self.foreign_code(
+                    violations.extend(self.foreign_code(
                         proc,
                         root_link.as_deref(),
                         &path,
+                        &args,
                         bundle,
                         policy,
-                        &mut violations,
-                    );
+                    ));
                 }
                 exe_path = Some(path);
             }
@@ -334,10 +334,11 @@ impl Monitor {
         proc: &Proc,
         root_link: Option<&Path>,
         exe: &str,
+        argv: &[String],
         bundle: &RuntimeBundle,
         policy: &'a RuntimePolicy,
-        violations: &mut Vec<Violation<'a>>,
-    ) {
+    ) -> Vec<Violation<'a>> {
+        let mut violations = Vec::new();
         let temp_dirs = watched_paths(bundle);
         let mapped = procfs::executable_mappings(self.proc_root(), proc.pid);
         let inside: Vec<String> = mapped
@@ -370,8 +371,7 @@ impl Monitor {
                 ),
             });
         }
-        let argv = procfs::cmdline(self.proc_root(), proc.pid);
-        if let Some(script) = rules::script_from_tmp(rules::base_name(exe), &argv, &temp_dirs) {
+        if let Some(script) = rules::script_from_tmp(rules::base_name(exe), argv, &temp_dirs) {
             violations.push(Violation {
                 rule: Rule::ScriptFromTmp,
                 policy,
@@ -381,6 +381,7 @@ impl Monitor {
                 ),
             });
         }
+        violations
     }
 
     /// Content identity of a process's executable: from the baseline when
