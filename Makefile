@@ -58,10 +58,12 @@ run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, polici
 test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
 	bash tests/with-postgres.sh $(CARGO) test --workspace
 
-lint: ## rustfmt, clippy (warnings are errors), chart appVersion = Cargo version, relative links in README.md and docs/ resolve
+lint: ## rustfmt, clippy (warnings are errors), shellcheck on every tracked shell script, chart appVersion = Cargo version, relative links in README.md and docs/ resolve
 	@grep -qx "appVersion: \"$(VERSION)\"" helm/palisade/Chart.yaml || \
 	  { echo "helm/palisade/Chart.yaml appVersion must be $(VERSION) (Cargo.toml): the chart's default images are what make images builds"; exit 1; }
 	python3 tests/check-links.py
+	@# Any finding fails (xargs exits non-zero); settings in .shellcheckrc.
+	git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck -x
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@# The engine stands alone, and the CLI without `serve` links no server.

@@ -50,7 +50,7 @@ phase_start() { P_APPLY=$(metric 'palisade_audit_report_writes_total{op="apply"}
 phase_end() { # name
   local apply api t cpu
   apply=$(metric 'palisade_audit_report_writes_total{op="apply"}'); api=$(apiserver_writes); t=$(now_ms); cpu=$(cpu_ms)
-  ROWS+=("| $1 | $(((t - P_T))) | $((apply - P_APPLY)) | $((api - P_API)) | $((cpu - P_CPU)) |")
+  ROWS+=("| $1 | $((t - P_T)) | $((apply - P_APPLY)) | $((api - P_API)) | $((cpu - P_CPU)) |")
 }
 
 deployments() { # namespace

@@ -57,7 +57,7 @@ detection_section() {
   echo "## Enforcer detection (\`make bench-detection\`: simulated pod, processes of a given lifetime run one after another)"
   echo
   if [[ -s "$POD_RESULTS" ]]; then
-    echo "From the last passing run on this machine ($(date -u -r "$POD_RESULTS" +%Y-%m-%d)). Judged: the process was seen and checked against the policy; noticed: judged, or counted as having run unobserved (\`agent/unobserved-processes\`). Exec churn: the enforcer's own CPU time (utime + stime) while the app starts short-lived processes at a fixed rate, with N other processes in the pod; targets: at most 3 % at 20/s and 10 % at 100/s with 200 processes in the pod."
+    echo "From the last passing run on this machine ($(date -u -r "$POD_RESULTS" +%Y-%m-%d)). Judged: the process was seen and checked against the policy; noticed: judged, or counted as having run unobserved (\`enforcer/unobserved-processes\`). Exec churn: the enforcer's own CPU time (utime + stime) while the app starts short-lived processes at a fixed rate, with N other processes in the pod; targets: at most 3 % at 20/s and 10 % at 100/s with 200 processes in the pod."
     echo
     sed 's/^\([^|].*\)$/- \1/' "$POD_RESULTS"
   else

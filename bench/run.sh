@@ -86,9 +86,10 @@ unshare --pid --fork --mount-proc bash -c '
 PIDS+=($!)
 sleep 3
 EPID=$(pgrep -n -x palisade-enforc)
+# shellcheck disable=SC2010 # /proc entries: the numeric names are the PIDs
 procs=$(( $(ls "/proc/$EPID/root/proc" 2>/dev/null | grep -c '^[0-9]') ))
-t0=$(awk '{print $14 + $15}' /proc/$EPID/stat); sleep 10; t1=$(awk '{print $14 + $15}' /proc/$EPID/stat)
-rss_kb=$(awk '/VmRSS/{print $2}' /proc/$EPID/status)
+t0=$(awk '{print $14 + $15}' "/proc/$EPID/stat"); sleep 10; t1=$(awk '{print $14 + $15}' "/proc/$EPID/stat")
+rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$EPID/status")
 cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d * 100 / (hz * 10)}')
 kill -KILL "$EPID" 2>/dev/null || true  # PID 1 of the namespace: takes the 200 with it
 echo "processes in the namespace: $procs, RSS ${rss_kb} KiB, CPU ${cpu_pct}% (250 ms scans)"
@@ -103,6 +104,7 @@ source tests/node/registry.sh
 build_registry >"$W/registry-build.log" 2>&1 || { cat "$W/registry-build.log"; exit 1; }
 start_registry 127.0.0.1:19500
 LAUNCH="${PALISADE_LAUNCH_BIN:-target/x86_64-unknown-linux-musl/release-small/palisade-launch}"
+# shellcheck disable=SC2012 # make images names the archives: no spaces
 IMAGE_ARCHIVE=$(ls target/images/palisade-enforcer-*.oci.tar | head -1)
 push_image "$IMAGE_ARCHIVE" 127.0.0.1:19500/bench/enforcer:1
 lookup_json=$("$BIN/palisade-bench" lookup --image 127.0.0.1:19500/bench/enforcer:1 \

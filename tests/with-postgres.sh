@@ -5,6 +5,7 @@
 # with SQLite only, unless PALISADE_REQUIRE_POSTGRES=1.
 set -euo pipefail
 
+# shellcheck disable=SC2012 # Debian's fixed layout; sort -V puts 9 before 10
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [[ -z "$pg_bin" || ! -x "$pg_bin/initdb" ]]; then
   if [[ "${PALISADE_REQUIRE_POSTGRES:-0}" == 1 ]]; then

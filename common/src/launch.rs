@@ -30,7 +30,7 @@ pub const REPORT_SOCKET: &str = "palisade.dev/launch-coverage";
 pub const REPORT_MAX_BYTES: usize = 16 * 1024;
 /// The rule of the event that carries a container's coverage report to
 /// the policy service (`palisade status --coverage` asks for it by name).
-pub const COVERAGE_RULE: &str = "agent/prevention";
+pub const COVERAGE_RULE: &str = "enforcer/prevention";
 /// What the enforcer answers once it has the report; the launcher waits
 /// for it (briefly) so that it is still itself while the enforcer checks
 /// who sent the report.
@@ -75,7 +75,7 @@ pub enum LandlockSupport {
 
 /// The coverage report as the enforcer reads it: the launcher writes more
 /// (program directories, ports), which stays in the container's log. The
-/// enforcer forwards it as is on `agent/prevention` events, so it is also
+/// enforcer forwards it as is on `enforcer/prevention` events, so it is also
 /// written, in the launcher's own field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

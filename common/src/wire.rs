@@ -53,7 +53,9 @@ pub enum EventKind {
     /// A process, listener or connection the policy does not allow.
     Behavior,
     /// The enforcer's own state: started, signals available, drops.
-    Agent,
+    /// (`agent` is what earlier enforcers sent.)
+    #[serde(alias = "agent")]
+    Enforcer,
 }
 
 impl EventKind {
@@ -61,7 +63,7 @@ impl EventKind {
         match self {
             EventKind::Drift => "drift",
             EventKind::Behavior => "behavior",
-            EventKind::Agent => "agent",
+            EventKind::Enforcer => "enforcer",
         }
     }
 
@@ -69,7 +71,7 @@ impl EventKind {
         match s {
             "drift" => Some(EventKind::Drift),
             "behavior" => Some(EventKind::Behavior),
-            "agent" => Some(EventKind::Agent),
+            "enforcer" | "agent" => Some(EventKind::Enforcer),
             _ => None,
         }
     }
@@ -101,20 +103,20 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception: Option<String>,
     /// What the kernel enforced in one confined container, on
-    /// `agent/prevention` events only: read by `palisade status --coverage`
+    /// `enforcer/prevention` events only: read by `palisade status --coverage`
     /// so that nobody parses `message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<CoverageSummary>,
 }
 
 impl Event {
-    /// An event about the enforcer itself (`agent/...`): no policy, no
+    /// An event about the enforcer itself (`enforcer/...`): no policy, no
     /// process, nothing acted on.
-    pub fn agent(id: String, time_ms: i64, rule: &str, message: String) -> Self {
+    pub fn enforcer(id: String, time_ms: i64, rule: &str, message: String) -> Self {
         Event {
             id,
             time_ms,
-            kind: EventKind::Agent,
+            kind: EventKind::Enforcer,
             rule: rule.to_string(),
             policy: None,
             mode: Mode::Audit,
@@ -165,14 +167,14 @@ pub struct StoredEvent {
 /// (new `boot_id`) from a resumed process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AgentStatus {
+pub struct EnforcerStatus {
     /// Unique per enforcer start.
     pub boot_id: String,
     pub started_ms: i64,
     /// The enforcer promises a heartbeat at least this often; silence for
-    /// several of these is reported as `agent/missing`.
+    /// several of these is reported as `enforcer/missing`.
     pub heartbeat_ms: u64,
-    pub state: AgentState,
+    pub state: EnforcerState,
     /// Why it stops (`SIGTERM`...), when `state` is `stopping`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -240,7 +242,7 @@ pub struct ProtectionOff {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AgentState {
+pub enum EnforcerState {
     Running,
     /// Shutting down on purpose: its silence afterwards is expected.
     Stopping,
@@ -251,7 +253,8 @@ pub enum AgentState {
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
     pub pod: PodRef,
-    pub agent: AgentStatus,
+    #[serde(alias = "agent")]
+    pub enforcer: EnforcerStatus,
 }
 
 /// Where the service believes an enforcer is.
@@ -284,10 +287,10 @@ impl Liveness {
     }
 }
 
-/// One enforcer as `GET /api/v1/agents` lists it.
+/// One enforcer as `GET /api/v1/enforcers` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AgentRecord {
+pub struct EnforcerRecord {
     pub pod: PodRef,
     pub boot_id: String,
     pub heartbeat_ms: u64,
@@ -349,7 +352,7 @@ mod tests {
 
     #[test]
     fn coverage_round_trips_in_the_launchers_field_names_and_is_absent_otherwise() {
-        let plain = Event::agent("1".into(), 5, "agent/started", "up".into());
+        let plain = Event::enforcer("1".into(), 5, "enforcer/started", "up".into());
         let text = serde_json::to_string(&plain).unwrap();
         assert!(!text.contains("coverage"), "{text}");
         let summary = CoverageSummary {
@@ -362,7 +365,7 @@ mod tests {
                 reason: "kernelAbiTooOld".into(),
             }],
         };
-        let event = Event::agent("2".into(), 6, "agent/prevention", "m".into())
+        let event = Event::enforcer("2".into(), 6, "enforcer/prevention", "m".into())
             .with_coverage(summary.clone());
         let value = serde_json::to_value(&event).unwrap();
         assert_eq!(value["coverage"]["landlock"]["abi"], 3);

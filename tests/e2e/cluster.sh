@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh: a real control plane on 127.0.0.1 (etcd, kube-apiserver,
 # kube-controller-manager) and the Palisade webhook, with generated certs.
 # No scheduler or kubelet here: Pods are admitted and stored, never run
@@ -181,6 +182,7 @@ start_control_plane() {
     --unsafe-no-fsync --quota-backend-bytes 1073741824
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$E2E_ETCD_PORT/health"
 
+  # shellcheck disable=SC2086 # E2E_APISERVER_ARGS: flags, split on spaces
   start_bg kube-apiserver kube-apiserver \
     --etcd-servers "http://127.0.0.1:$E2E_ETCD_PORT" \
     --bind-address "$E2E_API_ADDRESS" --advertise-address "$E2E_API_ADDRESS" --secure-port "$E2E_API_PORT" \

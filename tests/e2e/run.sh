@@ -474,6 +474,7 @@ YAML
   kubectl label namespace e2e-late palisade.dev/inject=enabled >/dev/null
   local out json
   out=$("$PALISADE_BIN" status -n e2e-late) || fail "status failed: $out"
+  # shellcheck disable=SC2001 # indents every line
   echo "$out" | sed 's/^/    /'
   grep -E '^e2e-late +late-[a-z0-9-]+ +none \(created-before-opt-in\) +- +deployment/late: created before the namespace was labelled' <<<"$out" >/dev/null \
     || fail "status does not explain the pod: $out"
@@ -487,6 +488,7 @@ YAML
   # stays until the new one is ready, which it never is).
   local version
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+  # shellcheck disable=SC2317 # called through wait_for
   injected_late_pod() {
     "$PALISADE_BIN" status -n e2e-late -o json | jq -e --arg v "$version" \
       'any(.[]; .injection.state == "injected" and .injection.version == $v and (has("restart") | not))' >/dev/null

@@ -38,6 +38,7 @@ cleanup() {
   local code=$?
   # Killing the pod's PID 1 ends every process in its PID namespace.
   [[ -n "${POD:-}" ]] && kill -KILL "$POD" 2>/dev/null
+  # shellcheck disable=SC2015 # `|| true`: a process already gone is fine
   for p in "$W"/*.pid; do [[ -f "$p" ]] && kill -KILL "$(cat "$p")" 2>/dev/null || true; done
   if ((${#FAILED[@]})) || ((code != 0)); then
     log "---- enforcer log (tail)"; tail -n 40 "$W/enforcer.log" 2>/dev/null || true
@@ -105,12 +106,12 @@ stop_service() { kill -TERM "$(cat "$W/service.pid")"; wait "$(cat "$W/service.p
 
 # Faster passes and heartbeats than the defaults keep the suite short;
 # detection rates and idle CPU are measured with the defaults at the end.
-ENFORCER_SETTINGS="PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500"
+ENFORCER_SETTINGS=(PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500)
 start_enforcer() {
   nsenter -t "$POD" -p -m -n -i -u setpriv --reuid=$APP_UID --regid=$APP_UID --clear-groups env \
     PALISADE_POLICY_URL="https://127.0.0.1:$PORT" PALISADE_REPORT_TOKEN="$REPORT" PALISADE_CA_FILE="$W/ca.crt" \
     PALISADE_POD_NAMESPACE=shop PALISADE_POD_NAME=cart-0 PALISADE_POD_UID=uid-cart-0 \
-    PALISADE_STATE_DIR="$W/state" $ENFORCER_SETTINGS \
+    PALISADE_STATE_DIR="$W/state" "${ENFORCER_SETTINGS[@]}" \
     "$ENFORCER" >>"$W/enforcer.log" 2>&1 &
   echo $! >"$W/enforcer.pid"
 }
@@ -126,6 +127,8 @@ stop_enforcer() {
 # The service's JSON API as the admin (for fields the CLI table leaves out).
 api() { in_net curl -fsS --cacert "$W/ca.crt" -H "Authorization: Bearer $ADMIN" "https://127.0.0.1:$PORT/api/v1/$1"; }
 
+# events [FLAG...]: extra flags for `palisade events` (the callers pass none yet).
+# shellcheck disable=SC2120
 events() {
   in_net "$PALISADE" events --server "https://127.0.0.1:$PORT" --token "$ADMIN" --ca-file "$W/ca.crt" \
     -n shop --pod cart-0 --limit 1000 "$@"
@@ -161,8 +164,8 @@ wait_for "app container" 10 pgrep -u "$APP_UID" -x sleep
 start_enforcer
 
 # The "image" is this host's root: its first baseline walks thousands of programs.
-check "enforcer reports its start and observable signals" event_within 30 'agent/started.*uid 1000 gid 1000'
-check "an enforcer of the app's UID says no protection is off" event_seen 'agent/started.*protections off: none'
+check "enforcer reports its start and observable signals" event_within 30 'enforcer/started.*uid 1000 gid 1000'
+check "an enforcer of the app's UID says no protection is off" event_seen 'enforcer/started.*protections off: none'
 check "enforcer is non-dumpable: the app cannot read its memory or fds" \
   test "$(stat -c %u "/proc/$(enforcer_pid)/environ")" -eq 0
 # A container started under the launcher: its coverage reaches the service
@@ -171,7 +174,7 @@ check "enforcer is non-dumpable: the app cannot read its memory or fds" \
 # the forged one (sent before it, on the same socket) was refused.
 app /palisade/launch/palisade-launch --container cart -- /bin/true
 check "a container's launch coverage reaches the service through the enforcer" \
-  event_within 10 'agent/prevention.*container cart: prevention (full|partial|none) \(Landlock'
+  event_within 10 'enforcer/prevention.*container cart: prevention (full|partial|none) \(Landlock'
 app /usr/bin/python3 -c 'import subprocess; subprocess.run(["/palisade/launch/palisade-launch", "--container", "forged", "--", "/bin/true"])'
 app /palisade/launch/palisade-launch --container cart-again -- /bin/true
 wait_for "the second genuine report" 10 event_seen 'container cart-again: prevention'
@@ -515,21 +518,21 @@ napper_reports() {
 check "a restart does not re-report live processes (stable ids)" test "$(napper_reports)" -eq 1
 
 # --- the service notices an enforcer that is stopped, and its return.
-missing_count() { events | grep -c 'agent/missing' || true; }
+missing_count() { events | grep -c 'enforcer/missing' || true; }
 missing_before=$(missing_count)
 more_missing() { (($(missing_count) > missing_before)); }
 kill -STOP "$(enforcer_pid)"
-check "stopped enforcer reported missing" wait_for "agent/missing" 10 more_missing
+check "stopped enforcer reported missing" wait_for "enforcer/missing" 10 more_missing
 # nsenter stops itself when its child stops; continuing it continues both.
 kill -CONT "$(cat "$W/enforcer.pid")" "$(enforcer_pid)"
-check "its return is noted" event_within 10 'agent/returned.*resumed'
+check "its return is noted" event_within 10 'enforcer/returned.*resumed'
 
 # --- graceful shutdown flushes what is queued.
 app sh -c 'true; true' &
 sleep 0.3
 stop_enforcer
-check "shutdown flushes pending reports" event_within 5 'agent/started'
-check "a stopping enforcer says so and why" event_within 5 'agent/stopped.*SIGTERM'
+check "shutdown flushes pending reports" event_within 5 'enforcer/started'
+check "a stopping enforcer says so and why" event_within 5 'enforcer/stopped.*SIGTERM'
 
 # --- an enforcer that cannot see the app says which protections are off:
 # it runs as 65532, the app as 1000 (the main enforcer is stopped).
@@ -547,18 +550,18 @@ blind_events() {
 }
 blind_seen() { blind_events | grep -qE -- "$1"; }
 check "a blind enforcer's start says drift is off, and why" \
-  wait_for "blind start" 30 blind_seen 'agent/started.*protections off: drift \(processes of uid 1000 \(the enforcer runs as uid 65532\): executables, container roots'
-check "it says stopping is off too" blind_seen 'agent/started.*stopping \(processes of uid 1000 .*signals need the same UID'
+  wait_for "blind start" 30 blind_seen 'enforcer/started.*protections off: drift \(processes of uid 1000 \(the enforcer runs as uid 65532\): executables, container roots'
+check "it says stopping is off too" blind_seen 'enforcer/started.*stopping \(processes of uid 1000 .*signals need the same UID'
 blind_heartbeat() {
-  api agents | jq -e 'any(.[]; .pod.name == "cart-blind" and any(.protectionsOff[]?; .protection == "drift" and (.reason | test("uid 1000"))))' >/dev/null
+  api enforcers | jq -e 'any(.[]; .pod.name == "cart-blind" and any(.protectionsOff[]?; .protection == "drift" and (.reason | test("uid 1000"))))' >/dev/null
 }
 check "its heartbeat carries the protections that are off" wait_for "blind heartbeat" 10 blind_heartbeat
 # A later process of yet another UID changes what is off.
 in_pod chroot "$W/merged" setpriv --reuid=2000 --regid=2000 --clear-groups sleep 8 &
 check "a later process of another UID changes the list, reported as it happens" \
-  wait_for "protections change" 10 blind_seen 'agent/protections-changed.*drift \(processes of uid 1000, 2000'
+  wait_for "protections change" 10 blind_seen 'enforcer/protections-changed.*drift \(processes of uid 1000, 2000'
 blind_heartbeat_2000() {
-  api agents | jq -e 'any(.[]; .pod.name == "cart-blind" and any(.protectionsOff[]?; .protection == "drift" and (.reason | test("uid 1000, 2000"))))' >/dev/null
+  api enforcers | jq -e 'any(.[]; .pod.name == "cart-blind" and any(.protectionsOff[]?; .protection == "drift" and (.reason | test("uid 1000, 2000"))))' >/dev/null
 }
 check "and the heartbeat says so" wait_for "blind heartbeat" 10 blind_heartbeat_2000
 kill -TERM "$(pgrep -P "$(cat "$W/enforcer-blind.pid")" | head -n 1)"
@@ -566,7 +569,7 @@ wait "$(cat "$W/enforcer-blind.pid")" 2>/dev/null || true
 rm -f "$W/enforcer-blind.pid"
 
 # --- short-lived processes: judged or at least counted, never silent.
-unobserved_total() { api agents | jq '[.[] | select(.pod.name == "cart-0") | .unobserved] | add // 0'; }
+unobserved_total() { api enforcers | jq '[.[] | select(.pod.name == "cart-0") | .unobserved] | add // 0'; }
 napper_events() { api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" | jq '[.[] | select(.process.comm == "napper")] | length'; }
 # detection_round MS COUNT: runs COUNT napper processes of MS each, one
 # after another; prints "judged noticed" (noticed = judged + counted).
@@ -585,7 +588,7 @@ for _ in range($n):
   echo "$judged $noticed"
 }
 # (the enforcer was stopped above)
-ENFORCER_SETTINGS="PALISADE_HEARTBEAT_MS=1000"   # defaults, but counts reach the service each second
+ENFORCER_SETTINGS=(PALISADE_HEARTBEAT_MS=1000)   # defaults, but counts reach the service each second
 start_enforcer
 wait_for "enforcer restart" 10 pgrep -P "$(cat "$W/enforcer.pid")"
 sleep 2
@@ -611,10 +614,10 @@ app prlimit --pid "$(pod_pid "$(enforcer_pid)")" --nofile=64:64 || true
 check "bare: the app's UID lowers the enforcer's open-file limit with prlimit" \
   grep -qE '^Max open files +64 +64 ' "/proc/$(enforcer_pid)/limits"
 check "the enforcer reports its limit changed, naming the limit and both values" \
-  event_within 5 'agent/limits-changed.*RLIMIT_NOFILE of the enforcer changed from [0-9]+/[0-9]+ to 64/64'
+  event_within 5 'enforcer/limits-changed.*RLIMIT_NOFILE of the enforcer changed from [0-9]+/[0-9]+ to 64/64'
 
 stop_enforcer
-ENFORCER_SETTINGS=""   # all defaults: 250 ms passes, 10 s heartbeats
+ENFORCER_SETTINGS=()   # all defaults: 250 ms passes, 10 s heartbeats
 start_enforcer
 sleep 2
 rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$(enforcer_pid)/status")
@@ -639,7 +642,7 @@ check "enforcer under 1% CPU while idle" test "$cpu_centi" -lt 100
 if [[ -n "${PALISADE_CHURN_TABLE:-}" ]]; then
   CHURN_SECONDS="${PALISADE_CHURN_SECONDS:-10}"
   [[ -f "$W/enforcer.pid" ]] && stop_enforcer
-  ENFORCER_SETTINGS=""
+  ENFORCER_SETTINGS=()
   start_enforcer
   wait_for "enforcer restart" 10 pgrep -P "$(cat "$W/enforcer.pid")"
   churn_ticks() { awk '{print $14 + $15}' "/proc/$(enforcer_pid)/stat"; }

@@ -11,6 +11,10 @@
 #
 # Environment: PALISADE_LAUNCH (launcher binary; default: the musl build,
 # built when missing), APP_UID (default 1000), OVERHEAD_RUNS (default 300).
+
+# `CHECK && ok ... || not_ok ...` throughout: ok() only counts and prints, so
+# not_ok runs exactly when CHECK fails.
+# shellcheck disable=SC2015
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -370,10 +374,12 @@ works "/dev/null and /proc/self are usable" 'echo x >/dev/null && cat /proc/self
 works "the app can signal its own children" 'sleep 30 & kill $! && wait $! ; [ $? -gt 128 ]'
 [[ -x $PY ]] && works "an interpreter from the image runs" "$PY -c 'print(1)' >/dev/null"
 works "the command's exit status is the app's" 'exit 0'
-out=$(as_app env PALISADE_LAUNCH_POLICY="$(cat "$POLICY")" "$LAUNCH" --report /dev/null -- \
-    /bin/sh -c "$PROG/image-ls / >/dev/null && test -z \"\${PALISADE_LAUNCH_POLICY:-}\"" 2>&1)
-[[ $? == 0 ]] && ok "the policy can come from \$PALISADE_LAUNCH_POLICY, and the app does not inherit it" \
-    || not_ok "policy from the environment: $out"
+if out=$(as_app env PALISADE_LAUNCH_POLICY="$(cat "$POLICY")" "$LAUNCH" --report /dev/null -- \
+    /bin/sh -c "$PROG/image-ls / >/dev/null && test -z \"\${PALISADE_LAUNCH_POLICY:-}\"" 2>&1); then
+    ok "the policy can come from \$PALISADE_LAUNCH_POLICY, and the app does not inherit it"
+else
+    not_ok "policy from the environment: $out"
+fi
 if ! $WITHOUT_LAUNCHER; then
     # Detection keeps working: the enforcer, outside the sandbox, may still
     # inspect the confined app (ptrace rules only stop the inner looking out).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tests/node/run.sh, inside the suite's own network namespace:
 # one real node (containerd + runc + CNI bridge, kubelet, kube-proxy,
 # kube-scheduler, CoreDNS) beside the control plane from tests/e2e/cluster.sh.
@@ -236,6 +237,7 @@ stop_node() {
   local cg
   for cg in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
     [[ -d "$cg" ]] || continue
+    # shellcheck disable=SC2038 # xargs gets PIDs (the files' contents), not file names
     find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
   done
   sleep 0.5

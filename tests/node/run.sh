@@ -37,6 +37,7 @@ if [[ -z "${PALISADE_NODE_NETNS:-}" ]]; then
   netns="palisade-e2e-$$"
   ip netns add "$netns"
   # Whatever is still in the namespace goes with it, also on interruption.
+  # shellcheck disable=SC2317 # called by the EXIT trap
   remove_netns() {
     ip netns pids "$netns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
     ip netns delete "$netns" 2>/dev/null || true
@@ -241,7 +242,7 @@ wait_policy_applied() { # pod
   etag=$(service_get "/api/v1/bundle?namespace=shop&labels=app=web" | jq -r .etag)
   [[ -n "$etag" && "$etag" != null ]] || fail "no bundle etag"
   wait_for "enforcer of $pod on bundle $etag" 60 bash -c \
-    "$(declare -f service_get); WORK=$WORK POLICY_SVC=$POLICY_SVC service_get /api/v1/agents \
+    "$(declare -f service_get); WORK=$WORK POLICY_SVC=$POLICY_SVC service_get /api/v1/enforcers \
       | jq -e --arg pod $pod --arg etag $etag '.[] | select(.pod.name == \$pod and .policyEtag == \$etag)'" \
     || fail "the enforcer of $pod never reported bundle $etag"
   echo "$etag"
@@ -295,6 +296,7 @@ YAML
   kubectl rollout status deploy/palisade-policy -n palisade-system --timeout=120s >/dev/null
   local ready
   ready=$(kubectl get pods -n palisade-system -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].ready}{"\n"}{end}')
+  # shellcheck disable=SC2001 # indents every line
   echo "$ready" | sed 's/^/    /'
   [[ $(grep -c '=true$' <<<"$ready") -eq 3 ]] || fail "expected 2 admission + 1 policy-service Pods ready"
   # The images are the ones make images built, not pulled.
@@ -320,8 +322,8 @@ injected_deployment_runs_in_a_restricted_namespace() {
   in_app shop "$pod" nslookup "$POLICY_SVC.cluster.local" | grep -Fqw "Address: $(awk '{print $1}' "$WORK/hosts")" \
     || fail "the policy service's name does not resolve to its ClusterIP in the Pod"
   local started
-  started=$(wait_event "namespace=shop&pod=$pod&kind=agent" '.rule == "agent/started"' 60)
-  events_json "namespace=shop&pod=$pod&kind=agent" | jq -r '.[] | select(.rule == "agent/started") | "    " + .message' | head -1
+  started=$(wait_event "namespace=shop&pod=$pod&kind=enforcer" '.rule == "enforcer/started"' 60)
+  events_json "namespace=shop&pod=$pod&kind=enforcer" | jq -r '.[] | select(.rule == "enforcer/started") | "    " + .message' | head -1
   [[ -n "$started" ]]
 }
 
@@ -376,7 +378,7 @@ a_policy_push_reaches_running_enforcers_and_each_pod_shows_its_version() {
   etag=$(wait_policy_applied "$pod")
   [[ "$etag" != "$before" ]] || fail "the push did not change the bundle ($etag)"
   result "node: a push was in force and reported by the running enforcer $(( $(now_ms) - t0 )) ms later (heartbeat every 10 s)"
-  service_get /api/v1/agents | jq -r '.[] | "    \(.pod.namespace)/\(.pod.name): \(.state), policy \(.policyEtag)"'
+  service_get /api/v1/enforcers | jq -r '.[] | "    \(.pod.namespace)/\(.pod.name): \(.state), policy \(.policyEtag)"'
 }
 
 enforce_policy_kills_a_denied_process() {
@@ -507,7 +509,7 @@ container_pid() { # namespace pod container
 
 # Issue 21, item 9. The enforcer is killed with SIGKILL from the node: it
 # says nothing. The kubelet restarts the native sidecar, and the service
-# learns of the gap from the new boot's first heartbeat (`agent/returned`,
+# learns of the gap from the new boot's first heartbeat (`enforcer/returned`,
 # with the time from the last heartbeat of the killed enforcer to the first
 # of the new one: the blind time plus up to one heartbeat interval).
 # Meanwhile the app drops binaries and runs them. What the restarted
@@ -526,7 +528,7 @@ a_killed_enforcer_comes_back_and_judges_what_the_app_left_running() {
   q="namespace=shop&pod=$pod"
   push_policy shop-runtime shop audit "$AUDIT_RULES"
   wait_policy_applied "$pod" >/dev/null
-  boot=$(service_get /api/v1/agents | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .bootId')
+  boot=$(service_get /api/v1/enforcers | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .bootId')
   [[ -n "$boot" ]] || fail "no heartbeat from the enforcer of $pod"
   restarts=$(jp "pod/$pod" shop '{.status.initContainerStatuses[?(@.name=="palisade-enforcer")].restartCount}')
   pid=$(container_pid shop "$pod" palisade-enforcer) || fail "no enforcer task for $pod"
@@ -559,23 +561,23 @@ a_killed_enforcer_comes_back_and_judges_what_the_app_left_running() {
     || fail "the killed enforcer was not restarted"
   pid=$(container_pid shop "$pod" palisade-enforcer) || fail "no task for the restarted enforcer"
   respawned=$(process_start_ms "$pid")
-  # agent/started comes after the first pass: from then on it watches.
-  started=$(wait_event "$q&kind=agent" ".rule == \"agent/started\" and .timeMs > $t_kill" 60) \
-    || fail "the restarted enforcer never reported agent/started"
+  # enforcer/started comes after the first pass: from then on it watches.
+  started=$(wait_event "$q&kind=enforcer" ".rule == \"enforcer/started\" and .timeMs > $t_kill" 60) \
+    || fail "the restarted enforcer never reported enforcer/started"
   ((t_kill < dropped && dropped < respawned)) \
     || fail "the app's binaries were not dropped inside the gap (kill $t_kill, dropped $dropped, enforcer process back $respawned)"
 
-  # The service: one agent/returned, from the new boot's first heartbeat.
-  wait_event "$q&kind=agent" ".rule == \"agent/returned\" and .timeMs > $t_kill" 60 >/dev/null \
-    || fail "no agent/returned after the kill"
-  returned=$(events_json "$q&kind=agent" | jq -r --argjson t "$t_kill" '[.[] | select(.rule == "agent/returned" and .timeMs > $t)][0].message')
-  echo "    agent/returned: $returned"
+  # The service: one enforcer/returned, from the new boot's first heartbeat.
+  wait_event "$q&kind=enforcer" ".rule == \"enforcer/returned\" and .timeMs > $t_kill" 60 >/dev/null \
+    || fail "no enforcer/returned after the kill"
+  returned=$(events_json "$q&kind=enforcer" | jq -r --argjson t "$t_kill" '[.[] | select(.rule == "enforcer/returned" and .timeMs > $t)][0].message')
+  echo "    enforcer/returned: $returned"
   grep -q 'did not stop cleanly' <<<"$returned" || fail "the return does not say the enforcer was killed: $returned"
   gap=$(sed -n 's/.*(\([0-9]*\) ms from the previous enforcer.*/\1/p' <<<"$returned")
   [[ -n "$gap" ]] || fail "no gap in: $returned"
-  after_boot=$(service_get /api/v1/agents | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .bootId')
-  [[ "$after_boot" != "$boot" ]] || fail "the agents list still shows boot $boot"
-  result "node: SIGKILLed enforcer restarted by the kubelet $((respawned - t_kill)) ms after the kill, its first pass done (agent/started) after $((started - t_kill)) ms; the service recorded agent/returned with a gap of $gap ms between heartbeats (heartbeat every 10 s); the app dropped its binaries $((dropped - t_kill)) ms after the kill"
+  after_boot=$(service_get /api/v1/enforcers | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .bootId')
+  [[ "$after_boot" != "$boot" ]] || fail "the enforcers list still shows boot $boot"
+  result "node: SIGKILLed enforcer restarted by the kubelet $((respawned - t_kill)) ms after the kill, its first pass done (enforcer/started) after $((started - t_kill)) ms; the service recorded enforcer/returned with a gap of $gap ms between heartbeats (heartbeat every 10 s); the app dropped its binaries $((dropped - t_kill)) ms after the kill"
 
   # What ran meanwhile and still runs is judged by the restarted enforcer
   # (the killed one was gone before the files existed: any finding about
@@ -592,9 +594,9 @@ a_killed_enforcer_comes_back_and_judges_what_the_app_left_running() {
   # Observed, not asserted: what a restart cannot see.
   local short missing unobserved
   short=$(events_json "$q" | jq -r '[.[] | select(.message | contains("/tmp/gap-short/")) | .rule] | unique | join(", ")')
-  missing=$(events_json "$q&kind=agent" | jq --argjson t "$t_kill" '[.[] | select(.rule == "agent/missing" and .timeMs > $t)] | length')
-  unobserved=$(service_get /api/v1/agents | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .unobserved')
-  result "node: a process run and exited inside the gap: ${short:-not reported} (the restarted enforcer counts $unobserved unobserved processes); agent/missing during the gap: $missing (silence counts after 30 s)"
+  missing=$(events_json "$q&kind=enforcer" | jq --argjson t "$t_kill" '[.[] | select(.rule == "enforcer/missing" and .timeMs > $t)] | length')
+  unobserved=$(service_get /api/v1/enforcers | jq -r --arg pod "$pod" '.[] | select(.pod.name == $pod) | .unobserved')
+  result "node: a process run and exited inside the gap: ${short:-not reported} (the restarted enforcer counts $unobserved unobserved processes); enforcer/missing during the gap: $missing (silence counts after 30 s)"
   # `palisade status --coverage` reads the same heartbeats: the restarted
   # enforcer reports, and the pod's row says which protections are off.
   local status
@@ -643,6 +645,7 @@ YAML
     echo "            - /bin/sh"
     echo "            - -c"
     echo "            - |"
+    # shellcheck disable=SC2001 # indents every line
     sed 's/^/              /' <<<"$PREVENT_PROBE"
     app_deployment vault-app | sed -n '/^          securityContext:/,$p'
   } | kubectl apply -n vault -f - >/dev/null
@@ -677,15 +680,15 @@ YAML
   fi
   grep -q 'probe image-programs=run' <<<"$logs" || fail "image programs did not run"
   # And the enforcer still watches: its started report names the pod.
-  wait_event "namespace=vault&pod=$pod&kind=agent" '.rule == "agent/started"' 60 >/dev/null
+  wait_event "namespace=vault&pod=$pod&kind=enforcer" '.rule == "enforcer/started"' 60 >/dev/null
   # The coverage reaches the policy service through the enforcer, not only
   # the container's log, with the level the launcher reported.
   local level
   level=$(jq -r .level <<<"$coverage")
-  wait_event "namespace=vault&pod=$pod&kind=agent" \
-    ".rule == \"agent/prevention\" and (.message | startswith(\"container app: prevention $level (Landlock ABI\"))" 30 >/dev/null \
+  wait_event "namespace=vault&pod=$pod&kind=enforcer" \
+    ".rule == \"enforcer/prevention\" and (.message | startswith(\"container app: prevention $level (Landlock ABI\"))" 30 >/dev/null \
     || fail "the launcher's coverage did not reach the policy service"
-  palisade_cli events -n vault --kind agent | grep -q "container app: prevention $level" \
+  palisade_cli events -n vault --kind enforcer | grep -q "container app: prevention $level" \
     || fail "palisade events does not show the coverage"
   result "node: each confined container's coverage ($level) reaches the policy service through the pod's enforcer"
   # `palisade status --coverage` puts the kernel's answer beside the plan,

@@ -1,6 +1,6 @@
 //! What the enforcer can and cannot see in its pod, and so which of its
-//! protections are off and why: said in `agent/started`, carried by every
-//! heartbeat (`AgentStatus.protections_off`) and kept current as processes
+//! protections are off and why: said in `enforcer/started`, carried by every
+//! heartbeat (`EnforcerStatus.protections_off`) and kept current as processes
 //! of other UIDs come and go. An enforcer that is blind must say so rather
 //! than stay silent.
 

@@ -142,7 +142,7 @@ mod tests {
     fn a_name_a_policy_allows_to_hide_is_judged_only_by_the_others() {
         let policies = [
             policy(
-                "agents-ok",
+                "enforcers-ok",
                 Mode::Enforce,
                 NonDumpable::Kill,
                 &["ssh-agent"],
@@ -151,7 +151,7 @@ mod tests {
         ];
         assert_eq!(judge(&policies, "ssh-agent"), Some("audit"));
         assert_eq!(judge(&policies[..1], "ssh-agent"), None);
-        assert_eq!(judge(&policies[..1], "sh"), Some("agents-ok"));
+        assert_eq!(judge(&policies[..1], "sh"), Some("enforcers-ok"));
         let mut only_app = policy("only-app", Mode::Enforce, NonDumpable::Kill, &[]);
         only_app.rules.allowed_processes = vec!["app".into()];
         assert_eq!(

@@ -19,8 +19,8 @@ pub enum HttpError {
     Ca { path: String, source: ureq::Error },
 }
 
-/// (long-poll agent, report agent): the first waits longer than a poll.
-pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpError> {
+/// (long-poll client, report client): the first waits longer than a poll.
+pub fn clients(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpError> {
     let mut tls = TlsConfig::builder();
     // The injector hands the CA over inline (`PALISADE_CA_PEM`): no file to mount.
     if let Some(pem) = &settings.ca_pem {
@@ -42,7 +42,7 @@ pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpErr
         tls = tls.root_certs(RootCerts::Specific(Arc::new(vec![cert])));
     }
     let tls = tls.build();
-    let agent = |timeout: Duration| -> ureq::Agent {
+    let client = |timeout: Duration| -> ureq::Agent {
         ureq::Agent::config_builder()
             .tls_config(tls.clone())
             .http_status_as_error(false)
@@ -51,7 +51,7 @@ pub fn agents(settings: &Settings) -> Result<(ureq::Agent, ureq::Agent), HttpErr
             .into()
     };
     Ok((
-        agent(Duration::from_secs(40)),
-        agent(Duration::from_secs(10)),
+        client(Duration::from_secs(40)),
+        client(Duration::from_secs(10)),
     ))
 }

@@ -1,6 +1,6 @@
 //! Coverage reports from the launchers of the pod's app containers: what
 //! Landlock enforces in each container, forwarded to the policy service as
-//! `agent/prevention` events (the container's log alone reaches nobody).
+//! `enforcer/prevention` events (the container's log alone reaches nobody).
 //!
 //! The socket is abstract, in the pod's network namespace, so any process
 //! in the pod can connect. A report is taken only from a process that the
@@ -106,10 +106,10 @@ pub fn describe(summary: &CoverageSummary) -> String {
     text
 }
 
-/// The `agent/prevention` event for one report: the text for people, the
+/// The `enforcer/prevention` event for one report: the text for people, the
 /// summary itself for tools (`palisade status --coverage`).
 pub fn coverage_event(id: String, time_ms: i64, summary: CoverageSummary) -> Event {
-    Event::agent(
+    Event::enforcer(
         id,
         time_ms,
         Rule::LaunchCoverage.as_str(),
@@ -128,7 +128,7 @@ pub fn bind() -> std::io::Result<UnixListener> {
 /// app squatting it after an enforcer restart would collect them).
 pub fn report_unavailable(reporter: &Reporter, error: &std::io::Error) {
     tracing::warn!(%error, "cannot receive the launchers' coverage reports");
-    reporter.report(Event::agent(
+    reporter.report(Event::enforcer(
         reporter.next_id(),
         now_ms(),
         Rule::LaunchCoverage.as_str(),
@@ -340,7 +340,7 @@ mod tests {
     fn the_prevention_event_carries_the_summary_and_its_description() {
         let summary = judge(&launcher(0), REPORT).unwrap();
         let event = coverage_event("l-1".into(), 9, summary.clone());
-        assert_eq!(event.rule, "agent/prevention");
+        assert_eq!(event.rule, "enforcer/prevention");
         assert_eq!(event.message, describe(&summary));
         assert_eq!(event.coverage, Some(summary));
     }

@@ -3,7 +3,7 @@
 //! gets the enforcer killed by the kernel with no signal anyone could
 //! refuse, a file limit blinds it. Preventing that is the launcher's
 //! seccomp filter; the enforcer reports what it notices
-//! (`agent/limits-changed`), and never changes its own limits, so any
+//! (`enforcer/limits-changed`), and never changes its own limits, so any
 //! change is someone else's.
 
 use std::collections::BTreeMap;

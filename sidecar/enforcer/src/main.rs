@@ -1,4 +1,4 @@
-//! `palisade-enforcer`: the runtime agent injected into each pod.
+//! `palisade-enforcer`: the runtime enforcer injected into each pod.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,13 +60,13 @@ fn main() -> anyhow::Result<()> {
     let holder = Arc::new(holder);
     tracing::info!(source, etag = %holder.current().etag, "runtime policy loaded");
 
-    let (policy_agent, report_agent) = palisade_enforcer::http::agents(&settings)?;
+    let (policy_client, report_client) = palisade_enforcer::http::clients(&settings)?;
     let reporter = Reporter::new(
         &settings.state_dir,
         settings.policy_url.is_none(),
         settings.spool_max_bytes,
     );
-    let sender = report::spawn(settings.clone(), report_agent, &reporter, holder.clone());
+    let sender = report::spawn(settings.clone(), report_client, &reporter, holder.clone());
     match launch_reports {
         Ok(listener) => {
             launches::spawn(listener, settings.proc_root.clone(), reporter.clone())
@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("policy".into())
             .stack_size(256 * 1024)
-            .spawn(move || policy::fetch_loop(policy_agent, settings, holder, stop))
+            .spawn(move || policy::fetch_loop(policy_client, settings, holder, stop))
             .context("starting the policy thread")?
     };
 
@@ -95,10 +95,10 @@ fn main() -> anyhow::Result<()> {
     let off_text = coverage::describe(&off);
     tracing::info!(%signals, protections = %off_text, "enforcer started");
     reporter.set_protections_off(off);
-    reporter.report(Event::agent(
+    reporter.report(Event::enforcer(
         format!("{}-started", reporter.boot_id()),
         now_ms(),
-        Rule::AgentStarted.as_str(),
+        Rule::EnforcerStarted.as_str(),
         format!("policy from {source}; {off_text}; {signals}"),
     ));
     let mut protections_checked = Instant::now();
@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         monitor.tick();
         monitor.settle_hidden();
         for change in limits.check() {
-            reporter.report(Event::agent(
+            reporter.report(Event::enforcer(
                 reporter.next_id(),
                 now_ms(),
                 Rule::LimitsChanged.as_str(),
@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
                 let text = coverage::describe(&off);
                 tracing::warn!(protections = %text, "what the enforcer can protect changed");
                 reporter.set_protections_off(off);
-                reporter.report(Event::agent(
+                reporter.report(Event::enforcer(
                     reporter.next_id(),
                     now_ms(),
                     Rule::ProtectionsChanged.as_str(),

@@ -84,7 +84,7 @@ fn save_cache(state_dir: &Path, bundle: &RuntimeBundle) -> std::io::Result<()> {
 /// Long-polls the service for changes until `stop`; on errors keeps the
 /// current policy and retries with backoff.
 pub fn fetch_loop(
-    agent: ureq::Agent,
+    client: ureq::Agent,
     settings: Settings,
     holder: Arc<PolicyHolder>,
     stop: Arc<AtomicBool>,
@@ -97,7 +97,7 @@ pub fn fetch_loop(
     let mut backoff = Duration::from_millis(500);
     while !stop.load(Ordering::Relaxed) {
         let etag = holder.current().etag.clone();
-        let mut request = agent
+        let mut request = client
             .get(&url)
             .query("namespace", &settings.pod.namespace)
             .query("labels", &labels)

@@ -6,7 +6,7 @@
 //!
 //! The queue is bounded. When it is full, file events make room for
 //! process and socket evidence, never the reverse; what cannot be kept is
-//! counted, reported as `agent/events-dropped` and carried in every
+//! counted, reported as `enforcer/events-dropped` and carried in every
 //! heartbeat. A heartbeat goes to the service at a fixed interval, so it
 //! notices an enforcer that was stopped or killed.
 
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use palisade_common::policy::Mode;
 use palisade_common::wire::{
-    AgentState, AgentStatus, Event, Heartbeat, ProtectionOff, ReportBatch,
+    EnforcerState, EnforcerStatus, Event, Heartbeat, ProtectionOff, ReportBatch,
 };
 
 use crate::config::Settings;
@@ -344,7 +344,7 @@ impl SenderHandle {
 /// Starts the sender thread for `reporter`.
 pub fn spawn(
     settings: Settings,
-    agent: ureq::Agent,
+    client: ureq::Agent,
     reporter: &Reporter,
     policy: Arc<PolicyHolder>,
 ) -> SenderHandle {
@@ -352,7 +352,7 @@ pub fn spawn(
         started_ms: now_ms(),
         policy,
         settings,
-        agent,
+        client,
         reporter: reporter.clone(),
         dropped_reported: 0,
         retry_at: Instant::now(),
@@ -373,7 +373,7 @@ struct Sender {
     settings: Settings,
     /// Heartbeats say which policy bundle is in force.
     policy: Arc<PolicyHolder>,
-    agent: ureq::Agent,
+    client: ureq::Agent,
     reporter: Reporter,
     started_ms: i64,
     dropped_reported: u64,
@@ -408,9 +408,9 @@ impl Sender {
             let beat_now = self.reporter.shared.beat_now.swap(false, Ordering::Relaxed);
             if Instant::now() >= next_heartbeat || closing.is_some() || beat_now {
                 let state = if closing.is_some() {
-                    AgentState::Stopping
+                    EnforcerState::Stopping
                 } else {
-                    AgentState::Running
+                    EnforcerState::Running
                 };
                 if let Err(e) = self.heartbeat(state, closing.as_deref().unwrap_or_default()) {
                     tracing::debug!(error = %e, "heartbeat not delivered");
@@ -471,7 +471,7 @@ impl Sender {
         }
     }
 
-    /// An agent event when events were dropped since the last notice.
+    /// An enforcer event when events were dropped since the last notice.
     fn drop_notice(&mut self) -> Option<Event> {
         let dropped = self.reporter.dropped();
         if dropped == self.dropped_reported {
@@ -502,7 +502,7 @@ impl Sender {
     }
 
     fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<u16, SendError> {
-        let mut request = self.agent.post(&self.url(path));
+        let mut request = self.client.post(&self.url(path));
         if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
             request = request.header("Authorization", &header);
         }
@@ -532,10 +532,10 @@ impl Sender {
         }
     }
 
-    fn heartbeat(&self, state: AgentState, reason: &str) -> Result<(), SendError> {
+    fn heartbeat(&self, state: EnforcerState, reason: &str) -> Result<(), SendError> {
         let beat = Heartbeat {
             pod: self.settings.pod.clone(),
-            agent: AgentStatus {
+            enforcer: EnforcerStatus {
                 boot_id: self.reporter.boot_id().to_string(),
                 started_ms: self.started_ms,
                 heartbeat_ms: self.settings.heartbeat.as_millis() as u64,

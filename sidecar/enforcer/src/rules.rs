@@ -35,8 +35,8 @@ pub enum Rule {
     NonDumpableProcess,
     UnexpectedListener,
     UnexpectedEgress,
-    AgentStarted,
-    AgentStopped,
+    EnforcerStarted,
+    EnforcerStopped,
     EventsDropped,
     /// Processes started and exited between two scans, never judged.
     UnobservedProcesses,
@@ -66,13 +66,13 @@ impl Rule {
             Rule::NonDumpableProcess => "behavior/non-dumpable-process",
             Rule::UnexpectedListener => "behavior/unexpected-listener",
             Rule::UnexpectedEgress => "behavior/unexpected-egress",
-            Rule::AgentStarted => "agent/started",
-            Rule::AgentStopped => "agent/stopped",
-            Rule::EventsDropped => "agent/events-dropped",
-            Rule::UnobservedProcesses => "agent/unobserved-processes",
+            Rule::EnforcerStarted => "enforcer/started",
+            Rule::EnforcerStopped => "enforcer/stopped",
+            Rule::EventsDropped => "enforcer/events-dropped",
+            Rule::UnobservedProcesses => "enforcer/unobserved-processes",
             Rule::LaunchCoverage => COVERAGE_RULE,
-            Rule::LimitsChanged => "agent/limits-changed",
-            Rule::ProtectionsChanged => "agent/protections-changed",
+            Rule::LimitsChanged => "enforcer/limits-changed",
+            Rule::ProtectionsChanged => "enforcer/protections-changed",
         }
     }
 
@@ -91,13 +91,13 @@ impl Rule {
             | Rule::NonDumpableProcess
             | Rule::UnexpectedListener
             | Rule::UnexpectedEgress => EventKind::Behavior,
-            Rule::AgentStarted
-            | Rule::AgentStopped
+            Rule::EnforcerStarted
+            | Rule::EnforcerStopped
             | Rule::EventsDropped
             | Rule::UnobservedProcesses
             | Rule::LaunchCoverage
             | Rule::LimitsChanged
-            | Rule::ProtectionsChanged => EventKind::Agent,
+            | Rule::ProtectionsChanged => EventKind::Enforcer,
         }
     }
 
@@ -129,8 +129,8 @@ const ALL_RULES: [Rule; 20] = [
     Rule::NonDumpableProcess,
     Rule::UnexpectedListener,
     Rule::UnexpectedEgress,
-    Rule::AgentStarted,
-    Rule::AgentStopped,
+    Rule::EnforcerStarted,
+    Rule::EnforcerStopped,
     Rule::EventsDropped,
     Rule::UnobservedProcesses,
     Rule::LaunchCoverage,

@@ -513,9 +513,9 @@ mod tests {
         assert!(!same_link(&img, "/usr/bin/python3"));
         assert!(!same_link(&img, "/usr/bin/python3.11 (deleted)"));
         assert!(!same_link("", "/usr/bin/python3"));
-        let hidden = image(None, "agent");
-        assert!(same_name(&hidden, "agent"));
+        let hidden = image(None, "enforcer");
+        assert!(same_name(&hidden, "enforcer"));
         assert!(!same_name(&hidden, "sh"));
-        assert!(!same_link(&hidden, "agent"));
+        assert!(!same_link(&hidden, "enforcer"));
     }
 }

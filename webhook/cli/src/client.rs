@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use palisade_common::wire::{AgentRecord, EventKind, ExceptionRecord, PolicyRecord, StoredEvent};
+use palisade_common::wire::{
+    EnforcerRecord, EventKind, ExceptionRecord, PolicyRecord, StoredEvent,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -146,8 +148,8 @@ impl Client {
     /// reports off. An answer that does not parse is an error: read as an
     /// empty list it would say every enforcer is silent.
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, ClientError> {
-        let url = self.url("/api/v1/agents");
+    pub async fn enforcers(&self) -> Result<Vec<EnforcerRecord>, ClientError> {
+        let url = self.url("/api/v1/enforcers");
         let body = self.send(self.http.get(&url), &url).await?;
         serde_json::from_value(body).map_err(|source| ClientError::Decode { url, source })
     }
@@ -165,7 +167,7 @@ pub struct EventFilter {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub kind: Option<EventKind>,
-    /// Exact rule id, e.g. `agent/prevention`.
+    /// Exact rule id, e.g. `enforcer/prevention`.
     pub rule: Option<String>,
     /// Unix milliseconds.
     pub since_ms: Option<i64>,
@@ -355,8 +357,8 @@ mod tests {
     fn an_event_filter_sends_only_what_it_names() {
         let filter = EventFilter {
             namespace: Some("shop".into()),
-            kind: Some(EventKind::Agent),
-            rule: Some("agent/prevention".into()),
+            kind: Some(EventKind::Enforcer),
+            rule: Some("enforcer/prevention".into()),
             limit: 1000,
             ..Default::default()
         };
@@ -365,8 +367,8 @@ mod tests {
             [
                 ("limit", "1000".to_string()),
                 ("namespace", "shop".into()),
-                ("kind", "agent".into()),
-                ("rule", "agent/prevention".into()),
+                ("kind", "enforcer".into()),
+                ("rule", "enforcer/prevention".into()),
             ]
         );
         assert_eq!(EventFilter::default().query(), [("limit", "100".into())]);

@@ -136,10 +136,10 @@ enum Command {
         namespace: Option<String>,
         #[arg(long)]
         pod: Option<String>,
-        /// drift, behavior or agent
+        /// drift, behavior or enforcer
         #[arg(long, value_parser = parse_kind)]
         kind: Option<EventKind>,
-        /// One rule exactly (e.g. agent/prevention).
+        /// One rule exactly (e.g. enforcer/prevention).
         #[arg(long)]
         rule: Option<String>,
         /// Only events newer than this (e.g. 30m, 2h, 7d).
@@ -320,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// `--kind`, checked before anything is sent.
 fn parse_kind(text: &str) -> Result<EventKind, String> {
-    EventKind::parse(text).ok_or_else(|| "expected drift, behavior or agent".to_string())
+    EventKind::parse(text).ok_or_else(|| "expected drift, behavior or enforcer".to_string())
 }
 
 fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use palisade_common::launch::{CoverageSummary, LandlockSupport, COVERAGE_RULE};
-use palisade_common::wire::{AgentRecord, EventKind, Liveness, ProtectionOff, StoredEvent};
+use palisade_common::wire::{EnforcerRecord, EventKind, Liveness, ProtectionOff, StoredEvent};
 use palisade_common::INJECT_LABEL;
 use palisade_engine::admission::enforcer::EnforcerIdentity;
 use palisade_engine::rollout::{
@@ -121,13 +121,13 @@ pub async fn run(
     if let Some(service) = coverage_from {
         let found = kernel_reports(service, &reports).await?;
         attach_kernel(&mut reports, &found);
-        let agents = service.agents().await.with_context(|| {
+        let enforcers = service.enforcers().await.with_context(|| {
             format!(
                 "reading the enforcers' heartbeats from the policy service at {} (--server)",
                 service.server()
             )
         })?;
-        attach_heartbeats(&mut reports, &agents);
+        attach_heartbeats(&mut reports, &enforcers);
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
@@ -297,7 +297,7 @@ async fn kernel_reports(service: &Client, reports: &[PodReport]) -> anyhow::Resu
     for namespace in namespaces {
         let filter = EventFilter {
             namespace: Some(namespace.to_string()),
-            kind: Some(EventKind::Agent),
+            kind: Some(EventKind::Enforcer),
             rule: Some(COVERAGE_RULE.to_string()),
             limit: REPORTS_PER_NAMESPACE,
             ..Default::default()
@@ -428,25 +428,25 @@ fn kernel_column(report: &PodReport) -> String {
 }
 
 /// Gives every running pod with an enforcer its `heartbeat` field, from
-/// the service's agents list (a finished pod's enforcer has stopped with
+/// the service's enforcers list (a finished pod's enforcer has stopped with
 /// nothing left to protect). Rows are kept per pod name: one left by a pod
 /// this one replaced under the same name is not this pod's (enforcers too
 /// old to send a uid are taken at their word).
-pub fn attach_heartbeats(reports: &mut [PodReport], agents: &[AgentRecord]) {
+pub fn attach_heartbeats(reports: &mut [PodReport], enforcers: &[EnforcerRecord]) {
     for report in reports {
         let injected = matches!(report.assessment.injection, Injection::Injected { .. });
         if !injected || report.finished {
             continue;
         }
-        let found = agents.iter().find(|a| {
+        let found = enforcers.iter().find(|a| {
             a.pod.namespace == report.namespace
                 && a.pod.name == report.pod
                 && (a.pod.uid == report.uid || a.pod.uid.is_empty())
         });
         report.heartbeat = Some(match found {
-            Some(agent) => Heard {
-                state: Some(agent.state),
-                protections_off: agent.protections_off.clone(),
+            Some(enforcer) => Heard {
+                state: Some(enforcer.state),
+                protections_off: enforcer.protections_off.clone(),
             },
             None => Heard {
                 state: None,
@@ -633,7 +633,7 @@ mod tests {
         }
     }
 
-    /// An `agent/prevention` event from `pod` (uid `uid`) at `time_ms`.
+    /// An `enforcer/prevention` event from `pod` (uid `uid`) at `time_ms`.
     fn mk_event(pod: &str, uid: &str, time_ms: i64, summary: CoverageSummary) -> StoredEvent {
         StoredEvent {
             pod: PodRef {
@@ -642,7 +642,7 @@ mod tests {
                 uid: uid.into(),
             },
             received_ms: time_ms,
-            event: Event::agent(
+            event: Event::enforcer(
                 format!("{uid}-{time_ms}"),
                 time_ms,
                 COVERAGE_RULE,
@@ -685,7 +685,7 @@ mod tests {
     fn events_without_a_summary_or_of_another_rule_say_nothing() {
         let mut found = KernelReports::default();
         let mut other = mk_event("cart-0", "u", 1_000, full("app", 7));
-        other.event.rule = "agent/started".into();
+        other.event.rule = "enforcer/started".into();
         let mut bare = mk_event("cart-0", "u", 2_000, full("app", 7));
         bare.event.coverage = None;
         found.add(vec![other, bare]);
@@ -721,14 +721,14 @@ mod tests {
         assert_eq!(kernel_cell("app", None), "app: no report");
     }
 
-    /// An enforcer's row in the service's agents list.
-    fn mk_agent(
+    /// An enforcer's row in the service's enforcers list.
+    fn mk_enforcer(
         pod: &str,
         uid: &str,
         state: Liveness,
         off: &[(EnforcerProtection, &str)],
-    ) -> AgentRecord {
-        AgentRecord {
+    ) -> EnforcerRecord {
+        EnforcerRecord {
             pod: PodRef {
                 namespace: "shop".into(),
                 name: pod.into(),
@@ -785,7 +785,12 @@ mod tests {
         attach_kernel(&mut covered, &found);
         attach_heartbeats(
             &mut covered,
-            &[mk_agent("cart-0", "u", Liveness::Reporting, &[DRIFT_OFF])],
+            &[mk_enforcer(
+                "cart-0",
+                "u",
+                Liveness::Reporting,
+                &[DRIFT_OFF],
+            )],
         );
         assert_eq!(
             render(&covered, true),
@@ -834,11 +839,11 @@ mod tests {
             &mut reports,
             &[
                 // Left by the pod this one replaced under the same name.
-                mk_agent("cart-0", "old", Liveness::Reporting, &[DRIFT_OFF]),
+                mk_enforcer("cart-0", "old", Liveness::Reporting, &[DRIFT_OFF]),
                 // An enforcer too old to send its pod's uid.
-                mk_agent("web-0", "", Liveness::Reporting, &[]),
-                mk_agent("plain-0", "p", Liveness::Reporting, &[DRIFT_OFF]),
-                mk_agent("job-0", "j", Liveness::Stopped, &[]),
+                mk_enforcer("web-0", "", Liveness::Reporting, &[]),
+                mk_enforcer("plain-0", "p", Liveness::Reporting, &[DRIFT_OFF]),
+                mk_enforcer("job-0", "j", Liveness::Stopped, &[]),
             ],
         );
         assert_eq!(
@@ -868,7 +873,7 @@ mod tests {
     fn every_protection_is_off_while_the_enforcer_is_not_reporting() {
         let heard = |state, off: &[(EnforcerProtection, &str)]| {
             let mut reports = vec![mk_pod("cart-0", "u", &[])];
-            attach_heartbeats(&mut reports, &[mk_agent("cart-0", "u", state, off)]);
+            attach_heartbeats(&mut reports, &[mk_enforcer("cart-0", "u", state, off)]);
             protections_cell(reports[0].heartbeat.as_ref())
         };
         assert_eq!(heard(Liveness::Reporting, &[]), "none");
@@ -901,9 +906,9 @@ mod tests {
         attach_heartbeats(
             &mut reports,
             &[
-                mk_agent("a", "a", Liveness::Reporting, &[]),
-                mk_agent("b", "b", Liveness::Reporting, &[DRIFT_OFF]),
-                mk_agent("c", "c", Liveness::Missing, &[]),
+                mk_enforcer("a", "a", Liveness::Reporting, &[]),
+                mk_enforcer("b", "b", Liveness::Reporting, &[DRIFT_OFF]),
+                mk_enforcer("c", "c", Liveness::Missing, &[]),
             ],
         );
         assert_eq!(

@@ -275,10 +275,10 @@ async fn policy_push_list_delete_and_events_against_a_server() {
                 exception: None,
                 coverage: None,
             },
-            Event::agent(
+            Event::enforcer(
                 "2".into(),
                 palisade_server::db::now_ms(),
-                "agent/prevention",
+                "enforcer/prevention",
                 "container app: prevention full (Landlock ABI 7)".into(),
             ),
         ],
@@ -306,7 +306,7 @@ async fn policy_push_list_delete_and_events_against_a_server() {
             "-n",
             "shop",
             "--rule",
-            "agent/prevention",
+            "enforcer/prevention",
         ]))
     });
     let table = text(&out.stdout);
@@ -442,7 +442,7 @@ async fn status_with_coverage_shows_per_pod_which_protections_are_off_and_why() 
     let heartbeat = |pod: &str, uid: &str, off: serde_json::Value| {
         serde_json::json!({
             "pod": {"namespace": "shop", "name": pod, "uid": uid},
-            "agent": {"bootId": "b1", "startedMs": 1, "heartbeatMs": 10000, "state": "running",
+            "enforcer": {"bootId": "b1", "startedMs": 1, "heartbeatMs": 10000, "state": "running",
                       "protectionsOff": off}
         })
     };
@@ -458,7 +458,7 @@ async fn status_with_coverage_shows_per_pod_which_protections_are_off_and_why() 
         heartbeat("old-0", "u-previous", serde_json::json!([])),
         {
             let mut beat = heartbeat("once-0", "u-once", serde_json::json!([]));
-            beat["agent"]["state"] = "stopping".into();
+            beat["enforcer"]["state"] = "stopping".into();
             beat
         },
     ] {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-mod agents;
+mod enforcers;
 mod events;
 mod revisions;
-pub use agents::AgentTotals;
+pub use enforcers::EnforcerTotals;
 pub use events::EventQuery;
 pub use revisions::{Authored, StoredException};
 
@@ -29,7 +29,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     #[error("the stored state of the enforcer of {namespace}/{pod} is unreadable: {source}")]
-    CorruptAgent {
+    CorruptEnforcer {
         namespace: String,
         pod: String,
         source: serde_json::Error,
@@ -90,10 +90,10 @@ const COMMON_SCHEMA: &[&str] = &[
         PRIMARY KEY (namespace, pod, id))",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (time_ms)",
     "CREATE INDEX IF NOT EXISTS events_by_pod ON events (namespace, pod, time_ms)",
-    // `palisade status --coverage`: a namespace's few `agent/prevention`
+    // `palisade status --coverage`: a namespace's few `enforcer/prevention`
     // events among all its others.
     "CREATE INDEX IF NOT EXISTS events_by_rule ON events (namespace, rule, time_ms)",
-    "CREATE TABLE IF NOT EXISTS agents (
+    "CREATE TABLE IF NOT EXISTS enforcers (
         namespace TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,
         boot_id TEXT NOT NULL, heartbeat_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
         state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
@@ -106,13 +106,13 @@ const COMMON_SCHEMA: &[&str] = &[
 /// Each definition needs a default, for the rows already there.
 const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn {
-        table: "agents",
+        table: "enforcers",
         column: "policy_etag",
         definition: "TEXT NOT NULL DEFAULT ''",
     },
     // The protections an enforcer reports off: `ProtectionOff`s as JSON.
     AddedColumn {
-        table: "agents",
+        table: "enforcers",
         column: "protections_off",
         definition: "TEXT NOT NULL DEFAULT '[]'",
     },
@@ -186,8 +186,11 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
         }
-        let mut result = Ok(());
+        let mut result = self.rename_tables(&mut conn).await;
         for ddl in specific.iter().chain(COMMON_SCHEMA) {
+            if result.is_err() {
+                break;
+            }
             if let Err(e) = sqlx::query(ddl).execute(&mut *conn).await {
                 result = Err(e.into());
                 break;
@@ -202,6 +205,50 @@ impl Store {
                 .await?;
         }
         result
+    }
+
+    /// Earlier releases called the pod-side component an agent: their
+    /// `agents` table becomes `enforcers`, and their stored `agent/...`
+    /// events `enforcer/...` ones. Runs once, before the schema is created.
+    async fn rename_tables(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        if !self.has_table(conn, "agents").await? || self.has_table(conn, "enforcers").await? {
+            return Ok(());
+        }
+        sqlx::query("ALTER TABLE agents RENAME TO enforcers")
+            .execute(&mut *conn)
+            .await?;
+        if self.has_table(conn, "events").await? {
+            sqlx::query(
+                "UPDATE events SET kind = 'enforcer', rule = 'enforcer/' || substr(rule, 7),
+                   body = replace(replace(body, '\"kind\":\"agent\"', '\"kind\":\"enforcer\"'),
+                                  '\"rule\":\"agent/', '\"rule\":\"enforcer/')
+                 WHERE kind = 'agent' AND rule LIKE 'agent/%'",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn has_table(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        table: &str,
+    ) -> Result<bool, StoreError> {
+        let query = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = ?"
+            }
+        };
+        let row = sqlx::query(&self.sql(query))
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
     /// Adds the [`ADDED_COLUMNS`] a table made by an older release lacks.
@@ -370,8 +417,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_database_from_an_older_release_gains_the_columns_added_since() {
-        use palisade_common::wire::{AgentState, AgentStatus, Heartbeat};
+    async fn a_database_from_an_older_release_is_renamed_and_gains_the_columns_added_since() {
+        use palisade_common::wire::{EnforcerState, EnforcerStatus, Heartbeat};
         let dir = tempfile::tempdir().unwrap();
         let mut urls = vec![format!(
             "sqlite://{}?mode=rwc",
@@ -386,7 +433,8 @@ mod tests {
         }
         sqlx::any::install_default_drivers();
         for url in urls {
-            // The agents table as the first release made it, with a row.
+            // The table as the first release made it (named `agents`), with
+            // a row, and one of that release's own events.
             let old = AnyPoolOptions::new()
                 .max_connections(1)
                 .connect(&url)
@@ -408,20 +456,34 @@ mod tests {
             .execute(&old)
             .await
             .unwrap();
+            for ddl in COMMON_SCHEMA
+                .iter()
+                .filter(|d| d.contains("TABLE IF NOT EXISTS events"))
+            {
+                sqlx::query(ddl).execute(&old).await.unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO events VALUES ('shop', 'web-0', 'e1', 'u0', 'agent', 'agent/started',
+                 NULL, 'audit', NULL, 'up', 5, 5,
+                 '{\"id\":\"e1\",\"timeMs\":5,\"kind\":\"agent\",\"rule\":\"agent/started\",\"mode\":\"audit\",\"message\":\"up\"}')",
+            )
+            .execute(&old)
+            .await
+            .unwrap();
             old.close().await;
 
             let store = Store::open(&url).await.unwrap();
-            let agents = store.agents().await.unwrap();
-            assert_eq!(agents.len(), 1, "{url}");
-            assert_eq!(agents[0].policy_etag, "");
-            assert!(agents[0].protections_off.is_empty());
+            let enforcers = store.enforcers().await.unwrap();
+            assert_eq!(enforcers.len(), 1, "{url}");
+            assert_eq!(enforcers[0].policy_etag, "");
+            assert!(enforcers[0].protections_off.is_empty());
             let beat = Heartbeat {
-                pod: agents[0].pod.clone(),
-                agent: AgentStatus {
+                pod: enforcers[0].pod.clone(),
+                enforcer: EnforcerStatus {
                     boot_id: "b0".into(),
                     started_ms: 1,
                     heartbeat_ms: 10_000,
-                    state: AgentState::Running,
+                    state: EnforcerState::Running,
                     reason: String::new(),
                     dropped: 0,
                     unobserved: 0,
@@ -430,7 +492,19 @@ mod tests {
                 },
             };
             store.record_heartbeat(&beat).await.unwrap();
-            assert_eq!(store.agents().await.unwrap()[0].policy_etag, "etag");
+            assert_eq!(store.enforcers().await.unwrap()[0].policy_etag, "etag");
+            let renamed: (String, String, String) =
+                sqlx::query_as("SELECT kind, rule, body FROM events WHERE id = 'e1'")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (&*renamed.0, &*renamed.1),
+                ("enforcer", "enforcer/started"),
+                "{url}"
+            );
+            let body: palisade_common::wire::Event = serde_json::from_str(&renamed.2).unwrap();
+            assert_eq!(body.rule, "enforcer/started", "{url}");
             store.close().await;
             // Opening it again adds nothing twice.
             Store::open(&url).await.unwrap().close().await;

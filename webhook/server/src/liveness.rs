@@ -3,12 +3,12 @@
 //! stores the outcome and its event.
 //!
 //! A killed enforcer says nothing. The service learns of it either from
-//! silence (several heartbeat intervals: `agent/missing`) or from its
+//! silence (several heartbeat intervals: `enforcer/missing`) or from its
 //! successor: the kubelet restarts a native sidecar within seconds, usually
 //! before the silence counts, so a new boot id in the same pod is often the
 //! only sign that the pod went unwatched for a while.
 
-use palisade_common::wire::{AgentState, AgentStatus, Event, Liveness};
+use palisade_common::wire::{EnforcerState, EnforcerStatus, Event, Liveness};
 
 /// What the service last stored for the enforcer of a pod (by namespace
 /// and name).
@@ -71,17 +71,17 @@ pub enum Transition {
     Resumed { last_heartbeat_ms: i64, gap_ms: i64 },
 }
 
-/// What `agent`'s heartbeat, arriving at `now_ms` from the pod with uid
+/// What `enforcer`'s heartbeat, arriving at `now_ms` from the pod with uid
 /// `pod_uid`, means after `before` (`None`: the first heard from the pod).
 pub fn transition(
     before: Option<&LastKnown>,
     pod_uid: &str,
-    agent: &AgentStatus,
+    enforcer: &EnforcerStatus,
     now_ms: i64,
 ) -> Option<Transition> {
-    if agent.state == AgentState::Stopping {
+    if enforcer.state == EnforcerState::Stopping {
         return Some(Transition::Stopping {
-            reason: agent.reason.clone(),
+            reason: enforcer.reason.clone(),
         });
     }
     let before = before?;
@@ -92,7 +92,7 @@ pub fn transition(
         return None;
     }
     let gap_ms = (now_ms - before.last_seen_ms).max(0);
-    if before.boot_id != agent.boot_id {
+    if before.boot_id != enforcer.boot_id {
         let previous = match before.state {
             Liveness::Stopped => PreviousEnd::StoppedCleanly,
             Liveness::Missing => PreviousEnd::ReportedMissing,
@@ -112,9 +112,9 @@ pub fn transition(
 }
 
 /// The rule of the event a restart or resumption records.
-pub const RETURNED_RULE: &str = "agent/returned";
+pub const RETURNED_RULE: &str = "enforcer/returned";
 /// The rule of the event a clean stop records.
-pub const STOPPED_RULE: &str = "agent/stopped";
+pub const STOPPED_RULE: &str = "enforcer/stopped";
 
 impl Transition {
     /// The event recording this transition of enforcer `boot_id`. Its id
@@ -122,7 +122,7 @@ impl Transition {
     /// store it once.
     pub fn event(&self, boot_id: &str, now_ms: i64) -> Event {
         match self {
-            Transition::Stopping { reason } => Event::agent(
+            Transition::Stopping { reason } => Event::enforcer(
                 format!("stopped-{boot_id}"),
                 now_ms,
                 STOPPED_RULE,
@@ -140,7 +140,7 @@ impl Transition {
                 previous,
                 last_heartbeat_ms,
                 gap_ms,
-            } => Event::agent(
+            } => Event::enforcer(
                 format!("returned-{boot_id}-{last_heartbeat_ms}"),
                 now_ms,
                 RETURNED_RULE,
@@ -155,7 +155,7 @@ impl Transition {
             Transition::Resumed {
                 last_heartbeat_ms,
                 gap_ms,
-            } => Event::agent(
+            } => Event::enforcer(
                 format!("returned-{boot_id}-{last_heartbeat_ms}"),
                 now_ms,
                 RETURNED_RULE,
@@ -177,13 +177,13 @@ fn seconds(ms: i64) -> String {
 mod tests {
     use super::*;
 
-    fn mk_status(boot: &str, state: AgentState) -> AgentStatus {
-        AgentStatus {
+    fn mk_status(boot: &str, state: EnforcerState) -> EnforcerStatus {
+        EnforcerStatus {
             boot_id: boot.into(),
             started_ms: 1,
             heartbeat_ms: 10_000,
             state,
-            reason: if state == AgentState::Stopping {
+            reason: if state == EnforcerState::Stopping {
                 "SIGTERM".into()
             } else {
                 String::new()
@@ -204,8 +204,8 @@ mod tests {
         }
     }
 
-    fn running(boot: &str) -> AgentStatus {
-        mk_status(boot, AgentState::Running)
+    fn running(boot: &str) -> EnforcerStatus {
+        mk_status(boot, EnforcerState::Running)
     }
 
     #[test]
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_stopping_heartbeat_is_a_stop_whatever_came_before() {
-        let stopping = mk_status("b1", AgentState::Stopping);
+        let stopping = mk_status("b1", EnforcerState::Stopping);
         for before in [None, Some(mk_known("b0", Liveness::Reporting, 0))] {
             assert_eq!(
                 transition(before.as_ref(), "uid-1", &stopping, 5),

@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::audit::report::{Outcome, Summary};
-use crate::db::AgentTotals;
+use crate::db::EnforcerTotals;
 use palisade_engine::admission::reason::{InjectionResult, ReasonLabel};
 use palisade_engine::admission::{mutate, Endpoint, Outcome as AdmissionOutcome};
 
@@ -36,14 +36,14 @@ pub struct EndpointLabels {
 
 /// An enforcer's state as the service sees it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AgentLabels {
-    pub state: AgentState,
+pub struct EnforcerLabels {
+    pub state: EnforcerState,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct AgentState(pub Liveness);
+pub struct EnforcerState(pub Liveness);
 
-impl EncodeLabelValue for AgentState {
+impl EncodeLabelValue for EnforcerState {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
         std::fmt::Write::write_str(encoder, self.0.as_str())
     }
@@ -150,11 +150,11 @@ pub struct Metrics {
     pub image_lookups: Family<LookupLabels, Counter>,
     /// Enforcers by state (the shared database's view: every replica
     /// reports the same numbers).
-    pub agents: Family<AgentLabels, Gauge>,
+    pub enforcers: Family<EnforcerLabels, Gauge>,
     /// Events reporting enforcers dropped (spool full), summed.
-    pub agent_events_dropped: Gauge,
+    pub enforcer_events_dropped: Gauge,
     /// Processes reporting enforcers counted as run unobserved, summed.
-    pub agent_processes_unobserved: Gauge,
+    pub enforcer_processes_unobserved: Gauge,
     pub admission_requests: Family<RequestLabels, Counter>,
     pub injections: Family<InjectionLabels, Counter>,
     pub admission_duration: Family<EndpointLabels, Histogram>,
@@ -252,23 +252,23 @@ impl Metrics {
             "Serving certificate reloads that failed (previous kept)",
             tls_reload_failures.clone(),
         );
-        let agents = Family::<AgentLabels, Gauge>::default();
+        let enforcers = Family::<EnforcerLabels, Gauge>::default();
         registry.register(
-            "agents",
+            "enforcers",
             "Enforcers by state: reporting, missing (silent past their heartbeat) or stopped",
-            agents.clone(),
+            enforcers.clone(),
         );
-        let agent_events_dropped = Gauge::default();
+        let enforcer_events_dropped = Gauge::default();
         registry.register(
-            "agent_events_dropped",
+            "enforcer_events_dropped",
             "Events reporting enforcers dropped because their spool was full (sum of their totals)",
-            agent_events_dropped.clone(),
+            enforcer_events_dropped.clone(),
         );
-        let agent_processes_unobserved = Gauge::default();
+        let enforcer_processes_unobserved = Gauge::default();
         registry.register(
-            "agent_processes_unobserved",
+            "enforcer_processes_unobserved",
             "Processes reporting enforcers know ran without being seen (sum of their totals)",
-            agent_processes_unobserved.clone(),
+            enforcer_processes_unobserved.clone(),
         );
         let events_received = Counter::default();
         registry.register(
@@ -319,9 +319,9 @@ impl Metrics {
             audit_writes,
             audit_workloads,
             audit_findings,
-            agents,
-            agent_events_dropped,
-            agent_processes_unobserved,
+            enforcers,
+            enforcer_events_dropped,
+            enforcer_processes_unobserved,
             image_lookups,
             policy_exceptions,
             events_received,
@@ -384,23 +384,23 @@ impl Metrics {
         }
     }
 
-    /// Sets the agent gauges from the database's totals.
-    pub fn set_agents(&self, totals: &[AgentTotals]) {
+    /// Sets the enforcer gauges from the database's totals.
+    pub fn set_enforcers(&self, totals: &[EnforcerTotals]) {
         for state in [Liveness::Reporting, Liveness::Missing, Liveness::Stopped] {
             let count = totals
                 .iter()
                 .find(|t| t.state == state)
-                .map_or(0, |t| t.agents);
-            self.agents
-                .get_or_create(&AgentLabels {
-                    state: AgentState(state),
+                .map_or(0, |t| t.enforcers);
+            self.enforcers
+                .get_or_create(&EnforcerLabels {
+                    state: EnforcerState(state),
                 })
                 .set(count as i64);
         }
         let reporting = totals.iter().find(|t| t.state == Liveness::Reporting);
-        self.agent_events_dropped
+        self.enforcer_events_dropped
             .set(reporting.map_or(0, |t| t.dropped) as i64);
-        self.agent_processes_unobserved
+        self.enforcer_processes_unobserved
             .set(reporting.map_or(0, |t| t.unobserved) as i64);
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use palisade_common::wire::{
-    AgentRecord, EnforcerProtection, Event, EventKind, IngestResult, PodRef, ReportBatch,
+    EnforcerProtection, EnforcerRecord, Event, EventKind, IngestResult, PodRef, ReportBatch,
     RuntimeBundle, StoredEvent,
 };
 use serde_json::{json, Value};
@@ -493,11 +493,11 @@ async fn heartbeat(server: &TestServer, body: Value) -> u16 {
         .as_u16()
 }
 
-async fn agent_rules(server: &TestServer, pod: &str) -> Vec<String> {
+async fn enforcer_rules(server: &TestServer, pod: &str) -> Vec<String> {
     let (_, events) = get_json(
         server,
         &server.admin_token(),
-        &format!("/api/v1/events?namespace=shop&pod={pod}&kind=agent"),
+        &format!("/api/v1/events?namespace=shop&pod={pod}&kind=enforcer"),
     )
     .await;
     serde_json::from_value::<Vec<StoredEvent>>(events)
@@ -510,7 +510,7 @@ async fn agent_rules(server: &TestServer, pod: &str) -> Vec<String> {
 fn status(pod: &str, boot: &str, state: &str) -> Value {
     json!({
         "pod": {"namespace": "shop", "name": pod, "uid": format!("uid-{pod}")},
-        "agent": {"bootId": boot, "startedMs": 1, "heartbeatMs": 200, "state": state,
+        "enforcer": {"bootId": boot, "startedMs": 1, "heartbeatMs": 200, "state": state,
                   "reason": if state == "stopping" { "SIGTERM" } else { "" },
                   "dropped": 0, "unobserved": 0}
     })
@@ -537,29 +537,29 @@ async fn an_enforcer_that_falls_silent_is_reported_missing_once_and_its_return_n
     );
     // Three heartbeats (600 ms) of silence, then the service's next sweep.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent_rules(&server, "cart-0")
+    while !enforcer_rules(&server, "cart-0")
         .await
-        .contains(&"agent/missing".to_string())
+        .contains(&"enforcer/missing".to_string())
     {
         assert!(Instant::now() < deadline, "silence never noticed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let rules = agent_rules(&server, "cart-0").await;
+    let rules = enforcer_rules(&server, "cart-0").await;
     assert_eq!(
-        rules.iter().filter(|r| *r == "agent/missing").count(),
+        rules.iter().filter(|r| *r == "enforcer/missing").count(),
         1,
         "{rules:?}"
     );
-    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
-    assert_eq!(agents[0]["state"], "missing", "{agents}");
+    let (_, enforcers) = get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
+    assert_eq!(enforcers[0]["state"], "missing", "{enforcers}");
 
     // It comes back under a new boot id: a restart after silence.
     assert_eq!(
         heartbeat(&server, status("cart-0", "boot2", "running")).await,
         200
     );
-    let returned = agent_events(&server, "cart-0", "agent/returned").await;
+    let returned = enforcer_events(&server, "cart-0", "enforcer/returned").await;
     assert_eq!(returned.len(), 1, "{returned:?}");
     assert!(
         returned[0]
@@ -595,7 +595,7 @@ async fn start_on(database: &Option<String>) -> TestServer {
 }
 
 /// The `rule` events of pod `pod` in namespace shop, newest first.
-async fn agent_events(server: &TestServer, pod: &str, rule: &str) -> Vec<Event> {
+async fn enforcer_events(server: &TestServer, pod: &str, rule: &str) -> Vec<Event> {
     let (_, events) = get_json(
         server,
         &server.admin_token(),
@@ -613,7 +613,7 @@ async fn agent_events(server: &TestServer, pod: &str, rule: &str) -> Vec<Event> 
 /// service's sweep leaves it alone for 30 s.
 fn running(pod: &str, boot: &str) -> Value {
     let mut beat = status(pod, boot, "running");
-    beat["agent"]["heartbeatMs"] = json!(10_000);
+    beat["enforcer"]["heartbeatMs"] = json!(10_000);
     beat
 }
 
@@ -629,7 +629,7 @@ async fn a_killed_enforcer_restarted_before_its_silence_counts_is_recorded_as_re
         assert_eq!(heartbeat(&server, running("cart-0", "boot2")).await, 200);
         assert_eq!(heartbeat(&server, running("cart-0", "boot2")).await, 200);
 
-        let returned = agent_events(&server, "cart-0", "agent/returned").await;
+        let returned = enforcer_events(&server, "cart-0", "enforcer/returned").await;
         assert_eq!(
             returned.len(),
             1,
@@ -647,21 +647,21 @@ async fn a_killed_enforcer_restarted_before_its_silence_counts_is_recorded_as_re
             .unwrap_or_else(|| panic!("no gap in {message:?}"));
         assert!((300..5_000).contains(&gap_ms), "gap {gap_ms} ms: {message}");
         assert!(
-            agent_events(&server, "cart-0", "agent/missing")
+            enforcer_events(&server, "cart-0", "enforcer/missing")
                 .await
                 .is_empty(),
             "the silence was too short to count as missing"
         );
-        let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
-        assert_eq!(agents[0]["bootId"], "boot2", "{agents}");
-        assert_eq!(agents[0]["state"], "reporting", "{agents}");
+        let (_, enforcers) = get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
+        assert_eq!(enforcers[0]["bootId"], "boot2", "{enforcers}");
+        assert_eq!(enforcers[0]["state"], "reporting", "{enforcers}");
 
         // A pod recreated under the same name is another pod, not a return.
         let mut other = running("cart-0", "boot3");
         other["pod"]["uid"] = json!("uid-of-the-next-cart-0");
         assert_eq!(heartbeat(&server, other).await, 200);
         assert_eq!(
-            agent_events(&server, "cart-0", "agent/returned")
+            enforcer_events(&server, "cart-0", "enforcer/returned")
                 .await
                 .len(),
             1
@@ -680,7 +680,7 @@ async fn an_enforcer_restarted_after_a_clean_stop_is_recorded_as_returned_saying
             200
         );
         assert_eq!(heartbeat(&server, running("web-1", "b2")).await, 200);
-        let returned = agent_events(&server, "web-1", "agent/returned").await;
+        let returned = enforcer_events(&server, "web-1", "enforcer/returned").await;
         assert_eq!(returned.len(), 1, "{returned:?}");
         assert!(
             returned[0]
@@ -694,36 +694,39 @@ async fn an_enforcer_restarted_after_a_clean_stop_is_recorded_as_returned_saying
 }
 
 #[tokio::test]
-async fn the_agents_list_says_which_protections_each_enforcer_reports_off_and_why() {
+async fn the_enforcers_list_says_which_protections_each_enforcer_reports_off_and_why() {
     for database in each_database("protections").await {
         let server = start_on(&database).await;
         let mut blind = running("web-3", "b1");
-        blind["agent"]["protectionsOff"] = json!([
+        blind["enforcer"]["protectionsOff"] = json!([
             {"protection": "drift", "reason": "app runs as uid 1001, the enforcer as 65532"},
             {"protection": "socketOwners", "reason": "the app's fds are unreadable"}
         ]);
         assert_eq!(heartbeat(&server, blind.clone()).await, 200);
         assert_eq!(heartbeat(&server, running("web-4", "b1")).await, 200);
-        let agent = |agents: &Value, pod: &str| -> Value {
-            agents
+        let enforcer = |enforcers: &Value, pod: &str| -> Value {
+            enforcers
                 .as_array()
                 .unwrap()
                 .iter()
                 .find(|a| a["pod"]["name"] == pod)
                 .cloned()
-                .unwrap_or_else(|| panic!("{pod} not in {agents}"))
+                .unwrap_or_else(|| panic!("{pod} not in {enforcers}"))
         };
-        let (status, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+        let (status, enforcers) =
+            get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
         assert_eq!(status, 200);
         assert_eq!(
-            agent(&agents, "web-3")["protectionsOff"],
-            blind["agent"]["protectionsOff"]
+            enforcer(&enforcers, "web-3")["protectionsOff"],
+            blind["enforcer"]["protectionsOff"]
         );
         assert!(
-            agent(&agents, "web-4").get("protectionsOff").is_none(),
-            "nothing off, nothing said: {agents}"
+            enforcer(&enforcers, "web-4")
+                .get("protectionsOff")
+                .is_none(),
+            "nothing off, nothing said: {enforcers}"
         );
-        let records: Vec<AgentRecord> = serde_json::from_value(agents).unwrap();
+        let records: Vec<EnforcerRecord> = serde_json::from_value(enforcers).unwrap();
         assert_eq!(
             records[0].protections_off[0].protection,
             EnforcerProtection::Drift
@@ -731,10 +734,12 @@ async fn the_agents_list_says_which_protections_each_enforcer_reports_off_and_wh
 
         // Each heartbeat says it anew: sight regained, the list is gone.
         assert_eq!(heartbeat(&server, running("web-3", "b1")).await, 200);
-        let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
+        let (_, enforcers) = get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
         assert!(
-            agent(&agents, "web-3").get("protectionsOff").is_none(),
-            "{agents}"
+            enforcer(&enforcers, "web-3")
+                .get("protectionsOff")
+                .is_none(),
+            "{enforcers}"
         );
         server.running.shutdown().await;
     }
@@ -752,28 +757,31 @@ async fn an_enforcer_that_says_it_stops_is_not_reported_missing() {
         200
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let rules = agent_rules(&server, "web-1").await;
-    assert!(rules.contains(&"agent/stopped".to_string()), "{rules:?}");
-    assert!(!rules.contains(&"agent/missing".to_string()), "{rules:?}");
+    let rules = enforcer_rules(&server, "web-1").await;
+    assert!(rules.contains(&"enforcer/stopped".to_string()), "{rules:?}");
+    assert!(
+        !rules.contains(&"enforcer/missing".to_string()),
+        "{rules:?}"
+    );
     server.running.shutdown().await;
 }
 
 #[tokio::test]
-async fn the_agents_list_shows_which_policy_bundle_each_enforcer_runs() {
+async fn the_enforcers_list_shows_which_policy_bundle_each_enforcer_runs() {
     let server = start(&repo_policies()).await;
     let mut beat = status("web-2", "b1", "running");
-    beat["agent"]["policyEtag"] = json!("etag-one");
+    beat["enforcer"]["policyEtag"] = json!("etag-one");
     assert_eq!(heartbeat(&server, beat.clone()).await, 200);
-    beat["agent"]["policyEtag"] = json!("etag-two");
+    beat["enforcer"]["policyEtag"] = json!("etag-two");
     assert_eq!(heartbeat(&server, beat).await, 200);
-    let (_, agents) = get_json(&server, &server.admin_token(), "/api/v1/agents").await;
-    let web = agents
+    let (_, enforcers) = get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
+    let web = enforcers
         .as_array()
         .unwrap()
         .iter()
         .find(|a| a["pod"]["name"] == "web-2")
         .expect("web-2 listed");
-    assert_eq!(web["policyEtag"], "etag-two", "{agents}");
+    assert_eq!(web["policyEtag"], "etag-two", "{enforcers}");
     server.running.shutdown().await;
 }
 
@@ -781,21 +789,21 @@ async fn the_agents_list_shows_which_policy_bundle_each_enforcer_runs() {
 async fn enforcer_states_and_their_losses_are_metrics() {
     let server = start(&repo_policies()).await;
     let mut beat = status("cart-0", "b1", "running");
-    beat["agent"]["dropped"] = json!(3);
-    beat["agent"]["unobserved"] = json!(5);
+    beat["enforcer"]["dropped"] = json!(3);
+    beat["enforcer"]["unobserved"] = json!(5);
     assert_eq!(heartbeat(&server, beat).await, 200);
     let mut beat = status("cart-1", "b2", "running");
-    beat["agent"]["unobserved"] = json!(2);
+    beat["enforcer"]["unobserved"] = json!(2);
     assert_eq!(heartbeat(&server, beat).await, 200);
     assert_eq!(
         heartbeat(&server, status("web-1", "b3", "stopping")).await,
         200
     );
     let expected = [
-        r#"palisade_agents{state="reporting"} 2"#,
-        r#"palisade_agents{state="stopped"} 1"#,
-        "palisade_agent_events_dropped 3",
-        "palisade_agent_processes_unobserved 7",
+        r#"palisade_enforcers{state="reporting"} 2"#,
+        r#"palisade_enforcers{state="stopped"} 1"#,
+        "palisade_enforcer_events_dropped 3",
+        "palisade_enforcer_processes_unobserved 7",
     ];
     // The gauges follow the database on the service's next sweep.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -7,7 +7,7 @@
 //! namespace's last-PID counter (every fork does one) starts a pass at
 //! once, so short-lived processes are judged while they still exist. What
 //! still slips between two passes is counted from the last-PID counter and
-//! reported as `agent/unobserved-processes`, never silently lost.
+//! reported as `enforcer/unobserved-processes`, never silently lost.
 //!
 //! The state and the tick live here; `pass` looks at processes, `judge`
 //! judges one, `network` the pod's sockets, `new_files` dropped
@@ -117,7 +117,7 @@ enum View {
     MidExec,
 }
 
-/// At most one `agent/unobserved-processes` event per this long; the
+/// At most one `enforcer/unobserved-processes` event per this long; the
 /// counts in between are summed into it.
 const UNOBSERVED_REPORT_EVERY: Duration = Duration::from_secs(10);
 const IDENTITY_CACHE_MAX: usize = 1024;
@@ -297,7 +297,7 @@ impl Monitor {
         }
     }
 
-    /// What the enforcer can see now (for `agent/started` and heartbeats).
+    /// What the enforcer can see now (for `enforcer/started` and heartbeats).
     /// With `settled`, a process it cannot see counts only once it has
     /// been known for `YOUNG`: an exec chain switching UIDs or a short
     /// `kubectl exec` is no lasting blindness (see `coverage::next_causes`).

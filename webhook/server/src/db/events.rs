@@ -13,7 +13,7 @@ pub struct EventQuery {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub kind: Option<EventKind>,
-    /// Exact rule id, e.g. `agent/prevention`.
+    /// Exact rule id, e.g. `enforcer/prevention`.
     pub rule: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
@@ -29,7 +29,7 @@ impl Store {
     }
 
     /// For a caller already holding the write turn, which it took for
-    /// more than these events (an agent's row and the events it causes).
+    /// more than these events (an enforcer's row and the events it causes).
     pub(super) async fn insert_events_in_turn(
         &self,
         pod: &PodRef,
@@ -228,15 +228,15 @@ mod tests {
                 enforced: vec!["execOnlyFromProgramDirs".into()],
                 not_enforced: Vec::new(),
             };
-            let prevention = Event::agent(
+            let prevention = Event::enforcer(
                 "p1".into(),
                 2_000,
-                "agent/prevention",
+                "enforcer/prevention",
                 "container app: prevention full".into(),
             )
             .with_coverage(coverage.clone());
             let batch = vec![
-                Event::agent("a1".into(), 1_000, "agent/started", "up".into()),
+                Event::enforcer("a1".into(), 1_000, "enforcer/started", "up".into()),
                 prevention.clone(),
                 event("d1", 3_000, EventKind::Drift),
             ];
@@ -244,8 +244,8 @@ mod tests {
             let found = store
                 .query_events(&EventQuery {
                     namespace: Some("team-a".into()),
-                    kind: Some(EventKind::Agent),
-                    rule: Some("agent/prevention".into()),
+                    kind: Some(EventKind::Enforcer),
+                    rule: Some("enforcer/prevention".into()),
                     limit: 100,
                     ..Default::default()
                 })
@@ -257,7 +257,7 @@ mod tests {
             assert_eq!(found[0].pod.uid, "u1");
             let none = store
                 .query_events(&EventQuery {
-                    rule: Some("agent/prev".into()),
+                    rule: Some("enforcer/prev".into()),
                     limit: 100,
                     ..Default::default()
                 })

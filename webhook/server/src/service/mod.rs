@@ -12,8 +12,8 @@
 //! | DELETE | `/api/v1/exceptions/{name}` | admin | delete a pushed exception |
 //! | GET | `/api/v1/bundle` | enforcer | runtime rules for a pod; long-poll on `etag` |
 //! | POST | `/api/v1/reports` | enforcer | a batch of events (idempotent by event id) |
-//! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `agent/missing`, a new boot `agent/returned` |
-//! | GET | `/api/v1/agents` | admin | every enforcer, whether it is reporting, which protections it reports off |
+//! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `enforcer/missing`, a new boot `enforcer/returned` |
+//! | GET | `/api/v1/enforcers` | admin | every enforcer, whether it is reporting, which protections it reports off |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 
 pub mod auth;
@@ -92,7 +92,7 @@ pub(crate) type Reply = Response<Vec<u8>>;
 
 /// Routes under `/api/v1`.
 pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> {
-    use handlers::{agents, bundle, events, exceptions, ingest, policies};
+    use handlers::{bundle, enforcers, events, exceptions, ingest, policies};
     let author = admin_only(state.clone());
     let admin = author.clone().map(|_: Author| ()).untuple_one();
     let with_state = warp::any().map(move || state.clone());
@@ -178,14 +178,15 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(auth)
         .and(limited_body(max_body))
         .and(with_state.clone())
-        .then(agents::record_heartbeat);
-    let agents = api
-        .and(warp::path("agents"))
+        .then(enforcers::record_heartbeat);
+    // `agents` is the path earlier CLIs ask for.
+    let enforcers = api
+        .and(warp::path("enforcers").or(warp::path("agents")).unify())
         .and(warp::path::end())
         .and(warp::get())
         .and(admin.clone())
         .and(with_state.clone())
-        .then(agents::list_agents);
+        .then(enforcers::list_enforcers);
     let events = api
         .and(warp::path("events"))
         .and(warp::path::end())
@@ -214,7 +215,7 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .unify()
         .or(heartbeat)
         .unify()
-        .or(agents)
+        .or(enforcers)
         .unify()
         .or(events)
         .unify()

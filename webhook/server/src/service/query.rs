@@ -19,7 +19,7 @@ pub enum QueryError {
     Wait,
     #[error("{0} must be an integer (unix milliseconds)")]
     Number(&'static str),
-    #[error("kind {0:?} must be drift, behavior or agent")]
+    #[error("kind {0:?} must be drift, behavior or enforcer")]
     Kind(String),
 }
 
@@ -98,7 +98,7 @@ pub struct EventsQuery {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub kind: Option<String>,
-    /// Exact rule id (`agent/prevention`).
+    /// Exact rule id (`enforcer/prevention`).
     pub rule: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -189,16 +189,16 @@ mod tests {
     fn events_query_filters_by_one_exact_rule_and_ignores_an_empty_one() {
         let rule = |rule: Option<&str>| {
             EventsQuery {
-                kind: Some("agent".into()),
+                kind: Some("enforcer".into()),
                 rule: rule.map(String::from),
                 ..Default::default()
             }
             .parse()
             .unwrap()
         };
-        let q = rule(Some("agent/prevention"));
-        assert_eq!(q.rule.as_deref(), Some("agent/prevention"));
-        assert_eq!(q.kind, Some(EventKind::Agent));
+        let q = rule(Some("enforcer/prevention"));
+        assert_eq!(q.rule.as_deref(), Some("enforcer/prevention"));
+        assert_eq!(q.kind, Some(EventKind::Enforcer));
         assert_eq!(rule(Some("")).rule, None);
         assert_eq!(rule(None).rule, None);
     }

@@ -33,7 +33,7 @@ pub fn report_for(namespace: &str, events: &[StoredEvent]) -> serde_json::Value 
     let mut skip = 0;
     let results: Vec<serde_json::Value> = events
         .iter()
-        .filter(|e| e.event.kind != palisade_common::wire::EventKind::Agent)
+        .filter(|e| e.event.kind != palisade_common::wire::EventKind::Enforcer)
         .map(|e| {
             // A finding an active PolicyException covers was not acted on.
             let result = match (&e.event.exception, e.event.mode) {
@@ -173,7 +173,7 @@ mod tests {
             &[
                 event("1", Mode::Enforce, EventKind::Behavior),
                 event("2", Mode::Audit, EventKind::Drift),
-                event("3", Mode::Audit, EventKind::Agent),
+                event("3", Mode::Audit, EventKind::Enforcer),
             ],
         );
         assert_eq!(report["summary"]["fail"], 1);
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(
             report["results"].as_array().unwrap().len(),
             2,
-            "agent events are not violations"
+            "enforcer events are not violations"
         );
         assert_eq!(report["results"][0]["message"], "sh started (killed)");
         assert_eq!(report["results"][0]["resources"][0]["name"], "cart-0");

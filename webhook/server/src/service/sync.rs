@@ -38,7 +38,7 @@ pub async fn sync_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.mark_missing_agents(crate::db::now_ms()).await {
+        match store.mark_missing_enforcers(crate::db::now_ms()).await {
             Ok(missing) => {
                 for pod in missing {
                     tracing::warn!(namespace = %pod.namespace, pod = %pod.name, "enforcer missing: no heartbeat");
@@ -46,8 +46,8 @@ pub async fn sync_loop(
             }
             Err(e) => tracing::warn!(error = %e, "cannot check enforcer heartbeats"),
         }
-        match store.agent_totals().await {
-            Ok(totals) => metrics.set_agents(&totals),
+        match store.enforcer_totals().await {
+            Ok(totals) => metrics.set_enforcers(&totals),
             Err(e) => tracing::warn!(error = %e, "cannot count enforcers"),
         }
         match store.change_marker().await {

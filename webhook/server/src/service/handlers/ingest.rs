@@ -9,8 +9,9 @@ use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, Se
 
 pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Answer {
     let caller = reporter(&state, auth.as_deref()).await?;
-    let batch: ReportBatch = serde_json::from_slice(&body)
+    let mut batch: ReportBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed report batch: {e}")))?;
+    rename_legacy_rules(&mut batch);
     check_batch(&batch, state.settings.max_batch_events)
         .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
     if let Reporter::Workload(w) = &caller {
@@ -28,6 +29,17 @@ pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<Servic
         received: batch.events.len(),
         stored,
     })
+}
+
+/// Enforcers of earlier releases, still running in pods made before an
+/// upgrade, name their own events `agent/...`: stored as `enforcer/...`, so
+/// that one query finds both.
+fn rename_legacy_rules(batch: &mut ReportBatch) {
+    for event in &mut batch.events {
+        if let Some(rest) = event.rule.strip_prefix("agent/") {
+            event.rule = format!("enforcer/{rest}");
+        }
+    }
 }
 
 /// Why a report batch is refused as a whole.
@@ -58,5 +70,27 @@ fn check_batch(batch: &ReportBatch, max_events: usize) -> Result<(), BatchError>
     {
         Some(i) => Err(BatchError::BadId(i)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_enforcers_own_events_are_stored_under_the_enforcer_name() {
+        let body = r#"{"pod": {"namespace": "shop", "name": "web-0", "uid": "u"},
+            "events": [
+              {"id": "1", "timeMs": 1, "kind": "agent", "rule": "agent/started", "message": "up"},
+              {"id": "2", "timeMs": 2, "kind": "drift", "rule": "drift/exec-from-tmp", "message": "m"}
+            ]}"#;
+        let mut batch: ReportBatch = serde_json::from_str(body).unwrap();
+        rename_legacy_rules(&mut batch);
+        assert_eq!(
+            batch.events[0].kind,
+            palisade_common::wire::EventKind::Enforcer
+        );
+        assert_eq!(batch.events[0].rule, "enforcer/started");
+        assert_eq!(batch.events[1].rule, "drift/exec-from-tmp");
     }
 }

@@ -1,9 +1,9 @@
-//! Enforcer liveness in the `agents` table: one row per pod (by namespace
+//! Enforcer liveness in the `enforcers` table: one row per pod (by namespace
 //! and name) with its enforcer's last heartbeat. What a heartbeat means is
 //! decided in `crate::liveness`; this file reads and writes the rows.
 
 use palisade_common::wire::{
-    AgentRecord, AgentState, Event, Heartbeat, Liveness, PodRef, ProtectionOff,
+    EnforcerRecord, EnforcerState, Event, Heartbeat, Liveness, PodRef, ProtectionOff,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -18,25 +18,25 @@ const HEARTBEAT_MS: std::ops::RangeInclusive<i64> = 100..=3_600_000;
 
 /// Enforcers in one state, summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentTotals {
+pub struct EnforcerTotals {
     pub state: Liveness,
-    pub agents: u64,
+    pub enforcers: u64,
     pub dropped: u64,
     pub unobserved: u64,
 }
 
 impl Store {
-    /// Records a heartbeat; returns the agent event it caused, if any
-    /// (`agent/stopped` when it says it stops, `agent/returned` when
+    /// Records a heartbeat; returns the enforcer event it caused, if any
+    /// (`enforcer/stopped` when it says it stops, `enforcer/returned` when
     /// another enforcer takes over the pod or a missing one is heard from
     /// again), already stored.
     pub async fn record_heartbeat(&self, beat: &Heartbeat) -> Result<Option<Event>, StoreError> {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let pod = &beat.pod;
-        let agent = &beat.agent;
+        let enforcer = &beat.enforcer;
         let before = sqlx::query(&self.sql(
-            "SELECT pod_uid, boot_id, state, last_seen_ms FROM agents WHERE namespace = ? AND pod = ?",
+            "SELECT pod_uid, boot_id, state, last_seen_ms FROM enforcers WHERE namespace = ? AND pod = ?",
         ))
         .bind(&pod.namespace)
         .bind(&pod.name)
@@ -52,12 +52,12 @@ impl Store {
             }),
             None => None,
         };
-        let state = match agent.state {
-            AgentState::Running => Liveness::Reporting,
-            AgentState::Stopping => Liveness::Stopped,
+        let state = match enforcer.state {
+            EnforcerState::Running => Liveness::Reporting,
+            EnforcerState::Stopping => Liveness::Stopped,
         };
         sqlx::query(&self.sql(
-            "INSERT INTO agents (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag, protections_off)
+            "INSERT INTO enforcers (namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag, protections_off)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (namespace, pod) DO UPDATE SET pod_uid = excluded.pod_uid,
                boot_id = excluded.boot_id, heartbeat_ms = excluded.heartbeat_ms,
@@ -68,18 +68,18 @@ impl Store {
         .bind(&pod.namespace)
         .bind(&pod.name)
         .bind(&pod.uid)
-        .bind(&agent.boot_id)
-        .bind((agent.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end()))
+        .bind(&enforcer.boot_id)
+        .bind((enforcer.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end()))
         .bind(now)
         .bind(state.as_str())
-        .bind(agent.dropped as i64)
-        .bind(agent.unobserved as i64)
-        .bind(&agent.policy_etag)
-        .bind(protections_json(&agent.protections_off))
+        .bind(enforcer.dropped as i64)
+        .bind(enforcer.unobserved as i64)
+        .bind(&enforcer.policy_etag)
+        .bind(protections_json(&enforcer.protections_off))
         .execute(&self.pool)
         .await?;
-        let event = liveness::transition(before.as_ref(), &pod.uid, agent, now)
-            .map(|t| t.event(&agent.boot_id, now));
+        let event = liveness::transition(before.as_ref(), &pod.uid, enforcer, now)
+            .map(|t| t.event(&enforcer.boot_id, now));
         if let Some(e) = &event {
             self.insert_events_in_turn(pod, std::slice::from_ref(e))
                 .await?;
@@ -88,13 +88,13 @@ impl Store {
     }
 
     /// Marks enforcers silent for longer than their heartbeats allow as
-    /// missing and stores one `agent/missing` event for each; returns them.
+    /// missing and stores one `enforcer/missing` event for each; returns them.
     /// Safe on several replicas: the state change is conditional and the
     /// event id is derived from the silence it reports.
-    pub async fn mark_missing_agents(&self, now: i64) -> Result<Vec<PodRef>, StoreError> {
+    pub async fn mark_missing_enforcers(&self, now: i64) -> Result<Vec<PodRef>, StoreError> {
         let _turn = self.write_turn().await;
         let rows = sqlx::query(&self.sql(
-            "SELECT namespace, pod, pod_uid, boot_id, last_seen_ms, heartbeat_ms FROM agents
+            "SELECT namespace, pod, pod_uid, boot_id, last_seen_ms, heartbeat_ms FROM enforcers
              WHERE state = 'reporting' AND last_seen_ms + heartbeat_ms * ? < ?",
         ))
         .bind(MISSING_AFTER_HEARTBEATS)
@@ -111,7 +111,7 @@ impl Store {
             let boot: String = row.try_get(3)?;
             let last_seen: i64 = row.try_get(4)?;
             let changed = sqlx::query(&self.sql(
-                "UPDATE agents SET state = 'missing'
+                "UPDATE enforcers SET state = 'missing'
                  WHERE namespace = ? AND pod = ? AND state = 'reporting' AND last_seen_ms = ?",
             ))
             .bind(&pod.namespace)
@@ -122,10 +122,10 @@ impl Store {
             if changed.rows_affected() == 0 {
                 continue;
             }
-            let event = Event::agent(
+            let event = Event::enforcer(
                 format!("missing-{boot}-{last_seen}"),
                 now,
-                "agent/missing",
+                "enforcer/missing",
                 format!(
                     "no heartbeat for {} s: the enforcer was stopped, killed or starved",
                     (now - last_seen) / 1000
@@ -138,23 +138,23 @@ impl Store {
     }
 
     /// Every enforcer that ever sent a heartbeat.
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+    pub async fn enforcers(&self) -> Result<Vec<EnforcerRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT namespace, pod, pod_uid, boot_id, heartbeat_ms, last_seen_ms, state, dropped, unobserved, policy_etag, protections_off
-             FROM agents ORDER BY namespace, pod",
+             FROM enforcers ORDER BY namespace, pod",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(agent_record).collect()
+        rows.iter().map(enforcer_record).collect()
     }
 
     /// Enforcers by state, with what the reporting ones say they dropped
     /// and failed to observe (their running totals, summed).
-    pub async fn agent_totals(&self) -> Result<Vec<AgentTotals>, StoreError> {
+    pub async fn enforcer_totals(&self) -> Result<Vec<EnforcerTotals>, StoreError> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*), CAST(COALESCE(SUM(dropped), 0) AS BIGINT),
                     CAST(COALESCE(SUM(unobserved), 0) AS BIGINT)
-             FROM agents GROUP BY state",
+             FROM enforcers GROUP BY state",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -162,9 +162,9 @@ impl Store {
             .filter_map(|row| {
                 let state = Liveness::parse(&row.try_get::<String, _>(0).ok()?)?;
                 Some((|| {
-                    Ok(AgentTotals {
+                    Ok(EnforcerTotals {
                         state,
-                        agents: row.try_get::<i64, _>(1)? as u64,
+                        enforcers: row.try_get::<i64, _>(1)? as u64,
                         dropped: row.try_get::<i64, _>(2)? as u64,
                         unobserved: row.try_get::<i64, _>(3)? as u64,
                     })
@@ -174,7 +174,7 @@ impl Store {
     }
 }
 
-fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+fn enforcer_record(row: &AnyRow) -> Result<EnforcerRecord, StoreError> {
     let pod = PodRef {
         namespace: row.try_get(0)?,
         name: row.try_get(1)?,
@@ -184,12 +184,12 @@ fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     // An unreadable list must not read as "nothing is off": that is the
     // very silence the column exists to end.
     let protections_off =
-        serde_json::from_str(&stored).map_err(|source| StoreError::CorruptAgent {
+        serde_json::from_str(&stored).map_err(|source| StoreError::CorruptEnforcer {
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
             source,
         })?;
-    Ok(AgentRecord {
+    Ok(EnforcerRecord {
         pod,
         boot_id: row.try_get(3)?,
         heartbeat_ms: row.try_get::<i64, _>(4)? as u64,
@@ -209,19 +209,19 @@ fn protections_json(off: &[ProtectionOff]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use palisade_common::wire::{AgentStatus, EnforcerProtection};
+    use palisade_common::wire::{EnforcerProtection, EnforcerStatus};
 
     use super::super::tests::each_backend;
     use super::*;
 
-    fn mk_beat(pod: &str, boot: &str, state: AgentState) -> Heartbeat {
+    fn mk_beat(pod: &str, boot: &str, state: EnforcerState) -> Heartbeat {
         Heartbeat {
             pod: PodRef {
                 namespace: "shop".into(),
                 name: pod.into(),
                 uid: format!("uid-{pod}"),
             },
-            agent: AgentStatus {
+            enforcer: EnforcerStatus {
                 boot_id: boot.into(),
                 started_ms: 1,
                 heartbeat_ms: 10_000,
@@ -245,8 +245,8 @@ mod tests {
     #[tokio::test]
     async fn the_protections_an_enforcer_reports_off_are_stored_and_replaced_by_each_heartbeat() {
         each_backend(|store| async move {
-            let mut beat = mk_beat("web-0", "b1", AgentState::Running);
-            beat.agent.protections_off = vec![
+            let mut beat = mk_beat("web-0", "b1", EnforcerState::Running);
+            beat.enforcer.protections_off = vec![
                 drift_off(),
                 ProtectionOff {
                     protection: EnforcerProtection::SocketOwners,
@@ -255,17 +255,19 @@ mod tests {
             ];
             store.record_heartbeat(&beat).await.unwrap();
             store
-                .record_heartbeat(&mk_beat("web-1", "b9", AgentState::Running))
+                .record_heartbeat(&mk_beat("web-1", "b9", EnforcerState::Running))
                 .await
                 .unwrap();
-            let agents = store.agents().await.unwrap();
-            assert_eq!(agents[0].protections_off, beat.agent.protections_off);
-            assert!(agents[1].protections_off.is_empty(), "{agents:?}");
+            let enforcers = store.enforcers().await.unwrap();
+            assert_eq!(enforcers[0].protections_off, beat.enforcer.protections_off);
+            assert!(enforcers[1].protections_off.is_empty(), "{enforcers:?}");
 
             // It regained its sight: the next heartbeat clears the list.
-            beat.agent.protections_off.clear();
+            beat.enforcer.protections_off.clear();
             store.record_heartbeat(&beat).await.unwrap();
-            assert!(store.agents().await.unwrap()[0].protections_off.is_empty());
+            assert!(store.enforcers().await.unwrap()[0]
+                .protections_off
+                .is_empty());
         })
         .await;
     }
@@ -273,10 +275,10 @@ mod tests {
     #[tokio::test]
     async fn a_restarted_enforcer_is_recorded_as_returned_once_with_its_gap() {
         each_backend(|store| async move {
-            let first = mk_beat("web-0", "b1", AgentState::Running);
+            let first = mk_beat("web-0", "b1", EnforcerState::Running);
             assert_eq!(store.record_heartbeat(&first).await.unwrap(), None);
             // Killed: no stopping heartbeat, and back before the sweep.
-            let second = mk_beat("web-0", "b2", AgentState::Running);
+            let second = mk_beat("web-0", "b2", EnforcerState::Running);
             let event = store
                 .record_heartbeat(&second)
                 .await
@@ -300,7 +302,7 @@ mod tests {
                 .unwrap();
             assert_eq!(stored.len(), 1, "{stored:?}");
             assert_eq!(stored[0].pod.uid, "uid-web-0");
-            assert_eq!(store.agents().await.unwrap()[0].boot_id, "b2");
+            assert_eq!(store.enforcers().await.unwrap()[0].boot_id, "b2");
         })
         .await;
     }
@@ -308,12 +310,12 @@ mod tests {
     #[tokio::test]
     async fn a_restart_after_a_clean_stop_says_so() {
         each_backend(|store| async move {
-            let mut stopping = mk_beat("web-0", "b1", AgentState::Stopping);
-            stopping.agent.reason = "SIGTERM".into();
+            let mut stopping = mk_beat("web-0", "b1", EnforcerState::Stopping);
+            stopping.enforcer.reason = "SIGTERM".into();
             let stopped = store.record_heartbeat(&stopping).await.unwrap().unwrap();
             assert_eq!(stopped.message, "enforcer stopping (SIGTERM)");
             let event = store
-                .record_heartbeat(&mk_beat("web-0", "b2", AgentState::Running))
+                .record_heartbeat(&mk_beat("web-0", "b2", EnforcerState::Running))
                 .await
                 .unwrap()
                 .unwrap();
@@ -330,14 +332,14 @@ mod tests {
     async fn an_unreadable_protections_column_is_an_error_not_an_empty_list() {
         each_backend(|store| async move {
             store
-                .record_heartbeat(&mk_beat("web-0", "b1", AgentState::Running))
+                .record_heartbeat(&mk_beat("web-0", "b1", EnforcerState::Running))
                 .await
                 .unwrap();
-            sqlx::query("UPDATE agents SET protections_off = 'not json'")
+            sqlx::query("UPDATE enforcers SET protections_off = 'not json'")
                 .execute(&store.pool)
                 .await
                 .unwrap();
-            let err = store.agents().await.unwrap_err().to_string();
+            let err = store.enforcers().await.unwrap_err().to_string();
             assert!(err.contains("shop/web-0"), "{err}");
         })
         .await;

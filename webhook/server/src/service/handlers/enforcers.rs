@@ -1,4 +1,4 @@
-//! `/api/v1/heartbeat` and `/api/v1/agents`: enforcer liveness.
+//! `/api/v1/heartbeat` and `/api/v1/enforcers`: enforcer liveness.
 
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ pub async fn record_heartbeat(
     let caller = reporter(&state, auth.as_deref()).await?;
     let beat: Heartbeat = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed heartbeat: {e}")))?;
-    if beat.pod.namespace.is_empty() || beat.pod.name.is_empty() || beat.agent.boot_id.is_empty() {
+    if beat.pod.namespace.is_empty() || beat.pod.name.is_empty() || beat.enforcer.boot_id.is_empty()
+    {
         return Err(ApiError::bad_request(
-            "pod.namespace, pod.name and agent.bootId are required",
+            "pod.namespace, pod.name and enforcer.bootId are required",
         ));
     }
     if let Reporter::Workload(w) = &caller {
@@ -28,9 +29,9 @@ pub async fn record_heartbeat(
     if let Some(e) = state.store.record_heartbeat(&beat).await? {
         tracing::info!(namespace = %beat.pod.namespace, pod = %beat.pod.name, rule = %e.rule, "{}", e.message);
     }
-    ok(&serde_json::json!({"state": beat.agent.state}))
+    ok(&serde_json::json!({"state": beat.enforcer.state}))
 }
 
-pub async fn list_agents(state: Arc<ServiceState>) -> Answer {
-    ok(&state.store.agents().await?)
+pub async fn list_enforcers(state: Arc<ServiceState>) -> Answer {
+    ok(&state.store.enforcers().await?)
 }
