@@ -2,8 +2,10 @@
 //! enforcer (`palisade-enforcer`).
 
 pub mod exception;
+pub mod judge;
 pub mod launch;
 pub mod net;
+pub mod observe;
 pub mod path;
 pub mod policy;
 pub mod wire;

@@ -55,13 +55,35 @@ pub struct PolicySpec {
 }
 
 /// Audit reports violations (admission warnings, runtime events); enforce
-/// denies admission and stops violating processes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// denies admission and stops violating processes. Learn reports nothing
+/// at run time while enforcers' observations accumulate for
+/// `palisade policy draft` (at admission it warns, as audit does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    Learn,
     #[default]
     Audit,
     Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Learn => "learn",
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+
+    /// How strict: learn < audit < enforce.
+    pub fn strictness(self) -> u8 {
+        match self {
+            Mode::Learn => 0,
+            Mode::Audit => 1,
+            Mode::Enforce => 2,
+        }
+    }
 }
 
 /// Which workloads a policy applies to. Empty means every namespace.
@@ -186,6 +208,17 @@ pub struct RuntimeRules {
     /// When non-empty, only these process names may run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_processes: Vec<String>,
+    /// Executables allowed by location and content. When this is non-empty
+    /// or `zeroDrift` is on, any other executable breaks
+    /// `behavior/executable-not-allowed`: a renamed or copied shell is
+    /// neither where the list says nor what it says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_executables: Vec<AllowedExecutable>,
+    /// Allow exactly the executables of the container's own image (each
+    /// unchanged since the container started), plus `allowedExecutables`.
+    /// Follows the image: a new image digest brings its own programs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zero_drift: bool,
     /// Ports the pod may listen on; empty allows any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_listen_ports: Vec<u16>,
@@ -235,6 +268,26 @@ pub struct RuntimeRules {
     pub allowed_non_dumpable: Vec<String>,
 }
 
+/// One entry of `allowedExecutables`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedExecutable {
+    /// Absolute path in the container; a trailing `*` matches a prefix.
+    pub path: String,
+    /// Lower-case hex SHA-256 the file must have. Absent: any content at
+    /// that path. A file of the container's own image at a listed path is
+    /// allowed whatever its hash (an image upgrade changes hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl RuntimeRules {
+    /// Whether executables are judged by identity at all.
+    pub fn limits_executables(&self) -> bool {
+        self.zero_drift || !self.allowed_executables.is_empty()
+    }
+}
+
 /// See [`RuntimeRules::non_dumpable`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -273,6 +326,8 @@ impl Default for RuntimeRules {
             drift: true,
             denied_processes: Vec::new(),
             allowed_processes: Vec::new(),
+            allowed_executables: Vec::new(),
+            zero_drift: false,
             allowed_listen_ports: Vec::new(),
             egress_allow: Vec::new(),
             watched_paths: default_watched_paths(),
@@ -352,6 +407,21 @@ impl PolicyDocument {
             for (i, path) in runtime.program_dirs.iter().enumerate() {
                 if let Err(problem) = crate::launch::check_program_dir(path) {
                     problems.push(format!("spec.runtime.programDirs[{i}]: {problem}"));
+                }
+            }
+            for (i, allowed) in runtime.allowed_executables.iter().enumerate() {
+                let at = format!("spec.runtime.allowedExecutables[{i}]");
+                if !allowed.path.starts_with('/') {
+                    problems.push(format!("{at}.path: {:?} must be absolute", allowed.path));
+                }
+                if let Some(h) = allowed
+                    .sha256
+                    .as_deref()
+                    .filter(|h| !crate::observe::is_sha256_hex(h))
+                {
+                    problems.push(format!(
+                        "{at}.sha256: {h:?} must be 64 lower-case hex digits"
+                    ));
                 }
             }
             for (i, name) in runtime.allowed_non_dumpable.iter().enumerate() {
@@ -434,6 +504,9 @@ pub enum ParseError {
 }
 
 /// One document of a policy source: a policy or an exception to one.
+// A handful of documents live at a time (a source's parse): boxing the
+// larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
     Policy(PolicyDocument),

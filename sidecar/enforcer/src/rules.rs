@@ -244,6 +244,8 @@ pub fn why_unreadable(target: Ids, own_uid: u32, own_gid: u32) -> Unreadable {
 /// the exception was used, which is what its owner must be able to see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Weight {
+    /// A learning policy: judged last, and what it judges is not reported.
+    Learn,
     Audit,
     Excepted,
     Enforce,
@@ -252,6 +254,7 @@ pub enum Weight {
 impl Weight {
     pub fn of(mode: Mode) -> Self {
         match mode {
+            Mode::Learn => Weight::Learn,
             Mode::Audit => Weight::Audit,
             Mode::Enforce => Weight::Enforce,
         }

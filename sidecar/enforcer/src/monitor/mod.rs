@@ -507,7 +507,7 @@ fn process_event_id(v: &Violation<'_>, mode: Mode, proc: &Proc) -> String {
         &[
             v.rule.as_str(),
             &v.policy.name,
-            mode_str(mode),
+            mode.as_str(),
             &proc.pid.to_string(),
             &proc.start.to_string(),
         ],
@@ -520,18 +520,11 @@ fn socket_event_id(v: &Violation<'_>, mode: Mode, s: &Socket) -> String {
         &[
             v.rule.as_str(),
             &v.policy.name,
-            mode_str(mode),
+            mode.as_str(),
             &s.inode.to_string(),
             &format!("{:?}{:?}", s.local, s.remote),
         ],
     )
-}
-
-fn mode_str(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Audit => "audit",
-        Mode::Enforce => "enforce",
-    }
 }
 
 /// Watched directories of every drift-enabled policy.

@@ -64,7 +64,8 @@ impl AuditResult {
         let outcome = match violation.mode {
             _ if violation.is_excepted() => Outcome::Skip,
             Mode::Enforce => Outcome::Fail,
-            Mode::Audit => Outcome::Warn,
+            // At admission, learning warns as auditing does.
+            Mode::Audit | Mode::Learn => Outcome::Warn,
         };
         Self {
             policy: violation.policy.clone(),

@@ -1,7 +1,6 @@
 //! Enforcer reports in the `events` table: stored once each (by pod and
 //! event id), queried by namespace, pod, kind, rule and time.
 
-use palisade_common::policy::Mode;
 use palisade_common::wire::{Event, EventKind, PodRef, StoredEvent};
 use sqlx::Row;
 
@@ -52,7 +51,7 @@ impl Store {
                 .bind(event.kind.as_str())
                 .bind(&event.rule)
                 .bind(event.policy.clone())
-                .bind(mode_str(event.mode))
+                .bind(event.mode.as_str())
                 .bind(event.action.clone())
                 .bind(&event.message)
                 .bind(event.time_ms)
@@ -129,13 +128,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-}
-
-fn mode_str(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Audit => "audit",
-        Mode::Enforce => "enforce",
     }
 }
 

@@ -39,7 +39,7 @@ pub fn report_for(namespace: &str, events: &[StoredEvent]) -> serde_json::Value 
             let result = match (&e.event.exception, e.event.mode) {
                 (Some(_), _) => "skip",
                 (None, Mode::Enforce) => "fail",
-                (None, Mode::Audit) => "warn",
+                (None, Mode::Audit | Mode::Learn) => "warn",
             };
             match result {
                 "skip" => skip += 1,
