@@ -19,6 +19,9 @@ mkdir -p "$W/upper/usr/local/bin" "$W/upper/app"
 cp /bin/sleep "$W/upper/usr/local/bin/napper"
 printf 'napper' >>"$W/upper/usr/local/bin/napper"
 cp /bin/sleep "$W/upper/app/worker"
+# The app's own program that the learn, review, enforce section runs.
+cp /bin/sleep "$W/upper/app/learned"
+printf 'learned' >>"$W/upper/app/learned"
 # Image programs five directories deep, in a program directory and
 # outside any: in the image, so never drift (each its own content).
 mkdir -p "$W/upper/app/vendor/a/b/c/bin" "$W/upper/srv/tools/x/y/z/bin"

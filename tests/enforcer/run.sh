@@ -104,9 +104,10 @@ start_service() {
 
 stop_service() { kill -TERM "$(cat "$W/service.pid")"; wait "$(cat "$W/service.pid")" 2>/dev/null || true; rm -f "$W/service.pid"; }
 
-# Faster passes and heartbeats than the defaults keep the suite short;
-# detection rates and idle CPU are measured with the defaults at the end.
-ENFORCER_SETTINGS=(PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500)
+# Faster passes, heartbeats and observation batches than the defaults keep
+# the suite short; detection rates and idle CPU are measured with the
+# defaults at the end.
+ENFORCER_SETTINGS=(PALISADE_INTERVAL_MS=100 PALISADE_HEARTBEAT_MS=500 PALISADE_OBSERVATIONS_MS=1000)
 start_enforcer() {
   nsenter -t "$POD" -p -m -n -i -u setpriv --reuid=$APP_UID --regid=$APP_UID --clear-groups env \
     PALISADE_POLICY_URL="https://127.0.0.1:$PORT" PALISADE_REPORT_TOKEN="$REPORT" PALISADE_CA_FILE="$W/ca.crt" \
@@ -126,6 +127,8 @@ stop_enforcer() {
 
 # The service's JSON API as the admin (for fields the CLI table leaves out).
 api() { in_net curl -fsS --cacert "$W/ca.crt" -H "Authorization: Bearer $ADMIN" "https://127.0.0.1:$PORT/api/v1/$1"; }
+# The CLI against the service, as the admin.
+cli() { in_net "$PALISADE" "$@" --server "https://127.0.0.1:$PORT" --token "$ADMIN" --ca-file "$W/ca.crt"; }
 
 # events [FLAG...]: extra flags for `palisade events` (the callers pass none yet).
 # shellcheck disable=SC2120
@@ -161,6 +164,12 @@ app sleep 3600 &
 echo $! >"$W/app.pid"
 # The app container is up (running as its UID) before the enforcer starts.
 wait_for "app container" 10 pgrep -u "$APP_UID" -x sleep
+# A whole second after the image's last file: on a loaded machine the
+# first baseline's walk is cut short, and what it did not reach counts as
+# the image's only if its change time (in seconds) is older than the walk.
+image_made=$(stat -c %Z "$W/pod-ready")
+image_settled() { (($(date +%s) > image_made)); }
+wait_for "the image's files to predate the enforcer" 3 image_settled
 start_enforcer
 
 # The "image" is this host's root: its first baseline walks thousands of programs.
@@ -310,6 +319,118 @@ srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 c = socket.socket(); c.bind(("192.0.2.1", 0)); c.connect(("192.0.2.2", 6060)); a, _ = srv.accept(); c.close(); a.close()' &
 check "short connection caught in a closing state" event_within 10 'behavior/unexpected-egress.*192.0.2.2:6060'
 
+# --- learn, review, enforce: a learning policy reports nothing while the
+# enforcer's observations reach the service; the programs learned become an
+# allow-list by path and content, which stops a copied shell.
+# exits_normally PID: the process ended with status 0 (not killed).
+exits_normally() { wait "$1"; }
+# ends_within SECONDS PID: the process is gone in time.
+ends_within() {
+  local deadline=$((SECONDS + $1))
+  while kill -0 "$2" 2>/dev/null; do ((SECONDS < deadline)) || return 1; sleep 0.05; done
+}
+policy_count() { grep -c 'runtime policy updated' "$W/enforcer.log" || true; }
+# push_policy FILE: pushed, and in force in the enforcer.
+push_policy() {
+  local before
+  before=$(policy_count)
+  cli policy push -f "$1" >/dev/null || return 1
+  wait_for "policy update" 10 eval '(($(policy_count) > before))'
+}
+cat >"$W/learn.yaml" <<'YAML'
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: shop-learn}
+spec:
+  mode: learn
+  selector: {namespaces: [shop]}
+  runtime:
+    drift: true
+    deniedProcesses: [learned]
+    allowedListenPorts: [443]
+    allowedExecutables: [{path: /nothing}]
+YAML
+check "a learning policy reaches the enforcer" push_policy "$W/learn.yaml"
+LEARNED_RUNS=3
+for _ in $(seq "$LEARNED_RUNS"); do app /app/learned 1; done
+app sh -c 'cp /etc/hostname /tmp/learned.txt; sleep 0.5'
+app /usr/bin/python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.0.2.1", 8080)); s.listen(); time.sleep(3)' &
+learned_listener=$!
+# The pod as one workload: a Pod without a controller is its own.
+workload() { api "workloads/shop/pod/cart-0"; }
+learned() { workload | jq -e "$1" >/dev/null; }
+check "learned: the program with its sha256, from the image, counted per run" \
+  wait_for "learned executable" 20 learned "[.observed[] | select(.item.kind == \"executable\" and .item.path == \"/app/learned\" and .item.fromImage and (.item.sha256 // \"\" | test(\"^[0-9a-f]{64}\$\"))) | .count] | add >= $LEARNED_RUNS"
+check "learned: the process by name, counted per run" \
+  wait_for "learned process" 10 learned "[.observed[] | select(.item.kind == \"process\" and .item.name == \"learned\") | .count] | add >= $LEARNED_RUNS"
+check "learned: the listener the app opened" \
+  wait_for "learned listener" 10 learned 'any(.observed[]; .item.kind == "listen" and .item.protocol == "tcp" and .item.port == 8080)'
+wait "$learned_listener" || true
+learn_events() {
+  api "events?namespace=shop&pod=cart-0&limit=10000" | jq -e 'any(.[]; .policy == "shop-learn")' >/dev/null
+}
+check "a learning policy reports nothing it finds (denied name, listener, executables)" not learn_events
+check "no violation event for the process only the learning policy denies" not event_seen 'denied process learned'
+
+# Review: the image programs the app ran, by path and content, as a user
+# would take them from `palisade policy draft`. Without the service's
+# observations (the checks above failed), the same programs are hashed
+# here, so the enforcer's side is still proven.
+allowed=$(workload 2>/dev/null |
+  jq -c '[.observed[].item | select(.kind == "executable" and .fromImage and .sha256 != null) | {path, sha256}] | unique' 2>/dev/null || true)
+if [[ -z "$allowed" || "$allowed" == "[]" ]]; then
+  log "     no learned executables from the service: the app's programs hashed from the image instead"
+  image_file() { if [[ -e "$W/upper$1" ]]; then echo "$W/upper$1"; else echo "$1"; fi; }
+  allowed=$(for p in /bin/sh /usr/bin/cp /usr/bin/sleep /usr/bin/python3 /usr/local/bin/napper /app/learned; do
+    real=$(readlink -f "$p")
+    jq -nc --arg path "$real" --arg sha "$(sha256sum "$(image_file "$real")" | cut -d' ' -f1)" '{path: $path, sha256: $sha}'
+  done | jq -sc .)
+fi
+identity_policy() { # zeroDrift
+  cat >"$W/identity.yaml" <<YAML
+apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: shop-identity}
+spec:
+  mode: enforce
+  selector: {namespaces: [shop]}
+  runtime: {drift: false, zeroDrift: $1, allowedExecutables: $allowed}
+YAML
+}
+identity_policy false
+check "an enforcing allow-list of the learned executables reaches the enforcer" push_policy "$W/identity.yaml"
+app /app/learned 1 &
+check "a listed program runs on" exits_normally $!
+check "the app's programs already running are left running (re-judged, listed)" \
+  kill -0 "$(cat "$W/app.pid")" "$(cat "$W/napper.pid")"
+refusals() { # message pattern: killed executable-not-allowed events whose message matches
+  api "events?namespace=shop&pod=cart-0&kind=behavior&limit=10000" |
+    jq --arg m "$1" '[.[] | select(.rule == "behavior/executable-not-allowed" and .action == "killed" and (.message | test($m)))] | length'
+}
+app sh -c 'cp /bin/sh /tmp/x && exec /tmp/x -c "sleep 20; true"' &
+check "a copy of a listed shell in /tmp is stopped" ends_within 5 $!
+check "its stop is reported as behavior/executable-not-allowed" \
+  event_within 5 'behavior/executable-not-allowed +killed +executable /tmp/x is not on the allowed list and not from the image'
+identity_policy true
+check "zeroDrift on the same allow-list reaches the enforcer" push_policy "$W/identity.yaml"
+app /srv/tools/x/y/z/bin/tool2 1 &
+check "with zeroDrift, an image program not on the list runs on" exits_normally $!
+app sh -c 'cp /bin/sh /tmp/x && exec /tmp/x -c "sleep 20; true"' &
+check "with zeroDrift, the copied shell is still stopped" ends_within 5 $!
+check "and reported again" wait_for "second refusal" 5 eval '(($(refusals "^executable /tmp/x ") >= 2))'
+app sh -c 'cp /bin/sh /app/learned && exec /app/learned -c "sleep 20; true"' &
+check "a shell copied over a listed program is stopped by its content" ends_within 5 $!
+check "its stop names the content" \
+  event_within 5 'behavior/executable-not-allowed +killed +executable /app/learned is not the listed content'
+cli policy delete shop-identity >/dev/null || true
+cli policy delete shop-learn >/dev/null || true
+# The next section counts policy updates: both deletions are in force first.
+learning_policies_gone() { ! grep -qE '"shop-(identity|learn)"' "$W/state/policy.json"; }
+wait_for "the enforcer to drop both policies" 10 learning_policies_gone || true
+
 # --- enforce: a pushed policy reaches the enforcer live and shells are killed,
 # including one that started (and was reported) under audit.
 app sh -c 'sleep 60; true' &
@@ -361,7 +482,6 @@ spec:
   reason: migration script
   owner: shop-team
 YAML
-cli() { in_net "$PALISADE" "$@" --server "https://127.0.0.1:$PORT" --token "$ADMIN" --ca-file "$W/ca.crt"; }
 exception_listed() { # state pattern
   cli exception list | grep -qE "^shop-shell-ok +shop-no-shells +behavior/denied-process +$1 +$expires +shop-team +api"
 }
@@ -404,8 +524,6 @@ updates_before=$(grep -c 'runtime policy updated' "$W/enforcer.log" || true)
 cli policy push -f "$W/deep.yaml" >/dev/null
 check "an enforcing drift policy reaches the enforcer" wait_for "policy update" 5 policy_updated
 sleep 0.5
-# exits_normally PID: the process ended with status 0 (not killed).
-exits_normally() { wait "$1"; }
 app /app/vendor/a/b/c/bin/tool 2 &
 deep_tool=$!
 app /srv/tools/x/y/z/bin/tool2 2 &

@@ -27,6 +27,8 @@ pub struct Settings {
     pub pid_poll: Duration,
     /// How often the service hears from the enforcer at least.
     pub heartbeat: Duration,
+    /// How often what the pod was seen doing is sent (when there is any).
+    pub observations: Duration,
     /// Downward API file with the pod's labels (`key="value"` lines).
     pub labels_file: Option<PathBuf>,
     /// Largest spool file before events are dropped (and counted).
@@ -95,6 +97,7 @@ impl Settings {
         };
         let pid_poll_ms = ranged("PALISADE_PID_POLL_MS", 50, 1..=1000)?;
         let heartbeat_ms = ranged("PALISADE_HEARTBEAT_MS", 10_000, 100..=300_000)?;
+        let observations_ms = ranged("PALISADE_OBSERVATIONS_MS", 15_000, 100..=600_000)?;
         let token = match (
             get("PALISADE_REPORT_TOKEN"),
             path("PALISADE_REPORT_TOKEN_FILE"),
@@ -126,6 +129,7 @@ impl Settings {
             socket_interval: Duration::from_millis(socket_interval_ms),
             pid_poll: Duration::from_millis(pid_poll_ms),
             heartbeat: Duration::from_millis(heartbeat_ms),
+            observations: Duration::from_millis(observations_ms),
             labels_file: path("PALISADE_LABELS_FILE"),
             spool_max_bytes: 8 * 1024 * 1024,
         })
@@ -175,6 +179,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PALISADE_HEARTBEAT_MS"), "{err}");
+        assert_eq!(s.observations, Duration::from_secs(15));
+        let err =
+            Settings::from_env(|k| (k == "PALISADE_OBSERVATIONS_MS").then(|| "0".to_string()))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("PALISADE_OBSERVATIONS_MS"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::rules::{weightiest, NotKilled, Unreadable, Weight};
 /// policies that do not allow that name to hide, the weightiest (an
 /// enforcing one before an auditing one) and, among equals, one that stops
 /// hidden processes, so that one policy saying `report` never overrules
-/// another that stops them. None when every policy allows the name.
+/// another that stops them. None when every policy allows the name, and
+/// when only learning policies would judge it.
 pub fn judge_non_dumpable<'p>(
     policies: &'p [RuntimePolicy],
     comm: &str,
@@ -29,6 +30,7 @@ pub fn judge_non_dumpable<'p>(
             .filter(|p| !p.rules.allows_non_dumpable(comm)),
         |p| (weight(p), p.rules.non_dumpable == NonDumpable::Kill),
     )
+    .filter(|p| weight(p).reports())
 }
 
 /// Where a newly non-dumpable process came from, as far as /proc tells.
@@ -159,6 +161,16 @@ mod tests {
             None,
             "a name on allowedProcesses may run, hidden or not"
         );
+    }
+
+    #[test]
+    fn a_learning_policy_never_judges_a_hidden_process() {
+        let policies = [
+            policy("learn", Mode::Learn, NonDumpable::Kill, &[]),
+            policy("audit", Mode::Audit, NonDumpable::Kill, &["x"]),
+        ];
+        assert_eq!(judge(&policies, "x"), None);
+        assert_eq!(judge(&policies, "y"), Some("audit"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a shared process namespace, unprivileged, and reports drift and
 //! behaviour to the policy service (stopping violators under enforce).
 
+pub mod checks;
 pub mod config;
 pub mod coverage;
 pub mod drift;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod launches;
 pub mod limits;
 pub mod monitor;
+pub mod observations;
 pub mod owners;
 pub mod policy;
 pub mod procfs;

@@ -332,6 +332,42 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Vec<u64> {
         .collect()
 }
 
+/// The ID of the container `pid` runs in, from its cgroup (see
+/// [`parse_container_id`]); empty when the cgroup names none.
+pub fn container_id(proc_root: &Path, pid: i32) -> String {
+    // One line per hierarchy: a dozen under cgroup v1, one under v2.
+    read_all(&pid_path(proc_root, pid, "cgroup"), 1024)
+        .ok()
+        .and_then(|bytes| parse_container_id(&String::from_utf8_lossy(&bytes)).map(String::from))
+        .unwrap_or_default()
+}
+
+/// The container ID in a `/proc/PID/cgroup` text: the last component of
+/// a cgroup path, once the runtimes' decorations are off (`cri-containerd-`,
+/// `docker-`, `crio-` and `.scope` under the systemd driver; the bare ID
+/// under cgroupfs), when it is 64 hex digits. What the pod's status calls
+/// `containerID` (`containerd://<id>`), so the service can name the
+/// container. The first line that names one wins: every hierarchy holds
+/// the process in the same container. Seen from inside another container's
+/// cgroup namespace, the path starts with `/..`; its last component is
+/// still the container's.
+pub fn parse_container_id(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let last = path.rsplit('/').next()?;
+        let last = last.strip_suffix(".scope").unwrap_or(last);
+        let id = ["cri-containerd-", "docker-", "crio-"]
+            .iter()
+            .find_map(|prefix| last.strip_prefix(prefix))
+            .unwrap_or(last);
+        is_container_id(id).then_some(id)
+    })
+}
+
+fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Sends SIGKILL to the process `pid` started at `start` (clock ticks),
 /// through a pidfd: once the descriptor is open, it names that process and
 /// no other even if the PID is reused, and the start time read after
@@ -393,6 +429,42 @@ pub fn kill_exact(proc_root: &Path, pid: i32, start: u64) -> crate::rules::Actio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: &str = "3f9a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+
+    #[test]
+    fn a_container_id_is_read_from_every_runtimes_cgroup_path() {
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope\n"
+        );
+        assert_eq!(parse_container_id(&systemd), Some(ID));
+        let cgroupfs_v1 = format!(
+            "12:pids:/kubepods/besteffort/pod5678/{ID}\n11:memory:/kubepods/besteffort/pod5678/{ID}\n"
+        );
+        assert_eq!(parse_container_id(&cgroupfs_v1), Some(ID));
+        let docker = format!("0::/system.slice/docker-{ID}.scope\n");
+        assert_eq!(parse_container_id(&docker), Some(ID));
+        let crio = format!("0::/kubepods.slice/crio-{ID}.scope\n");
+        assert_eq!(parse_container_id(&crio), Some(ID));
+        let other_namespace = format!("0::/../../cri-containerd-{ID}.scope\n");
+        assert_eq!(parse_container_id(&other_namespace), Some(ID));
+    }
+
+    #[test]
+    fn a_cgroup_that_names_no_container_gives_none() {
+        assert_eq!(parse_container_id("0::/\n"), None);
+        assert_eq!(
+            parse_container_id("0::/user.slice/user-1000.slice/session-3.scope\n"),
+            None
+        );
+        assert_eq!(
+            parse_container_id("12:pids:/kubepods/besteffort/pod5678/abc\n"),
+            None,
+            "too short for an ID"
+        );
+        assert_eq!(parse_container_id(""), None);
+        assert_eq!(parse_container_id("garbage without colons"), None);
+    }
 
     #[test]
     fn parses_stat_with_awkward_comm() {

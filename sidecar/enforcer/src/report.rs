@@ -9,6 +9,12 @@
 //! counted, reported as `enforcer/events-dropped` and carried in every
 //! heartbeat. A heartbeat goes to the service at a fixed interval, so it
 //! notices an enforcer that was stopped or killed.
+//!
+//! Observations (what the pod was seen doing, see `observations`) travel
+//! the same way with less ceremony: summed in memory, sent every interval
+//! and at shutdown, put back when a send fails. They are not spooled: a
+//! draft is made from many pods' hours, and an enforcer killed loses at
+//! most one interval of sums.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -19,12 +25,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use palisade_common::observe::{ObservationBatch, Observed};
 use palisade_common::policy::Mode;
 use palisade_common::wire::{
     EnforcerState, EnforcerStatus, Event, Heartbeat, ProtectionOff, ReportBatch,
 };
 
 use crate::config::Settings;
+use crate::observations::{Observations, Sums};
 use crate::policy::PolicyHolder;
 use crate::rules::{Priority, Rule};
 
@@ -58,6 +66,8 @@ struct Shared {
     protections_off: Mutex<Vec<ProtectionOff>>,
     /// A heartbeat is due now, not at its interval: what it says changed.
     beat_now: AtomicBool,
+    /// Sums of what the pod was seen doing since the last send.
+    observations: Mutex<Observations>,
     /// No policy service: the log line per event is the report.
     standalone: bool,
     spool_max_bytes: u64,
@@ -145,6 +155,7 @@ impl Reporter {
                 unobserved: AtomicU64::new(0),
                 protections_off: Mutex::new(Vec::new()),
                 beat_now: AtomicBool::new(false),
+                observations: Mutex::new(Observations::default()),
                 standalone,
                 spool_max_bytes,
             }),
@@ -199,6 +210,27 @@ impl Reporter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether observations are kept: only with a service to send them to.
+    pub fn observing(&self) -> bool {
+        !self.shared.standalone
+    }
+
+    /// One sighting of `item` in `container` (an ID, or empty), summed
+    /// into the next observation batch.
+    pub fn observe(&self, container: &str, item: Observed) {
+        if self.shared.standalone {
+            return;
+        }
+        self.observations().record(container, item, now_ms());
+    }
+
+    fn observations(&self) -> MutexGuard<'_, Observations> {
+        self.shared
+            .observations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Events waiting for the service's acknowledgement.
@@ -355,8 +387,9 @@ pub fn spawn(
         client,
         reporter: reporter.clone(),
         dropped_reported: 0,
-        retry_at: Instant::now(),
-        backoff: Duration::from_millis(500),
+        events: Backoff::default(),
+        observations: Backoff::default(),
+        observations_failing: false,
     };
     let thread = std::thread::Builder::new()
         .name("reporter".into())
@@ -377,8 +410,48 @@ struct Sender {
     reporter: Reporter,
     started_ms: i64,
     dropped_reported: u64,
+    events: Backoff,
+    /// Apart from the events': a service that cannot take observations
+    /// (an older one) must not hold up events.
+    observations: Backoff,
+    /// The last observation send failed (logged once per outage).
+    observations_failing: bool,
+}
+
+/// When to try again after a failed send: half a second, doubling to 30 s;
+/// a success resets it.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
     retry_at: Instant,
-    backoff: Duration,
+    delay: Duration,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            retry_at: Instant::now(),
+            delay: FIRST_RETRY,
+        }
+    }
+}
+
+impl Backoff {
+    fn ready(&self, now: Instant) -> bool {
+        now >= self.retry_at
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.retry_at = now + self.delay;
+        self.delay = (self.delay * 2).min(LAST_RETRY);
+    }
+
+    fn succeeded(&mut self, now: Instant) {
+        self.retry_at = now;
+        self.delay = FIRST_RETRY;
+    }
 }
 
 impl Sender {
@@ -397,13 +470,28 @@ impl Sender {
             return;
         }
         let mut next_heartbeat = Instant::now();
+        let mut next_observations = Instant::now() + self.settings.observations;
         loop {
-            let (batch, closing) = self.next_batch(next_heartbeat);
+            let (batch, closing) = self.next_batch(next_heartbeat.min(next_observations));
             if let Some(notice) = self.drop_notice() {
                 self.reporter.report(notice);
             }
-            if !batch.is_empty() && (Instant::now() >= self.retry_at || closing.is_some()) {
+            if !batch.is_empty() && (self.events.ready(Instant::now()) || closing.is_some()) {
                 self.deliver(batch);
+            }
+            let now = Instant::now();
+            if now >= next_observations || closing.is_some() {
+                // Once more at shutdown, unless the service has just failed
+                // to take the events: a stop must not wait out another
+                // timeout for sums that are not spooled anyway.
+                let ready = match closing {
+                    Some(_) => self.events.ready(now),
+                    None => self.observations.ready(now),
+                };
+                if ready {
+                    self.send_observations();
+                }
+                next_observations = now + self.settings.observations;
             }
             let beat_now = self.reporter.shared.beat_now.swap(false, Ordering::Relaxed);
             if Instant::now() >= next_heartbeat || closing.is_some() || beat_now {
@@ -423,20 +511,20 @@ impl Sender {
         }
     }
 
-    /// Waits until there is something to send (and the backoff allows it),
-    /// a heartbeat is due, or the enforcer stops.
-    fn next_batch(&self, next_heartbeat: Instant) -> (Vec<(u64, Event)>, Option<String>) {
+    /// Waits until there are events to send (and the backoff allows it),
+    /// `due` comes (a heartbeat or observations), or the enforcer stops.
+    fn next_batch(&self, due: Instant) -> (Vec<(u64, Event)>, Option<String>) {
         let mut q = self.reporter.lock();
         loop {
             let now = Instant::now();
-            let sendable = !q.pending.is_empty() && now >= self.retry_at;
+            let sendable = !q.pending.is_empty() && self.events.ready(now);
             let beat_now = self.reporter.shared.beat_now.load(Ordering::Relaxed);
-            if sendable || q.closing.is_some() || now >= next_heartbeat || beat_now {
+            if sendable || q.closing.is_some() || now >= due || beat_now {
                 break;
             }
-            let mut until = next_heartbeat;
+            let mut until = due;
             if !q.pending.is_empty() {
-                until = until.min(self.retry_at);
+                until = until.min(self.events.retry_at);
             }
             q = self
                 .reporter
@@ -460,15 +548,60 @@ impl Sender {
         match self.send(&events) {
             Ok(()) => {
                 self.reporter.lock().acknowledge(&seqs);
-                self.backoff = Duration::from_millis(500);
-                self.retry_at = Instant::now();
+                self.events.succeeded(Instant::now());
             }
             Err(e) => {
                 tracing::warn!(error = %e, pending = self.reporter.pending(), "policy service unreachable; reports stay spooled");
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                self.events.failed(Instant::now());
             }
         }
+    }
+
+    /// Sends the observations summed since the last send. What cannot be
+    /// sent goes back, merged with what comes meanwhile (still bounded),
+    /// and is tried again after the backoff.
+    fn send_observations(&mut self) {
+        let sums = self.reporter.observations().take();
+        if sums.is_empty() {
+            return;
+        }
+        // One batch: the aggregator's bound keeps it far below the
+        // service's body limit.
+        let batch = ObservationBatch {
+            pod: self.settings.pod.clone(),
+            observations: sums.observations,
+            overflow: sums.overflow,
+        };
+        let error = match self.post("observations", &batch) {
+            Ok(s) if (200..300).contains(&s) => {
+                self.observations.succeeded(Instant::now());
+                if std::mem::take(&mut self.observations_failing) {
+                    tracing::info!("observations delivered again");
+                }
+                return;
+            }
+            // Never accepted however often it is sent (the aggregator
+            // keeps out what the service refuses, so this is a bug).
+            Ok(400) => {
+                tracing::error!(
+                    items = batch.observations.len(),
+                    "policy service rejected an observation batch as malformed; dropping it"
+                );
+                return;
+            }
+            Ok(s) => SendError::Status(s),
+            Err(e) => e,
+        };
+        if !std::mem::replace(&mut self.observations_failing, true) {
+            tracing::warn!(%error, "observations not delivered; kept in memory and retried");
+        } else {
+            tracing::debug!(%error, "observations not delivered");
+        }
+        self.reporter.observations().restore(Sums {
+            observations: batch.observations,
+            overflow: batch.overflow,
+        });
+        self.observations.failed(Instant::now());
     }
 
     /// An enforcer event when events were dropped since the last notice.
@@ -677,5 +810,47 @@ mod tests {
         reporter.report(event("a", Rule::DeniedProcess));
         assert_eq!(reporter.pending(), 0);
         assert!(!dir.path().join(SPOOL_FILE).exists());
+        assert!(!reporter.observing());
+        reporter.observe("", listen(8080));
+        assert!(reporter.observations().is_empty());
+    }
+
+    fn listen(port: u16) -> Observed {
+        Observed::Listen {
+            protocol: palisade_common::observe::Protocol::Tcp,
+            port,
+        }
+    }
+
+    #[test]
+    fn observations_are_summed_for_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), false, 1 << 20);
+        reporter.observe("", listen(8080));
+        reporter.observe("", listen(8080));
+        let sums = reporter.observations().take();
+        assert_eq!(sums.observations.len(), 1);
+        assert_eq!(sums.observations[0].count, 2);
+        assert!(
+            spooled(dir.path()).is_empty(),
+            "observations are not spooled"
+        );
+    }
+
+    #[test]
+    fn a_failed_send_waits_doubling_to_30_s_and_a_success_resets_it() {
+        let mut backoff = Backoff::default();
+        let start = backoff.retry_at;
+        assert!(backoff.ready(start));
+        backoff.failed(start);
+        assert!(!backoff.ready(start));
+        assert!(backoff.ready(start + FIRST_RETRY));
+        for _ in 0..10 {
+            backoff.failed(start);
+        }
+        assert_eq!(backoff.retry_at, start + LAST_RETRY);
+        backoff.succeeded(start);
+        assert!(backoff.ready(start));
+        assert_eq!(backoff.delay, FIRST_RETRY);
     }
 }

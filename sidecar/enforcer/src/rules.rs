@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
+use palisade_common::judge::EXECUTABLE_NOT_ALLOWED;
 use palisade_common::launch::COVERAGE_RULE;
 use palisade_common::policy::{Mode, NonDumpable};
 use palisade_common::wire::{EventKind, RuntimePolicy};
@@ -30,6 +31,10 @@ pub enum Rule {
     ScriptFromTmp,
     DeniedProcess,
     UnexpectedProcess,
+    /// An executable that `allowedExecutables` / `zeroDrift` do not
+    /// allow: judged by where it is and what it is, so a renamed or copied
+    /// shell is neither.
+    ExecutableNotAllowed,
     /// A process of the enforcer's UID that made itself non-dumpable: its
     /// executable, root and sockets can no longer be checked.
     NonDumpableProcess,
@@ -63,6 +68,7 @@ impl Rule {
             Rule::ScriptFromTmp => "drift/script-from-tmp",
             Rule::DeniedProcess => "behavior/denied-process",
             Rule::UnexpectedProcess => "behavior/unexpected-process",
+            Rule::ExecutableNotAllowed => EXECUTABLE_NOT_ALLOWED,
             Rule::NonDumpableProcess => "behavior/non-dumpable-process",
             Rule::UnexpectedListener => "behavior/unexpected-listener",
             Rule::UnexpectedEgress => "behavior/unexpected-egress",
@@ -88,6 +94,7 @@ impl Rule {
             | Rule::ScriptFromTmp => EventKind::Drift,
             Rule::DeniedProcess
             | Rule::UnexpectedProcess
+            | Rule::ExecutableNotAllowed
             | Rule::NonDumpableProcess
             | Rule::UnexpectedListener
             | Rule::UnexpectedEgress => EventKind::Behavior,
@@ -115,7 +122,7 @@ impl Rule {
     }
 }
 
-const ALL_RULES: [Rule; 20] = [
+const ALL_RULES: [Rule; 21] = [
     Rule::ForeignLibrary,
     Rule::ScriptFromTmp,
     Rule::FilelessExec,
@@ -126,6 +133,7 @@ const ALL_RULES: [Rule; 20] = [
     Rule::NewExecutableFile,
     Rule::DeniedProcess,
     Rule::UnexpectedProcess,
+    Rule::ExecutableNotAllowed,
     Rule::NonDumpableProcess,
     Rule::UnexpectedListener,
     Rule::UnexpectedEgress,
@@ -242,6 +250,8 @@ pub fn why_unreadable(target: Ids, own_uid: u32, own_gid: u32) -> Unreadable {
 /// policy never silences another's enforcement. An excepted verdict comes
 /// next: like an audit it is reported and not acted on, but it shows that
 /// the exception was used, which is what its owner must be able to see.
+/// A learning policy weighs least and is never reported: what it would
+/// find is what the enforcer's observations record for a draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Weight {
     /// A learning policy: judged last, and what it judges is not reported.
@@ -258,6 +268,32 @@ impl Weight {
             Mode::Audit => Weight::Audit,
             Mode::Enforce => Weight::Enforce,
         }
+    }
+
+    /// The weight of a verdict in `mode`, when an active PolicyException
+    /// does (`excepted`) or does not cover it. An exception to a learning
+    /// policy changes nothing: there is nothing to except it from, and it
+    /// must not turn a silent verdict into a reported one.
+    pub fn judged(mode: Mode, excepted: bool) -> Self {
+        match mode {
+            Mode::Learn => Weight::Learn,
+            _ if excepted => Weight::Excepted,
+            _ => Weight::of(mode),
+        }
+    }
+
+    /// Whether a verdict of this weight is reported (and may be acted on).
+    pub fn reports(self) -> bool {
+        self > Weight::Learn
+    }
+}
+
+/// The mode a verdict is acted on in: an active exception turns enforce
+/// into audit (reported, never killed); learn stays learn (neither).
+pub fn acted_mode(mode: Mode, excepted: bool) -> Mode {
+    match mode {
+        Mode::Enforce if excepted => Mode::Audit,
+        _ => mode,
     }
 }
 
@@ -276,11 +312,22 @@ pub fn weightiest<'a, W: Ord + Copy>(
     best.map(|(p, _)| p)
 }
 
-/// The enforce-mode policy among `policies` if any, else the first.
+/// The policy a finding is reported under: the weightiest of those that
+/// flag it, or none when that is a learning policy (a learning policy is
+/// never the reason for an event or a kill; one that reports wins over it).
+pub fn reported_by<'a>(
+    policies: impl Iterator<Item = &'a RuntimePolicy>,
+    weight: impl Fn(&RuntimePolicy) -> Weight,
+) -> Option<&'a RuntimePolicy> {
+    weightiest(policies, &weight).filter(|p| weight(p).reports())
+}
+
+/// The enforce-mode policy among `policies` if any, else the first
+/// auditing one; none when only learning policies are left.
 pub fn strictest<'a>(
     policies: impl Iterator<Item = &'a RuntimePolicy>,
 ) -> Option<&'a RuntimePolicy> {
-    weightiest(policies, |p| Weight::of(p.mode))
+    reported_by(policies, |p| Weight::of(p.mode))
 }
 
 /// Who a running executable is, beyond the names it was given.
@@ -394,7 +441,8 @@ impl ProcessVerdict<'_> {
 
 /// Applies `deniedProcesses` and `allowedProcesses` of `policies` to one
 /// process. Each rule is reported once, by the policy that is strictest
-/// about it (an enforcing one before auditing ones).
+/// about it (an enforcing one before auditing ones), never by a learning
+/// one.
 pub fn judge_process<'p>(
     policies: &'p [RuntimePolicy],
     process: &ProcessNames<'_>,
@@ -414,7 +462,7 @@ pub fn judge_process<'p>(
             .map(|by| (p, by))
         })
         .collect();
-    let judge = weightiest(denials.iter().map(|(p, _)| *p), |p| {
+    let judge = reported_by(denials.iter().map(|(p, _)| *p), |p| {
         weight(p, Rule::DeniedProcess)
     });
     if let Some((policy, by)) =
@@ -427,7 +475,7 @@ pub fn judge_process<'p>(
             .iter()
             .any(|a| process.names.contains(&a.as_str()) || process.applet == Some(a.as_str()))
     };
-    let unexpected = weightiest(
+    let unexpected = reported_by(
         policies.iter().filter(|p| {
             !p.rules.allowed_processes.is_empty() && !allowed_by(&p.rules.allowed_processes)
         }),
@@ -712,6 +760,53 @@ mod tests {
             judge(&["busybox"], Some("nc")),
             [(Rule::UnexpectedProcess, "only-app".to_string())]
         );
+    }
+
+    #[test]
+    fn a_learning_policy_is_never_the_reason_for_an_event_or_a_kill() {
+        let policies = [
+            runtime_policy("learn", Mode::Learn, &["sh"], &["app"]),
+            runtime_policy("audit", Mode::Audit, &["sh"], &[]),
+        ];
+        let identity = ExeIdentity::default();
+        let process = ProcessNames {
+            names: &["sh"],
+            applet: None,
+            identity: &identity,
+            denied_content: &[],
+        };
+        let verdicts = judge_process(&policies, &process, |p, _| Weight::of(p.mode));
+        // The audit policy reports the shell; the learning one's list of
+        // allowed names flags it too, and stays silent.
+        assert!(
+            matches!(verdicts.as_slice(), [ProcessVerdict::Denied(p, _)] if p.name == "audit"),
+            "{verdicts:?}"
+        );
+        assert!(judge_process(&policies[..1], &process, |p, _| Weight::of(p.mode)).is_empty());
+        assert_eq!(strictest(policies[..1].iter()), None);
+        assert_eq!(
+            strictest(policies.iter()).map(|p| p.name.as_str()),
+            Some("audit")
+        );
+        assert!(!kills([(
+            Rule::DeniedProcess,
+            Mode::Learn,
+            NonDumpable::Kill
+        )]));
+    }
+
+    #[test]
+    fn an_exception_turns_enforce_into_audit_and_leaves_learn_silent() {
+        assert_eq!(Weight::judged(Mode::Enforce, true), Weight::Excepted);
+        assert_eq!(Weight::judged(Mode::Audit, true), Weight::Excepted);
+        assert_eq!(Weight::judged(Mode::Learn, true), Weight::Learn);
+        assert_eq!(Weight::judged(Mode::Enforce, false), Weight::Enforce);
+        assert!(!Weight::judged(Mode::Learn, true).reports());
+        assert!(Weight::judged(Mode::Audit, false).reports());
+        assert_eq!(acted_mode(Mode::Enforce, true), Mode::Audit);
+        assert_eq!(acted_mode(Mode::Enforce, false), Mode::Enforce);
+        assert_eq!(acted_mode(Mode::Learn, true), Mode::Learn);
+        assert_eq!(acted_mode(Mode::Audit, true), Mode::Audit);
     }
 
     #[test]

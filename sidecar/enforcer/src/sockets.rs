@@ -4,10 +4,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use palisade_common::observe::Protocol;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Tcp,
     Udp,
+}
+
+impl From<Proto> for Protocol {
+    fn from(proto: Proto) -> Self {
+        match proto {
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

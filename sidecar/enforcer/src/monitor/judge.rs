@@ -1,7 +1,28 @@
-//! Judging one process: its container's baseline, drift, hidden
-//! (non-dumpable) processes, names and content identity, and the kill.
+//! Judging one process: its container's baseline, the facts the checks
+//! need (identity, image, hidden or not), the checks themselves
+//! (`checks`), the kill, and what it ran for the observations.
+
+use palisade_common::judge::ExecutableFacts;
 
 use super::*;
+use crate::drift::ImageCheck;
+
+/// What a process's events say of it besides what stat tells.
+struct Reported {
+    exe: Option<String>,
+    cmdline: Vec<String>,
+    sha256: Option<[u8; 32]>,
+}
+
+/// Whether an executable is the container image's own file, unchanged.
+struct ImageView {
+    /// Against the container's baseline whatever the process's age: what
+    /// the observations and `allowedExecutables` / `zeroDrift` go by.
+    whole: ImageCheck,
+    /// As the drift rules see it: `Unknown` for a process that predates
+    /// the container's first baseline.
+    drift: ImageCheck,
+}
 
 impl Monitor {
     /// The container's baseline and watches, set up the first time one of
@@ -58,6 +79,10 @@ impl Monitor {
         Some(id)
     }
 
+    /// Judges one process with the checks (`checks`): drift, identity,
+    /// hiding and names; reports what is new and stops it where an
+    /// enforcing policy says so. What it runs is added to the observations
+    /// whatever the verdict.
     pub(super) fn evaluate_process(
         &mut self,
         proc: &Proc,
@@ -75,12 +100,11 @@ impl Monitor {
         if may_defer && exe.is_ok() && argv.is_empty() {
             return View::MidExec;
         }
-        let root = self.proc_root().join(proc.pid.to_string()).join("root");
         let root_id = self.container(proc.pid, bundle);
         let mut violations = Vec::new();
         let mut exe_path = None;
-        let mut sha256 = None;
         let mut identity = ExeIdentity::default();
+        let mut ran = None;
         match &exe {
             Ok(link) => {
                 self.hidden.remove(&proc.pid);
@@ -88,50 +112,19 @@ impl Monitor {
                 let root_link = procfs::root_link(self.proc_root(), proc.pid);
                 let (path, deleted) = drift::container_path(link, root_link.as_deref());
                 identity = self.identity(proc.pid, &path, root_id);
-                sha256 = identity.sha256;
+                let image = self.image_view(proc.pid, root_id, &path, &identity);
                 if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
-                    // Processes already running when a container's first
-                    // baseline is taken predate it: only what the path tells
-                    // counts for them. A baseline kept from before a restart
-                    // judges everything.
-                    let baseline = root_id
-                        .and_then(|id| self.containers.get(&id))
-                        .filter(|c| !self.first_pass || c.source == BaselineSource::Persisted)
-                        .map(|c| &c.baseline);
-                    let file = drift::inside(&root, &path);
-                    let now = std::fs::metadata(&file)
-                        .ok()
-                        .map(|m| drift::Entry::of(&m, None));
-                    let image = drift::image_check(baseline, &path, now.as_ref(), || {
-                        drift::hash_file(&file, drift::HASH_LIMIT)
-                    });
-                    let temp_dirs = watched_paths(bundle);
-                    for finding in drift::classify(&path, deleted, &temp_dirs, image) {
-                        let message = match &finding {
-                            drift::Finding::Fileless => {
-                                format!("{} runs from memory ({path})", proc.comm)
-                            }
-                            drift::Finding::Deleted => {
-                                format!("{} runs a deleted executable {path}", proc.comm)
-                            }
-                            drift::Finding::FromTemporaryDir(dir) => {
-                                format!("{path} executed from {dir}")
-                            }
-                            drift::Finding::NotInImage => {
-                                format!("{path} is not in the container image")
-                            }
-                            drift::Finding::Modified => {
-                                format!("{path} changed since the container started")
-                            }
-                        };
-                        violations.push(Violation {
-                            rule: finding.rule(),
-                            policy,
-                            message,
-                        });
-                    }
-                }
-                if let Some(policy) = strictest(bundle.policies.iter().filter(|p| p.rules.drift)) {
+                    let facts = checks::DriftFacts {
+                        path: &path,
+                        deleted,
+                        image: image.drift,
+                    };
+                    violations.extend(checks::drift(
+                        policy,
+                        &proc.comm,
+                        &facts,
+                        &watched_paths(bundle),
+                    ));
                     violations.extend(self.foreign_code(
                         proc,
                         root_link.as_deref(),
@@ -141,36 +134,26 @@ impl Monitor {
                         policy,
                     ));
                 }
+                let sha256 = identity.sha256.map(hex::encode);
+                // A deleted one: the file at that path now is not what runs.
+                let from_image = !deleted && image.whole == ImageCheck::Unchanged;
+                let facts = ExecutableFacts {
+                    path: &path,
+                    sha256: sha256.as_deref(),
+                    from_image,
+                };
+                violations.extend(checks::executable(&bundle.policies, &facts, |p| {
+                    self.weight(p, Rule::ExecutableNotAllowed)
+                }));
+                ran = Some(Observed::Executable {
+                    path: path.clone(),
+                    sha256,
+                    from_image,
+                });
                 exe_path = Some(path);
             }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                let why = procfs::ids(self.proc_root(), proc.pid)
-                    .map(|ids| rules::why_unreadable(ids, self.own_uid, self.own_gid));
-                if let Some(why) = why {
-                    self.hidden.insert(proc.pid, why);
-                    // Its name is all that is left to judge it by (stat
-                    // stays readable): a name the policy allows to hide is
-                    // left alone; anything else is judged once a credential
-                    // change that may have hidden it has had its moment
-                    // (`judged_now`), and stopped where the policy says so
-                    // (see `kills`).
-                    let policy = hidden::judge_non_dumpable(&bundle.policies, &proc.comm, |p| {
-                        self.weight(p, Rule::NonDumpableProcess)
-                    });
-                    let judged = matches!((why, policy), (Unreadable::NonDumpable, Some(_)))
-                        && self.judged_now(proc);
-                    if let (true, Some(policy)) = (judged, policy) {
-                        violations.push(Violation {
-                            rule: Rule::NonDumpableProcess,
-                            policy,
-                            message: format!(
-                                "{} (pid {}) runs as the enforcer's UID but made itself \
-                                 non-dumpable: its executable, root and sockets cannot be checked",
-                                proc.comm, proc.pid
-                            ),
-                        });
-                    }
-                }
+                violations.extend(self.judge_unreadable(proc, bundle));
             }
             Err(_) => {}
         }
@@ -193,49 +176,44 @@ impl Monitor {
             identity: &identity,
             denied_content,
         };
-        for verdict in
-            rules::judge_process(&bundle.policies, &process, |p, rule| self.weight(p, rule))
-        {
-            let rule = verdict.rule();
-            let (policy, message) = match verdict {
-                ProcessVerdict::Denied(policy, by) => (
-                    policy,
-                    format!("denied process {} started ({by})", proc.comm),
-                ),
-                ProcessVerdict::Unexpected(policy) => (
-                    policy,
-                    format!("process {} is not in the allowed list", proc.comm),
-                ),
-            };
-            violations.push(Violation {
-                rule,
-                policy,
-                message,
-            });
-        }
-        // Drift findings were attributed before their rules were known:
-        // each goes to the weightiest drift policy for its own rule (one
-        // policy's exception must not silence another's enforcement).
-        for v in &mut violations {
-            if v.rule.kind() == EventKind::Drift {
-                let drift = bundle.policies.iter().filter(|p| p.rules.drift);
-                if let Some(policy) = rules::weightiest(drift, |p| self.weight(p, v.rule)) {
-                    v.policy = policy;
-                }
-            }
-        }
+        violations.extend(checks::names(
+            &bundle.policies,
+            &proc.comm,
+            &process,
+            |p, rule| self.weight(p, rule),
+        ));
+        checks::attribute_drift(&mut violations, &bundle.policies, |p, rule| {
+            self.weight(p, rule)
+        });
+        self.observe_run(proc, ran);
+        let what = Reported {
+            exe: exe_path,
+            cmdline: argv,
+            sha256: identity.sha256,
+        };
+        self.act(proc, violations, what);
+        View::Complete
+    }
+
+    /// Reports what `proc` broke that was not reported before and, when an
+    /// enforcing policy says so, stops it first: its events say how that
+    /// went.
+    fn act(&mut self, proc: &Proc, mut violations: Vec<Violation<'_>>, what: Reported) {
+        // The checks never attribute a finding to a learning policy; should
+        // one ever, it neither reports nor stops.
+        violations.retain(|v| self.acted_mode(v) != Mode::Learn);
         violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
         if violations.is_empty() {
-            return View::Complete;
+            return;
         }
         let info = ProcessInfo {
             pid: proc.pid,
             ppid: proc.ppid,
             uid: procfs::uid(self.proc_root(), proc.pid),
             comm: proc.comm.clone(),
-            exe: exe_path,
-            cmdline: argv,
-            sha256: sha256.map(hex::encode),
+            exe: what.exe,
+            cmdline: what.cmdline,
+            sha256: what.sha256.map(hex::encode),
         };
         let action = rules::kills(
             violations
@@ -247,7 +225,110 @@ impl Monitor {
             let id = process_event_id(&v, self.acted_mode(&v), proc);
             self.emit(&v, id, Some(info.clone()), action.clone());
         }
-        View::Complete
+    }
+
+    /// A process whose executable the enforcer may not read: why is kept
+    /// for coverage. A non-dumpable one of its own UID is judged by its
+    /// name once a credential change that may have hidden it has had its
+    /// moment (`judged_now`), and stopped where the policy says so (see
+    /// `kills`); a name the policy allows to hide is left alone.
+    fn judge_unreadable<'b>(
+        &mut self,
+        proc: &Proc,
+        bundle: &'b RuntimeBundle,
+    ) -> Option<Violation<'b>> {
+        let ids = procfs::ids(self.proc_root(), proc.pid)?;
+        let why = rules::why_unreadable(ids, self.own_uid, self.own_gid);
+        self.hidden.insert(proc.pid, why);
+        if why != Unreadable::NonDumpable {
+            return None;
+        }
+        checks::non_dumpable(&bundle.policies, &proc.comm, proc.pid, |p| {
+            self.weight(p, Rule::NonDumpableProcess)
+        })
+        .filter(|_| self.judged_now(proc))
+    }
+
+    /// Whether `path` is the container image's own file, unchanged (see
+    /// [`ImageView`]). The content compared is the running executable's
+    /// (`identity`, hashed once per file version), not a second read of
+    /// the file.
+    fn image_view(
+        &self,
+        pid: i32,
+        root_id: Option<(u64, u64)>,
+        path: &str,
+        identity: &ExeIdentity,
+    ) -> ImageView {
+        let Some(container) = root_id.and_then(|id| self.containers.get(&id)) else {
+            return ImageView {
+                whole: ImageCheck::Unknown,
+                drift: ImageCheck::Unknown,
+            };
+        };
+        let root = self.proc_root().join(pid.to_string()).join("root");
+        let now = std::fs::metadata(drift::inside(&root, path))
+            .ok()
+            .map(|m| drift::Entry::of(&m, None));
+        let whole = drift::image_check(Some(&container.baseline), path, now.as_ref(), || {
+            identity.sha256
+        });
+        // Processes already running when a container's first baseline is
+        // taken predate it: only what the path tells counts for drift. A
+        // baseline kept from before a restart judges everything.
+        let predates = self.first_pass && container.source != BaselineSource::Persisted;
+        ImageView {
+            whole,
+            drift: if predates { ImageCheck::Unknown } else { whole },
+        }
+    }
+
+    /// Adds one run of `proc` to the observations: what it runs (when
+    /// readable) and its name with its parent's. Once per exec: a process
+    /// judged again is not another run. Its container is read from its
+    /// cgroup the first time it is seen.
+    fn observe_run(&mut self, proc: &Proc, ran: Option<Observed>) {
+        if !self.reporter.observing() {
+            return;
+        }
+        let run = match &ran {
+            Some(Observed::Executable { path, .. }) => format!("{path}\0{}", proc.comm),
+            _ => proc.comm.clone(),
+        };
+        let parent = self
+            .notes
+            .get(&proc.ppid)
+            .map(|n| n.comm.clone())
+            .unwrap_or_default();
+        if self
+            .notes
+            .get(&proc.pid)
+            .is_none_or(|n| n.start != proc.start)
+        {
+            let note = Note {
+                start: proc.start,
+                container: procfs::container_id(self.proc_root(), proc.pid),
+                comm: String::new(),
+                recorded: String::new(),
+            };
+            self.notes.insert(proc.pid, note);
+        }
+        let Some(note) = self.notes.get_mut(&proc.pid) else {
+            return;
+        };
+        note.comm.clone_from(&proc.comm);
+        if note.recorded == run {
+            return;
+        }
+        note.recorded = run;
+        if let Some(item) = ran {
+            self.reporter.observe(&note.container, item);
+        }
+        let item = Observed::Process {
+            name: proc.comm.clone(),
+            parent,
+        };
+        self.reporter.observe(&note.container, item);
     }
 
     /// Whether a non-dumpable process is judged on this look, or left the

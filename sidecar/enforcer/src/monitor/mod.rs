@@ -10,8 +10,9 @@
 //! reported as `enforcer/unobserved-processes`, never silently lost.
 //!
 //! The state and the tick live here; `pass` looks at processes, `judge`
-//! judges one, `network` the pod's sockets, `new_files` dropped
-//! executables.
+//! judges one (with the pure `checks`), `network` the pod's sockets,
+//! `new_files` dropped executables. What was judged is also summed into
+//! the reporter's observations, whatever the policies say of it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -23,9 +24,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use palisade_common::exception::{Decision, PolicyException, Target};
 use palisade_common::net::EgressRule;
+use palisade_common::observe::Observed;
 use palisade_common::policy::Mode;
-use palisade_common::wire::{Event, EventKind, ProcessInfo, RuntimeBundle, RuntimePolicy};
+use palisade_common::wire::{Event, ProcessInfo, RuntimeBundle, RuntimePolicy};
 
+use crate::checks::{self, Violation};
 use crate::config::Settings;
 use crate::coverage::{Coverage, Signal};
 use crate::drift::{self, Baseline, BaselineSource};
@@ -36,8 +39,7 @@ use crate::policy::PolicyHolder;
 use crate::procfs::{self, Proc};
 use crate::report::{now_ms, Reporter};
 use crate::rules::{
-    self, strictest, Action, ExeIdentity, NotKilled, ProcessVerdict, Rule, SocketRole, Unreadable,
-    Weight,
+    self, strictest, Action, ExeIdentity, NotKilled, Rule, SocketRole, Unreadable, Weight,
 };
 use crate::schedule::{self, ListAll, Look, PidWindow, Schedule, Settled, YOUNG};
 use crate::sockets::{self, Proto, Socket};
@@ -125,13 +127,6 @@ const IDENTITY_CACHE_MAX: usize = 1024;
 /// socket counts did not move (one socket replacing another keeps them).
 const FULL_SOCKET_SCAN_EVERY: Duration = Duration::from_secs(10);
 
-/// A broken rule, attributed to the policy that judges it most strictly.
-struct Violation<'a> {
-    rule: Rule,
-    policy: &'a RuntimePolicy,
-    message: String,
-}
-
 /// A container's image as the enforcer knows it.
 struct Container {
     baseline: Baseline,
@@ -150,6 +145,19 @@ struct SocketKey {
     local: (IpAddr, u16),
     remote: (IpAddr, u16),
     inode: u64,
+}
+
+/// What observations need of a process beyond what a pass reads: its
+/// container (one read of its cgroup per process) and its name, which its
+/// children name as their parent.
+struct Note {
+    start: u64,
+    container: String,
+    comm: String,
+    /// The run last added to the observations (executable and name), so a
+    /// process judged again (a policy change, a hidden one looked at once
+    /// more) is not counted as another run.
+    recorded: String,
 }
 
 #[derive(Default)]
@@ -174,10 +182,15 @@ pub struct Monitor {
     /// Non-dumpable processes left time to finish a credential change.
     transitions: HashMap<i32, Transition>,
     containers: HashMap<(u64, u64), Container>,
+    /// Per live process that was judged, for the observations.
+    notes: HashMap<i32, Note>,
     identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
     files: Option<FileWatcher>,
     listeners: HashSet<SocketKey>,
     egress: HashSet<SocketKey>,
+    /// Listeners and connections already added to the observations (kept
+    /// across policy changes, which re-judge them).
+    observed_sockets: HashSet<SocketKey>,
     etag: String,
     first_pass: bool,
     last_socket_scan: Option<Instant>,
@@ -228,10 +241,12 @@ impl Monitor {
             hidden: HashMap::new(),
             transitions: HashMap::new(),
             containers: HashMap::new(),
+            notes: HashMap::new(),
             identities: HashMap::new(),
             files,
             listeners: HashSet::new(),
             egress: HashSet::new(),
+            observed_sockets: HashSet::new(),
             etag: String::new(),
             first_pass: true,
             last_socket_scan: None,
@@ -266,21 +281,19 @@ impl Monitor {
     }
 
     /// How much `policy`'s verdict on a `rule` finding weighs (see
-    /// [`Weight`]): an active exception to it weighs less than enforcement.
+    /// [`Weight`]): an active exception to it weighs less than enforcement;
+    /// a learning policy weighs least, excepted or not.
     fn weight(&self, policy: &RuntimePolicy, rule: Rule) -> Weight {
-        match self.decide(policy, rule) {
-            Decision::Excepted(_) => Weight::Excepted,
-            Decision::None | Decision::Expired(_) => Weight::of(policy.mode),
-        }
+        let excepted = matches!(self.decide(policy, rule), Decision::Excepted(_));
+        Weight::judged(policy.mode, excepted)
     }
 
     /// The mode a violation is acted on in: an active exception turns
-    /// enforce into audit (reported, never killed).
+    /// enforce into audit (reported, never killed); learn stays learn
+    /// (neither).
     fn acted_mode(&self, v: &Violation<'_>) -> Mode {
-        match self.exception(v) {
-            Decision::Excepted(_) => Mode::Audit,
-            Decision::None | Decision::Expired(_) => v.policy.mode,
-        }
+        let excepted = matches!(self.exception(v), Decision::Excepted(_));
+        rules::acted_mode(v.policy.mode, excepted)
     }
 
     fn proc_root(&self) -> &Path {
@@ -403,6 +416,11 @@ impl Monitor {
         process: Option<ProcessInfo>,
         action: Option<Action>,
     ) {
+        // The checks never attribute a finding to a learning policy; should
+        // one ever, it still reports nothing.
+        if self.acted_mode(v) == Mode::Learn {
+            return;
+        }
         // Excepted events are reported, never dropped: the exception is
         // visible wherever the event is.
         let (message, exception) = match self.exception(v) {
@@ -468,6 +486,7 @@ fn denied_content(
     let mut names: Vec<&String> = bundle
         .policies
         .iter()
+        .filter(|p| p.mode != Mode::Learn)
         .flat_map(|p| p.rules.denied_processes.iter())
         .collect();
     names.sort();
@@ -527,12 +546,13 @@ fn socket_event_id(v: &Violation<'_>, mode: Mode, s: &Socket) -> String {
     )
 }
 
-/// Watched directories of every drift-enabled policy.
+/// Watched directories of every drift-enabled policy that reports (a
+/// learning policy's new files would be reported by nobody).
 fn watched_paths(bundle: &RuntimeBundle) -> Vec<String> {
     let mut dirs: Vec<String> = bundle
         .policies
         .iter()
-        .filter(|p| p.rules.drift)
+        .filter(|p| p.rules.drift && p.mode != Mode::Learn)
         .flat_map(|p| p.rules.watched_paths.iter().cloned())
         .collect();
     dirs.sort();

@@ -1,4 +1,8 @@
 //! The pod's sockets: listeners and egress judged, and who holds them.
+//! Each new listener and connection is also added to the observations,
+//! judged or not. A socket belongs to the pod's network namespace, not to
+//! a container: it is observed with no container (naming the one would
+//! mean reading every process's descriptors for every socket).
 
 use super::*;
 
@@ -40,7 +44,15 @@ impl Monitor {
                 inode: socket.inode,
             };
             present.insert(key);
-            match rules::socket_role(socket, &listening, self.ephemeral) {
+            let role = rules::socket_role(socket, &listening, self.ephemeral);
+            // Once per socket: a policy change re-judges every socket, and
+            // that is no new listener or connection.
+            if let Some(item) = observed(socket, role) {
+                if self.observed_sockets.insert(key) {
+                    self.reporter.observe("", item);
+                }
+            }
+            match role {
                 SocketRole::Listener if self.listeners.insert(key) => {
                     self.judge_listener(socket, bundle)
                 }
@@ -54,11 +66,12 @@ impl Monitor {
         // that address is a new finding.
         self.listeners.retain(|k| present.contains(k));
         self.egress.retain(|k| present.contains(k));
+        self.observed_sockets.retain(|k| present.contains(k));
     }
 
     pub(super) fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
         let port = socket.local.1;
-        let policy = rules::weightiest(
+        let policy = rules::reported_by(
             bundle.policies.iter().filter(|p| {
                 !p.rules.allowed_listen_ports.is_empty()
                     && !p.rules.allowed_listen_ports.contains(&port)
@@ -83,7 +96,7 @@ impl Monitor {
         egress_rules: &[(&RuntimePolicy, Vec<EgressRule>)],
     ) {
         let (ip, port) = socket.remote;
-        let policy = rules::weightiest(
+        let policy = rules::reported_by(
             egress_rules
                 .iter()
                 .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
@@ -177,5 +190,22 @@ impl Monitor {
                 (None, Some(action))
             }
         }
+    }
+}
+
+/// What the observations record of a listener (its port) or a connection
+/// (where to); nothing of the rest.
+fn observed(socket: &Socket, role: SocketRole) -> Option<Observed> {
+    match role {
+        SocketRole::Listener => Some(Observed::Listen {
+            protocol: socket.proto.into(),
+            port: socket.local.1,
+        }),
+        SocketRole::Egress => Some(Observed::Egress {
+            address: socket.remote.0,
+            port: socket.remote.1,
+            protocol: socket.proto.into(),
+        }),
+        SocketRole::Inbound | SocketRole::Local | SocketRole::Other => None,
     }
 }

@@ -87,6 +87,7 @@ impl Monitor {
         }
         self.known.retain(|pid, _| alive.contains(pid));
         self.hidden.retain(|pid, _| alive.contains(pid));
+        self.notes.retain(|pid, _| alive.contains(pid));
         self.watched.retain(|pid| alive.contains(pid));
         // Findings of processes gone, and of a reused PID's earlier owner.
         let known = &self.known;
@@ -299,6 +300,7 @@ impl Monitor {
     pub(super) fn forget(&mut self, pid: i32) {
         self.known.remove(&pid);
         self.hidden.remove(&pid);
+        self.notes.remove(&pid);
         self.watched.remove(&pid);
     }
 
