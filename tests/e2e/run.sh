@@ -349,7 +349,80 @@ case_enforcer_tokens_verified_by_tokenreview() {
   wait_for "PolicyReport" 15 policy_report_warns || fail "no PolicyReport: $(kubectl get policyreport -A -o yaml 2>&1 | tail -20)"
   [[ $(kubectl get policyreport palisade-runtime -n e2e-in -o 'jsonpath={.results[0].resources[0].name}') == reporter ]] \
     || fail "report does not name the pod"
+  observations_are_kept_per_workload "$url"
   stop_bg palisade-tr
+}
+
+post_observations() { # url token namespace pod uid -> prints "STATUS BODY"
+  local body
+  body=$(printf '{"pod":{"namespace":"%s","name":"%s","uid":"%s"},"observations":[{"container":"","item":{"kind":"executable","path":"/usr/bin/curl","sha256":"%s","fromImage":true},"count":3,"firstMs":1000,"lastMs":2000},{"container":"","item":{"kind":"listen","protocol":"tcp","port":8080},"count":1,"firstMs":1000,"lastMs":1000}]}' \
+    "$3" "$4" "$5" "$(printf 'a%.0s' {1..64})")
+  curl -sS -o "$WORK/post.out" -w '%{http_code}' --cacert "$WORK/tr-tls/ca.crt" -H "Authorization: Bearer $2" \
+    -H 'content-type: application/json' -d "$body" "$1/api/v1/observations"
+  echo " $(cat "$WORK/post.out")"
+}
+
+# What a pod's enforcer observed is kept under the pod's workload, resolved
+# through the apiserver from owner references: a Deployment's pods (through
+# their ReplicaSet) share the Deployment's entry across rollouts; a Job's
+# pod is the Job's.
+observations_are_kept_per_workload() {
+  local url="$1" admin pod uid token out workloads
+  admin=$(cat "$WORK/tr-data/admin.token")
+  kubectl apply -n e2e-in -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: learned}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: learned}}
+  template:
+    metadata: {labels: {app: learned, tier: web}}
+    spec:
+      containers: [{name: web, image: registry.k8s.io/pause:3.10}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: learned-job}
+spec:
+  template:
+    metadata: {labels: {app: learned-job}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: task, image: registry.k8s.io/pause:3.10}]
+YAML
+  local selector kind
+  for selector in app=learned app=learned-job; do
+    wait_for "a pod of $selector" 60 bash -c "kubectl get pods -n e2e-in -l $selector -o name | grep -q pod/"
+    pod=$(kubectl get pods -n e2e-in -l "$selector" -o 'jsonpath={.items[0].metadata.name}')
+    uid=$(jp "pod/$pod" e2e-in '{.metadata.uid}')
+    token=$(kubectl create token default -n e2e-in --audience palisade \
+      --bound-object-kind Pod --bound-object-name "$pod" --bound-object-uid "$uid")
+    out=$(post_observations "$url" "$token" e2e-in "$pod" "$uid")
+    [[ "$out" == 200* ]] || fail "observations of $pod: $out"
+  done
+  workloads=$(curl -fsS --cacert "$WORK/tr-tls/ca.crt" -H "Authorization: Bearer $admin" "$url/api/v1/workloads?namespace=e2e-in")
+  for kind in Deployment/learned Job/learned-job; do
+    jq -e --arg k "${kind%/*}" --arg n "${kind#*/}" \
+      'any(.[]; .workload.kind == $k and .workload.name == $n and .items == 2)' <<<"$workloads" >/dev/null \
+      || fail "no $kind workload with 2 items: $workloads"
+  done
+  jq -e 'any(.[]; .workload.name == "learned" and .podLabels.tier == "web")' <<<"$workloads" >/dev/null \
+    || fail "the Deployment's pod labels are not kept: $workloads"
+  # The second batch of another pod of the same Deployment sums into it.
+  pod=$(kubectl get pods -n e2e-in -l app=learned -o 'jsonpath={.items[0].metadata.name}')
+  kubectl delete pod -n e2e-in "$pod" --wait=false >/dev/null
+  wait_for "a new pod of learned" 60 bash -c \
+    "kubectl get pods -n e2e-in -l app=learned -o name | grep -v 'pod/$pod\$' | grep -q pod/"
+  pod=$(kubectl get pods -n e2e-in -l app=learned -o name | grep -v "pod/$pod\$" | head -1 | cut -d/ -f2)
+  uid=$(jp "pod/$pod" e2e-in '{.metadata.uid}')
+  token=$(kubectl create token default -n e2e-in --audience palisade \
+    --bound-object-kind Pod --bound-object-name "$pod" --bound-object-uid "$uid")
+  out=$(post_observations "$url" "$token" e2e-in "$pod" "$uid")
+  [[ "$out" == 200* ]] || fail "observations of the replacement $pod: $out"
+  out=$(curl -fsS --cacert "$WORK/tr-tls/ca.crt" -H "Authorization: Bearer $admin" "$url/api/v1/workloads/e2e-in/deployment/learned")
+  jq -e 'any(.observed[]; .item.kind == "executable" and .count == 6)' <<<"$out" >/dev/null \
+    || fail "the replacement pod's observations were not summed into the Deployment's: $out"
 }
 
 pause_pod_denied() {

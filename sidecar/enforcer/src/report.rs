@@ -33,6 +33,12 @@ use palisade_common::wire::{
 
 use crate::config::Settings;
 use crate::observations::{Observations, Sums};
+
+/// Observations per `POST /api/v1/observations`: below the service's
+/// default `service.max_batch_events` (1,000), which bounds a batch of
+/// either kind, so a full aggregator goes out in several requests instead
+/// of being refused as one.
+pub const OBSERVATIONS_PER_BATCH: usize = 500;
 use crate::policy::PolicyHolder;
 use crate::rules::{Priority, Rule};
 
@@ -557,51 +563,56 @@ impl Sender {
         }
     }
 
-    /// Sends the observations summed since the last send. What cannot be
-    /// sent goes back, merged with what comes meanwhile (still bounded),
-    /// and is tried again after the backoff.
+    /// Sends the observations summed since the last send, in batches of at
+    /// most [`OBSERVATIONS_PER_BATCH`]. What cannot be sent goes back,
+    /// merged with what comes meanwhile (still bounded), and is tried again
+    /// after the backoff.
     fn send_observations(&mut self) {
         let sums = self.reporter.observations().take();
         if sums.is_empty() {
             return;
         }
-        // One batch: the aggregator's bound keeps it far below the
-        // service's body limit.
-        let batch = ObservationBatch {
-            pod: self.settings.pod.clone(),
-            observations: sums.observations,
-            overflow: sums.overflow,
-        };
-        let error = match self.post("observations", &batch) {
-            Ok(s) if (200..300).contains(&s) => {
-                self.observations.succeeded(Instant::now());
-                if std::mem::take(&mut self.observations_failing) {
-                    tracing::info!("observations delivered again");
+        let mut overflow = sums.overflow;
+        let mut pending = sums.observations;
+        while !pending.is_empty() || overflow > 0 {
+            let rest = pending.split_off(pending.len().min(OBSERVATIONS_PER_BATCH));
+            let batch = ObservationBatch {
+                pod: self.settings.pod.clone(),
+                observations: std::mem::replace(&mut pending, rest),
+                overflow: std::mem::take(&mut overflow),
+            };
+            let error = match self.post("observations", &batch) {
+                Ok(s) if (200..300).contains(&s) => continue,
+                // Never accepted however often it is sent (the aggregator
+                // keeps out what the service refuses, so this is a bug).
+                Ok(400) => {
+                    tracing::error!(
+                        items = batch.observations.len(),
+                        "policy service rejected an observation batch as malformed; dropping it"
+                    );
+                    continue;
                 }
-                return;
+                Ok(s) => SendError::Status(s),
+                Err(e) => e,
+            };
+            if !std::mem::replace(&mut self.observations_failing, true) {
+                tracing::warn!(%error, "observations not delivered; kept in memory and retried");
+            } else {
+                tracing::debug!(%error, "observations not delivered");
             }
-            // Never accepted however often it is sent (the aggregator
-            // keeps out what the service refuses, so this is a bug).
-            Ok(400) => {
-                tracing::error!(
-                    items = batch.observations.len(),
-                    "policy service rejected an observation batch as malformed; dropping it"
-                );
-                return;
-            }
-            Ok(s) => SendError::Status(s),
-            Err(e) => e,
-        };
-        if !std::mem::replace(&mut self.observations_failing, true) {
-            tracing::warn!(%error, "observations not delivered; kept in memory and retried");
-        } else {
-            tracing::debug!(%error, "observations not delivered");
+            let mut unsent = batch.observations;
+            unsent.append(&mut pending);
+            self.reporter.observations().restore(Sums {
+                observations: unsent,
+                overflow: batch.overflow,
+            });
+            self.observations.failed(Instant::now());
+            return;
         }
-        self.reporter.observations().restore(Sums {
-            observations: batch.observations,
-            overflow: batch.overflow,
-        });
-        self.observations.failed(Instant::now());
+        self.observations.succeeded(Instant::now());
+        if std::mem::take(&mut self.observations_failing) {
+            tracing::info!("observations delivered again");
+        }
     }
 
     /// An enforcer event when events were dropped since the last notice.

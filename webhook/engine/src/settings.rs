@@ -245,8 +245,13 @@ pub struct ServiceSettings {
     pub sync_interval_ms: u64,
     /// Longest an enforcer's policy long-poll is held open.
     pub max_wait_secs: u64,
-    /// Largest report batch accepted.
+    /// Largest report batch accepted: events in a report, observations in
+    /// an observation batch.
     pub max_batch_events: usize,
+    /// Distinct observed items kept per workload; the ones beyond are only
+    /// counted (the workload's `overflow`), so a noisy or hostile pod
+    /// cannot grow the database without bound.
+    pub max_items_per_workload: usize,
     /// In-cluster: also accept enforcers' projected service-account tokens,
     /// verified by TokenReview and bound to the reporting pod.
     pub token_review: bool,
@@ -268,6 +273,7 @@ impl Default for ServiceSettings {
             sync_interval_ms: 1000,
             max_wait_secs: 60,
             max_batch_events: 1000,
+            max_items_per_workload: 2000,
             token_review: false,
             token_audience: "palisade".into(),
             policy_report_interval_secs: 0,
@@ -586,6 +592,9 @@ impl Settings {
         }
         if self.service.max_batch_events == 0 {
             problems.push("service.max_batch_events must be at least 1".into());
+        }
+        if self.service.max_items_per_workload == 0 {
+            problems.push("service.max_items_per_workload must be at least 1".into());
         }
         for (key, tokens) in [
             ("service.admin_tokens", &self.service.admin_tokens),

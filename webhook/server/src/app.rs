@@ -19,6 +19,7 @@ use crate::service::auth::{TokenReviewer, Tokens};
 use crate::service::{sync, ServiceState};
 use crate::sources::{self, PolicyStore};
 use crate::tls::{self, CertStore};
+use crate::workloads::WorkloadResolver;
 use palisade_engine::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -120,18 +121,31 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )));
         tracing::info!(database = %redact(&settings.service.database_url()), "policy service enabled");
-        if settings.service.policy_report_interval_secs > 0 {
+        // In a cluster (it verifies enforcers' tokens or writes
+        // PolicyReports) the service also reads reporting pods and their
+        // owners, to store observations per workload. Out of one (a local
+        // `palisade serve`, the test suite) it asks no apiserver at all.
+        let in_cluster =
+            settings.service.token_review || settings.service.policy_report_interval_secs > 0;
+        let kube = if in_cluster {
+            Some(kube::Client::try_default().await?)
+        } else {
+            None
+        };
+        if let Some(client) = kube
+            .clone()
+            .filter(|_| settings.service.policy_report_interval_secs > 0)
+        {
             background.push(tokio::spawn(crate::service::reports::publish_loop(
-                kube::Client::try_default().await?,
+                client,
                 store.clone(),
                 Duration::from_secs(settings.service.policy_report_interval_secs),
             )));
         }
-        let reviewer = if settings.service.token_review {
-            Some(TokenReviewer::new(&settings.service.token_audience).await?)
-        } else {
-            None
-        };
+        let reviewer = kube
+            .clone()
+            .filter(|_| settings.service.token_review)
+            .map(|client| TokenReviewer::new(client, &settings.service.token_audience));
         Some(Arc::new(ServiceState {
             settings: settings.service.clone(),
             store,
@@ -140,6 +154,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics: metrics.clone(),
             stopping,
             reviewer,
+            workloads: WorkloadResolver::new(kube),
         }))
     } else {
         None

@@ -1,7 +1,8 @@
-//! Durable storage for pushed policies and exceptions (every revision kept) and enforcer
-//! reports: embedded SQLite by default, PostgreSQL when several replicas
-//! share one database. One code path through sqlx's `Any` driver; only the
-//! schema and placeholder syntax differ.
+//! Durable storage for pushed policies and exceptions (every revision
+//! kept), enforcer reports, and what enforcers observed per workload:
+//! embedded SQLite by default, PostgreSQL when several replicas share one
+//! database. One code path through sqlx's `Any` driver; only the schema and
+//! placeholder syntax differ.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use sqlx::{AnyPool, Row};
 
 mod enforcers;
 mod events;
+mod observations;
 mod revisions;
 pub use enforcers::EnforcerTotals;
 pub use events::EventQuery;
+pub use observations::{Recorded, MAX_OBSERVATIONS_PAGE};
 pub use revisions::{Authored, StoredException};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,11 @@ pub enum StoreError {
     CorruptEnforcer {
         namespace: String,
         pod: String,
+        source: serde_json::Error,
+    },
+    #[error("a stored observation of {workload} is unreadable: {source}")]
+    CorruptObservation {
+        workload: String,
         source: serde_json::Error,
     },
 }
@@ -99,6 +107,21 @@ const COMMON_SCHEMA: &[&str] = &[
         state TEXT NOT NULL, dropped BIGINT NOT NULL, unobserved BIGINT NOT NULL,
         policy_etag TEXT NOT NULL DEFAULT '', protections_off TEXT NOT NULL DEFAULT '[]',
         PRIMARY KEY (namespace, pod))",
+    // What enforcers observed, per workload (`db/observations`): one row
+    // per workload with its totals and bound, one per container and item.
+    "CREATE TABLE IF NOT EXISTS workloads (
+        namespace TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        pod_labels TEXT NOT NULL, first_ms BIGINT NOT NULL, last_new_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL, items BIGINT NOT NULL, overflow BIGINT NOT NULL,
+        PRIMARY KEY (namespace, kind, name))",
+    "CREATE TABLE IF NOT EXISTS observations (
+        namespace TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        container TEXT NOT NULL, item_kind TEXT NOT NULL, item_key TEXT NOT NULL,
+        item TEXT NOT NULL, image TEXT NOT NULL, count BIGINT NOT NULL,
+        first_ms BIGINT NOT NULL, last_ms BIGINT NOT NULL,
+        PRIMARY KEY (namespace, kind, name, container, item_kind, item_key))",
+    // `GET /api/v1/observations?since=`: items by when last seen.
+    "CREATE INDEX IF NOT EXISTS observations_by_time ON observations (last_ms)",
 ];
 
 /// Columns added after their table was first released, for databases made

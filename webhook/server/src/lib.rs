@@ -15,6 +15,7 @@ pub mod reply;
 pub mod service;
 pub mod sources;
 pub mod tls;
+pub mod workloads;
 
 /// Settings live with the engine (`palisade inject` reads them too).
 pub use palisade_engine::settings;

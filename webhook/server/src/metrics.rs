@@ -170,6 +170,11 @@ pub struct Metrics {
     pub tls_reload_failures: Counter,
     pub events_received: Counter,
     pub events_stored: Counter,
+    /// Observed items enforcers sent (each a sum of sightings).
+    pub observations_received: Counter,
+    /// Observed items not stored: beyond a workload's bound at the
+    /// service, or beyond an enforcer's own (its batch's `overflow`).
+    pub observation_items_overflowed: Counter,
     /// 1 while this replica holds the audit Lease.
     pub audit_leader: Gauge,
     pub audit_evaluations: Counter,
@@ -282,6 +287,18 @@ impl Metrics {
             "Enforcer events stored (new)",
             events_stored.clone(),
         );
+        let observations_received = Counter::default();
+        registry.register(
+            "observations_received",
+            "Observed items enforcers sent (each a sum of sightings in one container)",
+            observations_received.clone(),
+        );
+        let observation_items_overflowed = Counter::default();
+        registry.register(
+            "observation_items_overflowed",
+            "Observed items not stored because a workload reached service.max_items_per_workload, or an enforcer its own bound",
+            observation_items_overflowed.clone(),
+        );
         let audit_leader = Gauge::default();
         registry.register(
             "audit_leader",
@@ -326,6 +343,8 @@ impl Metrics {
             policy_exceptions,
             events_received,
             events_stored,
+            observations_received,
+            observation_items_overflowed,
             admission_requests,
             injections,
             admission_duration,

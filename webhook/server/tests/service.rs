@@ -5,6 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use palisade_common::observe::{WorkloadObservations, WorkloadRecord, WorkloadRef};
+use palisade_common::policy::Mode;
 use palisade_common::wire::{
     EnforcerProtection, EnforcerRecord, Event, EventKind, IngestResult, PodRef, ReportBatch,
     RuntimeBundle, StoredEvent,
@@ -823,5 +825,217 @@ async fn enforcer_states_and_their_losses_are_metrics() {
         assert!(Instant::now() < deadline, "{expected:?} not all in\n{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    server.running.shutdown().await;
+}
+
+/// What an enforcer in pod `pod` of namespace team-a sends: `items` as
+/// `(item, count, first_ms, last_ms)`, all in container `abc`.
+fn observations(pod: &str, items: &[(Value, u64, i64, i64)], overflow: u64) -> Value {
+    json!({
+        "pod": {"namespace": "team-a", "name": pod, "uid": format!("uid-{pod}")},
+        "observations": items.iter().map(|(item, count, first, last)| json!({
+            "container": "abc", "item": item, "count": count, "firstMs": first, "lastMs": last,
+        })).collect::<Vec<_>>(),
+        "overflow": overflow,
+    })
+}
+
+fn server_exe() -> Value {
+    json!({"kind": "executable", "path": "/app/server", "sha256": "a".repeat(64), "fromImage": true})
+}
+
+async fn post_observations(server: &TestServer, token: &str, body: &Value) -> (u16, Value) {
+    let resp = server
+        .client
+        .post(format!("{}/api/v1/observations", server.base))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+const TEAM_A_ENFORCE: &str = "apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: team-a-enforce}
+spec:
+  mode: enforce
+  selector: {namespaces: [team-a]}
+  runtime: {deniedProcesses: [nc]}
+";
+
+#[tokio::test]
+async fn observations_are_summed_per_workload_and_read_back_with_the_mode_policies_give_it() {
+    for database in each_database("observations").await {
+        let server = start_on(&database).await;
+        let (enforcer, admin) = (server.report_token(), server.admin_token());
+        let listen = json!({"kind": "listen", "protocol": "tcp", "port": 8080});
+        let egress =
+            json!({"kind": "egress", "address": "10.0.0.1", "port": 443, "protocol": "tcp"});
+        let first = observations(
+            "web-0",
+            &[(server_exe(), 3, 1_000, 2_000), (listen, 1, 1_500, 1_500)],
+            0,
+        );
+        assert_eq!(
+            post_observations(&server, &enforcer, &first).await,
+            (200, json!({"received": 2, "stored": 2}))
+        );
+        let second = observations(
+            "web-0",
+            &[(server_exe(), 2, 500, 5_000), (egress, 4, 4_000, 4_000)],
+            3,
+        );
+        assert_eq!(
+            post_observations(&server, &enforcer, &second).await,
+            (200, json!({"received": 2, "stored": 2}))
+        );
+
+        // No cluster here: the pod is its own workload. The repository's
+        // runtime-defaults (audit, every namespace) selects it.
+        let (status, list) = get_json(&server, &admin, "/api/v1/workloads?namespace=team-a").await;
+        assert_eq!(status, 200, "{list}");
+        let list: Vec<WorkloadRecord> = serde_json::from_value(list).unwrap();
+        let web = WorkloadRef {
+            namespace: "team-a".into(),
+            kind: "Pod".into(),
+            name: "web-0".into(),
+        };
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].workload, web);
+        assert_eq!((list[0].items, list[0].overflow), (3, 3));
+        assert_eq!(list[0].mode, Some(Mode::Audit));
+        assert!(
+            list[0].first_ms <= list[0].last_new_ms && list[0].last_new_ms <= list[0].last_seen_ms
+        );
+        assert_eq!(push(&server, &admin, TEAM_A_ENFORCE).await.status(), 200);
+        let (_, list) = get_json(&server, &admin, "/api/v1/workloads").await;
+        assert_eq!(
+            list[0]["mode"], "enforce",
+            "the strictest selecting it: {list}"
+        );
+        let (_, other) = get_json(&server, &admin, "/api/v1/workloads?namespace=team-b").await;
+        assert_eq!(other, json!([]));
+
+        // One workload, the kind in any case: counts summed, first and
+        // last seen widened; the container is its ID (no pod status here).
+        let (status, found) = get_json(&server, &admin, "/api/v1/workloads/team-a/pod/web-0").await;
+        assert_eq!(status, 200, "{found}");
+        let found: WorkloadObservations = serde_json::from_value(found).unwrap();
+        assert_eq!(found.workload.workload, web);
+        assert_eq!(found.workload.mode, Some(Mode::Enforce));
+        assert_eq!(found.observed.len(), 3);
+        let exe = found
+            .observed
+            .iter()
+            .find(|o| o.item.kind().as_str() == "executable")
+            .unwrap();
+        assert_eq!((exe.count, exe.first_ms, exe.last_ms), (5, 500, 5_000));
+        assert_eq!((exe.container.as_str(), exe.image.as_str()), ("abc", ""));
+        let (_, recent) = get_json(
+            &server,
+            &admin,
+            "/api/v1/workloads/team-a/Pod/web-0?since=3000",
+        )
+        .await;
+        assert_eq!(recent["observed"].as_array().unwrap().len(), 2, "{recent}");
+        let (status, missing) =
+            get_json(&server, &admin, "/api/v1/workloads/team-a/deployment/web").await;
+        assert_eq!(status, 404);
+        assert!(
+            missing["error"]
+                .as_str()
+                .unwrap()
+                .contains("team-a/deployment/web"),
+            "{missing}"
+        );
+
+        // Across workloads, by when items were last seen.
+        let (status, since) = get_json(&server, &admin, "/api/v1/observations?since=4500").await;
+        assert_eq!(status, 200, "{since}");
+        let since: Vec<WorkloadObservations> = serde_json::from_value(since).unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since[0].observed.len(), 1);
+        assert_eq!(since[0].observed[0].item, exe.item);
+        let (_, elsewhere) = get_json(
+            &server,
+            &admin,
+            "/api/v1/observations?since=0&namespace=team-b",
+        )
+        .await;
+        assert_eq!(elsewhere, json!([]));
+        let (status, _) = get_json(&server, &admin, "/api/v1/observations").await;
+        assert_eq!(status, 400, "since is required");
+        for path in ["/api/v1/observations?since=0", "/api/v1/workloads"] {
+            let (status, _) = get_json(&server, &enforcer, path).await;
+            assert_eq!(status, 401, "enforcers cannot read {path}");
+        }
+
+        let metrics = server
+            .client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "palisade_observations_received_total 4",
+            "palisade_observation_items_overflowed_total 3",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+        server.running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_unauthenticated_or_oversized_observation_batches_store_nothing() {
+    let server = start_with(&repo_policies(), |s| s.service.max_batch_events = 2).await;
+    let enforcer = server.report_token();
+    let relative = json!({"kind": "executable", "path": "bin/sh", "fromImage": false});
+    let (status, err) = post_observations(
+        &server,
+        &enforcer,
+        &observations("web-0", &[(server_exe(), 1, 1, 1), (relative, 1, 1, 1)], 0),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = err["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("observations[1]: executable path"),
+        "{message}"
+    );
+    let bad_hash =
+        json!({"kind": "executable", "path": "/bin/sh", "sha256": "XYZ", "fromImage": true});
+    let (status, err) = post_observations(
+        &server,
+        &enforcer,
+        &observations("web-0", &[(bad_hash, 1, 1, 1)], 0),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"].as_str().unwrap().contains("observations[0]"),
+        "{err}"
+    );
+    let three = vec![(server_exe(), 1, 1, 1); 3];
+    let (status, err) =
+        post_observations(&server, &enforcer, &observations("web-0", &three, 0)).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"].as_str().unwrap().contains("limit is 2"),
+        "{err}"
+    );
+    let (status, err) = post_observations(&server, &enforcer, &json!({"pod": {}})).await;
+    assert_eq!(status, 400, "{err}");
+    let valid = observations("web-0", &[(server_exe(), 1, 1, 1)], 0);
+    assert_eq!(post_observations(&server, "nope", &valid).await.0, 401);
+
+    let (_, list) = get_json(&server, &server.admin_token(), "/api/v1/workloads").await;
+    assert_eq!(list, json!([]), "nothing refused was stored");
     server.running.shutdown().await;
 }

@@ -158,13 +158,12 @@ const REVIEW_TTL_OK: std::time::Duration = std::time::Duration::from_secs(60);
 const REVIEW_TTL_DENIED: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl TokenReviewer {
-    /// In-cluster configuration, or `KUBECONFIG` / `~/.kube/config`.
-    pub async fn new(audience: &str) -> Result<Self, kube::Error> {
-        Ok(Self {
-            client: kube::Client::try_default().await?,
+    pub fn new(client: kube::Client, audience: &str) -> Self {
+        Self {
+            client,
             audience: audience.to_string(),
             cache: Default::default(),
-        })
+        }
     }
 
     /// The workload `header`'s bearer token belongs to, or `None` when the

@@ -15,6 +15,10 @@
 //! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `enforcer/missing`, a new boot `enforcer/returned` |
 //! | GET | `/api/v1/enforcers` | admin | every enforcer, whether it is reporting, which protections it reports off |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
+//! | POST | `/api/v1/observations` | enforcer | what a pod's enforcer saw, summed; added to its workload's totals |
+//! | GET | `/api/v1/observations` | admin | items of every workload last seen since `since` (bounded) |
+//! | GET | `/api/v1/workloads` | admin | workloads observed, with the mode of the runtime policies selecting them |
+//! | GET | `/api/v1/workloads/{namespace}/{kind}/{name}` | admin | one workload's observed items; `?since=` |
 
 pub mod auth;
 mod error;
@@ -35,10 +39,13 @@ use crate::db::Store;
 use crate::metrics::Metrics;
 use crate::reply::{json_reply, limited_body, Unauthorized};
 use crate::sources::PolicyStore;
+use crate::workloads::WorkloadResolver;
 use auth::{Author, Role, Tokens};
 pub(crate) use error::{Answer, ApiError};
 use palisade_engine::settings::ServiceSettings;
-use query::{BundleQuery, EventsQuery, PolicyQuery};
+use query::{
+    BundleQuery, EventsQuery, ObservationsQuery, PolicyQuery, WorkloadQuery, WorkloadsQuery,
+};
 
 pub struct ServiceState {
     pub settings: ServiceSettings,
@@ -50,6 +57,9 @@ pub struct ServiceState {
     pub stopping: watch::Receiver<bool>,
     /// In-cluster verification of enforcers' service-account tokens.
     pub reviewer: Option<auth::TokenReviewer>,
+    /// Which workload a reporting pod belongs to (the pod itself without
+    /// a cluster).
+    pub workloads: WorkloadResolver,
 }
 
 /// Who is reporting or fetching policy.
@@ -92,7 +102,7 @@ pub(crate) type Reply = Response<Vec<u8>>;
 
 /// Routes under `/api/v1`.
 pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> {
-    use handlers::{bundle, enforcers, events, exceptions, ingest, policies};
+    use handlers::{bundle, enforcers, events, exceptions, ingest, observations, policies};
     let author = admin_only(state.clone());
     let admin = author.clone().map(|_: Author| ()).untuple_one();
     let with_state = warp::any().map(move || state.clone());
@@ -191,10 +201,41 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::path("events"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(admin)
+        .and(admin.clone())
         .and(warp::query::<EventsQuery>())
-        .and(with_state)
+        .and(with_state.clone())
         .then(events::query_events);
+    let observe = api
+        .and(warp::path("observations"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth)
+        .and(limited_body(max_body))
+        .and(with_state.clone())
+        .then(observations::ingest);
+    let observed = api
+        .and(warp::path("observations"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(admin.clone())
+        .and(warp::query::<ObservationsQuery>())
+        .and(with_state.clone())
+        .then(observations::observations_since);
+    let workloads = api
+        .and(warp::path("workloads"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(admin.clone())
+        .and(warp::query::<WorkloadsQuery>())
+        .and(with_state.clone())
+        .then(observations::list_workloads);
+    let workload = api
+        .and(warp::path!("workloads" / String / String / String))
+        .and(warp::get())
+        .and(admin)
+        .and(warp::query::<WorkloadQuery>())
+        .and(with_state)
+        .then(observations::get_workload);
     list.or(push)
         .unify()
         .or(get)
@@ -218,6 +259,14 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .or(enforcers)
         .unify()
         .or(events)
+        .unify()
+        .or(observe)
+        .unify()
+        .or(observed)
+        .unify()
+        .or(workloads)
+        .unify()
+        .or(workload)
         .unify()
         .map(error::respond)
         .boxed()

@@ -107,24 +107,89 @@ pub struct EventsQuery {
 
 impl EventsQuery {
     pub fn parse(self) -> Result<EventQuery, QueryError> {
-        let number = |key: &'static str, value: Option<String>| {
-            value
-                .map(|v| v.parse::<i64>().map_err(|_| QueryError::Number(key)))
-                .transpose()
-        };
         Ok(EventQuery {
             kind: self
                 .kind
                 .map(|k| EventKind::parse(&k).ok_or(QueryError::Kind(k)))
                 .transpose()?,
-            since_ms: number("since", self.since)?,
-            until_ms: number("until", self.until)?,
-            limit: number("limit", self.limit)?.unwrap_or(100),
+            since_ms: number("since", self.since.as_deref())?,
+            until_ms: number("until", self.until.as_deref())?,
+            limit: number("limit", self.limit.as_deref())?.unwrap_or(100),
             rule: self.rule.filter(|r| !r.is_empty()),
             namespace: self.namespace,
             pod: self.pod,
         })
     }
+}
+
+/// `GET /api/v1/workloads`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkloadsQuery {
+    pub namespace: Option<String>,
+}
+
+impl WorkloadsQuery {
+    /// The namespace to list, `None` for all (an empty one is all too).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|n| !n.is_empty())
+    }
+}
+
+/// `GET /api/v1/workloads/{namespace}/{kind}/{name}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkloadQuery {
+    /// Only items last seen at or after this (unix milliseconds).
+    pub since: Option<String>,
+}
+
+impl WorkloadQuery {
+    pub fn since_ms(&self) -> Result<Option<i64>, QueryError> {
+        number("since", self.since.as_deref())
+    }
+}
+
+/// `GET /api/v1/observations`, as sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ObservationsQuery {
+    pub since: Option<String>,
+    pub namespace: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// `GET /api/v1/observations`, understood.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ObservationsRequest {
+    pub since_ms: i64,
+    pub namespace: Option<String>,
+    /// Items at most (the store caps it further).
+    pub limit: i64,
+}
+
+/// Items `GET /api/v1/observations` answers when not told: as many as it
+/// ever does, so that a client unaware of the bound misses nothing short
+/// of it.
+pub const DEFAULT_OBSERVATIONS_LIMIT: i64 = crate::db::MAX_OBSERVATIONS_PAGE;
+
+impl ObservationsQuery {
+    /// `since` is required: "everything ever seen" is a question for the
+    /// per-workload route, not for one answer across the cluster.
+    pub fn parse(self) -> Result<ObservationsRequest, QueryError> {
+        Ok(ObservationsRequest {
+            since_ms: number("since", self.since.as_deref())?
+                .ok_or(QueryError::Missing("since"))?,
+            limit: number("limit", self.limit.as_deref())?.unwrap_or(DEFAULT_OBSERVATIONS_LIMIT),
+            namespace: self.namespace.filter(|n| !n.is_empty()),
+        })
+    }
+}
+
+fn number(key: &'static str, value: Option<&str>) -> Result<Option<i64>, QueryError> {
+    value
+        .map(|v| v.parse::<i64>().map_err(|_| QueryError::Number(key)))
+        .transpose()
 }
 
 #[cfg(test)]
@@ -183,6 +248,39 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("\"network\""));
         assert_eq!(EventsQuery::default().parse().unwrap().limit, 100);
+    }
+
+    #[test]
+    fn observations_need_a_since_and_name_a_bad_number() {
+        assert_eq!(
+            ObservationsQuery::default().parse(),
+            Err(QueryError::Missing("since"))
+        );
+        let request = ObservationsQuery {
+            since: Some("1000".into()),
+            namespace: Some(String::new()),
+            limit: None,
+        }
+        .parse()
+        .unwrap();
+        assert_eq!(
+            request,
+            ObservationsRequest {
+                since_ms: 1000,
+                namespace: None,
+                limit: DEFAULT_OBSERVATIONS_LIMIT
+            }
+        );
+        let err = WorkloadQuery {
+            since: Some("1h".into()),
+        }
+        .since_ms()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "since must be an integer (unix milliseconds)"
+        );
+        assert_eq!(WorkloadQuery::default().since_ms(), Ok(None));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod enforcers;
 pub mod events;
 pub mod exceptions;
 pub mod ingest;
+pub mod observations;
 pub mod policies;
 
 use crate::service::{sync, ServiceState};
