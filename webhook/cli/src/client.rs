@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
+use palisade_common::observe::{WorkloadObservations, WorkloadRecord};
 use palisade_common::wire::{
     EnforcerRecord, EventKind, ExceptionRecord, PolicyRecord, StoredEvent,
 };
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum ClientError {
     Api { status: StatusCode, message: String },
     #[error("{0:?} is not a name (lowercase letters, digits and '-')")]
     Name(String),
+    #[error("{0:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.')")]
+    ObjectName(String),
     #[error("unexpected answer from {url}: {source}")]
     Decode {
         url: String,
@@ -154,11 +158,83 @@ impl Client {
         serde_json::from_value(body).map_err(|source| ClientError::Decode { url, source })
     }
 
+    /// GETs `url` and reads the answer as `T`. An answer that does not
+    /// parse is an error: read as empty, it would say nothing was seen.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        url: String,
+        query: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let body = self.send(self.http.get(&url).query(query), &url).await?;
+        serde_json::from_value(body).map_err(|source| ClientError::Decode { url, source })
+    }
+
+    /// Every workload enforcers reported observations for (one namespace,
+    /// or all), with its mode and how long it has been observed.
+    pub async fn workloads(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<WorkloadRecord>, ClientError> {
+        let query: Vec<(&str, String)> = namespace
+            .map(|n| ("namespace", n.into()))
+            .into_iter()
+            .collect();
+        self.get(self.url("/api/v1/workloads"), &query).await
+    }
+
+    /// What one workload was seen doing (since `since_ms` when given).
+    /// `kind` is lower-case (`deployment`, `pod`); an unknown workload is
+    /// the service's 404.
+    pub async fn workload(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        since_ms: Option<i64>,
+    ) -> Result<WorkloadObservations, ClientError> {
+        // Each part becomes a path segment: anything but a Kubernetes name
+        // (`..`, `/`, `?`) would address another resource.
+        for part in [namespace, kind, name] {
+            if !is_object_name(part) {
+                return Err(ClientError::ObjectName(part.to_string()));
+            }
+        }
+        let url = self.url(&format!("/api/v1/workloads/{namespace}/{kind}/{name}"));
+        let query: Vec<(&str, String)> = since_ms
+            .map(|s| ("since", s.to_string()))
+            .into_iter()
+            .collect();
+        self.get(url, &query).await
+    }
+
+    /// Every workload's observations since `since_ms` (one namespace, or
+    /// all).
+    pub async fn observations(
+        &self,
+        since_ms: i64,
+        namespace: Option<&str>,
+    ) -> Result<Vec<WorkloadObservations>, ClientError> {
+        let mut query = vec![("since", since_ms.to_string())];
+        query.extend(namespace.map(|n| ("namespace", n.to_string())));
+        self.get(self.url("/api/v1/observations"), &query).await
+    }
+
     /// The service's address, for messages.
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub fn server(&self) -> &str {
         &self.server
     }
+}
+
+/// A Kubernetes object name (DNS subdomain characters), safe as one path
+/// segment: never empty, never `.` or `..`.
+pub fn is_object_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && !text.starts_with('.')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// What `GET /api/v1/events` is asked for; `None` leaves a filter out.
@@ -317,13 +393,12 @@ pub fn events_table(events: &[StoredEvent]) -> String {
     )
 }
 
-/// UTC RFC 3339 (seconds) from unix milliseconds.
+/// UTC RFC 3339 (seconds) from unix milliseconds; the engine's, which
+/// does not panic on times past year 9999 (humantime does).
 pub fn format_time(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
+    palisade_engine::learn::rfc3339(ms.max(0))
 }
 
-/// `30s`, `15m`, `2h`, `7d` (any humantime duration) into milliseconds.
 /// Milliseconds since the Unix epoch, the unit the service stores.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -331,6 +406,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// `30s`, `15m`, `2h`, `7d` (any humantime duration) into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
     humantime::parse_duration(text)
         .ok()
@@ -375,10 +451,36 @@ mod tests {
     }
 
     #[test]
+    fn only_kubernetes_names_become_path_segments() {
+        for good in ["shop", "web-5d8f7c-x2x9q", "deployment", "db.v2"] {
+            assert!(is_object_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "Web",
+            "a?b",
+            "a%2fb",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn times_and_durations() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(1_795_000_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
+        assert_eq!(parse_duration_ms("30m"), Some(1_800_000));
+        assert_eq!(parse_duration_ms("24h"), Some(86_400_000));
+        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
+        assert_eq!(
+            format_time(i64::MAX),
+            format!("{} ms since the epoch", i64::MAX)
+        );
         assert_eq!(parse_duration_ms("h"), None);
         assert_eq!(parse_duration_ms("5q"), None);
     }

@@ -2,8 +2,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
 mod client;
+mod learn;
 #[cfg(feature = "server")]
 mod live;
 mod offline;
@@ -20,16 +23,22 @@ use clap::{Args, Parser, Subcommand};
 use client::{Client, EventFilter, Kind};
 use palisade_common::policy::{Document, Mode};
 use palisade_common::wire::EventKind;
+use palisade_engine::learn::DraftOptions;
 use palisade_engine::policy::{load_dir_documents, split_yaml_documents, PolicySet};
 #[cfg(feature = "server")]
 use palisade_engine::settings::LogFormat;
 use palisade_engine::settings::Settings;
 
+/// Exit codes, as `diff` has them: 0 nothing found, 1 something found
+/// (`check`: a denial; `policy replay`: something would be reported or
+/// killed), 2 the command failed.
 #[derive(Parser)]
 #[command(
     name = "palisade",
     version,
-    about = "Kubernetes admission and runtime protection"
+    about = "Kubernetes admission and runtime protection",
+    after_help = "Exit status: 0 when all is well, 1 when `check` or `policy replay` found \
+                  something, 2 on errors."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -96,7 +105,8 @@ enum Command {
     },
     /// Per pod: is the enforcer injected, from which release, which
     /// containers are confined, why not, and what a restart would fix;
-    /// with --coverage, what is enforced and which protections are off.
+    /// with --coverage, what is enforced and which protections are off;
+    /// with --workloads, what the policy service has observed per workload.
     Status {
         /// Namespace to look at (default: every namespace).
         #[arg(short = 'n', long)]
@@ -124,7 +134,13 @@ enum Command {
         /// policy service.
         #[arg(long)]
         coverage: bool,
-        // The policy service, for --coverage.
+        /// Instead of pods: each workload the enforcers reported
+        /// observations for, its runtime mode, how long it has been
+        /// observed and when it last showed something new (from the policy
+        /// service; no apiserver needed).
+        #[arg(long, conflicts_with_all = ["selector", "restart", "coverage", "injector_version"])]
+        workloads: bool,
+        // The policy service, for --coverage and --workloads.
         #[command(flatten)]
         conn: Connection,
     },
@@ -161,6 +177,39 @@ enum PolicyAction {
     List,
     /// Delete a pushed policy.
     Delete { name: String },
+    /// Print a RuntimePolicy drafted from what a workload's enforcers saw
+    /// it do (executables by path and hash, processes, ports, egress),
+    /// each entry commented with how often and when it was seen.
+    Draft {
+        /// The workload: deployment/web, statefulset/db, pod/web-0, ...
+        workload: learn::WorkloadName,
+        /// The workload's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The draft's spec.mode: learn, audit or enforce.
+        #[arg(long, value_parser = learn::parse_mode, default_value = "audit")]
+        mode: Mode,
+        /// Allow the image's own executables by construction (zeroDrift)
+        /// and list only the others.
+        #[arg(long)]
+        zero_drift: bool,
+        /// Only what was seen within this long (e.g. 24h, 7d); default all.
+        #[arg(long, value_parser = learn::parse_since)]
+        since: Option<Duration>,
+    },
+    /// Judge a policy file against what the pods it selects did, with the
+    /// enforcer's judgement, and print what it would have reported or
+    /// killed. Exits 1 when anything would have been, 0 otherwise.
+    Replay {
+        /// Policy file (YAML; `-` reads stdin).
+        file: String,
+        /// How far back to replay (e.g. 30m, 24h, 7d).
+        #[arg(long, value_parser = learn::parse_since, default_value = "24h")]
+        since: Duration,
+        /// Only workloads of this namespace.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -224,13 +273,26 @@ impl Connection {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve {
         config: std::env::var_os("PALISADE_CONFIG").map(PathBuf::from),
     });
+    match run(command).await {
+        Ok(code) => code,
+        Err(e) => {
+            // As `main` returning the error would print it, but with 2:
+            // 1 says that `check` or `replay` found something.
+            eprintln!("Error: {e:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let done = |()| ExitCode::SUCCESS;
     match command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve(config).await.map(done),
         Command::Inject {
             file,
             config,
@@ -248,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
             let injected = offline::inject(&text, &settings, policies.as_ref(), &namespace)
                 .with_context(|| format!("injecting {file}"))?;
             print!("{injected}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check {
             file,
@@ -266,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
             check(source, &policies, &namespace, as_enforce).await
         }
         Command::Policy { conn, action } => policy(conn, action).await,
-        Command::Exception { conn, action } => exception(conn, action).await,
+        Command::Exception { conn, action } => exception(conn, action).await.map(done),
         Command::Status {
             namespace,
             selector,
@@ -275,15 +337,23 @@ async fn main() -> anyhow::Result<()> {
             injector_version,
             config,
             coverage,
+            workloads,
             conn,
         } => {
+            if workloads {
+                let json = output == OutputFormat::Json;
+                learn::workloads(&conn.client()?, namespace.as_deref(), json).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let scope = StatusScope {
                 namespace,
                 selector,
                 injector_version,
             };
             let service = coverage.then(|| conn.client()).transpose()?;
-            status(scope, output, restart, config, service).await
+            status(scope, output, restart, config, service)
+                .await
+                .map(done)
         }
         Command::Events {
             conn,
@@ -313,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let events = conn.client()?.events(&filter).await?;
             print!("{}", client::events_table(&events));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -354,7 +424,7 @@ async fn check(
     policies: &Path,
     namespace: &str,
     as_enforce: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     let documents = load_dir_documents(policies)
         .with_context(|| format!("loading policies from {}", policies.display()))?;
     let documents = documents.into_iter().map(|(origin, doc)| match doc {
@@ -405,10 +475,11 @@ async fn check(
             ""
         }
     );
-    if offline::has_enforced(&results) {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(if offline::has_enforced(&results) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(feature = "server")]
@@ -421,7 +492,7 @@ async fn live_workloads(_namespace: Option<&str>) -> anyhow::Result<serde_json::
     bail!("this palisade was built without the apiserver client (cargo feature `server`)")
 }
 
-async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<()> {
+async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<ExitCode> {
     let client = conn.client()?;
     match action {
         PolicyAction::Push { files } => push(&client, Kind::Policy, &files).await?,
@@ -430,8 +501,26 @@ async fn policy(conn: Connection, action: PolicyAction) -> anyhow::Result<()> {
             client.delete(Kind::Policy, &name).await?;
             println!("policy/{name} deleted");
         }
+        PolicyAction::Draft {
+            workload,
+            namespace,
+            mode,
+            zero_drift,
+            since,
+        } => {
+            let options = DraftOptions { mode, zero_drift };
+            learn::draft(&client, &namespace, &workload, &options, since).await?;
+        }
+        PolicyAction::Replay {
+            file,
+            since,
+            namespace,
+        } => {
+            let text = read_input(&file)?;
+            return learn::replay(&client, &file, &text, since, namespace.as_deref()).await;
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn exception(conn: Connection, action: ExceptionAction) -> anyhow::Result<()> {

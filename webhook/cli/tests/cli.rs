@@ -8,6 +8,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
+use palisade_common::observe::{Observation, ObservationBatch, Observed, Protocol};
+use palisade_common::policy::{Mode, PolicyDocument};
 use palisade_common::wire::{Event, EventKind, PodRef, ReportBatch};
 
 fn palisade(args: &[&str], stdin: Option<&str>) -> Output {
@@ -577,6 +579,205 @@ async fn status_with_coverage_shows_per_pod_which_protections_are_off_and_why() 
     assert_eq!(
         cart["heartbeat"]["protectionsOff"][0]["protection"], "drift",
         "{json}"
+    );
+    server.running.shutdown().await;
+}
+
+const SERVER_SHA: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const SHELL_SHA: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+/// What an enforcer of pod `learn/web-0` sends: `items`, each seen
+/// `count` times in its app container during the last minute.
+fn observed(items: Vec<(Observed, u64)>) -> ObservationBatch {
+    let now = palisade_server::db::now_ms();
+    ObservationBatch {
+        pod: PodRef {
+            namespace: "learn".into(),
+            name: "web-0".into(),
+            uid: "u-web".into(),
+        },
+        observations: items
+            .into_iter()
+            .map(|(item, count)| Observation {
+                container: "app".into(),
+                item,
+                count,
+                first_ms: now - 60_000,
+                last_ms: now,
+            })
+            .collect(),
+        overflow: 0,
+    }
+}
+
+fn executable(path: &str, sha256: &str, from_image: bool) -> Observed {
+    Observed::Executable {
+        path: path.into(),
+        sha256: Some(sha256.into()),
+        from_image,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_draft_and_replay_learn_from_what_an_enforcer_posted() {
+    let server = start(&repo_policies()).await;
+    let post = |batch: ObservationBatch| {
+        let server = &server;
+        async move {
+            let resp = server
+                .client
+                .post(format!("{}/api/v1/observations", server.base))
+                .bearer_auth(server.report_token())
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        }
+    };
+    post(observed(vec![
+        (executable("/app/server", SERVER_SHA, true), 3),
+        (
+            Observed::Process {
+                name: "server".into(),
+                parent: String::new(),
+            },
+            3,
+        ),
+        (
+            Observed::Listen {
+                protocol: Protocol::Tcp,
+                port: 8080,
+            },
+            1,
+        ),
+        (
+            Observed::Egress {
+                address: "10.0.0.7".parse().unwrap(),
+                port: 5432,
+                protocol: Protocol::Tcp,
+            },
+            9,
+        ),
+    ]))
+    .await;
+
+    let ca = server.tls_dir.path().join("ca.crt");
+    let token = server.admin_token();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend([
+            "--server",
+            &server.base,
+            "--token",
+            &token,
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ]);
+        tokio::task::block_in_place(|| palisade(&args, None))
+    };
+
+    // The draft: a valid policy with what the enforcer saw, commented.
+    let out = run(&["policy", "draft", "pod/web-0", "-n", "learn"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let draft = text(&out.stdout);
+    let doc = PolicyDocument::from_yaml(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+    assert_eq!(doc.metadata.name, "learned-pod-web-0");
+    assert_eq!(doc.spec.mode, Mode::Audit);
+    assert_eq!(doc.spec.selector.namespaces, ["learn"]);
+    let runtime = doc.spec.runtime.clone().expect("runtime rules");
+    assert_eq!(runtime.allowed_executables.len(), 1, "{draft}");
+    assert_eq!(runtime.allowed_executables[0].path, "/app/server");
+    assert_eq!(
+        runtime.allowed_executables[0].sha256.as_deref(),
+        Some(SERVER_SHA)
+    );
+    assert_eq!(runtime.allowed_processes, ["server"]);
+    assert_eq!(runtime.allowed_listen_ports, [8080]);
+    assert_eq!(runtime.egress_allow, ["10.0.0.7/32:5432"]);
+    assert!(runtime.prevent, "{draft}");
+    assert_eq!(runtime.program_dirs, ["/app"]);
+    assert!(draft.contains("# seen 3 times, first "), "{draft}");
+    assert!(draft.contains("from the image, containers: "), "{draft}");
+
+    // Replayed against what it was drafted from: nothing, exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("draft.yaml");
+    std::fs::write(&file, &draft).unwrap();
+    let file = file.to_str().unwrap();
+    let out = run(&["policy", "replay", file, "--since", "1h"]);
+    let replay = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{replay}{}", text(&out.stderr));
+    assert!(
+        replay.contains("learn/pod/web-0: nothing would be reported or killed"),
+        "{replay}"
+    );
+
+    // A shell copied to /tmp and run: reported under audit, exit 1 ...
+    post(observed(vec![(executable("/tmp/x", SHELL_SHA, false), 41)])).await;
+    let out = run(&["policy", "replay", file, "--since", "1h", "-n", "learn"]);
+    let replay = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{replay}{}", text(&out.stderr));
+    assert!(
+        replay.contains("learn/pod/web-0: would report 1 distinct executable (41 execs)"),
+        "{replay}"
+    );
+    assert!(
+        replay.contains("behavior/executable-not-allowed  executable /tmp/x"),
+        "{replay}"
+    );
+    // ... killed under enforce.
+    std::fs::write(file, draft.replace("mode: \"audit\"", "mode: \"enforce\"")).unwrap();
+    let out = run(&["policy", "replay", file, "--since", "1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("would kill 1 distinct executable (41 execs)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Another namespace's workloads only: nothing selected, nothing found.
+    let out = run(&["policy", "replay", file, "--since", "1h", "-n", "elsewhere"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("selects 0 of 0 recorded workloads"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The workload in the status table.
+    let out = run(&["status", "--workloads", "-n", "learn"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NAMESPACE  WORKLOAD"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("learn") && l.contains("pod/web-0"))
+        .unwrap_or_else(|| panic!("no row for learn/pod/web-0:\n{table}"));
+    assert!(
+        row.contains(" audit "),
+        "runtime-defaults selects it: {row}"
+    );
+    assert!(row.ends_with(" 5"), "five distinct items: {row}");
+
+    // Errors exit 2: an unknown workload, an invalid policy file.
+    let out = run(&["policy", "draft", "deployment/nothing", "-n", "learn"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no observations of learn/deployment/nothing"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        file,
+        draft.replace("mode: \"audit\"", "mode: \"sometimes\""),
+    )
+    .unwrap();
+    let out = run(&["policy", "replay", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sometimes"),
+        "{}",
+        text(&out.stderr)
     );
     server.running.shutdown().await;
 }

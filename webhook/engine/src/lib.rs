@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod learn;
 pub mod policy;
 pub mod quantity;
 pub mod rollout;
