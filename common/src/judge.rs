@@ -27,6 +27,9 @@ pub enum Finding {
     UnexpectedListener { port: u16 },
     /// A destination no `egressAllow` entry allows.
     UnexpectedEgress { address: IpAddr, port: u16 },
+    /// Under `drift`, an executable that is not the image's own and that
+    /// no `allowedExecutables` entry pins by content.
+    Drift { path: String },
 }
 
 impl Finding {
@@ -38,11 +41,13 @@ impl Finding {
             Finding::ExecutableNotAllowed(_) => EXECUTABLE_NOT_ALLOWED,
             Finding::UnexpectedListener { .. } => "behavior/unexpected-listener",
             Finding::UnexpectedEgress { .. } => "behavior/unexpected-egress",
+            Finding::Drift { .. } => NEW_EXECUTABLE,
         }
     }
 }
 
 pub const EXECUTABLE_NOT_ALLOWED: &str = "behavior/executable-not-allowed";
+pub const NEW_EXECUTABLE: &str = "drift/new-executable";
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,6 +63,9 @@ impl fmt::Display for Finding {
                     f,
                     "connection to {address}:{port} is not in the egress allow-list"
                 )
+            }
+            Finding::Drift { path } => {
+                write!(f, "{path} is not the image's own file (new or changed)")
             }
         }
     }
@@ -134,6 +142,22 @@ pub fn executable(rules: &RuntimeRules, exe: &ExecutableFacts<'_>) -> Option<Exe
     })
 }
 
+/// Whether an `allowedExecutables` entry names this executable by path
+/// *and* content. A program the team reviewed and pinned is not drift,
+/// wherever it came from; one listed by path alone still is (a copy put
+/// there would pass). Fileless programs are never pinned: their path says
+/// nothing of what runs. (A deleted one's caller knows and asks not.)
+pub fn pinned(rules: &RuntimeRules, exe: &ExecutableFacts<'_>) -> bool {
+    let Some(sha256) = exe.sha256 else {
+        return false;
+    };
+    !exe.path.starts_with("/memfd:")
+        && rules
+            .allowed_executables
+            .iter()
+            .any(|a| a.sha256.as_deref() == Some(sha256) && glob_match(&a.path, exe.path))
+}
+
 /// `deniedProcesses` and `allowedProcesses` on a process known by `names`
 /// (its `comm` and its executable's base name).
 pub fn process_names(rules: &RuntimeRules, names: &[&str]) -> Vec<Finding> {
@@ -158,20 +182,48 @@ pub fn process_names(rules: &RuntimeRules, names: &[&str]) -> Vec<Finding> {
     findings
 }
 
-/// Whether `allowedListenPorts` allows a listener on `port`.
+/// Whether `allowedListenPorts` allows a listener on `port`: any when the
+/// list is absent, none when it is empty.
 pub fn listener_allowed(rules: &RuntimeRules, port: u16) -> bool {
-    rules.allowed_listen_ports.is_empty() || rules.allowed_listen_ports.contains(&port)
+    rules
+        .allowed_listen_ports
+        .as_ref()
+        .is_none_or(|ports| ports.contains(&port))
 }
 
-/// Whether `egressAllow` allows a connection to `address:port`. Entries
-/// that do not parse allow nothing (validation refuses them first).
+/// `egressAllow` parsed once, to judge many connections (the enforcer
+/// judges every new one). Entries that do not parse allow nothing
+/// (validation refuses them first).
+#[derive(Debug, Clone)]
+pub struct EgressAllow(Option<Vec<EgressRule>>);
+
+impl EgressAllow {
+    pub fn of(rules: &RuntimeRules) -> Self {
+        Self(rules.egress_allow.as_ref().map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| EgressRule::parse(e).ok())
+                .collect()
+        }))
+    }
+
+    /// Whether the rules limit egress at all.
+    pub fn limits(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether a connection to `address:port` is allowed: any when the
+    /// list is absent, none when it is empty.
+    pub fn allows(&self, address: IpAddr, port: u16) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|r| r.allows(address, port)))
+    }
+}
+
+/// Whether `egressAllow` allows a connection to `address:port`.
 pub fn egress_allowed(rules: &RuntimeRules, address: IpAddr, port: u16) -> bool {
-    rules.egress_allow.is_empty()
-        || rules
-            .egress_allow
-            .iter()
-            .filter_map(|r| EgressRule::parse(r).ok())
-            .any(|r| r.allows(address, port))
+    EgressAllow::of(rules).allows(address, port)
 }
 
 /// Every rule `item` breaks under `rules`.
@@ -191,6 +243,11 @@ pub fn judge(rules: &RuntimeRules, item: &Observed) -> Vec<Finding> {
                 .map(Finding::ExecutableNotAllowed)
                 .into_iter()
                 .collect();
+            // Drift by origin only: the temporary-directory rule depends on
+            // the pod's volumes, which observations do not carry.
+            if rules.drift && !from_image && !pinned(rules, &facts) {
+                findings.push(Finding::Drift { path: path.clone() });
+            }
             // The executable's name is one of the names a process goes by.
             let name = path.rsplit('/').next().unwrap_or(path);
             findings.extend(
@@ -265,16 +322,24 @@ mod tests {
         }
     }
 
+    /// Drift judged apart: these tests are about identity and names.
+    fn identity_only() -> RuntimeRules {
+        RuntimeRules {
+            drift: false,
+            ..RuntimeRules::default()
+        }
+    }
+
     fn listed() -> RuntimeRules {
         RuntimeRules {
             allowed_executables: vec![allow("/app/server", Some(APP)), allow("/bin/sh", Some(SH))],
-            ..RuntimeRules::default()
+            ..identity_only()
         }
     }
 
     #[test]
     fn without_identity_rules_every_executable_is_allowed() {
-        let rules = RuntimeRules::default();
+        let rules = identity_only();
         assert!(judge(&rules, &exe("/tmp/x", SH, false)).is_empty());
     }
 
@@ -321,7 +386,7 @@ mod tests {
         let rules = RuntimeRules {
             zero_drift: true,
             allowed_executables: vec![allow("/data/tool", Some(APP))],
-            ..RuntimeRules::default()
+            ..identity_only()
         };
         assert!(judge(&rules, &exe("/usr/bin/anything", SH, true)).is_empty());
         assert!(judge(&rules, &exe("/data/tool", APP, false)).is_empty());
@@ -333,7 +398,7 @@ mod tests {
     fn a_prefix_entry_without_hash_allows_any_content_below_it() {
         let rules = RuntimeRules {
             allowed_executables: vec![allow("/opt/tools/*", None)],
-            ..RuntimeRules::default()
+            ..identity_only()
         };
         assert!(judge(&rules, &exe("/opt/tools/a", SH, false)).is_empty());
         assert_eq!(judge(&rules, &exe("/opt/other", SH, false)).len(), 1);
@@ -344,9 +409,9 @@ mod tests {
         let rules = RuntimeRules {
             denied_processes: vec!["nc".into()],
             allowed_processes: vec!["server".into(), "nc".into()],
-            allowed_listen_ports: vec![8080],
-            egress_allow: vec!["10.0.0.0/8:443".into()],
-            ..RuntimeRules::default()
+            allowed_listen_ports: Some(vec![8080]),
+            egress_allow: Some(vec!["10.0.0.0/8:443".into()]),
+            ..identity_only()
         };
         let process = |name: &str| Observed::Process {
             name: name.into(),
@@ -378,6 +443,79 @@ mod tests {
             judge(&rules, &exe("/usr/bin/nc", SH, true))[0].rule(),
             "behavior/denied-process"
         );
+    }
+
+    #[test]
+    fn under_drift_a_pinned_program_is_not_drift_and_a_path_alone_pins_nothing() {
+        let rules = RuntimeRules {
+            drift: true,
+            allowed_executables: vec![allow("/data/tool", Some(APP)), allow("/opt/*", None)],
+            ..identity_only()
+        };
+        // Dropped during learning and pinned by the draft: runs on.
+        assert!(judge(&rules, &exe("/data/tool", APP, false)).is_empty());
+        // Another content at the pinned path: not allowed, and drift.
+        let rules_broken: Vec<_> = judge(&rules, &exe("/data/tool", SH, false))
+            .iter()
+            .map(Finding::rule)
+            .collect();
+        assert_eq!(rules_broken, [EXECUTABLE_NOT_ALLOWED, NEW_EXECUTABLE]);
+        // Listed by path alone: allowed by the list, still drift.
+        assert_eq!(
+            judge(&rules, &exe("/opt/x", SH, false)),
+            vec![Finding::Drift {
+                path: "/opt/x".into()
+            }]
+        );
+        // The image's own file is never drift.
+        let image_only = RuntimeRules {
+            drift: true,
+            ..identity_only()
+        };
+        assert!(judge(&image_only, &exe("/usr/bin/env", SH, true)).is_empty());
+        assert_eq!(judge(&image_only, &exe("/tmp/x", SH, false)).len(), 1);
+    }
+
+    #[test]
+    fn nothing_fileless_or_unhashed_is_pinned() {
+        let rules = RuntimeRules {
+            allowed_executables: vec![allow("*", Some(SH))],
+            ..identity_only()
+        };
+        let facts = |path, sha256| ExecutableFacts {
+            path,
+            sha256,
+            from_image: false,
+        };
+        assert!(pinned(&rules, &facts("/data/x", Some(SH))));
+        assert!(!pinned(&rules, &facts("/memfd:x", Some(SH))));
+        assert!(!pinned(&rules, &facts("/data/x", None)));
+        assert!(!pinned(&rules, &facts("/data/x", Some(APP))));
+    }
+
+    #[test]
+    fn an_absent_list_allows_any_and_an_empty_one_none() {
+        let absent = identity_only();
+        let empty = RuntimeRules {
+            allowed_listen_ports: Some(Vec::new()),
+            egress_allow: Some(Vec::new()),
+            ..identity_only()
+        };
+        let address = "10.1.2.3".parse().unwrap();
+        assert!(listener_allowed(&absent, 9090));
+        assert!(egress_allowed(&absent, address, 443));
+        assert!(!EgressAllow::of(&absent).limits());
+        assert!(!listener_allowed(&empty, 9090));
+        assert!(!egress_allowed(&empty, address, 443));
+        assert!(EgressAllow::of(&empty).limits());
+        // As written in a policy, and back.
+        let yaml = "allowedListenPorts: []\negressAllow: []\n";
+        let parsed: RuntimeRules = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(parsed.allowed_listen_ports, Some(Vec::new()));
+        let absent_again: RuntimeRules = serde_yaml::from_str("drift: true\n").unwrap();
+        assert_eq!(absent_again.egress_allow, None);
+        let written = serde_json::to_value(&absent_again).unwrap();
+        assert!(written.get("egressAllow").is_none(), "{written}");
     }
 
     #[test]

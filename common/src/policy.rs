@@ -219,12 +219,14 @@ pub struct RuntimeRules {
     /// Follows the image: a new image digest brings its own programs.
     #[serde(default, skip_serializing_if = "is_false")]
     pub zero_drift: bool,
-    /// Ports the pod may listen on; empty allows any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_listen_ports: Vec<u16>,
-    /// Egress destinations as `CIDR` or `CIDR:port`; empty allows any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub egress_allow: Vec<String>,
+    /// Ports the pod may listen on. Absent allows any; `[]` allows none
+    /// (what a draft says of a workload that never listened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_listen_ports: Option<Vec<u16>>,
+    /// Egress destinations as `CIDR` or `CIDR:port`. Absent allows any;
+    /// `[]` allows none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_allow: Option<Vec<String>>,
     /// Directories watched for new executable files.
     #[serde(default = "default_watched_paths")]
     pub watched_paths: Vec<String>,
@@ -328,8 +330,8 @@ impl Default for RuntimeRules {
             allowed_processes: Vec::new(),
             allowed_executables: Vec::new(),
             zero_drift: false,
-            allowed_listen_ports: Vec::new(),
-            egress_allow: Vec::new(),
+            allowed_listen_ports: None,
+            egress_allow: None,
             watched_paths: default_watched_paths(),
             prevent: false,
             program_dirs: Vec::new(),
@@ -392,7 +394,7 @@ impl PolicyDocument {
             }
         }
         if let Some(runtime) = &self.spec.runtime {
-            for (i, entry) in runtime.egress_allow.iter().enumerate() {
+            for (i, entry) in runtime.egress_allow.iter().flatten().enumerate() {
                 if let Err(problem) = crate::net::EgressRule::parse(entry) {
                     problems.push(format!("spec.runtime.egressAllow[{i}]: {problem}"));
                 }

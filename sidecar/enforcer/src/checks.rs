@@ -63,21 +63,37 @@ pub fn drift<'p>(
 
 /// Drift findings are made before their rules are known: each goes to the
 /// weightiest reporting drift policy for its own rule, so one policy's
-/// exception does not silence another's enforcement.
+/// exception does not silence another's enforcement. A policy that pins
+/// the executable by path and content (`pins`, see `judge::pinned`) does
+/// not judge its origin: a finding about where the program came from is
+/// dropped when every drift policy pins it. Running from memory or from a
+/// deleted file is drift whatever the list says.
 pub fn attribute_drift<'p>(
-    violations: &mut [Violation<'p>],
+    violations: &mut Vec<Violation<'p>>,
     policies: &'p [RuntimePolicy],
     weight: impl Fn(&RuntimePolicy, Rule) -> Weight,
+    pins: impl Fn(&RuntimePolicy) -> bool,
 ) {
-    for v in violations.iter_mut() {
+    violations.retain_mut(|v| {
         if v.rule.kind() != EventKind::Drift {
-            continue;
+            return true;
         }
-        let drift = policies.iter().filter(|p| p.rules.drift);
-        if let Some(policy) = rules::reported_by(drift, |p| weight(p, v.rule)) {
+        let about_origin = matches!(
+            v.rule,
+            Rule::NewExecutable | Rule::ExecFromTmp | Rule::ModifiedExecutable
+        );
+        let judging: Vec<&RuntimePolicy> = policies
+            .iter()
+            .filter(|p| p.rules.drift && !(about_origin && pins(p)))
+            .collect();
+        if judging.is_empty() {
+            return !about_origin;
+        }
+        if let Some(policy) = rules::reported_by(judging.into_iter(), |p| weight(p, v.rule)) {
             v.policy = policy;
         }
-    }
+        true
+    });
 }
 
 /// `allowedExecutables` and `zeroDrift` on a process's executable: where
@@ -185,6 +201,10 @@ mod tests {
     }
 
     fn by_mode(p: &RuntimePolicy) -> Weight {
+        Weight::of(p.mode)
+    }
+
+    fn by_rule(p: &RuntimePolicy, _: Rule) -> Weight {
         Weight::of(p.mode)
     }
 
@@ -313,7 +333,7 @@ mod tests {
         let excepted = |p: &RuntimePolicy, rule: Rule| {
             Weight::judged(p.mode, p.name == "enforce" && rule == Rule::ExecFromTmp)
         };
-        attribute_drift(&mut found, &policies, excepted);
+        attribute_drift(&mut found, &policies, excepted, |_| false);
         let judged: Vec<(Rule, &str)> = found
             .iter()
             .map(|v| (v.rule, v.policy.name.as_str()))
@@ -325,6 +345,49 @@ mod tests {
                 (Rule::NewExecutable, "enforce")
             ],
             "excepted still outweighs audit, and learn never judges"
+        );
+    }
+
+    #[test]
+    fn a_pinned_program_is_not_drift_unless_it_runs_deleted() {
+        let pinning = policy("enforce", Mode::Enforce, RuntimeRules::default());
+        let auditing = policy("audit", Mode::Audit, RuntimeRules::default());
+        let facts = |deleted| DriftFacts {
+            path: "/tmp/tool",
+            deleted,
+            image: ImageCheck::NotInImage,
+        };
+        let temp = ["/tmp".to_string()];
+        let pins = |p: &RuntimePolicy| p.name == "enforce";
+        let rules_of = |found: &[Violation<'_>]| -> Vec<(Rule, String)> {
+            found
+                .iter()
+                .map(|v| (v.rule, v.policy.name.clone()))
+                .collect()
+        };
+
+        let only_pinning = std::slice::from_ref(&pinning);
+        let mut found = drift(&pinning, "tool", &facts(false), &temp);
+        attribute_drift(&mut found, only_pinning, by_rule, pins);
+        assert!(found.is_empty(), "{:?}", rules_of(&found));
+
+        let mut found = drift(&pinning, "tool", &facts(true), &temp);
+        attribute_drift(&mut found, only_pinning, by_rule, pins);
+        assert_eq!(
+            rules_of(&found),
+            [(Rule::DeletedExecutable, "enforce".to_string())]
+        );
+
+        // A policy that does not pin it still judges where it came from.
+        let both = [pinning.clone(), auditing];
+        let mut found = drift(&both[0], "tool", &facts(false), &temp);
+        attribute_drift(&mut found, &both, by_rule, pins);
+        assert_eq!(
+            rules_of(&found),
+            [
+                (Rule::ExecFromTmp, "audit".to_string()),
+                (Rule::NewExecutable, "audit".to_string())
+            ]
         );
     }
 

@@ -59,6 +59,34 @@ fn inject_reads_stdin_and_prints_injected_manifests() {
 }
 
 #[test]
+fn denials_name_the_container_at_the_place_the_manifest_wrote_it() {
+    // The template is judged with the enforcer added as a native sidecar,
+    // ahead of the user's init container: the path is still the user's.
+    let with_init = DEPLOYMENT.replace(
+        "      containers:",
+        "      initContainers: [{name: setup, image: 'busybox:latest'}]\n      containers:",
+    );
+    let out = palisade(
+        &["check", "-f", "-", "--policies", "../../policies"],
+        Some(&with_init),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "images/disallowedTags: spec.template.spec.initContainers[0].image: \
+             container \"setup\": image tag \"latest\" is not allowed"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("spec.template.spec.initContainers[0].securityContext.runAsNonRoot: container \"setup\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("initContainers[1]"), "{stdout}");
+}
+
+#[test]
 fn check_exits_non_zero_on_enforce_violations() {
     let out = palisade(
         &["check", "-f", "-", "--policies", "../../policies"],
@@ -693,8 +721,11 @@ async fn policy_draft_and_replay_learn_from_what_an_enforcer_posted() {
         Some(SERVER_SHA)
     );
     assert_eq!(runtime.allowed_processes, ["server"]);
-    assert_eq!(runtime.allowed_listen_ports, [8080]);
-    assert_eq!(runtime.egress_allow, ["10.0.0.7/32:5432"]);
+    assert_eq!(runtime.allowed_listen_ports, Some(vec![8080]));
+    assert_eq!(
+        runtime.egress_allow,
+        Some(vec!["10.0.0.7/32:5432".to_string()])
+    );
     assert!(runtime.prevent, "{draft}");
     assert_eq!(runtime.program_dirs, ["/app"]);
     assert!(draft.contains("# seen 3 times, first "), "{draft}");

@@ -2,7 +2,7 @@
 //! need (identity, image, hidden or not), the checks themselves
 //! (`checks`), the kill, and what it ran for the observations.
 
-use palisade_common::judge::ExecutableFacts;
+use palisade_common::judge::{self, ExecutableFacts};
 
 use super::*;
 use crate::drift::ImageCheck;
@@ -30,7 +30,7 @@ impl Monitor {
     pub(super) fn container(&mut self, pid: i32, bundle: &RuntimeBundle) -> Option<(u64, u64)> {
         let id = procfs::root_id(self.proc_root(), pid)?;
         let root = self.proc_root().join(pid.to_string()).join("root");
-        if !self.containers.contains_key(&id) {
+        if !self.files.containers.contains_key(&id) {
             // Watch first: files dropped while the baseline is taken are seen.
             self.watch_dirs(&root, bundle);
             let started = Instant::now();
@@ -46,7 +46,7 @@ impl Monitor {
                 },
                 "baseline for a container"
             );
-            self.containers.insert(
+            self.files.containers.insert(
                 id,
                 Container {
                     baseline,
@@ -56,7 +56,7 @@ impl Monitor {
                 },
             );
             // The walk read every program: those opens are not execs.
-            if let Some(f) = self.files.as_mut() {
+            if let Some(f) = self.files.watcher.as_mut() {
                 f.forget_opens();
             }
             // The walk's transient allocations are freed; hand the pages
@@ -68,11 +68,11 @@ impl Monitor {
                 nix::libc::malloc_trim(0);
             }
         }
-        let container = self.containers.get_mut(&id)?;
+        let container = self.files.containers.get_mut(&id)?;
         if container.denied_for != bundle.etag {
             container.denied_for = bundle.etag.clone();
             container.denied_content = denied_content(&root, &mut container.baseline, bundle);
-            if let Some(f) = self.files.as_mut() {
+            if let Some(f) = self.files.watcher.as_mut() {
                 f.forget_opens();
             }
         }
@@ -105,10 +105,13 @@ impl Monitor {
         let mut exe_path = None;
         let mut identity = ExeIdentity::default();
         let mut ran = None;
+        // What `allowedExecutables` may pin: path and content of a file
+        // that is still there (a deleted one's path says nothing).
+        let mut pinnable: Option<(String, String)> = None;
         match &exe {
             Ok(link) => {
-                self.hidden.remove(&proc.pid);
-                self.transitions.remove(&proc.pid);
+                self.procs.hidden.remove(&proc.pid);
+                self.procs.transitions.remove(&proc.pid);
                 let root_link = procfs::root_link(self.proc_root(), proc.pid);
                 let (path, deleted) = drift::container_path(link, root_link.as_deref());
                 identity = self.identity(proc.pid, &path, root_id);
@@ -135,6 +138,9 @@ impl Monitor {
                     ));
                 }
                 let sha256 = identity.sha256.map(hex::encode);
+                if !deleted {
+                    pinnable = sha256.clone().map(|s| (path.clone(), s));
+                }
                 // A deleted one: the file at that path now is not what runs.
                 let from_image = !deleted && image.whole == ImageCheck::Unchanged;
                 let facts = ExecutableFacts {
@@ -167,7 +173,7 @@ impl Monitor {
             None
         };
         let denied_content = root_id
-            .and_then(|id| self.containers.get(&id))
+            .and_then(|id| self.files.containers.get(&id))
             .map(|c| c.denied_content.as_slice())
             .unwrap_or_default();
         let process = rules::ProcessNames {
@@ -182,9 +188,22 @@ impl Monitor {
             &process,
             |p, rule| self.weight(p, rule),
         ));
-        checks::attribute_drift(&mut violations, &bundle.policies, |p, rule| {
-            self.weight(p, rule)
-        });
+        let pins = |p: &RuntimePolicy| {
+            pinnable.as_ref().is_some_and(|(path, sha256)| {
+                let facts = ExecutableFacts {
+                    path: path.as_str(),
+                    sha256: Some(sha256.as_str()),
+                    from_image: false,
+                };
+                judge::pinned(&p.rules, &facts)
+            })
+        };
+        checks::attribute_drift(
+            &mut violations,
+            &bundle.policies,
+            |p, rule| self.weight(p, rule),
+            pins,
+        );
         self.observe_run(proc, ran);
         let what = Reported {
             exe: exe_path,
@@ -202,7 +221,7 @@ impl Monitor {
         // The checks never attribute a finding to a learning policy; should
         // one ever, it neither reports nor stops.
         violations.retain(|v| self.acted_mode(v) != Mode::Learn);
-        violations.retain(|v| self.reported.insert((proc.pid, proc.start, v.rule)));
+        violations.retain(|v| self.procs.reported.insert((proc.pid, proc.start, v.rule)));
         if violations.is_empty() {
             return;
         }
@@ -239,7 +258,7 @@ impl Monitor {
     ) -> Option<Violation<'b>> {
         let ids = procfs::ids(self.proc_root(), proc.pid)?;
         let why = rules::why_unreadable(ids, self.own_uid, self.own_gid);
-        self.hidden.insert(proc.pid, why);
+        self.procs.hidden.insert(proc.pid, why);
         if why != Unreadable::NonDumpable {
             return None;
         }
@@ -260,7 +279,7 @@ impl Monitor {
         path: &str,
         identity: &ExeIdentity,
     ) -> ImageView {
-        let Some(container) = root_id.and_then(|id| self.containers.get(&id)) else {
+        let Some(container) = root_id.and_then(|id| self.files.containers.get(&id)) else {
             return ImageView {
                 whole: ImageCheck::Unknown,
                 drift: ImageCheck::Unknown,
@@ -296,11 +315,13 @@ impl Monitor {
             _ => proc.comm.clone(),
         };
         let parent = self
+            .procs
             .notes
             .get(&proc.ppid)
             .map(|n| n.comm.clone())
             .unwrap_or_default();
         if self
+            .procs
             .notes
             .get(&proc.pid)
             .is_none_or(|n| n.start != proc.start)
@@ -311,9 +332,9 @@ impl Monitor {
                 comm: String::new(),
                 recorded: String::new(),
             };
-            self.notes.insert(proc.pid, note);
+            self.procs.notes.insert(proc.pid, note);
         }
-        let Some(note) = self.notes.get_mut(&proc.pid) else {
+        let Some(note) = self.procs.notes.get_mut(&proc.pid) else {
             return;
         };
         note.comm.clone_from(&proc.comm);
@@ -336,22 +357,24 @@ impl Monitor {
     /// (`settle_hidden` looks again once that is up).
     pub(super) fn judged_now(&mut self, proc: &Proc) -> bool {
         if let Some(t) = self
+            .procs
             .transitions
             .get(&proc.pid)
             .filter(|t| t.start == proc.start)
         {
             let due = t.since.elapsed() >= t.grace;
             if due {
-                self.transitions.remove(&proc.pid);
+                self.procs.transitions.remove(&proc.pid);
             }
             return due;
         }
         let known_for = self
+            .procs
             .known
             .get(&proc.pid)
             .filter(|seen| seen.start == proc.start)
             .map_or(Duration::ZERO, |seen| seen.first_seen.elapsed());
-        let origin = if self.hidden.get(&proc.ppid) == Some(&Unreadable::NonDumpable) {
+        let origin = if self.procs.hidden.get(&proc.ppid) == Some(&Unreadable::NonDumpable) {
             Origin::HiddenParent
         } else if proc.ppid == 0
             && owners::alone_in_cgroup(self.proc_root(), proc.pid, &[self.self_pid])
@@ -361,11 +384,11 @@ impl Monitor {
             Origin::Other
         };
         let grace = hidden::grace(origin);
-        if known_for >= grace || self.transitions.len() >= MAX_TRANSITIONS {
+        if known_for >= grace || self.procs.transitions.len() >= MAX_TRANSITIONS {
             return true;
         }
         let now = Instant::now();
-        self.transitions.insert(
+        self.procs.transitions.insert(
             proc.pid,
             Transition {
                 start: proc.start,
@@ -379,10 +402,11 @@ impl Monitor {
     /// Judges the non-dumpable processes whose grace is up and that are
     /// still hidden (one that exec'd since was judged for what it runs).
     pub fn settle_hidden(&mut self) {
-        if self.transitions.is_empty() {
+        if self.procs.transitions.is_empty() {
             return;
         }
         let due: Vec<(i32, u64)> = self
+            .procs
             .transitions
             .iter()
             .filter(|(_, t)| t.since.elapsed() >= t.grace)
@@ -396,14 +420,14 @@ impl Monitor {
             match procfs::read(self.proc_root(), pid) {
                 Some(proc) if proc.start == start => {
                     // What was judged of it is judged again, now.
-                    if let Some(seen) = self.known.get_mut(&pid) {
+                    if let Some(seen) = self.procs.known.get_mut(&pid) {
                         seen.image.clear();
                     }
                     self.observe(proc, &bundle);
                 }
                 _ => {}
             }
-            self.transitions.remove(&pid);
+            self.procs.transitions.remove(&pid);
         }
     }
 
@@ -479,13 +503,13 @@ impl Monitor {
             return ExeIdentity::default();
         };
         let key = (meta.dev(), meta.ino(), meta.ctime(), meta.size());
-        if let Some(found) = self.identities.get(&key) {
+        if let Some(found) = self.procs.identities.get(&key) {
             return found.clone();
         }
         let now = drift::Entry::of(&meta, None);
         let proc_root = self.settings.proc_root.clone();
         let hash = || drift::hash_exe(&proc_root, pid, drift::HASH_LIMIT);
-        let sha256 = match root_id.and_then(|id| self.containers.get_mut(&id)) {
+        let sha256 = match root_id.and_then(|id| self.files.containers.get_mut(&id)) {
             Some(c) if c.baseline.get(path).is_some() => c
                 .baseline
                 .content(path, &now, hash)
@@ -493,16 +517,16 @@ impl Monitor {
             _ => hash(),
         };
         // The enforcer's own reads look like execs to the watcher.
-        if let Some(f) = self.files.as_mut() {
+        if let Some(f) = self.files.watcher.as_mut() {
             f.forget_opens();
         }
         // Hard-linked busybox installs name it `sh`, `ls`...: many links.
         let multicall = rules::is_multicall(rules::base_name(path)) || meta.nlink() > 8;
         let identity = ExeIdentity { sha256, multicall };
-        if self.identities.len() >= IDENTITY_CACHE_MAX {
-            self.identities.clear();
+        if self.procs.identities.len() >= IDENTITY_CACHE_MAX {
+            self.procs.identities.clear();
         }
-        self.identities.insert(key, identity.clone());
+        self.procs.identities.insert(key, identity.clone());
         identity
     }
 }

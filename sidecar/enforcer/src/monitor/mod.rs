@@ -9,10 +9,13 @@
 //! still slips between two passes is counted from the last-PID counter and
 //! reported as `enforcer/unobserved-processes`, never silently lost.
 //!
-//! The state and the tick live here; `pass` looks at processes, `judge`
-//! judges one (with the pure `checks`), `network` the pod's sockets,
-//! `new_files` dropped executables. What was judged is also summed into
-//! the reporter's observations, whatever the policies say of it.
+//! The tick lives here, over four parts of state, each with its file:
+//! `pass` (the processes: looking at them, what was reported, what ran
+//! unobserved), `network` (the pod's sockets), `new_files` (inotify and
+//! each container's image) and `exceptions` (the bundle's
+//! PolicyExceptions). `judge` judges one process with the pure `checks`.
+//! What was judged is also summed into the reporter's observations,
+//! whatever the policies say of it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use palisade_common::exception::{Decision, PolicyException, Target};
-use palisade_common::net::EgressRule;
 use palisade_common::observe::Observed;
 use palisade_common::policy::Mode;
 use palisade_common::wire::{Event, ProcessInfo, RuntimeBundle, RuntimePolicy};
@@ -44,6 +46,12 @@ use crate::rules::{
 use crate::schedule::{self, ListAll, Look, PidWindow, Schedule, Settled, YOUNG};
 use crate::sockets::{self, Proto, Socket};
 
+use exceptions::Exceptions;
+use network::Sockets;
+use new_files::Files;
+use pass::Processes;
+
+mod exceptions;
 mod judge;
 mod network;
 mod new_files;
@@ -173,49 +181,17 @@ pub struct Monitor {
     self_pid: i32,
     own_uid: u32,
     own_gid: u32,
-    known: HashMap<i32, Seen>,
-    /// Rules already reported per process (a re-exec or deletion re-judges
-    /// the process; only what is new is reported).
-    reported: HashSet<(i32, u64, Rule)>,
-    /// Processes whose executable could not be read, and why.
-    hidden: HashMap<i32, Unreadable>,
-    /// Non-dumpable processes left time to finish a credential change.
-    transitions: HashMap<i32, Transition>,
-    containers: HashMap<(u64, u64), Container>,
-    /// Per live process that was judged, for the observations.
-    notes: HashMap<i32, Note>,
-    identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
-    files: Option<FileWatcher>,
-    listeners: HashSet<SocketKey>,
-    egress: HashSet<SocketKey>,
-    /// Listeners and connections already added to the observations (kept
-    /// across policy changes, which re-judge them).
-    observed_sockets: HashSet<SocketKey>,
+    /// The pod's processes: what each was, what was reported of it, which
+    /// to look at next (`pass`).
+    procs: Processes,
+    /// The pod's sockets and when their tables were read (`network`).
+    sockets: Sockets,
+    /// Program directories watched and each container's image (`new_files`).
+    files: Files,
+    /// The bundle's PolicyExceptions (`exceptions`).
+    exceptions: Exceptions,
     etag: String,
     first_pass: bool,
-    last_socket_scan: Option<Instant>,
-    /// Socket counts at the last table read (see `sockets::fingerprint`).
-    socket_counts: Option<Vec<u64>>,
-    last_full_socket_scan: Option<Instant>,
-    /// Which processes each pass looks at (see `schedule`).
-    schedule: Schedule,
-    /// Known processes looked at on every pass: young or unsettled ones.
-    watched: HashSet<i32>,
-    /// PIDs handed out that the last pass found no process for, and
-    /// whether an exec signal came with them: looked at once more before
-    /// they count as unobserved, since the counter moves before a new
-    /// process shows in /proc (and a listing would find it on the next
-    /// pass).
-    unseen: Vec<(i32, bool)>,
-    exec_signals: u32,
-    unobserved: Unobserved,
-    ephemeral: (u16, u16),
-    /// The current bundle's PolicyExceptions and the pod's labels they
-    /// select on (re-read with each new bundle).
-    exceptions: Vec<PolicyException>,
-    labels: BTreeMap<String, String>,
-    /// When the next of them expires.
-    next_expiry: Option<SystemTime>,
 }
 
 impl Monitor {
@@ -236,44 +212,20 @@ impl Monitor {
             self_pid: std::process::id() as i32,
             own_uid: nix::unistd::geteuid().as_raw(),
             own_gid: nix::unistd::getegid().as_raw(),
-            known: HashMap::new(),
-            reported: HashSet::new(),
-            hidden: HashMap::new(),
-            transitions: HashMap::new(),
-            containers: HashMap::new(),
-            notes: HashMap::new(),
-            identities: HashMap::new(),
-            files,
-            listeners: HashSet::new(),
-            egress: HashSet::new(),
-            observed_sockets: HashSet::new(),
+            procs: Processes::new(schedule),
+            sockets: Sockets::new(ephemeral),
+            files: Files::new(files),
+            exceptions: Exceptions::default(),
             etag: String::new(),
             first_pass: true,
-            last_socket_scan: None,
-            socket_counts: None,
-            last_full_socket_scan: None,
-            schedule,
-            watched: HashSet::new(),
-            unseen: Vec::new(),
-            exec_signals: 0,
-            unobserved: Unobserved::default(),
-            ephemeral,
-            exceptions: Vec::new(),
-            labels: BTreeMap::new(),
-            next_expiry: None,
         }
     }
 
     /// What the PolicyExceptions say now about `policy`'s verdict on a
     /// `rule` finding in this pod (the same decision admission makes).
     fn decide(&self, policy: &RuntimePolicy, rule: Rule) -> Decision<'_> {
-        let target = Target {
-            policy: &policy.name,
-            rule: rule.as_str(),
-            namespace: &self.settings.pod.namespace,
-            pod_labels: &self.labels,
-        };
-        PolicyException::decide(&self.exceptions, &target, SystemTime::now())
+        self.exceptions
+            .decide(&self.settings.pod.namespace, policy, rule)
     }
 
     fn exception(&self, v: &Violation<'_>) -> Decision<'_> {
@@ -302,7 +254,7 @@ impl Monitor {
 
     /// Sleeps until an exec signal arrives or `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
-        match &self.files {
+        match &self.files.watcher {
             Some(files) => {
                 files.wait(timeout);
             }
@@ -316,8 +268,9 @@ impl Monitor {
     /// `kubectl exec` is no lasting blindness (see `coverage::next_causes`).
     pub fn coverage(&self, settled: bool) -> Coverage {
         let mut unreadable = HashMap::new();
-        for (pid, why) in &self.hidden {
+        for (pid, why) in &self.procs.hidden {
             let young = self
+                .procs
                 .known
                 .get(pid)
                 .is_none_or(|seen| seen.first_seen.elapsed() < YOUNG);
@@ -332,13 +285,13 @@ impl Monitor {
         if procfs::ns_last_pid(self.proc_root()).is_none() {
             missing.push(Signal::LastPidCounter);
         }
-        if self.files.is_none() {
+        if self.files.watcher.is_none() {
             missing.push(Signal::Inotify);
         }
         Coverage {
             uid: self.own_uid,
             gid: self.own_gid,
-            processes: self.known.len(),
+            processes: self.procs.known.len(),
             unreadable,
             missing,
         }
@@ -350,18 +303,12 @@ impl Monitor {
         // An exception running out changes the verdicts as a new bundle
         // does: what it let run is judged again (and stopped under enforce).
         let now = SystemTime::now();
-        let exception_expired = self.next_expiry.is_some_and(|at| now >= at);
+        let exception_expired = self.exceptions.expired(now);
         let policy_changed = bundle_changed || exception_expired;
         if policy_changed {
             self.etag = bundle.etag.clone();
-            self.exceptions = bundle.exceptions.clone();
-            self.labels = self.settings.labels();
-            self.next_expiry = self
-                .exceptions
-                .iter()
-                .filter_map(PolicyException::expires)
-                .filter(|at| *at > now)
-                .min();
+            self.exceptions
+                .refresh(&bundle, self.settings.labels(), now);
             if !self.first_pass {
                 // Re-judge everything alive under the new policy: what was
                 // allowed in audit is stopped once enforce arrives.
@@ -371,18 +318,20 @@ impl Monitor {
                 );
                 // The pass forgets what it knew of processes itself, once
                 // it has counted what ran unseen (see `list_all`).
-                self.listeners.clear();
-                self.egress.clear();
-                self.last_socket_scan = None;
-                self.last_full_socket_scan = None;
+                self.sockets.forget_verdicts();
             }
         }
-        let activity = self.files.as_mut().map(|f| f.poll()).unwrap_or_default();
-        self.exec_signals += activity.exec_opens;
+        let activity = self
+            .files
+            .watcher
+            .as_mut()
+            .map(|f| f.poll())
+            .unwrap_or_default();
+        self.procs.exec_signals += activity.exec_opens;
         let last_pid = procfs::ns_last_pid(self.proc_root());
-        let forked = last_pid.is_some() && last_pid != self.schedule.last_pid();
-        let due = self.schedule.due(Instant::now());
-        if due || forked || self.exec_signals > 0 || policy_changed {
+        let forked = last_pid.is_some() && last_pid != self.procs.schedule.last_pid();
+        let due = self.procs.schedule.due(Instant::now());
+        if due || forked || self.procs.exec_signals > 0 || policy_changed {
             self.process_pass(&bundle, last_pid, policy_changed);
         }
         if !activity.new_files.is_empty() {
@@ -392,19 +341,10 @@ impl Monitor {
         // Socket tables are costly to read on big hosts (see sockets.rs):
         // they are scanned on their own, slower, schedule.
         if self
-            .last_socket_scan
-            .is_none_or(|t| t.elapsed() >= self.settings.socket_interval)
+            .sockets
+            .scan_due(self.settings.socket_interval, &self.settings.proc_root)
         {
-            self.last_socket_scan = Some(Instant::now());
-            let counts = sockets::fingerprint(self.proc_root());
-            let full_due = self
-                .last_full_socket_scan
-                .is_none_or(|t| t.elapsed() >= FULL_SOCKET_SCAN_EVERY);
-            if counts.is_none() || counts != self.socket_counts || full_due {
-                self.socket_counts = counts;
-                self.last_full_socket_scan = Some(Instant::now());
-                self.check_sockets(&bundle);
-            }
+            self.check_sockets(&bundle);
         }
         self.first_pass = false;
     }

@@ -4,27 +4,78 @@
 //! a container: it is observed with no container (naming the one would
 //! mean reading every process's descriptors for every socket).
 
+use palisade_common::judge::{self, EgressAllow};
+
 use super::*;
+
+/// What the monitor keeps of the pod's sockets between scans.
+pub(super) struct Sockets {
+    /// Listeners and connections judged under the current policy.
+    pub(super) listeners: HashSet<SocketKey>,
+    pub(super) egress: HashSet<SocketKey>,
+    /// Listeners and connections already added to the observations (kept
+    /// across policy changes, which re-judge them).
+    pub(super) observed: HashSet<SocketKey>,
+    pub(super) last_scan: Option<Instant>,
+    /// Socket counts at the last table read (see `sockets::fingerprint`).
+    pub(super) counts: Option<Vec<u64>>,
+    pub(super) last_full_scan: Option<Instant>,
+    /// The kernel's ephemeral port range: a local port in it is a client's.
+    pub(super) ephemeral: (u16, u16),
+}
+
+impl Sockets {
+    pub(super) fn new(ephemeral: (u16, u16)) -> Self {
+        Self {
+            listeners: HashSet::new(),
+            egress: HashSet::new(),
+            observed: HashSet::new(),
+            last_scan: None,
+            counts: None,
+            last_full_scan: None,
+            ephemeral,
+        }
+    }
+
+    /// A new policy judges every socket again, at once.
+    pub(super) fn forget_verdicts(&mut self) {
+        self.listeners.clear();
+        self.egress.clear();
+        self.last_scan = None;
+        self.last_full_scan = None;
+    }
+
+    /// Whether the tables are read now: every `interval`, and then only
+    /// when the pod's socket counts moved or a full scan is due (one
+    /// socket replacing another keeps the counts).
+    pub(super) fn scan_due(&mut self, interval: Duration, proc_root: &Path) -> bool {
+        if self.last_scan.is_some_and(|t| t.elapsed() < interval) {
+            return false;
+        }
+        self.last_scan = Some(Instant::now());
+        let counts = sockets::fingerprint(proc_root);
+        let full_due = self
+            .last_full_scan
+            .is_none_or(|t| t.elapsed() >= FULL_SOCKET_SCAN_EVERY);
+        if counts.is_some() && counts == self.counts && !full_due {
+            return false;
+        }
+        self.counts = counts;
+        self.last_full_scan = Some(Instant::now());
+        true
+    }
+}
 
 impl Monitor {
     pub(super) fn check_sockets(&mut self, bundle: &RuntimeBundle) {
         let own: HashSet<u64> = procfs::socket_inodes(self.proc_root(), self.self_pid)
             .into_iter()
             .collect();
-        let egress_rules: Vec<(&RuntimePolicy, Vec<EgressRule>)> = bundle
+        let egress_rules: Vec<(&RuntimePolicy, EgressAllow)> = bundle
             .policies
             .iter()
-            .filter(|p| !p.rules.egress_allow.is_empty())
-            .map(|p| {
-                (
-                    p,
-                    p.rules
-                        .egress_allow
-                        .iter()
-                        .filter_map(|r| EgressRule::parse(r).ok())
-                        .collect(),
-                )
-            })
+            .map(|p| (p, EgressAllow::of(&p.rules)))
+            .filter(|(_, allow)| allow.limits())
             .collect();
         let sockets = sockets::all(self.proc_root());
         let listening: HashSet<(Proto, IpAddr, u16)> = sockets
@@ -44,19 +95,19 @@ impl Monitor {
                 inode: socket.inode,
             };
             present.insert(key);
-            let role = rules::socket_role(socket, &listening, self.ephemeral);
+            let role = rules::socket_role(socket, &listening, self.sockets.ephemeral);
             // Once per socket: a policy change re-judges every socket, and
             // that is no new listener or connection.
             if let Some(item) = observed(socket, role) {
-                if self.observed_sockets.insert(key) {
+                if self.sockets.observed.insert(key) {
                     self.reporter.observe("", item);
                 }
             }
             match role {
-                SocketRole::Listener if self.listeners.insert(key) => {
+                SocketRole::Listener if self.sockets.listeners.insert(key) => {
                     self.judge_listener(socket, bundle)
                 }
-                SocketRole::Egress if self.egress.insert(key) => {
+                SocketRole::Egress if self.sockets.egress.insert(key) => {
                     self.judge_egress(socket, &egress_rules)
                 }
                 _ => {}
@@ -64,18 +115,18 @@ impl Monitor {
         }
         // Closed sockets are forgotten: the next one on that port or to
         // that address is a new finding.
-        self.listeners.retain(|k| present.contains(k));
-        self.egress.retain(|k| present.contains(k));
-        self.observed_sockets.retain(|k| present.contains(k));
+        self.sockets.listeners.retain(|k| present.contains(k));
+        self.sockets.egress.retain(|k| present.contains(k));
+        self.sockets.observed.retain(|k| present.contains(k));
     }
 
     pub(super) fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
         let port = socket.local.1;
         let policy = rules::reported_by(
-            bundle.policies.iter().filter(|p| {
-                !p.rules.allowed_listen_ports.is_empty()
-                    && !p.rules.allowed_listen_ports.contains(&port)
-            }),
+            bundle
+                .policies
+                .iter()
+                .filter(|p| !judge::listener_allowed(&p.rules, port)),
             |p| self.weight(p, Rule::UnexpectedListener),
         );
         if let Some(policy) = policy {
@@ -93,13 +144,13 @@ impl Monitor {
     pub(super) fn judge_egress(
         &self,
         socket: &Socket,
-        egress_rules: &[(&RuntimePolicy, Vec<EgressRule>)],
+        egress_rules: &[(&RuntimePolicy, EgressAllow)],
     ) {
         let (ip, port) = socket.remote;
         let policy = rules::reported_by(
             egress_rules
                 .iter()
-                .filter(|(_, rules)| !rules.iter().any(|r| r.allows(ip, port)))
+                .filter(|(_, allow)| !allow.allows(ip, port))
                 .map(|(p, _)| *p),
             |p| self.weight(p, Rule::UnexpectedEgress),
         );
@@ -207,5 +258,52 @@ fn observed(socket: &Socket, role: SocketRole) -> Option<Observed> {
             protocol: socket.proto.into(),
         }),
         SocketRole::Inbound | SocketRole::Local | SocketRole::Other => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockstat(root: &Path, tcp_inuse: u32) {
+        let net = root.join("self/net");
+        std::fs::create_dir_all(&net).unwrap();
+        std::fs::write(
+            net.join("sockstat"),
+            format!("TCP: inuse {tcp_inuse} orphan 0 tw 0 alloc 1 mem 1\nUDP: inuse 0 mem 0\n"),
+        )
+        .unwrap();
+        std::fs::write(net.join("sockstat6"), "TCP6: inuse 0\nUDP6: inuse 0\n").unwrap();
+    }
+
+    #[test]
+    fn tables_are_read_when_the_counts_move_and_not_while_they_stay() {
+        let root = tempfile::tempdir().unwrap();
+        sockstat(root.path(), 3);
+        let mut sockets = Sockets::new((32768, 60999));
+        assert!(sockets.scan_due(Duration::ZERO, root.path()), "first look");
+        assert!(
+            !sockets.scan_due(Duration::ZERO, root.path()),
+            "nothing moved"
+        );
+        sockstat(root.path(), 4);
+        assert!(
+            sockets.scan_due(Duration::ZERO, root.path()),
+            "a new socket"
+        );
+        // Not before the interval, whatever moved.
+        sockstat(root.path(), 5);
+        assert!(!sockets.scan_due(Duration::from_secs(3600), root.path()));
+        // A new policy judges every socket again at once.
+        sockets.forget_verdicts();
+        assert!(sockets.scan_due(Duration::from_secs(3600), root.path()));
+    }
+
+    #[test]
+    fn without_socket_counts_the_tables_are_read_every_interval() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sockets = Sockets::new((32768, 60999));
+        assert!(sockets.scan_due(Duration::ZERO, root.path()));
+        assert!(sockets.scan_due(Duration::ZERO, root.path()));
     }
 }

@@ -1,10 +1,29 @@
-//! New executable files in watched directories (inotify).
+//! The files side: inotify on program and watched directories (execs
+//! wake a pass; new executable files are reported), and each container's
+//! image baseline.
 
 use super::*;
 
+/// Watched directories and what the monitor knows of each container's image.
+pub(super) struct Files {
+    /// None when inotify is unavailable: passes then run on the clock.
+    pub(super) watcher: Option<FileWatcher>,
+    /// By container root (device, inode).
+    pub(super) containers: HashMap<(u64, u64), Container>,
+}
+
+impl Files {
+    pub(super) fn new(watcher: Option<FileWatcher>) -> Self {
+        Self {
+            watcher,
+            containers: HashMap::new(),
+        }
+    }
+}
+
 impl Monitor {
     pub(super) fn watch_dirs(&mut self, root: &Path, bundle: &RuntimeBundle) {
-        let Some(files) = self.files.as_mut() else {
+        let Some(files) = self.files.watcher.as_mut() else {
             return;
         };
         for dir in watched_paths(bundle) {

@@ -4,6 +4,51 @@
 
 use super::*;
 
+/// What the monitor keeps of the pod's processes between passes.
+pub(super) struct Processes {
+    pub(super) known: HashMap<i32, Seen>,
+    /// Rules already reported per process (a re-exec or deletion re-judges
+    /// the process; only what is new is reported).
+    pub(super) reported: HashSet<(i32, u64, Rule)>,
+    /// Processes whose executable could not be read, and why.
+    pub(super) hidden: HashMap<i32, Unreadable>,
+    /// Non-dumpable processes left time to finish a credential change.
+    pub(super) transitions: HashMap<i32, Transition>,
+    /// Per live process that was judged, for the observations.
+    pub(super) notes: HashMap<i32, Note>,
+    pub(super) identities: HashMap<(u64, u64, i64, u64), ExeIdentity>,
+    /// Which processes each pass looks at (see `schedule`).
+    pub(super) schedule: Schedule,
+    /// Known processes looked at on every pass: young or unsettled ones.
+    pub(super) watched: HashSet<i32>,
+    /// PIDs handed out that the last pass found no process for, and
+    /// whether an exec signal came with them: looked at once more before
+    /// they count as unobserved, since the counter moves before a new
+    /// process shows in /proc (and a listing would find it on the next
+    /// pass).
+    pub(super) unseen: Vec<(i32, bool)>,
+    pub(super) exec_signals: u32,
+    pub(super) unobserved: Unobserved,
+}
+
+impl Processes {
+    pub(super) fn new(schedule: Schedule) -> Self {
+        Self {
+            known: HashMap::new(),
+            reported: HashSet::new(),
+            hidden: HashMap::new(),
+            transitions: HashMap::new(),
+            notes: HashMap::new(),
+            identities: HashMap::new(),
+            schedule,
+            watched: HashSet::new(),
+            unseen: Vec::new(),
+            exec_signals: 0,
+            unobserved: Unobserved::default(),
+        }
+    }
+}
+
 impl Monitor {
     /// One look at the pod's processes. What it costs depends on what
     /// happened since the last, not on how many processes there are: the
@@ -17,12 +62,13 @@ impl Monitor {
         last_pid: Option<i32>,
         rejudge: bool,
     ) {
-        let exec_seen = self.exec_signals > 0;
-        self.exec_signals = 0;
+        let exec_seen = self.procs.exec_signals > 0;
+        self.procs.exec_signals = 0;
         let plan = self
+            .procs
             .schedule
             .plan(Instant::now(), last_pid, exec_seen, rejudge);
-        let unobserved = std::mem::take(&mut self.unseen)
+        let unobserved = std::mem::take(&mut self.procs.unseen)
             .into_iter()
             .filter(|(pid, exec)| self.still_unseen(*pid, bundle) && (*exec || exec_seen))
             .count() as u64;
@@ -42,7 +88,7 @@ impl Monitor {
                 self.probe_window(bundle, plan.window, exec_seen)
             }
         };
-        self.unseen = gone.into_iter().map(|pid| (pid, exec_seen)).collect();
+        self.procs.unseen = gone.into_iter().map(|pid| (pid, exec_seen)).collect();
     }
 
     /// Whether a PID the last pass found no process for is still none
@@ -54,7 +100,7 @@ impl Monitor {
                 false
             }
             procfs::Probe::Thread => false,
-            procfs::Probe::Gone => !self.known.contains_key(&pid),
+            procfs::Probe::Gone => !self.procs.known.contains_key(&pid),
         }
     }
 
@@ -75,30 +121,31 @@ impl Monitor {
         let gone: Vec<i32> = window.map_or_else(Vec::new, |w| {
             w.pids()
                 .filter(|pid| *pid != self.self_pid)
-                .filter(|pid| !alive.contains(pid) && !self.known.contains_key(pid))
+                .filter(|pid| !alive.contains(pid) && !self.procs.known.contains_key(pid))
                 .filter(|pid| !procfs::task_exists(self.proc_root(), *pid))
                 .collect()
         });
         if why == ListAll::Rejudge {
             // Re-judge everything alive under the new policy: what was
             // allowed in audit is stopped once enforce arrives.
-            self.known.clear();
-            self.reported.clear();
+            self.procs.known.clear();
+            self.procs.reported.clear();
         }
-        self.known.retain(|pid, _| alive.contains(pid));
-        self.hidden.retain(|pid, _| alive.contains(pid));
-        self.notes.retain(|pid, _| alive.contains(pid));
-        self.watched.retain(|pid| alive.contains(pid));
+        self.procs.known.retain(|pid, _| alive.contains(pid));
+        self.procs.hidden.retain(|pid, _| alive.contains(pid));
+        self.procs.notes.retain(|pid, _| alive.contains(pid));
+        self.procs.watched.retain(|pid| alive.contains(pid));
         // Findings of processes gone, and of a reused PID's earlier owner.
-        let known = &self.known;
-        self.reported
+        let known = &self.procs.known;
+        self.procs
+            .reported
             .retain(|(pid, start, _)| known.get(pid).is_some_and(|seen| seen.start == *start));
         for pid in pids {
             // PID 1 is the pod's infrastructure (pause) process.
             if pid == self.self_pid || pid == 1 {
                 continue;
             }
-            if why.known_still_valid() && self.known.contains_key(&pid) {
+            if why.known_still_valid() && self.procs.known.contains_key(&pid) {
                 continue;
             }
             match procfs::read(self.proc_root(), pid) {
@@ -142,7 +189,7 @@ impl Monitor {
                 procfs::Probe::Thread => {}
                 // Known: listed by an earlier pass after it read the
                 // counter, so seen and judged.
-                procfs::Probe::Gone if self.known.contains_key(&pid) => self.forget(pid),
+                procfs::Probe::Gone if self.procs.known.contains_key(&pid) => self.forget(pid),
                 procfs::Probe::Gone => gone.push(pid),
             }
         }
@@ -161,14 +208,14 @@ impl Monitor {
     /// cost as much as the pod holds.
     pub(super) fn look_again(&mut self, bundle: &RuntimeBundle, recheck_old: bool) {
         let pids: Vec<i32> = if recheck_old {
-            self.known.keys().copied().collect()
+            self.procs.known.keys().copied().collect()
         } else {
-            self.watched.iter().copied().collect()
+            self.procs.watched.iter().copied().collect()
         };
         let now = Instant::now();
         for pid in pids {
-            let Some(seen) = self.known.get(&pid) else {
-                self.watched.remove(&pid);
+            let Some(seen) = self.procs.known.get(&pid) else {
+                self.procs.watched.remove(&pid);
                 continue;
             };
             let age = now.saturating_duration_since(seen.first_seen);
@@ -190,7 +237,7 @@ impl Monitor {
                     None => self.forget(pid),
                 }
             } else if !schedule::watched(age, settled) {
-                self.watched.remove(&pid);
+                self.procs.watched.remove(&pid);
             }
         }
     }
@@ -213,7 +260,7 @@ impl Monitor {
         let exe = procfs::exe_link(self.proc_root(), pid);
         let image = schedule::image(exe.as_ref().ok().map(String::as_str), &proc.comm);
         let now = Instant::now();
-        let (first_seen, deferred) = match self.known.get_mut(&pid) {
+        let (first_seen, deferred) = match self.procs.known.get_mut(&pid) {
             Some(seen) if seen.start == proc.start && seen.image == image => {
                 seen.retries = seen.retries.saturating_sub(1);
                 let watched = schedule::watched(
@@ -258,14 +305,14 @@ impl Monitor {
             deferred: deferred + u8::from(view == View::MidExec),
         };
         let watched = schedule::watched(now.saturating_duration_since(first_seen), seen.settled());
-        self.known.insert(pid, seen);
+        self.procs.known.insert(pid, seen);
         self.watch(pid, watched);
     }
 
     /// Whether `proc`, not exec'd since its fork, still runs the program
     /// its parent was judged for.
     pub(super) fn copy_of_judged_parent(&self, proc: &Proc) -> bool {
-        let Some(parent) = self.known.get(&proc.ppid) else {
+        let Some(parent) = self.procs.known.get(&proc.ppid) else {
             return false;
         };
         parent.settled() == Settled::Yes
@@ -282,15 +329,15 @@ impl Monitor {
             first_seen: Instant::now(),
             deferred: 1,
         };
-        self.known.insert(proc.pid, seen);
-        self.watched.insert(proc.pid);
+        self.procs.known.insert(proc.pid, seen);
+        self.procs.watched.insert(proc.pid);
     }
 
     pub(super) fn watch(&mut self, pid: i32, watched: bool) {
         if watched {
-            self.watched.insert(pid);
+            self.procs.watched.insert(pid);
         } else {
-            self.watched.remove(&pid);
+            self.procs.watched.remove(&pid);
         }
     }
 
@@ -298,10 +345,10 @@ impl Monitor {
     /// next full listing: they name its start time, so a reused PID is
     /// never taken for it.
     pub(super) fn forget(&mut self, pid: i32) {
-        self.known.remove(&pid);
-        self.hidden.remove(&pid);
-        self.notes.remove(&pid);
-        self.watched.remove(&pid);
+        self.procs.known.remove(&pid);
+        self.procs.hidden.remove(&pid);
+        self.procs.notes.remove(&pid);
+        self.procs.watched.remove(&pid);
     }
 
     /// Counts PIDs handed out that no pass saw as a process and that are
@@ -312,22 +359,23 @@ impl Monitor {
         if gone == 0 {
             return;
         }
-        self.unobserved.pending += gone;
+        self.procs.unobserved.pending += gone;
         // Counted at once (heartbeats carry it); the event sums them up.
         self.reporter.add_unobserved(gone);
     }
 
     pub(super) fn report_unobserved(&mut self) {
-        if self.unobserved.pending == 0
+        if self.procs.unobserved.pending == 0
             || self
+                .procs
                 .unobserved
                 .last_report
                 .is_some_and(|t| t.elapsed() < UNOBSERVED_REPORT_EVERY)
         {
             return;
         }
-        let n = std::mem::take(&mut self.unobserved.pending);
-        self.unobserved.last_report = Some(Instant::now());
+        let n = std::mem::take(&mut self.procs.unobserved.pending);
+        self.procs.unobserved.last_report = Some(Instant::now());
         let total = self.reporter.unobserved();
         self.reporter.report(Event {
             id: self.reporter.next_id(),

@@ -395,7 +395,8 @@ impl Webhook {
     ) -> Result<Vec<Violation>, String> {
         let is_pod = location.pointer.is_empty();
         let effective;
-        let template = if is_pod {
+        let mut inserted = None;
+        let judged = if is_pod {
             template
         } else {
             let mut copy = template.clone();
@@ -407,13 +408,17 @@ impl Webhook {
             self.injector
                 .inject(&mut copy, launch)
                 .map_err(|e| format!("{}: {e}", location.field_prefix))?;
+            inserted =
+                template::Inserted::find(template, &copy, palisade_common::ENFORCER_CONTAINER);
             effective = copy;
             &effective
         };
-        let mut view = PodView::parse(template, is_pod)
+        let mut view = PodView::parse(judged, is_pod)
             .map_err(|e| format!("cannot read {}: {e}", location.field("spec")))?;
         view.enforcer = self.enforcer_verdict(&view.spec, &view.annotations);
-        Ok(policies.evaluate(namespace, &view, |p| location.field(p)))
+        Ok(policies.evaluate(namespace, &view, |p| {
+            location.field(&template::manifest_path(p, inserted))
+        }))
     }
 }
 

@@ -434,8 +434,9 @@ fn listeners(doc: &mut Writer, seen: &Seen) {
     if seen.listeners.is_empty() {
         doc.comment(
             2,
-            "no listening port was seen: allowedListenPorts left out (an empty list allows any)",
+            "no listening port was seen: none is allowed (delete the line to allow any)",
         );
+        doc.field(2, "allowedListenPorts", "[]");
         return;
     }
     doc.open(2, "allowedListenPorts");
@@ -466,8 +467,9 @@ fn egress(doc: &mut Writer, seen: &Seen) {
     if seen.egress.is_empty() {
         doc.comment(
             2,
-            "no egress was seen: egressAllow left out (an empty list allows any)",
+            "no egress was seen: none is allowed (delete the line to allow any)",
         );
+        doc.field(2, "egressAllow", "[]");
         return;
     }
     // Past the bound, the destinations seen most often are kept.
@@ -653,6 +655,22 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_that_never_listened_or_called_out_is_allowed_neither() {
+        let mut quiet = web();
+        quiet
+            .observed
+            .retain(|r| !matches!(r.item, Observed::Listen { .. } | Observed::Egress { .. }));
+        let text = draft(&quiet, &DraftOptions::default());
+        let runtime = parse(&text).spec.runtime.unwrap();
+        assert_eq!(runtime.allowed_listen_ports, Some(Vec::new()), "{text}");
+        assert_eq!(runtime.egress_allow, Some(Vec::new()), "{text}");
+        assert!(
+            text.contains("# no egress was seen: none is allowed (delete the line to allow any)\n    egressAllow: []\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_draft_is_a_valid_policy_with_every_entry_seen() {
         let text = draft(&web(), &DraftOptions::default());
         let doc = parse(&text);
@@ -674,9 +692,9 @@ mod tests {
             ]
         );
         assert_eq!(runtime.allowed_processes, ["server"]);
-        assert_eq!(runtime.allowed_listen_ports, [8080]);
+        assert_eq!(runtime.allowed_listen_ports, Some(vec![8080]));
         assert_eq!(
-            runtime.egress_allow,
+            runtime.egress_allow.unwrap(),
             ["[fd00::1/128]:443", "10.0.0.7/32:5432"]
         );
     }
@@ -921,18 +939,14 @@ mod tests {
             ));
         }
         let text = draft(&observed, &DraftOptions::default());
-        let runtime = parse(&text).spec.runtime.unwrap();
-        assert_eq!(runtime.egress_allow.len(), MAX_EGRESS);
+        let egress = parse(&text).spec.runtime.unwrap().egress_allow.unwrap();
+        assert_eq!(egress.len(), MAX_EGRESS);
         assert!(
-            runtime
-                .egress_allow
-                .contains(&"10.1.1.43/32:443".to_string()),
+            egress.contains(&"10.1.1.43/32:443".to_string()),
             "the most seen (count 300) is kept"
         );
         assert!(
-            !runtime
-                .egress_allow
-                .contains(&"10.1.0.0/32:443".to_string()),
+            !egress.contains(&"10.1.0.0/32:443".to_string()),
             "the least seen goes"
         );
         assert!(

@@ -305,7 +305,7 @@ impl fmt::Display for Replay {
 mod tests {
     use super::*;
     use crate::learn::{draft, DraftOptions};
-    use palisade_common::judge::EXECUTABLE_NOT_ALLOWED;
+    use palisade_common::judge::{EXECUTABLE_NOT_ALLOWED, NEW_EXECUTABLE};
     use palisade_common::observe::{ObservedRecord, Protocol, WorkloadRecord};
 
     const T0: i64 = 1_796_630_462_000;
@@ -415,10 +415,12 @@ mod tests {
     fn a_shell_copied_to_tmp_would_be_killed_under_enforce() {
         let replay = replay(&drafted(Mode::Enforce), &[attacked()]);
         let findings = &replay.workloads[0].findings;
-        assert_eq!(findings.len(), 1, "{replay}");
-        assert_eq!(findings[0].rule(), EXECUTABLE_NOT_ALLOWED);
-        assert_eq!(findings[0].outcome, Outcome::Killed);
-        assert_eq!(findings[0].count, 41);
+        // Not on the list, and (the draft keeps drift on) not the image's.
+        let rules: Vec<&str> = findings.iter().map(ReplayFinding::rule).collect();
+        assert_eq!(rules, [EXECUTABLE_NOT_ALLOWED, NEW_EXECUTABLE], "{replay}");
+        assert!(findings
+            .iter()
+            .all(|f| f.outcome == Outcome::Killed && f.count == 41));
         assert!(replay.would_act());
         let text = replay.to_string();
         assert!(

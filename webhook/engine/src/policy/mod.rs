@@ -193,8 +193,9 @@ impl<'a> PodView<'a> {
         })
     }
 
-    /// Every container image, with the container it belongs to.
-    fn images(&self) -> impl Iterator<Item = (ContainerPath, &str)> {
+    /// Every container image, with the container it belongs to (its path
+    /// and name).
+    fn images(&self) -> impl Iterator<Item = (ContainerPath, &str, &str)> {
         let spec = &self.spec;
         let lists = [
             (
@@ -207,7 +208,11 @@ impl<'a> PodView<'a> {
             .into_iter()
             .flat_map(|(list, cs)| {
                 cs.iter().enumerate().filter_map(move |(index, c)| {
-                    Some((ContainerPath { list, index }, c.image.as_deref()?))
+                    Some((
+                        ContainerPath { list, index },
+                        c.name.as_str(),
+                        c.image.as_deref()?,
+                    ))
                 })
             })
             .chain(
@@ -217,7 +222,11 @@ impl<'a> PodView<'a> {
                     .enumerate()
                     .filter_map(|(index, c)| {
                         let list = "spec.ephemeralContainers";
-                        Some((ContainerPath { list, index }, c.image.as_deref()?))
+                        Some((
+                            ContainerPath { list, index },
+                            c.name.as_str(),
+                            c.image.as_deref()?,
+                        ))
                     }),
             )
     }
@@ -461,9 +470,19 @@ impl PolicySet {
             .map(|(_, rules)| *rules)
             .collect();
         policy.enforce_network = !enforcing.is_empty();
-        policy.allowed_listen_ports =
-            allowed_by_all(enforcing.iter().map(|r| r.allowed_listen_ports.as_slice()));
-        policy.egress_allow = allowed_by_all(enforcing.iter().map(|r| r.egress_allow.as_slice()));
+        // Landlock restricts what a list names; an empty list (none
+        // allowed) is the enforcer's to judge, and leaves the launcher's
+        // TCP rules open.
+        policy.allowed_listen_ports = allowed_by_all(
+            enforcing
+                .iter()
+                .map(|r| r.allowed_listen_ports.as_deref().unwrap_or_default()),
+        );
+        policy.egress_allow = allowed_by_all(
+            enforcing
+                .iter()
+                .map(|r| r.egress_allow.as_deref().unwrap_or_default()),
+        );
         Some(policy)
     }
 
@@ -529,26 +548,18 @@ fn findings(policy: &CompiledPolicy, pod: &PodView<'_>) -> Vec<Finding> {
     let image_rules = !rules.allowed_registries.is_empty()
         || !rules.disallowed_tags.is_empty()
         || rules.disallow_untagged;
-    for (container, image) in pod.images().filter(|_| image_rules) {
+    for (container, name, image) in pod.images().filter(|_| image_rules) {
         let parsed = images::parse(image);
-        out.extend(registries::check(
-            &rules.allowed_registries,
-            container,
-            image,
-            &parsed,
-        ));
-        out.extend(tags::check(
-            &rules.disallowed_tags,
-            container,
-            image,
-            &parsed,
-        ));
-        out.extend(untagged::check(
-            rules.disallow_untagged,
-            container,
-            image,
-            &parsed,
-        ));
+        // Paths move (the enforcer is inserted); names stay.
+        let named = |mut finding: Finding| {
+            finding.message = format!("container {name:?}: {}", finding.message);
+            finding
+        };
+        out.extend(
+            registries::check(&rules.allowed_registries, container, image, &parsed).map(named),
+        );
+        out.extend(tags::check(&rules.disallowed_tags, container, image, &parsed).map(named));
+        out.extend(untagged::check(rules.disallow_untagged, container, image, &parsed).map(named));
     }
     if let Some(required) = &rules.required_resources {
         out.extend(resources::check(required, &pod.spec));
@@ -873,7 +884,7 @@ spec:
         assert!(v.iter().all(|v| v.mode == Mode::Enforce));
         assert_eq!(
             v[0].to_string(),
-            "[images] images/disallowedTags: spec.containers[0].image: image tag \"latest\" is not allowed (\"ghcr.io/acme/api:latest\")"
+            "[images] images/disallowedTags: spec.containers[0].image: container \"a\": image tag \"latest\" is not allowed (\"ghcr.io/acme/api:latest\")"
         );
     }
 

@@ -30,7 +30,8 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
                 .and_then(|sc| sc.app_armor_profile.as_ref())
                 .map(|p| p.type_.as_str()),
         ) {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.securityContext.appArmorProfile.type", c.path),
                 "AppArmor profile Unconfined is not allowed",
             );

@@ -41,7 +41,8 @@ fn baseline(pod: &Pod<'_>, out: &mut Findings) {
             .and_then(|caps| caps.add.as_ref());
         for (i, cap) in added.into_iter().flatten().enumerate() {
             if !BASELINE_CAPABILITIES.contains(&cap.as_str()) {
-                out.add(
+                out.for_container(
+                    c,
                     format!("{}.securityContext.capabilities.add[{i}]", c.path),
                     format!("adding capability {cap} is not allowed"),
                 );
@@ -69,7 +70,8 @@ fn restricted(pod: &Pod<'_>, out: &mut Findings) {
             .enumerate()
         {
             if cap != "NET_BIND_SERVICE" {
-                out.add(
+                out.for_container(
+                    c,
                     format!("{}.securityContext.capabilities.add[{i}]", c.path),
                     format!("adding capability {cap} is not allowed (only NET_BIND_SERVICE)"),
                 );

@@ -12,7 +12,8 @@ pub(super) const BASELINE: Control = Control {
 fn check(pod: &Pod<'_>, out: &mut Findings) {
     for c in &pod.containers {
         for (i, port) in &c.host_ports {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.ports[{i}].hostPort", c.path),
                 format!("hostPort {port} is not allowed"),
             );

@@ -27,7 +27,8 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
             .and_then(|w| w.host_process)
             == Some(true)
         {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.securityContext.windowsOptions.hostProcess", c.path),
                 "Windows HostProcess containers are not allowed",
             );

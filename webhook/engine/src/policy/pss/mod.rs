@@ -206,6 +206,18 @@ impl Findings<'_> {
             message: message.into(),
         });
     }
+
+    /// A finding about container `c`: the message names it, since a path's
+    /// index alone is hard to map to a manifest.
+    fn for_container(
+        &mut self,
+        c: &ContainerRef<'_>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let message = format!("container {:?}: {}", c.name, message.into());
+        self.add(path, message);
+    }
 }
 
 /// Checks `spec` (and the pod's annotations, for AppArmor) at `level`.

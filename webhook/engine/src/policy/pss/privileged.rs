@@ -12,7 +12,8 @@ pub(super) const BASELINE: Control = Control {
 fn check(pod: &Pod<'_>, out: &mut Findings) {
     for c in &pod.containers {
         if c.security_context.and_then(|sc| sc.privileged) == Some(true) {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.securityContext.privileged", c.path),
                 "privileged containers are not allowed",
             );

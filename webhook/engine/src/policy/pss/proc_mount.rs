@@ -13,7 +13,8 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
     for c in &pod.containers {
         if let Some(mount) = c.security_context.and_then(|sc| sc.proc_mount.as_deref()) {
             if mount != "Default" {
-                out.add(
+                out.for_container(
+                    c,
                     format!("{}.securityContext.procMount", c.path),
                     format!("procMount {mount} is not allowed"),
                 );

@@ -18,7 +18,7 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
     for c in &pod.containers {
         let path = format!("{}.securityContext.runAsNonRoot", c.path);
         match c.security_context.and_then(|sc| sc.run_as_non_root) {
-            Some(false) => out.add(path, "must not be false"),
+            Some(false) => out.for_container(c, path, "must not be false"),
             None if pod_non_root != Some(true) => out.add(
                 path,
                 format!(

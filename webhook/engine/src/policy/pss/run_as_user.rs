@@ -18,7 +18,8 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
     }
     for c in &pod.containers {
         if c.security_context.and_then(|sc| sc.run_as_user) == Some(0) {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.securityContext.runAsUser", c.path),
                 "running as UID 0 is not allowed",
             );

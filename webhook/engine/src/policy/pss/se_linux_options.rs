@@ -25,6 +25,7 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
     options(
         out,
         &"spec.securityContext",
+        None,
         pod.security_context()
             .and_then(|sc| sc.se_linux_options.as_ref()),
     );
@@ -32,26 +33,37 @@ fn check(pod: &Pod<'_>, out: &mut Findings) {
         options(
             out,
             &format_args!("{}.securityContext", c.path),
+            Some(c.name),
             c.security_context
                 .and_then(|sc| sc.se_linux_options.as_ref()),
         );
     }
 }
 
-fn options(out: &mut Findings, path: &dyn fmt::Display, opts: Option<&SELinuxOptions>) {
+/// The SELinux options at `path`, of `container` when they are one's.
+fn options(
+    out: &mut Findings,
+    path: &dyn fmt::Display,
+    container: Option<&str>,
+    opts: Option<&SELinuxOptions>,
+) {
     let Some(opts) = opts else { return };
+    let of = |message: String| match container {
+        Some(name) => format!("container {name:?}: {message}"),
+        None => message,
+    };
     let t = opts.type_.as_deref().unwrap_or("");
     if !SELINUX_TYPES.contains(&t) {
         out.add(
             format!("{path}.seLinuxOptions.type"),
-            format!("SELinux type {t:?} is not allowed"),
+            of(format!("SELinux type {t:?} is not allowed")),
         );
     }
     for (field, v) in [("user", &opts.user), ("role", &opts.role)] {
         if v.as_deref().is_some_and(|s| !s.is_empty()) {
             out.add(
                 format!("{path}.seLinuxOptions.{field}"),
-                format!("setting the SELinux {field} is not allowed"),
+                of(format!("setting the SELinux {field} is not allowed")),
             );
         }
     }

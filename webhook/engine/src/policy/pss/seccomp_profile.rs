@@ -35,7 +35,8 @@ fn baseline(pod: &Pod<'_>, out: &mut Findings) {
             c.security_context
                 .and_then(|sc| sc.seccomp_profile.as_ref()),
         ) {
-            out.add(
+            out.for_container(
+                c,
                 format!("{}.securityContext.seccompProfile.type", c.path),
                 "seccomp profile Unconfined is not allowed",
             );
@@ -59,7 +60,7 @@ fn restricted(pod: &Pod<'_>, out: &mut Findings) {
         let path = format!("{}.securityContext.seccompProfile.type", c.path);
         match c.security_context.and_then(|sc| sc.seccomp_profile.as_ref()) {
             Some(p) if !allowed(p) => {
-                out.add(path, "seccomp profile must be RuntimeDefault or Localhost")
+                out.for_container(c, path, "seccomp profile must be RuntimeDefault or Localhost")
             }
             None if !pod_ok => out.add(
                 path,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::refresh_local_set;
+use super::versioned::{self, Kind};
 use crate::db::StoredException;
 use crate::service::auth::Author;
 use crate::service::query::PolicyQuery;
@@ -15,6 +16,8 @@ use bytes::Bytes;
 use palisade_common::exception::EXCEPTION_KIND;
 use palisade_common::policy::Document;
 use palisade_common::wire::ExceptionRecord;
+
+const EXCEPTION: Kind = Kind("exception");
 
 fn pushed_record(stored: StoredException, now: SystemTime) -> ExceptionRecord {
     ExceptionRecord {
@@ -92,43 +95,32 @@ pub async fn push(author: Author, body: Bytes, state: Arc<ServiceState>) -> Answ
 pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Answer {
     if query.wants_history() {
         let now = SystemTime::now();
-        let history = state.store.exception_history(&name).await?;
-        if history.is_empty() {
-            return Err(ApiError::not_found("no such pushed exception"));
-        }
-        return ok(&history
+        let history: Vec<_> = state
+            .store
+            .exception_history(&name)
+            .await?
             .into_iter()
             .map(|s| s.map(|stored| pushed_record(stored, now)))
-            .collect::<Vec<_>>());
+            .collect();
+        return versioned::history(EXCEPTION, history);
     }
     let pushed = state.store.current_exceptions().await?;
-    match active_records(&state, pushed)
-        .into_iter()
-        .find(|r| r.name == name)
-    {
-        Some(record) => ok(&record),
-        None => Err(ApiError::not_found(format!("no exception named {name:?}"))),
-    }
+    versioned::named(EXCEPTION, &name, active_records(&state, pushed), |r| {
+        &r.name
+    })
 }
 
 /// Deletes the pushed exception of that name, even one in conflict with a
 /// file or resource (else it would come back when that goes).
 pub async fn delete(name: String, author: Author, state: Arc<ServiceState>) -> Answer {
-    if state.store.delete_exception(&name, author.as_str()).await? {
-        refresh_local_set(&state).await;
-        return ok(&serde_json::json!({"deleted": name}));
-    }
-    match state
-        .policies
-        .unpushed_exceptions()
-        .into_iter()
-        .find(|(_, e)| e.metadata.name == name)
-    {
-        Some((origin, _)) => Err(ApiError::conflict(format!(
-            "exception {name:?} is defined by {origin}; remove it there"
-        ))),
-        None => Err(ApiError::not_found(format!(
-            "no pushed exception named {name:?}"
-        ))),
-    }
+    let deleted = state.store.delete_exception(&name, author.as_str()).await?;
+    let elsewhere = || {
+        state
+            .policies
+            .unpushed_exceptions()
+            .into_iter()
+            .find(|(_, e)| e.metadata.name == name)
+            .map(|(origin, _)| origin)
+    };
+    versioned::deleted(&state, EXCEPTION, name.clone(), deleted, elsewhere).await
 }

@@ -8,6 +8,7 @@ pub mod exceptions;
 pub mod ingest;
 pub mod observations;
 pub mod policies;
+mod versioned;
 
 use crate::service::{sync, ServiceState};
 

@@ -10,7 +10,10 @@ use palisade_common::policy::PolicyDocument;
 use palisade_common::wire::PolicyRecord;
 
 use super::refresh_local_set;
+use super::versioned::{self, Kind};
 use crate::service::query::PolicyQuery;
+
+const POLICY: Kind = Kind("policy");
 
 /// Directory policies (revision 0) and pushed ones, by name, each saying
 /// whether another source keeps it out of force.
@@ -59,40 +62,23 @@ pub async fn push(author: Author, body: Bytes, state: Arc<ServiceState>) -> Answ
 
 pub async fn get(name: String, query: PolicyQuery, state: Arc<ServiceState>) -> Answer {
     if query.wants_history() {
-        let history = state.store.policy_history(&name).await?;
-        if history.is_empty() {
-            return Err(ApiError::not_found("no such pushed policy"));
-        }
-        return ok(&history);
+        return versioned::history(POLICY, state.store.policy_history(&name).await?);
     }
     let pushed = state.store.current_policies().await?;
-    match active_records(&state, pushed)
-        .into_iter()
-        .find(|r| r.name == name)
-    {
-        Some(record) => ok(&record),
-        None => Err(ApiError::not_found(format!("no policy named {name:?}"))),
-    }
+    versioned::named(POLICY, &name, active_records(&state, pushed), |r| &r.name)
 }
 
 /// Deletes the pushed policy of that name, even one a file shadows (else
 /// it would come back when the file goes).
 pub async fn delete(name: String, author: Author, state: Arc<ServiceState>) -> Answer {
-    if state.store.delete_policy(&name, author.as_str()).await? {
-        refresh_local_set(&state).await;
-        return ok(&serde_json::json!({"deleted": name}));
-    }
-    if state
-        .policies
-        .directory_documents()
-        .iter()
-        .any(|(_, d)| d.metadata.name == name)
-    {
-        return Err(ApiError::conflict(format!(
-            "policy {name:?} is defined in the policy directory; remove the file instead"
-        )));
-    }
-    Err(ApiError::not_found(format!(
-        "no pushed policy named {name:?}"
-    )))
+    let deleted = state.store.delete_policy(&name, author.as_str()).await?;
+    let in_directory = || {
+        state
+            .policies
+            .directory_documents()
+            .into_iter()
+            .find(|(_, d)| d.metadata.name == name)
+            .map(|(origin, _)| format!("the policy directory ({origin})"))
+    };
+    versioned::deleted(&state, POLICY, name.clone(), deleted, in_directory).await
 }
