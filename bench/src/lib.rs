@@ -1,4 +1,7 @@
-//! What the benchmarks compare Palisade with.
+//! What the benchmarks compare Palisade with ([`floor_review`]) and feed it
+//! ([`learn`]: simulated observations and allowlists).
+
+pub mod learn;
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;

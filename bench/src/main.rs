@@ -11,6 +11,9 @@
 //! - `lookup`: `/mutate` of a confined pod whose image sets its own command,
 //!   decode to encode, with the image looked up in a real registry: on a
 //!   cache miss (a fresh resolver) and on a hit.
+//! - `observe`: busy pods' enforcers sending observation batches, hour by
+//!   hour of simulated time; database size, rows and ingest rate after each
+//!   hour, then fetching and drafting the largest workload ([`observe`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +33,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+mod observe;
 
 #[derive(Parser)]
 struct Cli {
@@ -101,6 +106,42 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// Observation batches from --pods busy pods every --interval seconds
+    /// of simulated time, --hours hours sent back to back; one JSON line
+    /// per hour (database size read from --database), then one for
+    /// fetching and drafting the largest workload.
+    Observe {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token: String,
+        /// The service's database: `sqlite://PATH` or `postgres://...`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value = "bench-learn")]
+        namespace: String,
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Of those, pods that show 10 new destinations a round (they
+        /// reach the per-workload bound).
+        #[arg(long, default_value_t = 10)]
+        noisy: usize,
+        /// Applications the pods run (pods of one share an image).
+        #[arg(long, default_value_t = 10)]
+        apps: usize,
+        #[arg(long, default_value_t = 2)]
+        hours: u64,
+        /// Seconds of simulated time between an enforcer's batches.
+        #[arg(long, default_value_t = 15)]
+        interval: u64,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Fetches (and drafts) of the largest workload at the end.
+        #[arg(long, default_value_t = 20)]
+        fetches: usize,
+    },
 }
 
 #[tokio::main]
@@ -155,6 +196,33 @@ async fn main() -> anyhow::Result<()> {
             registry,
             iterations,
         } => lookup(&image, &registry, iterations).await,
+        Command::Observe {
+            addr,
+            ca,
+            token,
+            database,
+            namespace,
+            pods,
+            noisy,
+            apps,
+            hours,
+            interval,
+            connections,
+            fetches,
+        } => {
+            let simulation = observe::Simulation {
+                namespace,
+                pods,
+                noisy,
+                apps,
+                hours,
+                rounds_per_hour: 3600 / interval.max(1),
+                interval: Duration::from_secs(interval.max(1)),
+                connections,
+                fetches,
+            };
+            observe::run(Client::new(addr, &ca)?, token, &database, simulation).await
+        }
     }
 }
 
