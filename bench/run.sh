@@ -165,7 +165,7 @@ learn_section() {
   echo "| items that replay judged / items stored | $learn_replay_judged / $(f "$last" rows) |"
   echo
   if (($(f "$last" rows) > learn_replay_judged)); then
-    echo "Replay judged fewer items than are stored: one answer of \`GET /api/v1/observations\` holds at most 10000 items (those last seen longest ago first), and \`palisade policy replay\` read only the first."
+    echo "Replay judged fewer items than are stored: it reads the items of the workloads the draft selects, last seen within \`--since\`."
     echo
   fi
   c0=$(churn_cpu 0) c100=$(churn_cpu 100)

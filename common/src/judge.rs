@@ -182,23 +182,13 @@ pub fn process_names(rules: &RuntimeRules, names: &[&str]) -> Vec<Finding> {
     findings
 }
 
-/// Whether `allowedListenPorts` allows a listener on `port`: any when the
-/// list is absent, none when it is empty.
-pub fn listener_allowed(rules: &RuntimeRules, port: u16) -> bool {
-    rules
-        .allowed_listen_ports
-        .as_ref()
-        .is_none_or(|ports| ports.contains(&port))
-}
-
-/// `egressAllow` parsed once, to judge many connections (the enforcer
-/// judges every new one). Entries that do not parse allow nothing
+/// `egressAllow` parsed once. Entries that do not parse allow nothing
 /// (validation refuses them first).
 #[derive(Debug, Clone)]
-pub struct EgressAllow(Option<Vec<EgressRule>>);
+struct EgressAllow(Option<Vec<EgressRule>>);
 
 impl EgressAllow {
-    pub fn of(rules: &RuntimeRules) -> Self {
+    fn of(rules: &RuntimeRules) -> Self {
         Self(rules.egress_allow.as_ref().map(|entries| {
             entries
                 .iter()
@@ -207,72 +197,95 @@ impl EgressAllow {
         }))
     }
 
-    /// Whether the rules limit egress at all.
-    pub fn limits(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Whether a connection to `address:port` is allowed: any when the
-    /// list is absent, none when it is empty.
-    pub fn allows(&self, address: IpAddr, port: u16) -> bool {
+    /// Any when the list is absent, none when it is empty.
+    fn allows(&self, address: IpAddr, port: u16) -> bool {
         self.0
             .as_ref()
             .is_none_or(|list| list.iter().any(|r| r.allows(address, port)))
     }
 }
 
-/// Whether `egressAllow` allows a connection to `address:port`.
-pub fn egress_allowed(rules: &RuntimeRules, address: IpAddr, port: u16) -> bool {
-    EgressAllow::of(rules).allows(address, port)
+/// One policy's runtime rules, made ready to judge many items: what needs
+/// parsing is parsed once. A replay judges a week of a workload's items
+/// with one; the enforcer makes one per policy per socket scan.
+#[derive(Debug, Clone)]
+pub struct Judge<'a> {
+    rules: &'a RuntimeRules,
+    egress: EgressAllow,
 }
 
-/// Every rule `item` breaks under `rules`.
-pub fn judge(rules: &RuntimeRules, item: &Observed) -> Vec<Finding> {
-    match item {
-        Observed::Executable {
-            path,
-            sha256,
-            from_image,
-        } => {
-            let facts = ExecutableFacts {
+impl<'a> Judge<'a> {
+    pub fn new(rules: &'a RuntimeRules) -> Self {
+        Self {
+            rules,
+            egress: EgressAllow::of(rules),
+        }
+    }
+
+    /// Whether `allowedListenPorts` allows a listener on `port`: any when
+    /// the list is absent, none when it is empty.
+    pub fn listener_allowed(&self, port: u16) -> bool {
+        self.rules
+            .allowed_listen_ports
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&port))
+    }
+
+    /// Whether `egressAllow` allows a connection to `address:port`: any
+    /// when the list is absent, none when it is empty.
+    pub fn egress_allowed(&self, address: IpAddr, port: u16) -> bool {
+        self.egress.allows(address, port)
+    }
+
+    /// Every rule `item` breaks.
+    pub fn judge(&self, item: &Observed) -> Vec<Finding> {
+        let rules = self.rules;
+        match item {
+            Observed::Executable {
                 path,
-                sha256: sha256.as_deref(),
-                from_image: *from_image,
-            };
-            let mut findings: Vec<Finding> = executable(rules, &facts)
-                .map(Finding::ExecutableNotAllowed)
-                .into_iter()
-                .collect();
-            // Drift by origin only: the temporary-directory rule depends on
-            // the pod's volumes, which observations do not carry.
-            if rules.drift && !from_image && !pinned(rules, &facts) {
-                findings.push(Finding::Drift { path: path.clone() });
-            }
-            // The executable's name is one of the names a process goes by.
-            let name = path.rsplit('/').next().unwrap_or(path);
-            findings.extend(
-                process_names(rules, &[name])
+                sha256,
+                from_image,
+            } => {
+                let facts = ExecutableFacts {
+                    path,
+                    sha256: sha256.as_deref(),
+                    from_image: *from_image,
+                };
+                let mut findings: Vec<Finding> = executable(rules, &facts)
+                    .map(Finding::ExecutableNotAllowed)
                     .into_iter()
-                    .filter(|f| matches!(f, Finding::DeniedProcess { .. })),
-            );
-            findings
-        }
-        Observed::Process { name, .. } => process_names(rules, &[name]),
-        Observed::Listen { port, .. } => {
-            if listener_allowed(rules, *port) {
-                Vec::new()
-            } else {
-                vec![Finding::UnexpectedListener { port: *port }]
+                    .collect();
+                // Drift by origin only: the temporary-directory rule depends
+                // on the pod's volumes, which observations do not carry.
+                if rules.drift && !from_image && !pinned(rules, &facts) {
+                    findings.push(Finding::Drift { path: path.clone() });
+                }
+                // The executable's name is one of the names a process goes by.
+                let name = path.rsplit('/').next().unwrap_or(path);
+                findings.extend(
+                    process_names(rules, &[name])
+                        .into_iter()
+                        .filter(|f| matches!(f, Finding::DeniedProcess { .. })),
+                );
+                findings
             }
-        }
-        Observed::Egress { address, port, .. } => {
-            if egress_allowed(rules, *address, *port) {
-                Vec::new()
-            } else {
-                vec![Finding::UnexpectedEgress {
-                    address: *address,
-                    port: *port,
-                }]
+            Observed::Process { name, .. } => process_names(rules, &[name]),
+            Observed::Listen { port, .. } => {
+                if self.listener_allowed(*port) {
+                    Vec::new()
+                } else {
+                    vec![Finding::UnexpectedListener { port: *port }]
+                }
+            }
+            Observed::Egress { address, port, .. } => {
+                if self.egress_allowed(*address, *port) {
+                    Vec::new()
+                } else {
+                    vec![Finding::UnexpectedEgress {
+                        address: *address,
+                        port: *port,
+                    }]
+                }
             }
         }
     }
@@ -305,6 +318,10 @@ mod tests {
     use crate::policy::AllowedExecutable;
 
     const SH: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn judge(rules: &RuntimeRules, item: &Observed) -> Vec<Finding> {
+        Judge::new(rules).judge(item)
+    }
     const APP: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
     fn allow(path: &str, sha256: Option<&str>) -> AllowedExecutable {
@@ -502,12 +519,11 @@ mod tests {
             ..identity_only()
         };
         let address = "10.1.2.3".parse().unwrap();
-        assert!(listener_allowed(&absent, 9090));
-        assert!(egress_allowed(&absent, address, 443));
-        assert!(!EgressAllow::of(&absent).limits());
-        assert!(!listener_allowed(&empty, 9090));
-        assert!(!egress_allowed(&empty, address, 443));
-        assert!(EgressAllow::of(&empty).limits());
+        let (absent_judge, empty_judge) = (Judge::new(&absent), Judge::new(&empty));
+        assert!(absent_judge.listener_allowed(9090));
+        assert!(absent_judge.egress_allowed(address, 443));
+        assert!(!empty_judge.listener_allowed(9090));
+        assert!(!empty_judge.egress_allowed(address, 443));
         // As written in a policy, and back.
         let yaml = "allowedListenPorts: []\negressAllow: []\n";
         let parsed: RuntimeRules = serde_yaml::from_str(yaml).unwrap();

@@ -291,8 +291,7 @@ pub struct ObservedRecord {
     pub last_ms: i64,
 }
 
-/// `GET /api/v1/workloads/{namespace}/{kind}/{name}` and each entry of
-/// `GET /api/v1/observations`.
+/// `GET /api/v1/workloads/{namespace}/{kind}/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadObservations {

@@ -207,18 +207,6 @@ impl Client {
         self.get(url, &query).await
     }
 
-    /// Every workload's observations since `since_ms` (one namespace, or
-    /// all).
-    pub async fn observations(
-        &self,
-        since_ms: i64,
-        namespace: Option<&str>,
-    ) -> Result<Vec<WorkloadObservations>, ClientError> {
-        let mut query = vec![("since", since_ms.to_string())];
-        query.extend(namespace.map(|n| ("namespace", n.to_string())));
-        self.get(self.url("/api/v1/observations"), &query).await
-    }
-
     /// The service's address, for messages.
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub fn server(&self) -> &str {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use palisade_common::observe::WorkloadRecord;
+use palisade_common::observe::{WorkloadObservations, WorkloadRecord};
 use palisade_common::policy::{Document, Mode, PolicyDocument};
 use palisade_engine::learn::{self, DraftOptions};
 use palisade_engine::policy::split_yaml_documents;
@@ -143,8 +143,7 @@ pub async fn replay(
     let policies = policies_of(file, text)?;
     let now = client::now_ms();
     let from = since_ms(now, since);
-    let observed = client
-        .observations(from, namespace)
+    let observed = recorded_since(client, &policies, from, namespace)
         .await
         .with_context(|| format!("reading observations from {}", client.server()))?;
     println!(
@@ -166,6 +165,47 @@ pub async fn replay(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What workloads recorded since `from`. The workloads a policy selects
+/// come with every item they showed in the window, read per workload, so
+/// the answer is bounded by the service's per-workload item bound and
+/// never cut short by a page; the others come with no items, for the
+/// replay to count as not selected.
+async fn recorded_since(
+    client: &Client,
+    policies: &[PolicyDocument],
+    from: i64,
+    namespace: Option<&str>,
+) -> Result<Vec<WorkloadObservations>, ClientError> {
+    let mut recorded = Vec::new();
+    for record in client.workloads(namespace).await? {
+        if record.last_seen_ms < from {
+            continue;
+        }
+        if !policies
+            .iter()
+            .any(|policy| learn::selects(policy, &record))
+        {
+            recorded.push(WorkloadObservations {
+                workload: record,
+                observed: Vec::new(),
+            });
+            continue;
+        }
+        let workload = &record.workload;
+        let kind = workload.kind.to_ascii_lowercase();
+        match client
+            .workload(&workload.namespace, &kind, &workload.name, Some(from))
+            .await
+        {
+            Ok(found) => recorded.push(found),
+            // Gone between the list and the read: nothing left to judge.
+            Err(ClientError::Api { status, .. }) if status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(recorded)
 }
 
 /// `palisade status --workloads`.

@@ -812,3 +812,91 @@ async fn policy_draft_and_replay_learn_from_what_an_enforcer_posted() {
     );
     server.running.shutdown().await;
 }
+
+/// A replay judges every item its policy's workloads recorded, however
+/// many the whole namespace holds: six pods post 1,800 destinations each
+/// (10,800 items, past what one listing of the service answers), the pod
+/// posting last among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_judges_every_item_of_the_workloads_it_selects() {
+    const PODS: usize = 6;
+    const DESTINATIONS: u16 = 1_800;
+    let server = start(&repo_policies()).await;
+    let now = palisade_server::db::now_ms();
+    for pod in 0..PODS {
+        let destinations: Vec<Observation> = (1..=DESTINATIONS)
+            .map(|port| Observation {
+                container: "app".into(),
+                item: Observed::Egress {
+                    address: format!("10.1.0.{pod}").parse().unwrap(),
+                    port,
+                    protocol: Protocol::Tcp,
+                },
+                count: 1,
+                first_ms: now - 60_000,
+                last_ms: now - 60_000 + pod as i64,
+            })
+            .collect();
+        for chunk in destinations.chunks(900) {
+            let batch = ObservationBatch {
+                pod: PodRef {
+                    namespace: "fleet".into(),
+                    name: format!("w-{pod}"),
+                    uid: format!("u-{pod}"),
+                },
+                observations: chunk.to_vec(),
+                overflow: 0,
+            };
+            let resp = server
+                .client
+                .post(format!("{}/api/v1/observations", server.base))
+                .bearer_auth(server.report_token())
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        }
+    }
+    let policy = "apiVersion: palisade.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: no-egress}
+spec:
+  mode: enforce
+  selector: {namespaces: [fleet]}
+  runtime: {egressAllow: []}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-egress.yaml");
+    std::fs::write(&file, policy).unwrap();
+    let ca = server.tls_dir.path().join("ca.crt");
+    let token = server.admin_token();
+    let out = tokio::task::block_in_place(|| {
+        palisade(
+            &[
+                "policy",
+                "replay",
+                file.to_str().unwrap(),
+                "--since",
+                "1h",
+                "--server",
+                &server.base,
+                "--token",
+                &token,
+                "--ca-file",
+                ca.to_str().unwrap(),
+            ],
+            None,
+        )
+    });
+    let replay = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    for pod in 0..PODS {
+        let line = format!(
+            "fleet/pod/w-{pod}: would kill {DESTINATIONS} distinct destinations \
+             ({DESTINATIONS} connections)"
+        );
+        assert!(replay.contains(&line), "{line} in\n{}", &replay[..2000]);
+    }
+    server.running.shutdown().await;
+}

@@ -16,7 +16,7 @@ mod observations;
 mod revisions;
 pub use enforcers::EnforcerTotals;
 pub use events::EventQuery;
-pub use observations::{Recorded, MAX_OBSERVATIONS_PAGE};
+pub use observations::Recorded;
 pub use revisions::{Authored, StoredException};
 
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +120,20 @@ const COMMON_SCHEMA: &[&str] = &[
         item TEXT NOT NULL, image TEXT NOT NULL, count BIGINT NOT NULL,
         first_ms BIGINT NOT NULL, last_ms BIGINT NOT NULL,
         PRIMARY KEY (namespace, kind, name, container, item_kind, item_key))",
-    // `GET /api/v1/observations?since=`: items by when last seen.
-    "CREATE INDEX IF NOT EXISTS observations_by_time ON observations (last_ms)",
+    // Earlier releases indexed items by when last seen. Every batch moves
+    // `last_ms`, so that index took a new entry per counted item (on
+    // PostgreSQL no update stayed heap-only) and held most of the table's
+    // size; items are read per workload, by primary key.
+    "DROP INDEX IF EXISTS observations_by_time",
+];
+
+/// PostgreSQL storage settings, after the tables exist. Room in each page
+/// lets a counter update write its new row version beside the old one
+/// (heap-only, no index entry), so a busy workload's rows do not grow the
+/// table and its primary key between vacuums.
+const POSTGRES_STORAGE: &[&str] = &[
+    "ALTER TABLE observations SET (fillfactor = 70)",
+    "ALTER TABLE workloads SET (fillfactor = 70)",
 ];
 
 /// Columns added after their table was first released, for databases made
@@ -197,9 +209,9 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let specific = match self.backend {
-            Backend::Sqlite => SQLITE_SCHEMA,
-            Backend::Postgres => POSTGRES_SCHEMA,
+        let (specific, storage) = match self.backend {
+            Backend::Sqlite => (SQLITE_SCHEMA, &[][..]),
+            Backend::Postgres => (POSTGRES_SCHEMA, POSTGRES_STORAGE),
         };
         // One connection for the whole migration; on PostgreSQL replicas
         // starting together take turns (CREATE ... IF NOT EXISTS races there).
@@ -210,7 +222,7 @@ impl Store {
                 .await?;
         }
         let mut result = self.rename_tables(&mut conn).await;
-        for ddl in specific.iter().chain(COMMON_SCHEMA) {
+        for ddl in specific.iter().chain(COMMON_SCHEMA).chain(storage) {
             if result.is_err() {
                 break;
             }

@@ -4,7 +4,7 @@
 //! a container: it is observed with no container (naming the one would
 //! mean reading every process's descriptors for every socket).
 
-use palisade_common::judge::{self, EgressAllow};
+use palisade_common::judge::Judge;
 
 use super::*;
 
@@ -71,11 +71,10 @@ impl Monitor {
         let own: HashSet<u64> = procfs::socket_inodes(self.proc_root(), self.self_pid)
             .into_iter()
             .collect();
-        let egress_rules: Vec<(&RuntimePolicy, EgressAllow)> = bundle
+        let judges: Vec<(&RuntimePolicy, Judge)> = bundle
             .policies
             .iter()
-            .map(|p| (p, EgressAllow::of(&p.rules)))
-            .filter(|(_, allow)| allow.limits())
+            .map(|p| (p, Judge::new(&p.rules)))
             .collect();
         let sockets = sockets::all(self.proc_root());
         let listening: HashSet<(Proto, IpAddr, u16)> = sockets
@@ -105,10 +104,10 @@ impl Monitor {
             }
             match role {
                 SocketRole::Listener if self.sockets.listeners.insert(key) => {
-                    self.judge_listener(socket, bundle)
+                    self.judge_listener(socket, &judges)
                 }
                 SocketRole::Egress if self.sockets.egress.insert(key) => {
-                    self.judge_egress(socket, &egress_rules)
+                    self.judge_egress(socket, &judges)
                 }
                 _ => {}
             }
@@ -120,13 +119,13 @@ impl Monitor {
         self.sockets.observed.retain(|k| present.contains(k));
     }
 
-    pub(super) fn judge_listener(&self, socket: &Socket, bundle: &RuntimeBundle) {
+    pub(super) fn judge_listener(&self, socket: &Socket, judges: &[(&RuntimePolicy, Judge)]) {
         let port = socket.local.1;
         let policy = rules::reported_by(
-            bundle
-                .policies
+            judges
                 .iter()
-                .filter(|p| !judge::listener_allowed(&p.rules, port)),
+                .filter(|(_, judge)| !judge.listener_allowed(port))
+                .map(|(p, _)| *p),
             |p| self.weight(p, Rule::UnexpectedListener),
         );
         if let Some(policy) = policy {
@@ -141,16 +140,12 @@ impl Monitor {
         }
     }
 
-    pub(super) fn judge_egress(
-        &self,
-        socket: &Socket,
-        egress_rules: &[(&RuntimePolicy, EgressAllow)],
-    ) {
+    pub(super) fn judge_egress(&self, socket: &Socket, judges: &[(&RuntimePolicy, Judge)]) {
         let (ip, port) = socket.remote;
         let policy = rules::reported_by(
-            egress_rules
+            judges
                 .iter()
-                .filter(|(_, allow)| !allow.allows(ip, port))
+                .filter(|(_, judge)| !judge.egress_allowed(ip, port))
                 .map(|(p, _)| *p),
             |p| self.weight(p, Rule::UnexpectedEgress),
         );

@@ -15,12 +15,14 @@
 //!   comment line.
 
 mod draft;
+#[cfg(test)]
+mod fixtures;
 mod prevention;
 mod replay;
 mod yaml;
 
 pub use draft::{draft, DraftOptions, MANY_ADDRESSES, MAX_EGRESS};
-pub use replay::{replay, Replay, ReplayFinding, WorkloadReplay};
+pub use replay::{replay, selects, Replay, ReplayFinding, WorkloadReplay};
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

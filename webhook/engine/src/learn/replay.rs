@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use palisade_common::judge::{judge, Finding, Outcome};
-use palisade_common::observe::{Observed, ObservedKind, WorkloadObservations, WorkloadRef};
+use palisade_common::judge::{Finding, Judge, Outcome};
+use palisade_common::observe::{
+    Observed, ObservedKind, WorkloadObservations, WorkloadRecord, WorkloadRef,
+};
 use palisade_common::policy::{Mode, PolicyDocument};
 
 use super::{plural, printable, rfc3339, tally};
@@ -62,6 +64,17 @@ impl ReplayFinding {
     }
 }
 
+/// Whether `policy` reaches the enforcers of `workload`'s pods: it has
+/// runtime rules and its selector matches the workload's namespace and
+/// pod labels. Only these workloads' items are worth fetching for a replay.
+pub fn selects(policy: &PolicyDocument, workload: &WorkloadRecord) -> bool {
+    policy.spec.runtime.is_some()
+        && policy
+            .spec
+            .selector
+            .matches(&workload.workload.namespace, &workload.pod_labels)
+}
+
 /// Judges every item of every workload `policy` selects.
 pub fn replay(policy: &PolicyDocument, observed: &[WorkloadObservations]) -> Replay {
     let spec = &policy.spec;
@@ -77,12 +90,10 @@ pub fn replay(policy: &PolicyDocument, observed: &[WorkloadObservations]) -> Rep
         return replay;
     };
     let outcome = Outcome::of(spec.mode);
+    let judge = Judge::new(rules);
     for workload in observed {
         let record = &workload.workload;
-        if !spec
-            .selector
-            .matches(&record.workload.namespace, &record.pod_labels)
-        {
+        if !selects(policy, record) {
             replay.not_selected += 1;
             continue;
         }
@@ -90,7 +101,8 @@ pub fn replay(policy: &PolicyDocument, observed: &[WorkloadObservations]) -> Rep
         let mut findings: Vec<ReplayFinding> = items
             .iter()
             .flat_map(|(item, seen)| {
-                judge(rules, item)
+                judge
+                    .judge(item)
                     .into_iter()
                     .map(move |finding| ReplayFinding {
                         finding,
@@ -304,76 +316,15 @@ impl fmt::Display for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::learn::fixtures::*;
     use crate::learn::{draft, DraftOptions};
     use palisade_common::judge::{EXECUTABLE_NOT_ALLOWED, NEW_EXECUTABLE};
-    use palisade_common::observe::{ObservedRecord, Protocol, WorkloadRecord};
 
-    const T0: i64 = 1_796_630_462_000;
-    const SH: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-    const SERVER: &str = "2222222222222222222222222222222222222222222222222222222222222222";
-
-    fn record(item: Observed, count: u64) -> ObservedRecord {
-        ObservedRecord {
-            container: "app".into(),
-            item,
-            image: String::new(),
-            count,
-            first_ms: T0,
-            last_ms: T0 + 60_000,
-        }
-    }
-
-    fn exe(path: &str, sha256: &str, from_image: bool) -> Observed {
-        Observed::Executable {
-            path: path.into(),
-            sha256: Some(sha256.into()),
-            from_image,
-        }
-    }
-
-    fn web(namespace: &str) -> WorkloadObservations {
-        WorkloadObservations {
-            workload: WorkloadRecord {
-                workload: WorkloadRef {
-                    namespace: namespace.into(),
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                },
-                pod_labels: [("app".to_string(), "web".to_string())].into(),
-                mode: None,
-                first_ms: T0,
-                last_new_ms: T0,
-                last_seen_ms: T0 + 60_000,
-                items: 5,
-                overflow: 0,
-            },
-            observed: vec![
-                record(exe("/app/server", SERVER, true), 1),
-                record(exe("/bin/sh", SH, true), 3),
-                record(
-                    Observed::Process {
-                        name: "server".into(),
-                        parent: String::new(),
-                    },
-                    1,
-                ),
-                record(
-                    Observed::Listen {
-                        protocol: Protocol::Tcp,
-                        port: 8080,
-                    },
-                    1,
-                ),
-                record(
-                    Observed::Egress {
-                        address: "10.0.0.7".parse().unwrap(),
-                        port: 5432,
-                        protocol: Protocol::Tcp,
-                    },
-                    9,
-                ),
-            ],
-        }
+    /// `web` as recorded in `namespace`.
+    fn web_in(namespace: &str) -> WorkloadObservations {
+        let mut observed = web();
+        observed.workload.workload.namespace = namespace.into();
+        observed
     }
 
     fn drafted(mode: Mode) -> PolicyDocument {
@@ -381,27 +332,27 @@ mod tests {
             mode,
             zero_drift: false,
         };
-        PolicyDocument::from_yaml(&draft(&web("shop"), &options)).unwrap()
+        PolicyDocument::from_yaml(&draft(&web(), &options)).unwrap()
     }
 
     /// `web` with a shell copied to /tmp and run 41 times.
     fn attacked() -> WorkloadObservations {
-        let mut observed = web("shop");
+        let mut observed = web();
         observed.observed.push(record(exe("/tmp/x", SH, false), 41));
         observed
     }
 
     #[test]
     fn a_draft_replayed_against_what_it_was_drafted_from_finds_nothing() {
-        let replay = replay(&drafted(Mode::Enforce), &[web("shop")]);
+        let replay = replay(&drafted(Mode::Enforce), &[web()]);
         assert_eq!(replay.workloads.len(), 1);
-        assert_eq!(replay.workloads[0].judged, 5);
+        assert_eq!(replay.workloads[0].judged, 6);
         assert!(replay.workloads[0].findings.is_empty(), "{replay}");
         assert!(!replay.would_act());
         let text = replay.to_string();
         assert!(
             text.contains(
-                "shop/deployment/web: nothing would be reported or killed; 5 items judged"
+                "shop/deployment/web: nothing would be reported or killed; 6 items judged"
             ),
             "{text}"
         );
@@ -425,7 +376,7 @@ mod tests {
         let text = replay.to_string();
         assert!(
             text.contains(
-                "shop/deployment/web: would kill 1 distinct executable (41 execs); 6 items judged"
+                "shop/deployment/web: would kill 1 distinct executable (41 execs); 7 items judged"
             ),
             "{text}"
         );
@@ -468,7 +419,7 @@ mod tests {
             .workload
             .pod_labels
             .insert("app".into(), "api".into());
-        let replay = replay(&drafted(Mode::Enforce), &[web("other"), other_labels]);
+        let replay = replay(&drafted(Mode::Enforce), &[web_in("other"), other_labels]);
         assert!(replay.workloads.is_empty());
         assert_eq!(replay.not_selected, 2);
         assert!(!replay.would_act());
@@ -494,12 +445,12 @@ mod tests {
         let mut observed = attacked();
         let mut again = record(exe("/tmp/x", SH, false), 9);
         again.container = "sidecar".into();
-        again.last_ms = T0 + 120_000;
+        again.last_ms = T0 + 7_200_000;
         observed.observed.push(again);
         observed.workload.overflow = 3;
         let replay = replay(&drafted(Mode::Enforce), &[observed]);
         let finding = &replay.workloads[0].findings[0];
-        assert_eq!((finding.count, finding.last_ms), (50, T0 + 120_000));
+        assert_eq!((finding.count, finding.last_ms), (50, T0 + 7_200_000));
         assert_eq!(finding.containers, ["app", "sidecar"]);
         assert!(replay
             .to_string()

@@ -23,9 +23,6 @@ use super::{now_ms, Store, StoreError};
 /// numbers as doubles.
 const MAX_COUNT: i64 = (1 << 53) - 1;
 
-/// Most items one `observations_since` answer holds.
-pub const MAX_OBSERVATIONS_PAGE: i64 = 10_000;
-
 /// What one batch changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recorded {
@@ -249,71 +246,6 @@ impl Store {
             workload: record,
             observed,
         }))
-    }
-
-    /// Items of every workload (of `namespace`, when given) last seen at
-    /// or after `since_ms`, grouped by workload. Bounded: the `limit`
-    /// (at most [`MAX_OBSERVATIONS_PAGE`]) items seen longest ago are
-    /// answered, oldest first within each workload; an answer of `limit`
-    /// items may have more after it, which asking again from its newest
-    /// `lastMs` returns.
-    pub async fn observations_since(
-        &self,
-        since_ms: i64,
-        namespace: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<WorkloadObservations>, StoreError> {
-        let mut sql = String::from(
-            "SELECT namespace, kind, name, container, item, image, count, first_ms, last_ms
-             FROM observations WHERE last_ms >= ?",
-        );
-        if namespace.is_some() {
-            sql.push_str(" AND namespace = ?");
-        }
-        sql.push_str(
-            " ORDER BY last_ms, namespace, kind, name, container, item_kind, item_key LIMIT ?",
-        );
-        let sql = self.sql(&sql);
-        let mut query = sqlx::query(&sql).bind(since_ms);
-        if let Some(ns) = namespace {
-            query = query.bind(ns);
-        }
-        let rows = query
-            .bind(limit.clamp(1, MAX_OBSERVATIONS_PAGE))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut grouped: BTreeMap<WorkloadRef, Vec<ObservedRecord>> = BTreeMap::new();
-        for row in &rows {
-            let workload = WorkloadRef {
-                namespace: row.try_get("namespace")?,
-                kind: row.try_get("kind")?,
-                name: row.try_get("name")?,
-            };
-            let record = observed_record(&workload, row)?;
-            grouped.entry(workload).or_default().push(record);
-        }
-        let by_workload = format!(
-            "SELECT {WORKLOAD_COLUMNS} FROM workloads WHERE namespace = ? AND kind = ? AND name = ?"
-        );
-        let by_workload = self.sql(&by_workload);
-        let mut answer = Vec::with_capacity(grouped.len());
-        for (workload, observed) in grouped {
-            let row = sqlx::query(&by_workload)
-                .bind(&workload.namespace)
-                .bind(&workload.kind)
-                .bind(&workload.name)
-                .fetch_optional(&self.pool)
-                .await?;
-            // Items and their workload are written in one transaction; a
-            // workload missing here was never stored.
-            if let Some(row) = row {
-                answer.push(WorkloadObservations {
-                    workload: workload_record(&row)?,
-                    observed,
-                });
-            }
-        }
-        Ok(answer)
     }
 }
 
@@ -724,25 +656,6 @@ mod tests {
                 .unwrap()
                 .is_none());
 
-            let since = store.observations_since(200, None, 100).await.unwrap();
-            assert_eq!(
-                since
-                    .iter()
-                    .map(|w| (w.workload.workload.name.as_str(), w.observed.len()))
-                    .collect::<Vec<_>>(),
-                [("cart", 1), ("web", 1)]
-            );
-            let shop = store
-                .observations_since(0, Some("shop"), 100)
-                .await
-                .unwrap();
-            assert_eq!(shop.len(), 1);
-            assert_eq!(shop[0].observed.len(), 2);
-            assert_eq!(shop[0].workload.pod_labels, labels());
-            // Bounded: the oldest items first.
-            let one = store.observations_since(0, None, 1).await.unwrap();
-            assert_eq!(one.len(), 1);
-            assert_eq!(one[0].observed[0].item, listen(80));
             assert_eq!(store.workloads(None).await.unwrap().len(), 2);
             assert_eq!(
                 store.workloads(Some("billing")).await.unwrap()[0].workload,

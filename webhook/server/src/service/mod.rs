@@ -16,7 +16,6 @@
 //! | GET | `/api/v1/enforcers` | admin | every enforcer, whether it is reporting, which protections it reports off |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 //! | POST | `/api/v1/observations` | enforcer | what a pod's enforcer saw, summed; added to its workload's totals |
-//! | GET | `/api/v1/observations` | admin | items of every workload last seen since `since` (bounded) |
 //! | GET | `/api/v1/workloads` | admin | workloads observed, with the mode of the runtime policies selecting them |
 //! | GET | `/api/v1/workloads/{namespace}/{kind}/{name}` | admin | one workload's observed items; `?since=` |
 
@@ -43,9 +42,7 @@ use crate::workloads::WorkloadResolver;
 use auth::{Author, Role, Tokens};
 pub(crate) use error::{Answer, ApiError};
 use palisade_engine::settings::ServiceSettings;
-use query::{
-    BundleQuery, EventsQuery, ObservationsQuery, PolicyQuery, WorkloadQuery, WorkloadsQuery,
-};
+use query::{BundleQuery, EventsQuery, PolicyQuery, WorkloadQuery, WorkloadsQuery};
 
 pub struct ServiceState {
     pub settings: ServiceSettings,
@@ -213,14 +210,6 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(limited_body(max_body))
         .and(with_state.clone())
         .then(observations::ingest);
-    let observed = api
-        .and(warp::path("observations"))
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(admin.clone())
-        .and(warp::query::<ObservationsQuery>())
-        .and(with_state.clone())
-        .then(observations::observations_since);
     let workloads = api
         .and(warp::path("workloads"))
         .and(warp::path::end())
@@ -261,8 +250,6 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .or(events)
         .unify()
         .or(observe)
-        .unify()
-        .or(observed)
         .unify()
         .or(workloads)
         .unify()

@@ -150,42 +150,6 @@ impl WorkloadQuery {
     }
 }
 
-/// `GET /api/v1/observations`, as sent.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ObservationsQuery {
-    pub since: Option<String>,
-    pub namespace: Option<String>,
-    pub limit: Option<String>,
-}
-
-/// `GET /api/v1/observations`, understood.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ObservationsRequest {
-    pub since_ms: i64,
-    pub namespace: Option<String>,
-    /// Items at most (the store caps it further).
-    pub limit: i64,
-}
-
-/// Items `GET /api/v1/observations` answers when not told: as many as it
-/// ever does, so that a client unaware of the bound misses nothing short
-/// of it.
-pub const DEFAULT_OBSERVATIONS_LIMIT: i64 = crate::db::MAX_OBSERVATIONS_PAGE;
-
-impl ObservationsQuery {
-    /// `since` is required: "everything ever seen" is a question for the
-    /// per-workload route, not for one answer across the cluster.
-    pub fn parse(self) -> Result<ObservationsRequest, QueryError> {
-        Ok(ObservationsRequest {
-            since_ms: number("since", self.since.as_deref())?
-                .ok_or(QueryError::Missing("since"))?,
-            limit: number("limit", self.limit.as_deref())?.unwrap_or(DEFAULT_OBSERVATIONS_LIMIT),
-            namespace: self.namespace.filter(|n| !n.is_empty()),
-        })
-    }
-}
-
 fn number(key: &'static str, value: Option<&str>) -> Result<Option<i64>, QueryError> {
     value
         .map(|v| v.parse::<i64>().map_err(|_| QueryError::Number(key)))
@@ -251,26 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn observations_need_a_since_and_name_a_bad_number() {
-        assert_eq!(
-            ObservationsQuery::default().parse(),
-            Err(QueryError::Missing("since"))
-        );
-        let request = ObservationsQuery {
-            since: Some("1000".into()),
-            namespace: Some(String::new()),
-            limit: None,
-        }
-        .parse()
-        .unwrap();
-        assert_eq!(
-            request,
-            ObservationsRequest {
-                since_ms: 1000,
-                namespace: None,
-                limit: DEFAULT_OBSERVATIONS_LIMIT
-            }
-        );
+    fn workload_query_names_a_bad_number() {
         let err = WorkloadQuery {
             since: Some("1h".into()),
         }

@@ -12,8 +12,7 @@ use palisade_common::observe::{
 use palisade_common::policy::{Mode, PolicyDocument};
 use palisade_common::wire::IngestResult;
 
-use crate::db::MAX_OBSERVATIONS_PAGE;
-use crate::service::query::{ObservationsQuery, WorkloadQuery, WorkloadsQuery};
+use crate::service::query::{WorkloadQuery, WorkloadsQuery};
 use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
 /// `POST /api/v1/observations`: one enforcer's sums, added to its
@@ -116,26 +115,6 @@ pub async fn get_workload(
              (GET /api/v1/workloads lists the workloads observed)"
         ))),
     }
-}
-
-/// `GET /api/v1/observations?since=[&namespace=][&limit=]`.
-pub async fn observations_since(query: ObservationsQuery, state: Arc<ServiceState>) -> Answer {
-    let request = query
-        .parse()
-        .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
-    let mut found = state
-        .store
-        .observations_since(
-            request.since_ms,
-            request.namespace.as_deref(),
-            request.limit.clamp(1, MAX_OBSERVATIONS_PAGE),
-        )
-        .await?;
-    let policies = state.policies.current();
-    for entry in &mut found {
-        with_mode(&mut entry.workload, policies.documents());
-    }
-    ok(&found)
 }
 
 fn with_mode<'a>(record: &mut WorkloadRecord, policies: impl Iterator<Item = &'a PolicyDocument>) {
