@@ -162,12 +162,8 @@ learn_section() {
   echo "| its draft in-process: median | $(f "$draft" draft_p50_ms) ms |"
   echo "| \`palisade policy draft\` of it, process start to YAML: median of 10 | $learn_cli_draft_ms ms |"
   echo "| \`palisade policy replay --since 7d\` of that draft over the namespace: median of 5 | $learn_cli_replay_ms ms |"
-  echo "| items that replay judged / items stored | $learn_replay_judged / $(f "$last" rows) |"
+  echo "| items replay judged (one item seen in two containers is one) / rows stored | $learn_replay_judged / $(f "$last" rows) |"
   echo
-  if (($(f "$last" rows) > learn_replay_judged)); then
-    echo "Replay judged fewer items than are stored: it reads the items of the workloads the draft selects, last seen within \`--since\`."
-    echo
-  fi
   c0=$(churn_cpu 0) c100=$(churn_cpu 100)
   if [[ -n "$c0" && -n "$c100" ]]; then
     per_exec_us=$(awk -v a="$c100" -v b="$c0" 'BEGIN{printf "%.0f", (a - b) * 100}')

@@ -167,11 +167,17 @@ pub async fn replay(
     })
 }
 
+/// How far the service's clock (a workload's `lastSeenMs`) may trail the
+/// enforcers' (an item's `lastMs`) and this machine's (`--since`) before a
+/// workload seen in the window is taken for one seen before it.
+const CLOCK_MARGIN_MS: i64 = 5 * 60 * 1000;
+
 /// What workloads recorded since `from`. The workloads a policy selects
 /// come with every item they showed in the window, read per workload, so
 /// the answer is bounded by the service's per-workload item bound and
 /// never cut short by a page; the others come with no items, for the
-/// replay to count as not selected.
+/// replay to count as not selected. A selected workload with no item in
+/// the window is left out.
 async fn recorded_since(
     client: &Client,
     policies: &[PolicyDocument],
@@ -180,7 +186,7 @@ async fn recorded_since(
 ) -> Result<Vec<WorkloadObservations>, ClientError> {
     let mut recorded = Vec::new();
     for record in client.workloads(namespace).await? {
-        if record.last_seen_ms < from {
+        if record.last_seen_ms.saturating_add(CLOCK_MARGIN_MS) < from {
             continue;
         }
         if !policies
@@ -199,9 +205,17 @@ async fn recorded_since(
             .workload(&workload.namespace, &kind, &workload.name, Some(from))
             .await
         {
+            Ok(found) if found.observed.is_empty() => {}
             Ok(found) => recorded.push(found),
             // Gone between the list and the read: nothing left to judge.
             Err(ClientError::Api { status, .. }) if status == StatusCode::NOT_FOUND => {}
+            // Not addressable by the per-workload route (enforcers can post
+            // any pod name): the rest of the replay still stands.
+            Err(ClientError::ObjectName(name)) => {
+                eprintln!(
+                    "warning: workload {workload} not judged: {name:?} is not a Kubernetes name"
+                )
+            }
             Err(e) => return Err(e),
         }
     }

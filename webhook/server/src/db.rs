@@ -120,12 +120,15 @@ const COMMON_SCHEMA: &[&str] = &[
         item TEXT NOT NULL, image TEXT NOT NULL, count BIGINT NOT NULL,
         first_ms BIGINT NOT NULL, last_ms BIGINT NOT NULL,
         PRIMARY KEY (namespace, kind, name, container, item_kind, item_key))",
-    // Earlier releases indexed items by when last seen. Every batch moves
-    // `last_ms`, so that index took a new entry per counted item (on
-    // PostgreSQL no update stayed heap-only) and held most of the table's
-    // size; items are read per workload, by primary key.
-    "DROP INDEX IF EXISTS observations_by_time",
 ];
+
+/// Earlier releases indexed items by when last seen. Every batch moves
+/// `last_ms`, so that index took a new entry per counted item (on
+/// PostgreSQL no update stayed heap-only) and held most of the table's
+/// size; items are read per workload, by primary key. PostgreSQL drops it
+/// without blocking the replicas still ingesting during an upgrade.
+const SQLITE_DROPPED: &[&str] = &["DROP INDEX IF EXISTS observations_by_time"];
+const POSTGRES_DROPPED: &[&str] = &["DROP INDEX CONCURRENTLY IF EXISTS observations_by_time"];
 
 /// PostgreSQL storage settings, after the tables exist. Room in each page
 /// lets a counter update write its new row version beside the old one
@@ -209,9 +212,9 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let (specific, storage) = match self.backend {
-            Backend::Sqlite => (SQLITE_SCHEMA, &[][..]),
-            Backend::Postgres => (POSTGRES_SCHEMA, POSTGRES_STORAGE),
+        let (specific, dropped, storage) = match self.backend {
+            Backend::Sqlite => (SQLITE_SCHEMA, SQLITE_DROPPED, &[][..]),
+            Backend::Postgres => (POSTGRES_SCHEMA, POSTGRES_DROPPED, POSTGRES_STORAGE),
         };
         // One connection for the whole migration; on PostgreSQL replicas
         // starting together take turns (CREATE ... IF NOT EXISTS races there).
@@ -222,7 +225,12 @@ impl Store {
                 .await?;
         }
         let mut result = self.rename_tables(&mut conn).await;
-        for ddl in specific.iter().chain(COMMON_SCHEMA).chain(storage) {
+        let all = specific
+            .iter()
+            .chain(COMMON_SCHEMA)
+            .chain(dropped)
+            .chain(storage);
+        for ddl in all {
             if result.is_err() {
                 break;
             }
@@ -449,6 +457,45 @@ mod tests {
                 .expect("PostgreSQL reachable");
             check(Store::open(&url).await.unwrap()).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_time_index_of_earlier_releases_is_dropped_and_postgres_pages_keep_room() {
+        each_backend(|store| async move {
+            // As an earlier release left it.
+            sqlx::query("CREATE INDEX observations_by_time ON observations (last_ms)")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            let indexes: i64 = match store.backend {
+                Backend::Sqlite => sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master
+                     WHERE type = 'index' AND name = 'observations_by_time'",
+                ),
+                Backend::Postgres => sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'observations_by_time'",
+                ),
+            }
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            assert_eq!(indexes, 0, "{:?}", store.backend);
+            if store.backend == Backend::Postgres {
+                for table in ["observations", "workloads"] {
+                    let options: String = sqlx::query_scalar(
+                        "SELECT array_to_string(reloptions, ',') FROM pg_class
+                         WHERE relname = $1",
+                    )
+                    .bind(table)
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+                    assert_eq!(options, "fillfactor=70", "{table}");
+                }
+            }
+        })
+        .await;
     }
 
     #[tokio::test]
