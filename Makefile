@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images chart run test lint fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection bench-audit fuzz clean
+.PHONY: help build build-static images chart run test test-clippy lint lint-files lint-builds fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection bench-audit fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,16 +56,32 @@ run: ## Run the webhook with embedded defaults (self-signed TLS on :8443, polici
 	$(CARGO) run --release -p palisade --bin palisade -- serve
 
 test: ## Unit and integration tests (real server on 127.0.0.1; SQLite and, when installed, PostgreSQL)
-	bash tests/with-postgres.sh $(CARGO) test --workspace
+	bash tests/with-postgres.sh $(CARGO) test --workspace $(TEST_FLAGS)
 
-lint: ## rustfmt, clippy (warnings are errors), shellcheck on every tracked shell script, chart appVersion = Cargo version, relative links in README.md and docs/ resolve
+# CI's tests and clippy in one compile: clippy-driver compiles the
+# workspace's own crates for the tests (RUSTC_WORKSPACE_WRAPPER; the
+# dependencies are plain rustc) and reports clippy's findings on the way,
+# as errors. `make lint` would compile every crate a second time, check
+# only. --all-targets: the benchmarks are linted (and run once) too.
+test-clippy: ## make test, with clippy's findings as errors, and the lint that needs no compile
+	$(MAKE) lint-files
+	RUSTC_WORKSPACE_WRAPPER="$$(command -v clippy-driver)" RUSTFLAGS="-D warnings" \
+	  $(MAKE) test TEST_FLAGS=--all-targets
+	$(MAKE) lint-builds
+
+lint: lint-files ## rustfmt, clippy (warnings are errors), shellcheck on every tracked shell script, chart appVersion = Cargo version, relative links in README.md and docs/ resolve
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MAKE) lint-builds
+
+lint-files: ## The lint that compiles nothing: chart appVersion, links, shellcheck, rustfmt
 	@grep -qx "appVersion: \"$(VERSION)\"" helm/palisade/Chart.yaml || \
 	  { echo "helm/palisade/Chart.yaml appVersion must be $(VERSION) (Cargo.toml): the chart's default images are what make images builds"; exit 1; }
 	python3 tests/check-links.py
 	@# Any finding fails (xargs exits non-zero); settings in .shellcheckrc.
 	git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck -x
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint-builds: ## Builds other than the workspace's default: no server feature, the fuzz target
 	@# The engine stands alone, and the CLI without `serve` links no server.
 	$(CARGO) check -p palisade-engine -p palisade --no-default-features
 	@# The fuzz target lives outside the workspace: keep it compiling on stable.
