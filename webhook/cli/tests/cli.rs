@@ -646,22 +646,41 @@ fn executable(path: &str, sha256: &str, from_image: bool) -> Observed {
     }
 }
 
+/// `palisade ARGS` as an admin of `server`.
+fn palisade_as_admin(server: &TestServer, args: &[&str]) -> Output {
+    let ca = server.tls_dir.path().join("ca.crt");
+    let token = server.admin_token();
+    let mut all = args.to_vec();
+    all.extend([
+        "--server",
+        &server.base,
+        "--token",
+        &token,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    tokio::task::block_in_place(|| palisade(&all, None))
+}
+
+/// Posts `batch` as its pod's enforcer would; the service must take it.
+async fn post_observations(server: &TestServer, batch: &ObservationBatch) {
+    let resp = server
+        .client
+        .post(format!("{}/api/v1/observations", server.base))
+        .bearer_auth(server.report_token())
+        .json(batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_draft_and_replay_learn_from_what_an_enforcer_posted() {
     let server = start(&repo_policies()).await;
     let post = |batch: ObservationBatch| {
         let server = &server;
-        async move {
-            let resp = server
-                .client
-                .post(format!("{}/api/v1/observations", server.base))
-                .bearer_auth(server.report_token())
-                .json(&batch)
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
-        }
+        async move { post_observations(server, &batch).await }
     };
     post(observed(vec![
         (executable("/app/server", SERVER_SHA, true), 3),
@@ -690,20 +709,7 @@ async fn policy_draft_and_replay_learn_from_what_an_enforcer_posted() {
     ]))
     .await;
 
-    let ca = server.tls_dir.path().join("ca.crt");
-    let token = server.admin_token();
-    let run = |extra: &[&str]| {
-        let mut args: Vec<&str> = extra.to_vec();
-        args.extend([
-            "--server",
-            &server.base,
-            "--token",
-            &token,
-            "--ca-file",
-            ca.to_str().unwrap(),
-        ]);
-        tokio::task::block_in_place(|| palisade(&args, None))
-    };
+    let run = |args: &[&str]| palisade_as_admin(&server, args);
 
     // The draft: a valid policy with what the enforcer saw, commented.
     let out = run(&["policy", "draft", "pod/web-0", "-n", "learn"]);
@@ -847,15 +853,7 @@ async fn replay_judges_every_item_of_the_workloads_it_selects() {
                 observations: chunk.to_vec(),
                 overflow: 0,
             };
-            let resp = server
-                .client
-                .post(format!("{}/api/v1/observations", server.base))
-                .bearer_auth(server.report_token())
-                .json(&batch)
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+            post_observations(&server, &batch).await;
         }
     }
     let policy = "apiVersion: palisade.dev/v1alpha1
@@ -869,26 +867,10 @@ spec:
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("no-egress.yaml");
     std::fs::write(&file, policy).unwrap();
-    let ca = server.tls_dir.path().join("ca.crt");
-    let token = server.admin_token();
-    let out = tokio::task::block_in_place(|| {
-        palisade(
-            &[
-                "policy",
-                "replay",
-                file.to_str().unwrap(),
-                "--since",
-                "1h",
-                "--server",
-                &server.base,
-                "--token",
-                &token,
-                "--ca-file",
-                ca.to_str().unwrap(),
-            ],
-            None,
-        )
-    });
+    let out = palisade_as_admin(
+        &server,
+        &["policy", "replay", file.to_str().unwrap(), "--since", "1h"],
+    );
     let replay = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     for pod in 0..PODS {
