@@ -70,12 +70,8 @@ enum Command {
     },
     /// Report ingestion: batches of --batch events from --connections clients.
     Ingest {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long)]
-        ca: PathBuf,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        service: Service,
         #[arg(long, default_value_t = 100)]
         batch: usize,
         #[arg(long, default_value_t = 4)]
@@ -87,12 +83,8 @@ enum Command {
     },
     /// Policy propagation to --pollers waiting enforcers.
     Propagation {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long)]
-        ca: PathBuf,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        service: Service,
         #[arg(long, default_value_t = 1000)]
         pollers: usize,
     },
@@ -111,12 +103,8 @@ enum Command {
     /// per hour (database size read from --database), then one for
     /// fetching and drafting the largest workload.
     Observe {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long)]
-        ca: PathBuf,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        service: Service,
         /// The service's database: `sqlite://PATH` or `postgres://...`.
         #[arg(long)]
         database: String,
@@ -144,6 +132,23 @@ enum Command {
     },
 }
 
+/// The policy service a measurement talks to, and the token it sends.
+#[derive(clap::Args)]
+struct Service {
+    #[arg(long)]
+    addr: SocketAddr,
+    #[arg(long)]
+    ca: PathBuf,
+    #[arg(long)]
+    token: String,
+}
+
+impl Service {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(self.addr, &self.ca)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -167,17 +172,15 @@ async fn main() -> anyhow::Result<()> {
             run.compare(&targets).await
         }
         Command::Ingest {
-            addr,
-            ca,
-            token,
+            service,
             batch,
             connections,
             seconds,
             label,
         } => {
             ingest(
-                Client::new(addr, &ca)?,
-                token,
+                service.client()?,
+                service.token,
                 batch,
                 connections,
                 seconds,
@@ -185,21 +188,16 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Propagation {
-            addr,
-            ca,
-            token,
-            pollers,
-        } => propagation(Client::new(addr, &ca)?, token, pollers).await,
+        Command::Propagation { service, pollers } => {
+            propagation(service.client()?, service.token, pollers).await
+        }
         Command::Lookup {
             image,
             registry,
             iterations,
         } => lookup(&image, &registry, iterations).await,
         Command::Observe {
-            addr,
-            ca,
-            token,
+            service,
             database,
             namespace,
             pods,
@@ -221,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 fetches,
             };
-            observe::run(Client::new(addr, &ca)?, token, &database, simulation).await
+            observe::run(service.client()?, service.token, &database, simulation).await
         }
     }
 }
