@@ -3,7 +3,7 @@
 CARGO ?= cargo
 E2E_CACHE ?= $(HOME)/.cache/palisade-e2e
 
-.PHONY: help build build-static images chart run test test-clippy lint lint-files lint-builds fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection bench-audit fuzz clean
+.PHONY: help build build-static images chart run test test-clippy lint lint-files lint-builds fmt e2e e2e-kube e2e-pod e2e-node e2e-launcher e2e-binaries bench bench-images bench-detection bench-audit bench-fleet fuzz clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ bench-detection: build-static ## Enforcer detection rates by process lifetime, C
 
 bench-audit: e2e-binaries build-static ## Background audit at 1000 workloads on a real control plane: writes, time, memory (updates bench/RESULTS.md)
 	PALISADE_E2E_CACHE=$(E2E_CACHE) PALISADE_BIN=$(PALISADE_STATIC) bash bench/audit.sh --update bench/RESULTS.md
+
+bench-fleet: ## 10,000 simulated enforcers on two replicas sharing PostgreSQL (and one on SQLite, and 30,000): memory, push latency, back-pressure (updates bench/RESULTS.md)
+	bash bench/fleet.sh --update bench/RESULTS.md
 
 bench-images: images ## Refresh only the image-size, detection and e2e-node sections of bench/RESULTS.md
 	IMAGES_DIR=$(IMAGES_DIR) bash bench/images.sh --update bench/RESULTS.md

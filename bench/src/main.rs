@@ -11,6 +11,8 @@
 //! - `lookup`: `/mutate` of a confined pod whose image sets its own command,
 //!   decode to encode, with the image looked up in a real registry: on a
 //!   cache miss (a fresh resolver) and on a hit.
+//! - `fleet`: thousands of simulated enforcers against replicas
+//!   ([`fleet`]): connections, heartbeats, events, push arrival.
 //! - `observe`: busy pods' enforcers sending observation batches, hour by
 //!   hour of simulated time; database size, rows and ingest rate after each
 //!   hour, then fetching and drafting the largest workload ([`observe`]).
@@ -34,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+mod fleet;
 mod observe;
 
 #[derive(Parser)]
@@ -98,6 +101,8 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// Simulated enforcers against one or more replicas (`make bench-fleet`).
+    Fleet(fleet::FleetArgs),
     /// Observation batches from --pods busy pods every --interval seconds
     /// of simulated time, --hours hours sent back to back; one JSON line
     /// per hour (database size read from --database), then one for
@@ -188,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Fleet(args) => fleet::run(args).await,
         Command::Propagation { service, pollers } => {
             propagation(service.client()?, service.token, pollers).await
         }

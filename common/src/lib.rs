@@ -1,6 +1,7 @@
 //! Types shared by the Palisade control plane (`palisade`) and the runtime
 //! enforcer (`palisade-enforcer`).
 
+pub mod backoff;
 pub mod exception;
 pub mod judge;
 pub mod launch;

@@ -76,10 +76,11 @@ fn main() -> anyhow::Result<()> {
     }
     let fetcher = {
         let (settings, holder, stop) = (settings.clone(), holder.clone(), stop.clone());
+        let reporter = reporter.clone();
         std::thread::Builder::new()
             .name("policy".into())
             .stack_size(256 * 1024)
-            .spawn(move || policy::fetch_loop(policy_client, settings, holder, stop))
+            .spawn(move || policy::sync_loop(policy_client, settings, holder, reporter, stop))
             .context("starting the policy thread")?
     };
 

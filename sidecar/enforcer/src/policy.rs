@@ -1,16 +1,18 @@
 //! The runtime policy in force: fetched from the policy service by
-//! long-poll, cached on disk (the last good one survives restarts and
+//! long-poll (which carries the periodic heartbeat too), cached on disk (the last good one survives restarts and
 //! outages), or built-in audit defaults when neither is available.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use palisade_common::backoff::{self, Backoff};
 use palisade_common::policy::{Mode, RuntimeRules};
-use palisade_common::wire::{RuntimeBundle, RuntimePolicy};
+use palisade_common::wire::{EnforcerState, Heartbeat, RuntimeBundle, RuntimePolicy};
 
 use crate::config::Settings;
+use crate::report::{Reporter, SendError};
 
 const CACHE_FILE: &str = "policy.json";
 const LONG_POLL_SECS: u64 = 25;
@@ -81,63 +83,137 @@ fn save_cache(state_dir: &Path, bundle: &RuntimeBundle) -> std::io::Result<()> {
     std::fs::rename(tmp, cache_path(state_dir))
 }
 
-/// Long-polls the service for changes until `stop`; on errors keeps the
-/// current policy and retries with backoff.
-pub fn fetch_loop(
+/// Long-polls the service for changes until `stop`, each poll carrying
+/// this enforcer's heartbeat (`POST /api/v1/sync`): one connection per
+/// enforcer, one request per heartbeat interval. On errors keeps the
+/// current policy and retries after the shared backoff (never before the
+/// service's `Retry-After`). A service of an earlier release, without
+/// `/sync`, gets a heartbeat and a `GET /api/v1/bundle` long-poll instead,
+/// and `/sync` is tried again every [`RETRY_SYNC_AFTER`].
+pub fn sync_loop(
     client: ureq::Agent,
     settings: Settings,
     holder: Arc<PolicyHolder>,
+    reporter: Reporter,
     stop: Arc<AtomicBool>,
 ) {
     let Some(base) = settings.policy_url.clone() else {
         return;
     };
-    let url = format!("{}/api/v1/bundle", base.trim_end_matches('/'));
-    let labels = settings.labels_query();
-    let mut backoff = Duration::from_millis(500);
+    let service = Service {
+        client,
+        base: format!("{}/api/v1", base.trim_end_matches('/')),
+        settings: &settings,
+    };
+    let mut backoff = Backoff::default();
+    let mut without_sync_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let etag = holder.current().etag.clone();
-        let mut request = client
-            .get(&url)
-            .query("namespace", &settings.pod.namespace)
-            .query("labels", &labels)
-            .query("etag", &etag)
-            .query("wait", LONG_POLL_SECS.to_string());
-        if let Some(header) = settings.token.as_ref().and_then(|t| t.header()) {
-            request = request.header("Authorization", &header);
-        }
-        match request.call() {
-            Ok(mut resp) if resp.status() == 200 => {
-                match resp.body_mut().read_json::<RuntimeBundle>() {
-                    Ok(bundle) => {
-                        tracing::info!(etag = %bundle.etag, policies = bundle.policies.len(), "runtime policy updated");
-                        if let Err(e) = save_cache(&settings.state_dir, &bundle) {
-                            tracing::warn!(error = %e, "cannot cache the policy");
-                        }
-                        holder.replace(bundle);
-                        backoff = Duration::from_millis(500);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable policy from the service; keeping the current one");
-                        sleep_unless_stopped(&stop, backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
+        let beat = reporter.heartbeat(&settings, EnforcerState::Running, "", &etag);
+        // Long-polls that one push ended together must not stay together.
+        let wait = backoff::jittered(
+            settings.heartbeat.min(Duration::from_secs(LONG_POLL_SECS)),
+            WAIT_SPREAD,
+            fastrand::f64(),
+        );
+        let legacy = without_sync_since.is_some_and(|t| t.elapsed() < RETRY_SYNC_AFTER);
+        let round = match legacy {
+            false => service.sync(&beat, &etag, wait),
+            true => service.heartbeat_then_poll(&beat, &etag, wait),
+        };
+        match round {
+            Ok(Round::Updated(bundle)) => {
+                tracing::info!(etag = %bundle.etag, policies = bundle.policies.len(), "runtime policy updated");
+                if let Err(e) = save_cache(&settings.state_dir, &bundle) {
+                    tracing::warn!(error = %e, "cannot cache the policy");
                 }
+                holder.replace(bundle);
+                backoff.succeeded();
             }
-            Ok(resp) if resp.status() == 304 => backoff = Duration::from_millis(500),
-            Ok(resp) => {
-                tracing::warn!(
-                    status = resp.status().as_u16(),
-                    "policy service refused the policy request"
-                );
-                sleep_unless_stopped(&stop, backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            Ok(Round::Unchanged) => backoff.succeeded(),
+            Ok(Round::NoSync) => {
+                tracing::info!("the policy service has no /api/v1/sync (an earlier release); heartbeats go apart");
+                without_sync_since = Some(Instant::now());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "policy service unreachable; keeping the current policy");
-                sleep_unless_stopped(&stop, backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::warn!(error = %e, "policy service did not answer the policy request; keeping the current policy");
+                let pause = backoff.failed(e.retry_after(), fastrand::f64());
+                sleep_unless_stopped(&stop, pause);
             }
+        }
+    }
+}
+
+/// Share of the long-poll left out at random (see [`backoff::jittered`]).
+const WAIT_SPREAD: f64 = 0.2;
+/// How long an enforcer speaks the earlier protocol before asking again.
+const RETRY_SYNC_AFTER: Duration = Duration::from_secs(600);
+
+/// How one long-poll ended.
+enum Round {
+    Updated(RuntimeBundle),
+    Unchanged,
+    /// The service does not know `/sync`.
+    NoSync,
+}
+
+struct Service<'a> {
+    client: ureq::Agent,
+    /// `https://.../api/v1`
+    base: String,
+    settings: &'a Settings,
+}
+
+impl Service<'_> {
+    fn sync(&self, beat: &Heartbeat, etag: &str, wait: Duration) -> Result<Round, SendError> {
+        let request = self
+            .authorized(self.client.post(format!("{}/sync", self.base)))
+            .query("namespace", &self.settings.pod.namespace)
+            .query("labels", self.settings.labels_query())
+            .query("etag", etag)
+            .query("wait", format!("{:.3}", wait.as_secs_f64()));
+        let response = request.send_json(beat)?;
+        if response.status() == 404 {
+            return Ok(Round::NoSync);
+        }
+        Self::round(response)
+    }
+
+    /// The earlier protocol: a heartbeat, then a long-poll in whole seconds.
+    fn heartbeat_then_poll(
+        &self,
+        beat: &Heartbeat,
+        etag: &str,
+        wait: Duration,
+    ) -> Result<Round, SendError> {
+        let beat = self
+            .authorized(self.client.post(format!("{}/heartbeat", self.base)))
+            .send_json(beat);
+        if let Err(e) = beat {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+        }
+        let response = self
+            .authorized(self.client.get(format!("{}/bundle", self.base)))
+            .query("namespace", &self.settings.pod.namespace)
+            .query("labels", self.settings.labels_query())
+            .query("etag", etag)
+            .query("wait", wait.as_secs().max(1).to_string())
+            .call()?;
+        Self::round(response)
+    }
+
+    fn round(mut response: ureq::http::Response<ureq::Body>) -> Result<Round, SendError> {
+        match response.status().as_u16() {
+            200 => Ok(Round::Updated(response.body_mut().read_json()?)),
+            304 => Ok(Round::Unchanged),
+            _ => Err(SendError::from_response(&response)),
+        }
+    }
+
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.settings.token.as_ref().and_then(|t| t.header()) {
+            Some(header) => request.header("Authorization", &header),
+            None => request,
         }
     }
 }

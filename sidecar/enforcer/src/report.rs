@@ -7,8 +7,10 @@
 //! The queue is bounded. When it is full, file events make room for
 //! process and socket evidence, never the reverse; what cannot be kept is
 //! counted, reported as `enforcer/events-dropped` and carried in every
-//! heartbeat. A heartbeat goes to the service at a fixed interval, so it
-//! notices an enforcer that was stopped or killed.
+//! heartbeat. A heartbeat goes to the service at a fixed interval (riding
+//! the policy long-poll, see `policy`), so it notices an enforcer that was
+//! stopped or killed; this sender adds one at once when what it says
+//! changes, and a last one when the enforcer stops.
 //!
 //! Observations (what the pod was seen doing, see `observations`) travel
 //! the same way with less ceremony: summed in memory, sent every interval
@@ -25,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use palisade_common::backoff;
 use palisade_common::observe::{ObservationBatch, Observed};
 use palisade_common::policy::Mode;
 use palisade_common::wire::{
@@ -51,8 +54,41 @@ pub const SPOOL_FILE: &str = "spool.jsonl";
 pub enum SendError {
     #[error("HTTP {0}")]
     Status(u16),
+    /// `429`/`503`: the service asks to be left alone this long.
+    #[error("HTTP {status}: the service is busy")]
+    Busy {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     Transport(#[from] ureq::Error),
+}
+
+impl SendError {
+    /// An answer that is not a success: `Busy` when the service asked for
+    /// a pause.
+    pub fn from_response<B>(response: &ureq::http::Response<B>) -> Self {
+        let status = response.status().as_u16();
+        match status {
+            429 | 503 => SendError::Busy {
+                status,
+                retry_after: backoff::retry_after(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                ),
+            },
+            s => SendError::Status(s),
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Cheap to clone; `report` never waits for the network.
@@ -77,6 +113,7 @@ struct Shared {
     /// No policy service: the log line per event is the report.
     standalone: bool,
     spool_max_bytes: u64,
+    started_ms: i64,
 }
 
 struct Pending {
@@ -164,12 +201,38 @@ impl Reporter {
                 observations: Mutex::new(Observations::default()),
                 standalone,
                 spool_max_bytes,
+                started_ms: now_ms(),
             }),
         }
     }
 
     pub fn next_id(&self) -> String {
         self.shared.ids.next()
+    }
+
+    /// What a heartbeat says now: this enforcer, in `state`, promising one
+    /// every `settings.heartbeat`, with `policy_etag` in force.
+    pub fn heartbeat(
+        &self,
+        settings: &Settings,
+        state: EnforcerState,
+        reason: &str,
+        policy_etag: &str,
+    ) -> Heartbeat {
+        Heartbeat {
+            pod: settings.pod.clone(),
+            enforcer: EnforcerStatus {
+                boot_id: self.boot_id().to_string(),
+                started_ms: self.shared.started_ms,
+                heartbeat_ms: settings.heartbeat.as_millis() as u64,
+                state,
+                reason: reason.to_string(),
+                dropped: self.dropped(),
+                unobserved: self.unobserved(),
+                policy_etag: policy_etag.to_string(),
+                protections_off: self.protections_off(),
+            },
+        }
     }
 
     pub fn boot_id(&self) -> &str {
@@ -387,7 +450,6 @@ pub fn spawn(
     policy: Arc<PolicyHolder>,
 ) -> SenderHandle {
     let sender = Sender {
-        started_ms: now_ms(),
         policy,
         settings,
         client,
@@ -414,7 +476,6 @@ struct Sender {
     policy: Arc<PolicyHolder>,
     client: ureq::Agent,
     reporter: Reporter,
-    started_ms: i64,
     dropped_reported: u64,
     events: Backoff,
     /// Apart from the events': a service that cannot take observations
@@ -424,22 +485,20 @@ struct Sender {
     observations_failing: bool,
 }
 
-/// When to try again after a failed send: half a second, doubling to 30 s;
-/// a success resets it.
+/// When to try again after a failed send: the shared rules of
+/// [`backoff`] (doubling from half a second to 30 s, half of each wait
+/// random, never before the service's `Retry-After`); a success resets it.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     retry_at: Instant,
-    delay: Duration,
+    delays: backoff::Backoff,
 }
-
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const LAST_RETRY: Duration = Duration::from_secs(30);
 
 impl Default for Backoff {
     fn default() -> Self {
         Self {
             retry_at: Instant::now(),
-            delay: FIRST_RETRY,
+            delays: backoff::Backoff::default(),
         }
     }
 }
@@ -449,14 +508,13 @@ impl Backoff {
         now >= self.retry_at
     }
 
-    fn failed(&mut self, now: Instant) {
-        self.retry_at = now + self.delay;
-        self.delay = (self.delay * 2).min(LAST_RETRY);
+    fn failed(&mut self, now: Instant, error: &SendError) {
+        self.retry_at = now + self.delays.failed(error.retry_after(), fastrand::f64());
     }
 
     fn succeeded(&mut self, now: Instant) {
         self.retry_at = now;
-        self.delay = FIRST_RETRY;
+        self.delays.succeeded();
     }
 }
 
@@ -475,10 +533,9 @@ impl Sender {
             }
             return;
         }
-        let mut next_heartbeat = Instant::now();
         let mut next_observations = Instant::now() + self.settings.observations;
         loop {
-            let (batch, closing) = self.next_batch(next_heartbeat.min(next_observations));
+            let (batch, closing) = self.next_batch(next_observations);
             if let Some(notice) = self.drop_notice() {
                 self.reporter.report(notice);
             }
@@ -499,8 +556,10 @@ impl Sender {
                 }
                 next_observations = now + self.settings.observations;
             }
+            // The periodic heartbeat rides the policy long-poll; this one
+            // says at once what changed, or that the enforcer stops.
             let beat_now = self.reporter.shared.beat_now.swap(false, Ordering::Relaxed);
-            if Instant::now() >= next_heartbeat || closing.is_some() || beat_now {
+            if closing.is_some() || beat_now {
                 let state = if closing.is_some() {
                     EnforcerState::Stopping
                 } else {
@@ -509,7 +568,6 @@ impl Sender {
                 if let Err(e) = self.heartbeat(state, closing.as_deref().unwrap_or_default()) {
                     tracing::debug!(error = %e, "heartbeat not delivered");
                 }
-                next_heartbeat = Instant::now() + self.settings.heartbeat;
             }
             if closing.is_some() {
                 return;
@@ -518,7 +576,8 @@ impl Sender {
     }
 
     /// Waits until there are events to send (and the backoff allows it),
-    /// `due` comes (a heartbeat or observations), or the enforcer stops.
+    /// `due` comes (observations), a heartbeat is asked for, or the
+    /// enforcer stops.
     fn next_batch(&self, due: Instant) -> (Vec<(u64, Event)>, Option<String>) {
         let mut q = self.reporter.lock();
         loop {
@@ -557,8 +616,8 @@ impl Sender {
                 self.events.succeeded(Instant::now());
             }
             Err(e) => {
-                tracing::warn!(error = %e, pending = self.reporter.pending(), "policy service unreachable; reports stay spooled");
-                self.events.failed(Instant::now());
+                tracing::warn!(error = %e, pending = self.reporter.pending(), "policy service did not take the reports; they stay spooled");
+                self.events.failed(Instant::now(), &e);
             }
         }
     }
@@ -582,17 +641,16 @@ impl Sender {
                 overflow: std::mem::take(&mut overflow),
             };
             let error = match self.post("observations", &batch) {
-                Ok(s) if (200..300).contains(&s) => continue,
                 // Never accepted however often it is sent (the aggregator
                 // keeps out what the service refuses, so this is a bug).
-                Ok(400) => {
+                Ok(Taken::Malformed) => {
                     tracing::error!(
                         items = batch.observations.len(),
                         "policy service rejected an observation batch as malformed; dropping it"
                     );
                     continue;
                 }
-                Ok(s) => SendError::Status(s),
+                Ok(Taken::Yes) => continue,
                 Err(e) => e,
             };
             if !std::mem::replace(&mut self.observations_failing, true) {
@@ -606,7 +664,7 @@ impl Sender {
                 observations: unsent,
                 overflow: batch.overflow,
             });
-            self.observations.failed(Instant::now());
+            self.observations.failed(Instant::now(), &error);
             return;
         }
         self.observations.succeeded(Instant::now());
@@ -645,12 +703,19 @@ impl Sender {
         format!("{}/api/v1/{path}", base.trim_end_matches('/'))
     }
 
-    fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<u16, SendError> {
+    /// `Ok` for a success or a `400` (what the service will never take);
+    /// any other answer is an error to retry.
+    fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<Taken, SendError> {
         let mut request = self.client.post(&self.url(path));
         if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
             request = request.header("Authorization", &header);
         }
-        Ok(request.send_json(body)?.status().as_u16())
+        let response = request.send_json(body)?;
+        match response.status().as_u16() {
+            200..=299 => Ok(Taken::Yes),
+            400 => Ok(Taken::Malformed),
+            _ => Err(SendError::from_response(&response)),
+        }
     }
 
     fn send(&self, events: &[Event]) -> Result<(), SendError> {
@@ -662,9 +727,9 @@ impl Sender {
             events: events.to_vec(),
         };
         match self.post("reports", &batch)? {
-            s if (200..300).contains(&s) => Ok(()),
+            Taken::Yes => Ok(()),
             // A batch the service will never accept is not retried forever.
-            400 => {
+            Taken::Malformed => {
                 tracing::error!("policy service rejected a report batch as malformed; dropping it");
                 self.reporter
                     .shared
@@ -672,30 +737,23 @@ impl Sender {
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
-            s => Err(SendError::Status(s)),
         }
     }
 
     fn heartbeat(&self, state: EnforcerState, reason: &str) -> Result<(), SendError> {
-        let beat = Heartbeat {
-            pod: self.settings.pod.clone(),
-            enforcer: EnforcerStatus {
-                boot_id: self.reporter.boot_id().to_string(),
-                started_ms: self.started_ms,
-                heartbeat_ms: self.settings.heartbeat.as_millis() as u64,
-                state,
-                reason: reason.to_string(),
-                dropped: self.reporter.dropped(),
-                unobserved: self.reporter.shared.unobserved.load(Ordering::Relaxed),
-                policy_etag: self.policy.current().etag.clone(),
-                protections_off: self.reporter.protections_off(),
-            },
-        };
-        match self.post("heartbeat", &beat)? {
-            s if (200..300).contains(&s) => Ok(()),
-            s => Err(SendError::Status(s)),
-        }
+        let etag = self.policy.current().etag.clone();
+        let beat = self
+            .reporter
+            .heartbeat(&self.settings, state, reason, &etag);
+        self.post("heartbeat", &beat).map(|_| ())
     }
+}
+
+/// What the service did with a batch.
+enum Taken {
+    Yes,
+    /// `400`: malformed, and would be however often it was sent.
+    Malformed,
 }
 
 pub fn now_ms() -> i64 {
@@ -849,19 +907,28 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_send_waits_doubling_to_30_s_and_a_success_resets_it() {
+    fn a_failed_send_waits_doubling_to_30_s_never_before_retry_after_and_a_success_resets_it() {
+        use palisade_common::backoff::{FIRST_RETRY, LAST_RETRY};
+        let down = SendError::Status(502);
         let mut backoff = Backoff::default();
         let start = backoff.retry_at;
         assert!(backoff.ready(start));
-        backoff.failed(start);
+        backoff.failed(start, &down);
         assert!(!backoff.ready(start));
         assert!(backoff.ready(start + FIRST_RETRY));
         for _ in 0..10 {
-            backoff.failed(start);
+            backoff.failed(start, &down);
         }
-        assert_eq!(backoff.retry_at, start + LAST_RETRY);
+        assert!(backoff.retry_at >= start + LAST_RETRY / 2);
+        assert!(backoff.retry_at <= start + LAST_RETRY);
         backoff.succeeded(start);
         assert!(backoff.ready(start));
-        assert_eq!(backoff.delay, FIRST_RETRY);
+        let busy = SendError::Busy {
+            status: 429,
+            retry_after: Some(Duration::from_secs(4)),
+        };
+        backoff.failed(start, &busy);
+        assert!(!backoff.ready(start + Duration::from_millis(3999)));
+        assert!(backoff.ready(start + Duration::from_secs(4)));
     }
 }

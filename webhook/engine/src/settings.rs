@@ -29,8 +29,13 @@ pub struct Settings {
     /// traffic before connections are refused.
     pub shutdown_drain_secs: u64,
     /// Seconds a client has to send a request's headers; a connection that
-    /// dribbles a partial request is closed instead of held forever.
+    /// dribbles a partial request is closed instead of held forever. An
+    /// idle keep-alive connection is closed after this long too.
     pub header_read_timeout_secs: u64,
+    /// Connections held at once; one more is closed as soon as it is
+    /// accepted (its client retries, perhaps on another replica). 0: the
+    /// open-files limit (raised to its hard limit at start) less 256.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +265,11 @@ pub struct ServiceSettings {
     /// In-cluster: summarise each namespace's violations into a
     /// PolicyReport (wgpolicyk8s.io/v1alpha2) every this many seconds; 0: off.
     pub policy_report_interval_secs: u64,
+    /// Heartbeats waiting to be written; one more is refused with `429`.
+    pub max_queued_heartbeats: usize,
+    /// How long a report or observation batch may wait for its turn to
+    /// write before it is refused with `429` (the enforcer keeps it).
+    pub write_wait_ms: u64,
 }
 
 impl Default for ServiceSettings {
@@ -277,6 +287,8 @@ impl Default for ServiceSettings {
             token_review: false,
             token_audience: "palisade".into(),
             policy_report_interval_secs: 0,
+            max_queued_heartbeats: 20_000,
+            write_wait_ms: 2000,
         }
     }
 }
@@ -357,6 +369,7 @@ impl Default for Settings {
             shutdown_grace_secs: 10,
             shutdown_drain_secs: 5,
             header_read_timeout_secs: 10,
+            max_connections: 0,
         }
     }
 }
@@ -465,6 +478,7 @@ fn is_setting_var(name: &str) -> bool {
             | "shutdown_grace_secs"
             | "shutdown_drain_secs"
             | "header_read_timeout_secs"
+            | "max_connections"
     )
 }
 
@@ -586,6 +600,12 @@ impl Settings {
         }
         if self.service.sync_interval_ms < 50 {
             problems.push("service.sync_interval_ms must be at least 50".into());
+        }
+        if self.service.max_queued_heartbeats == 0 {
+            problems.push("service.max_queued_heartbeats must be at least 1".into());
+        }
+        if !(10..=60_000).contains(&self.service.write_wait_ms) {
+            problems.push("service.write_wait_ms must be between 10 and 60000".into());
         }
         if !(1..=600).contains(&self.service.max_wait_secs) {
             problems.push("service.max_wait_secs must be between 1 and 600".into());

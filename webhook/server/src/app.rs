@@ -16,6 +16,7 @@ use crate::http::{self, AppState};
 use crate::images::ImageResolver;
 use crate::metrics::Metrics;
 use crate::service::auth::{TokenReviewer, Tokens};
+use crate::service::heartbeats::Heartbeats;
 use crate::service::{sync, ServiceState};
 use crate::sources::{self, PolicyStore};
 use crate::tls::{self, CertStore};
@@ -114,10 +115,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         let store = Store::open(&settings.service.database_url()).await?;
         // Pushed policies are part of the set before readiness.
         sync::sync_once(&store, &policies, &metrics).await?;
+        let pushed = Arc::new(tokio::sync::Notify::new());
         background.push(tokio::spawn(sync::sync_loop(
             store.clone(),
             policies.clone(),
             Duration::from_millis(settings.service.sync_interval_ms),
+            pushed.clone(),
+            metrics.clone(),
+        )));
+        background.push(tokio::spawn(sync::listen_loop(
+            store.clone(),
+            pushed,
             metrics.clone(),
         )));
         tracing::info!(database = %redact(&settings.service.database_url()), "policy service enabled");
@@ -146,8 +154,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .clone()
             .filter(|_| settings.service.token_review)
             .map(|client| TokenReviewer::new(client, &settings.service.token_audience));
+        let heartbeats = Heartbeats::start(
+            store.clone(),
+            metrics.clone(),
+            settings.service.max_queued_heartbeats,
+        );
         Some(Arc::new(ServiceState {
             settings: settings.service.clone(),
+            heartbeats,
+            writes: tokio::sync::Semaphore::new(crate::service::CONCURRENT_WRITES),
+            bundles: Default::default(),
             store,
             policies: policies.clone(),
             tokens: Tokens::load(&settings.service)?,
@@ -185,10 +201,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.clone(),
         )),
     ]);
+    let open_files = http::raise_open_files_limit();
     let options = http::ServeOptions {
         grace: Duration::from_secs(settings.shutdown_grace_secs),
         header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+        max_connections: http::connection_limit(settings.max_connections, open_files),
     };
+    tracing::info!(
+        open_files,
+        max_connections = options.max_connections,
+        "connection limit"
+    );
     let drain = Duration::from_secs(settings.shutdown_drain_secs);
     let images = image_resolver(&settings.injection.image_lookup, &metrics).await;
     let state = Arc::new(AppState {
@@ -204,6 +227,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (stop, stopped) = oneshot::channel::<()>();
     let serving_state = state.clone();
     let serving_state_for_close = state.clone();
+    let serve_metrics = state.metrics.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
@@ -221,7 +245,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             }
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
         };
-        http::serve(listener, acceptor, routes, shutdown, options).await;
+        http::serve(listener, acceptor, routes, shutdown, options, serve_metrics).await;
         for task in background {
             task.abort();
         }

@@ -59,7 +59,13 @@ pub struct Store {
     /// another connection committed in between, whatever the busy timeout:
     /// so this process's writes take turns here. (PostgreSQL: `None`.)
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// PostgreSQL: where [`Store::push_listener`] connects.
+    listen_url: Option<Arc<str>>,
 }
+
+/// The PostgreSQL channel every committed policy or exception revision is
+/// announced on (`NOTIFY` in the revision's transaction).
+pub const PUSH_CHANNEL: &str = "palisade_revisions";
 
 const SQLITE_SCHEMA: &[&str] = &[
     "PRAGMA journal_mode = WAL",
@@ -206,9 +212,22 @@ impl Store {
             pool,
             backend,
             writes,
+            listen_url: (backend == Backend::Postgres).then(|| Arc::from(url)),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// PostgreSQL: a connection listening on [`PUSH_CHANNEL`], so that a
+    /// push through any replica reaches this one at once. `None` on SQLite
+    /// (one replica per database file: its own pushes are all there are).
+    pub async fn push_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        let Some(url) = &self.listen_url else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(PUSH_CHANNEL).await?;
+        Ok(Some(listener))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -436,7 +455,7 @@ mod tests {
         }
     }
 
-    fn unique_name() -> String {
+    pub(crate) fn unique_name() -> String {
         use rand::RngCore;
         format!("palisade_test_{}", rand::rng().next_u64())
     }

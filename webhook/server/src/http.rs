@@ -177,7 +177,41 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// An HTTP/1 client must send a request's headers within this time, or
     /// the connection is closed (a slow client cannot hold it forever).
+    /// Idle keep-alive connections are closed after this long too.
     pub header_read_timeout: Duration,
+    /// Connections held at once; one more is closed as soon as it is
+    /// accepted, so that its client backs off (or reaches another replica)
+    /// instead of the process running out of file descriptors.
+    pub max_connections: usize,
+}
+
+/// Raises the soft open-files limit to the hard one (each held connection
+/// is a file descriptor); returns the limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            1024
+        }
+    }
+}
+
+/// The connection limit for `configured` (0: from the open-files limit,
+/// keeping 256 descriptors for the database, files and the kubelet's probes).
+pub fn connection_limit(configured: usize, open_files: u64) -> usize {
+    match configured {
+        0 => (open_files.saturating_sub(256) as usize).max(64),
+        n => n,
+    }
 }
 
 /// Serves `routes` over TLS on `listener` until `shutdown` resolves, then
@@ -188,11 +222,13 @@ pub async fn serve<F, R>(
     routes: F,
     shutdown: impl Future<Output = ()>,
     options: ServeOptions,
+    metrics: Arc<Metrics>,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     R: Reply,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -207,11 +243,19 @@ pub async fn serve<F, R>(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            tracing::debug!(%peer, limit = options.max_connections, "connection refused: limit reached");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let tls = tls.clone();
+        let metrics = metrics.clone();
         let service = TowerToHyperService::new(warp::service(routes.clone()));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _open = OpenConnection::new(slot, &metrics);
             let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
             {
                 Ok(Ok(stream)) => stream,
@@ -241,5 +285,28 @@ pub async fn serve<F, R>(
         .is_err()
     {
         tracing::warn!("in-flight connections did not finish within the grace period");
+    }
+}
+
+/// One held connection: its slot and its count in `connections_open`,
+/// both given back when it ends however it ends.
+struct OpenConnection<'a> {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    metrics: &'a Metrics,
+}
+
+impl<'a> OpenConnection<'a> {
+    fn new(slot: tokio::sync::OwnedSemaphorePermit, metrics: &'a Metrics) -> Self {
+        metrics.connections_open.inc();
+        Self {
+            _slot: slot,
+            metrics,
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.metrics.connections_open.dec();
     }
 }

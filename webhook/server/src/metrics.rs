@@ -129,6 +129,30 @@ pub struct AuditWriteLabels {
     pub op: AuditWrite,
 }
 
+/// `palisade_busy_replies_total{refused}`: what a replica refused with `429`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refused {
+    Heartbeat,
+    Reports,
+    Observations,
+}
+
+impl EncodeLabelValue for Refused {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        let label = match self {
+            Refused::Heartbeat => "heartbeat",
+            Refused::Reports => "reports",
+            Refused::Observations => "observations",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusyLabels {
+    pub refused: Refused,
+}
+
 /// `palisade_audit_findings{result}`: fail, error, warn, skip.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct AuditOutcomeLabel(pub Outcome);
@@ -175,6 +199,20 @@ pub struct Metrics {
     /// Observed items not stored: beyond a workload's bound at the
     /// service, or beyond an enforcer's own (its batch's `overflow`).
     pub observation_items_overflowed: Counter,
+    /// Heartbeats written to the database (in batches).
+    pub heartbeats_written: Counter,
+    /// Heartbeats whose batch the database refused.
+    pub heartbeats_failed: Counter,
+    /// Time to write one batch of heartbeats.
+    pub heartbeat_batch_seconds: Histogram,
+    /// Requests answered `429` (back-pressure), by what was refused.
+    pub busy: Family<BusyLabels, Counter>,
+    /// TLS connections this replica holds.
+    pub connections_open: Gauge,
+    /// Connections closed at once because this replica held its limit.
+    pub connections_refused: Counter,
+    /// 1 while this replica hears pushes through PostgreSQL `LISTEN`.
+    pub push_listener_up: Gauge,
     /// 1 while this replica holds the audit Lease.
     pub audit_leader: Gauge,
     pub audit_evaluations: Counter,
@@ -299,6 +337,51 @@ impl Metrics {
             "Observed items not stored because a workload reached service.max_items_per_workload, or an enforcer its own bound",
             observation_items_overflowed.clone(),
         );
+        let heartbeats_written = Counter::default();
+        registry.register(
+            "heartbeats_written",
+            "Enforcer heartbeats written to the database",
+            heartbeats_written.clone(),
+        );
+        let heartbeats_failed = Counter::default();
+        registry.register(
+            "heartbeats_failed",
+            "Enforcer heartbeats not written: the database refused their batch",
+            heartbeats_failed.clone(),
+        );
+        // 100 µs .. ~1.6 s
+        let heartbeat_batch_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.000_1, 2.0, 15),
+        );
+        registry.register(
+            "heartbeat_batch_duration_seconds",
+            "Time to write one batch of heartbeats",
+            heartbeat_batch_seconds.clone(),
+        );
+        let busy = Family::<BusyLabels, Counter>::default();
+        registry.register(
+            "busy_replies",
+            "Requests answered 429 with Retry-After (back-pressure), by what was refused",
+            busy.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "TLS connections this replica holds",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because this replica held max_connections",
+            connections_refused.clone(),
+        );
+        let push_listener_up = Gauge::default();
+        registry.register(
+            "push_listener_up",
+            "1 while this replica hears pushes at once through PostgreSQL LISTEN (else it polls)",
+            push_listener_up.clone(),
+        );
         let audit_leader = Gauge::default();
         registry.register(
             "audit_leader",
@@ -331,6 +414,13 @@ impl Metrics {
         );
         Self {
             registry,
+            heartbeats_written,
+            heartbeats_failed,
+            heartbeat_batch_seconds,
+            busy,
+            connections_open,
+            connections_refused,
+            push_listener_up,
             audit_leader,
             audit_evaluations,
             audit_writes,

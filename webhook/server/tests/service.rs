@@ -282,6 +282,74 @@ async fn enforcers_long_poll_and_see_pushes_within_two_seconds() {
     server.running.shutdown().await;
 }
 
+/// `POST /api/v1/sync`: the heartbeat rides the long-poll.
+#[tokio::test]
+async fn sync_records_the_heartbeat_and_long_polls_the_bundle_on_one_request() {
+    let server = start(&repo_policies()).await;
+    let reporter = server.report_token();
+    let sync = |etag: &str, wait: &str, body: Value| {
+        let request = server
+            .client
+            .post(format!(
+                "{}/api/v1/sync?namespace=shop&labels=app=web&etag={etag}&wait={wait}",
+                server.base
+            ))
+            .bearer_auth(&reporter)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let mut beat = status("web-0", "boot1", "running");
+    beat["enforcer"]["policyEtag"] = json!("");
+    let first = sync("", "5", beat.clone()).await;
+    assert_eq!(first.status(), 200);
+    let first: RuntimeBundle = first.json().await.unwrap();
+    assert!(first.policies.iter().any(|p| p.name == "runtime-defaults"));
+
+    // Written in the background, soon after.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, list) = get_json(&server, &server.admin_token(), "/api/v1/enforcers").await;
+        let list: Vec<EnforcerRecord> = serde_json::from_value(list).unwrap();
+        if list
+            .iter()
+            .any(|e| e.pod.name == "web-0" && e.boot_id == "boot1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the heartbeat was not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Unchanged: held for the (fractional) wait, then 304.
+    let started = Instant::now();
+    assert_eq!(sync(&first.etag, "0.5", beat.clone()).await.status(), 304);
+    assert!(started.elapsed() >= Duration::from_millis(450));
+
+    // A push wakes it with the new bundle.
+    let waiting = tokio::spawn(sync(&first.etag, "30", beat.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        push(&server, &server.admin_token(), TAG_POLICY)
+            .await
+            .status(),
+        200
+    );
+    let woken = waiting.await.unwrap();
+    assert_eq!(woken.status(), 200);
+    let pushed: RuntimeBundle = woken.json().await.unwrap();
+    assert!(pushed.policies.iter().any(|p| p.name == "pinned-busybox"));
+
+    // The heartbeat must be of a pod in the namespace asked for.
+    let mut elsewhere = beat.clone();
+    elsewhere["pod"]["namespace"] = json!("bank");
+    let refused = sync("", "0", elsewhere).await;
+    assert_eq!(refused.status(), 400);
+    let message = refused.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(message.contains("bank"), "{message}");
+    assert_eq!(sync("", "0", json!({"pod": {}})).await.status(), 400);
+    server.running.shutdown().await;
+}
+
 fn event(id: &str, time_ms: i64, kind: EventKind) -> Event {
     Event {
         id: id.into(),

@@ -295,6 +295,14 @@ pub enum LoadError {
     },
 }
 
+/// The policies (with runtime rules) and exceptions that select one pod,
+/// as positions in the [`PolicySet`] that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuntimeSelection {
+    policies: Vec<usize>,
+    exceptions: Vec<usize>,
+}
+
 impl PolicySet {
     /// Compiles validated documents; `origin` names where each came from.
     pub fn from_documents<D: Into<Document>>(
@@ -390,24 +398,57 @@ impl PolicySet {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> RuntimeBundle {
-        let policies: Vec<RuntimePolicy> = self
+        self.bundle_of(&self.runtime_selection(namespace, labels))
+    }
+
+    /// Which policies with runtime rules, and which of their exceptions,
+    /// select a pod. Pods with the same selection get the same bundle, so
+    /// a service can encode it once for all of them.
+    pub fn runtime_selection(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> RuntimeSelection {
+        let policies: Vec<usize> = (0..self.policies.len())
+            .filter(|&i| {
+                let doc = &self.policies[i].doc;
+                doc.spec.runtime.is_some() && doc.spec.selector.matches(namespace, labels)
+            })
+            .collect();
+        let exceptions = (0..self.exceptions.len())
+            .filter(|&i| {
+                let e = &self.exceptions[i];
+                e.spec.selector.matches(namespace, labels)
+                    && policies
+                        .iter()
+                        .any(|&p| self.policies[p].doc.metadata.name == e.spec.policy)
+            })
+            .collect();
+        RuntimeSelection {
+            policies,
+            exceptions,
+        }
+    }
+
+    /// The bundle of a selection made by [`PolicySet::runtime_selection`]
+    /// on this same set.
+    pub fn bundle_of(&self, selection: &RuntimeSelection) -> RuntimeBundle {
+        let policies: Vec<RuntimePolicy> = selection
             .policies
             .iter()
-            .filter(|p| p.doc.spec.selector.matches(namespace, labels))
-            .filter_map(|p| {
+            .filter_map(|&i| {
+                let doc = &self.policies.get(i)?.doc;
                 Some(RuntimePolicy {
-                    name: p.doc.metadata.name.clone(),
-                    mode: p.doc.spec.mode,
-                    rules: p.doc.spec.runtime.clone()?,
+                    name: doc.metadata.name.clone(),
+                    mode: doc.spec.mode,
+                    rules: doc.spec.runtime.clone()?,
                 })
             })
             .collect();
-        let exceptions: Vec<PolicyException> = self
+        let exceptions: Vec<PolicyException> = selection
             .exceptions
             .iter()
-            .filter(|e| e.spec.selector.matches(namespace, labels))
-            .filter(|e| policies.iter().any(|p| p.name == e.spec.policy))
-            .cloned()
+            .filter_map(|&i| self.exceptions.get(i).cloned())
             .collect();
         // Without exceptions the tag is what it was before they existed, so
         // replicas of both releases agree during a rolling upgrade.

@@ -3,7 +3,8 @@
 //! decided in `crate::liveness`; this file reads and writes the rows.
 
 use palisade_common::wire::{
-    EnforcerRecord, EnforcerState, Event, Heartbeat, Liveness, PodRef, ProtectionOff,
+    EnforcerRecord, EnforcerState, EnforcerStatus, Event, Heartbeat, Liveness, PodRef,
+    ProtectionOff,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -15,6 +16,11 @@ use crate::liveness::{self, LastKnown};
 const MISSING_AFTER_HEARTBEATS: i64 = 3;
 /// Bounds on the interval an enforcer may announce, in milliseconds.
 const HEARTBEAT_MS: std::ops::RangeInclusive<i64> = 100..=3_600_000;
+
+/// The interval an enforcer announces, within [`HEARTBEAT_MS`].
+fn heartbeat_ms(enforcer: &EnforcerStatus) -> i64 {
+    (enforcer.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end())
+}
 
 /// Enforcers in one state, summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +37,69 @@ impl Store {
     /// another enforcer takes over the pod or a missing one is heard from
     /// again), already stored.
     pub async fn record_heartbeat(&self, beat: &Heartbeat) -> Result<Option<Event>, StoreError> {
+        Ok(self
+            .record_heartbeats(std::slice::from_ref(beat))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Records heartbeats together, one result per heartbeat in order (as
+    /// [`Store::record_heartbeat`]). An enforcer that keeps reporting (same
+    /// pod, same boot, still `reporting`) changes nothing but its figures:
+    /// those are one conditional `UPDATE` each, in one transaction for the
+    /// whole batch. Any other heartbeat (the first of a pod, a restart, a
+    /// return, a stop) is compared with the stored row one by one.
+    pub async fn record_heartbeats(
+        &self,
+        beats: &[Heartbeat],
+    ) -> Result<Vec<Option<Event>>, StoreError> {
         let _turn = self.write_turn().await;
         let now = now_ms();
+        let mut steady = vec![false; beats.len()];
+        let mut tx = self.pool.begin().await?;
+        for (beat, steady) in beats.iter().zip(&mut steady) {
+            let enforcer = &beat.enforcer;
+            if enforcer.state != EnforcerState::Running {
+                continue;
+            }
+            let updated = sqlx::query(&self.sql(
+                "UPDATE enforcers SET heartbeat_ms = ?, last_seen_ms = ?, dropped = ?, unobserved = ?,
+                   policy_etag = ?, protections_off = ?
+                 WHERE namespace = ? AND pod = ? AND pod_uid = ? AND boot_id = ? AND state = 'reporting'",
+            ))
+            .bind(heartbeat_ms(enforcer))
+            .bind(now)
+            .bind(enforcer.dropped as i64)
+            .bind(enforcer.unobserved as i64)
+            .bind(&enforcer.policy_etag)
+            .bind(protections_json(&enforcer.protections_off))
+            .bind(&beat.pod.namespace)
+            .bind(&beat.pod.name)
+            .bind(&beat.pod.uid)
+            .bind(&enforcer.boot_id)
+            .execute(&mut *tx)
+            .await?;
+            *steady = updated.rows_affected() == 1;
+        }
+        tx.commit().await?;
+        let mut results = Vec::with_capacity(beats.len());
+        for (beat, steady) in beats.iter().zip(steady) {
+            results.push(match steady {
+                true => None,
+                false => self.record_changed_heartbeat(beat, now).await?,
+            });
+        }
+        Ok(results)
+    }
+
+    /// A heartbeat that may change the pod's state: compared with the
+    /// stored row, stored, and its event (if any) stored too. In turn.
+    async fn record_changed_heartbeat(
+        &self,
+        beat: &Heartbeat,
+        now: i64,
+    ) -> Result<Option<Event>, StoreError> {
         let pod = &beat.pod;
         let enforcer = &beat.enforcer;
         let before = sqlx::query(&self.sql(
@@ -69,7 +136,7 @@ impl Store {
         .bind(&pod.name)
         .bind(&pod.uid)
         .bind(&enforcer.boot_id)
-        .bind((enforcer.heartbeat_ms as i64).clamp(*HEARTBEAT_MS.start(), *HEARTBEAT_MS.end()))
+        .bind(heartbeat_ms(enforcer))
         .bind(now)
         .bind(state.as_str())
         .bind(enforcer.dropped as i64)
@@ -341,6 +408,38 @@ mod tests {
                 .unwrap();
             let err = store.enforcers().await.unwrap_err().to_string();
             assert!(err.contains("shop/web-0"), "{err}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_heartbeats_answers_each_in_order_and_only_changes_make_events() {
+        each_backend(|store| async move {
+            let first = [
+                mk_beat("a", "b1", EnforcerState::Running),
+                mk_beat("b", "b1", EnforcerState::Running),
+            ];
+            assert_eq!(store.record_heartbeats(&first).await.unwrap(), [None, None]);
+            let mut steady = mk_beat("a", "b1", EnforcerState::Running);
+            steady.enforcer.dropped = 7;
+            steady.enforcer.policy_etag = "v2".into();
+            let batch = [
+                steady,
+                // Pod b's enforcer was replaced: the one heartbeat that is news.
+                mk_beat("b", "b2", EnforcerState::Running),
+                mk_beat("c", "b1", EnforcerState::Stopping),
+            ];
+            let events = store.record_heartbeats(&batch).await.unwrap();
+            assert_eq!(events[0], None);
+            assert_eq!(events[1].as_ref().unwrap().rule, "enforcer/returned");
+            assert_eq!(events[2].as_ref().unwrap().rule, "enforcer/stopped");
+            let all = store.enforcers().await.unwrap();
+            let a = all.iter().find(|e| e.pod.name == "a").unwrap();
+            assert_eq!((a.dropped, a.policy_etag.as_str()), (7, "v2"));
+            let b = all.iter().find(|e| e.pod.name == "b").unwrap();
+            assert_eq!(b.boot_id, "b2");
+            let c = all.iter().find(|e| e.pod.name == "c").unwrap();
+            assert_eq!(c.state, Liveness::Stopped);
         })
         .await;
     }

@@ -8,7 +8,7 @@ use palisade_common::wire::PolicyRecord;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, Backend, Store, StoreError, PUSH_CHANNEL};
 
 /// The two kinds of pushed document, each with every revision kept in a
 /// table of the same shape.
@@ -145,6 +145,14 @@ impl Store {
             .await;
             match inserted {
                 Ok(_) => {
+                    if self.backend == Backend::Postgres {
+                        // Delivered to every listening replica at commit,
+                        // and only if the revision commits.
+                        sqlx::query("SELECT pg_notify($1, '')")
+                            .bind(PUSH_CHANNEL)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     return Ok(revision + 1);
                 }
@@ -461,5 +469,40 @@ mod tests {
             assert_eq!(history[0].author, "admin-token:cccccccc");
         })
         .await;
+    }
+
+    /// PostgreSQL only: a revision committed through one replica's store is
+    /// announced to another's listener at once.
+    #[tokio::test]
+    async fn a_revision_is_announced_to_listening_replicas() {
+        let Ok(pg) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let url = Store::create_postgres_database(&pg, &super::super::tests::unique_name())
+            .await
+            .unwrap();
+        let (pushing, listening) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let mut listener = listening.push_listener().await.unwrap().unwrap();
+        pushing
+            .put_policy(&policy("a", "audit"), "admin")
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("announced within 5 s")
+            .unwrap();
+        assert_eq!(heard.channel(), PUSH_CHANNEL);
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}", dir.path().join("p.db").display());
+        assert!(Store::open(&sqlite)
+            .await
+            .unwrap()
+            .push_listener()
+            .await
+            .unwrap()
+            .is_none());
     }
 }

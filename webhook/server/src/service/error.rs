@@ -3,7 +3,9 @@
 //! fix; our own failures (the database) are logged under a request id and
 //! the client sees only that id, never the database's words.
 
-use warp::http::StatusCode;
+use std::sync::Arc;
+
+use warp::http::{header, StatusCode};
 
 use crate::db::StoreError;
 use crate::reply::json_reply;
@@ -20,7 +22,21 @@ pub enum ApiError {
     TokenReview(#[source] kube::Error),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// Storage failed for a batch this request was part of.
+    #[error("storage: {0}")]
+    Batch(Arc<StoreError>),
+    /// Back-pressure: this replica takes no more of `refused` now; the
+    /// caller keeps what it has and comes back after `Retry-After`.
+    #[error("{message}; try again later")]
+    Busy { message: String },
+    /// The service is stopping; another replica will answer.
+    #[error("the service is stopping")]
+    Stopping,
 }
+
+/// The `Retry-After` of a `429`, in seconds: random within this range, so
+/// that what one overload turned away does not come back all at once.
+const RETRY_AFTER_SECS: std::ops::RangeInclusive<u64> = 1..=5;
 
 /// What a handler answers: a reply, or the error that becomes one.
 pub type Answer = Result<Reply, ApiError>;
@@ -69,19 +85,39 @@ impl ApiError {
                     &serde_json::json!({"error": self.to_string()}),
                 )
             }
-            Self::Store(e) => {
-                let request_id = request_id();
-                tracing::error!(%request_id, error = %e, "policy service request failed");
-                json_reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({
-                        "error": format!("internal error; the server log has its cause under request id {request_id}"),
-                        "requestId": request_id,
-                    }),
-                )
+            Self::Store(e) => internal(&e),
+            Self::Batch(e) => internal(&e),
+            Self::Busy { .. } => {
+                use rand::Rng;
+                let mut reply = json_reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &serde_json::json!({"error": self.to_string()}),
+                );
+                let secs = rand::rng().random_range(RETRY_AFTER_SECS);
+                reply
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                reply
             }
+            Self::Stopping => json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": self.to_string()}),
+            ),
         }
     }
+}
+
+/// Our own failure: logged under a request id, which is all the client sees.
+fn internal(e: &StoreError) -> Reply {
+    let request_id = request_id();
+    tracing::error!(%request_id, error = %e, "policy service request failed");
+    json_reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({
+            "error": format!("internal error; the server log has its cause under request id {request_id}"),
+            "requestId": request_id,
+        }),
+    )
 }
 
 /// A pushed document that would not build: a name another source defines
@@ -128,6 +164,24 @@ mod tests {
         let message = shown["error"].as_str().unwrap();
         assert!(message.contains(id), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn back_pressure_is_a_429_that_says_when_to_come_back() {
+        for _ in 0..20 {
+            let reply = ApiError::Busy {
+                message: "writes are queued".into(),
+            }
+            .into_reply();
+            assert_eq!(reply.status(), StatusCode::TOO_MANY_REQUESTS);
+            let secs: u64 = reply.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(RETRY_AFTER_SECS.contains(&secs), "{secs}");
+            assert_eq!(body(&reply)["error"], "writes are queued; try again later");
+        }
     }
 
     #[test]

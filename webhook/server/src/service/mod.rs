@@ -13,6 +13,7 @@
 //! | GET | `/api/v1/bundle` | enforcer | runtime rules for a pod; long-poll on `etag` |
 //! | POST | `/api/v1/reports` | enforcer | a batch of events (idempotent by event id) |
 //! | POST | `/api/v1/heartbeat` | enforcer | liveness; silence becomes `enforcer/missing`, a new boot `enforcer/returned` |
+//! | POST | `/api/v1/sync` | enforcer | a heartbeat, then the long-poll of `/api/v1/bundle` (one connection per enforcer) |
 //! | GET | `/api/v1/enforcers` | admin | every enforcer, whether it is reporting, which protections it reports off |
 //! | GET | `/api/v1/events` | admin | stored events by namespace, pod, kind, time |
 //! | POST | `/api/v1/observations` | enforcer | what a pod's enforcer saw, summed; added to its workload's totals |
@@ -20,8 +21,10 @@
 //! | GET | `/api/v1/workloads/{namespace}/{kind}/{name}` | admin | one workload's observed items; `?since=` |
 
 pub mod auth;
+mod bundles;
 mod error;
 mod handlers;
+pub mod heartbeats;
 pub mod query;
 pub mod reports;
 pub mod sync;
@@ -35,12 +38,14 @@ use warp::http::{Response, StatusCode};
 use warp::{Filter, Rejection};
 
 use crate::db::Store;
-use crate::metrics::Metrics;
+use crate::metrics::{BusyLabels, Metrics, Refused};
 use crate::reply::{json_reply, limited_body, Unauthorized};
 use crate::sources::PolicyStore;
 use crate::workloads::WorkloadResolver;
 use auth::{Author, Role, Tokens};
+pub use bundles::BundleCache;
 pub(crate) use error::{Answer, ApiError};
+use heartbeats::{Heartbeats, NotWritten};
 use palisade_engine::settings::ServiceSettings;
 use query::{BundleQuery, EventsQuery, PolicyQuery, WorkloadQuery, WorkloadsQuery};
 
@@ -57,7 +62,58 @@ pub struct ServiceState {
     /// Which workload a reporting pod belongs to (the pod itself without
     /// a cluster).
     pub workloads: WorkloadResolver,
+    /// Heartbeats on their way to the database, written in batches.
+    pub heartbeats: Heartbeats,
+    /// Report and observation batches being written; one that cannot get
+    /// a turn within `settings.write_wait_ms` is refused with `429`.
+    pub writes: tokio::sync::Semaphore,
+    /// The encoded runtime bundle of each policy selection, per policy set.
+    pub bundles: BundleCache,
 }
+
+impl ServiceState {
+    /// A `429` for `refused`, counted.
+    pub(crate) fn busy(&self, refused: Refused, message: impl Into<String>) -> ApiError {
+        self.metrics
+            .busy
+            .get_or_create(&BusyLabels { refused })
+            .inc();
+        ApiError::Busy {
+            message: message.into(),
+        }
+    }
+
+    /// The answer for a heartbeat that was not written.
+    pub(crate) fn not_written(&self, error: NotWritten) -> ApiError {
+        match error {
+            NotWritten::Full(full) => self.busy(Refused::Heartbeat, full.to_string()),
+            NotWritten::Store(e) => ApiError::Batch(e),
+            NotWritten::Stopping => ApiError::Stopping,
+        }
+    }
+
+    /// A turn to write a batch `refused` would be, or a `429` when none
+    /// comes within `settings.write_wait_ms`.
+    pub(crate) async fn write_turn(
+        &self,
+        refused: Refused,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        let wait = std::time::Duration::from_millis(self.settings.write_wait_ms);
+        match tokio::time::timeout(wait, self.writes.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ApiError::Stopping),
+            Err(_) => Err(self.busy(
+                refused,
+                format!("no write could start within {} ms", wait.as_millis()),
+            )),
+        }
+    }
+}
+
+/// Writes that may wait for the database at once, per replica: enough to
+/// keep every pooled connection busy, few enough that a slow database
+/// turns into `429`s rather than a pile of waiting requests.
+pub const CONCURRENT_WRITES: usize = 32;
 
 /// Who is reporting or fetching policy.
 pub(crate) enum Reporter {
@@ -106,6 +162,15 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
     let auth = warp::header::optional::<String>("authorization");
     let api = warp::path("api").and(warp::path("v1"));
 
+    let sync = api
+        .and(warp::path("sync"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::query::<BundleQuery>())
+        .and(auth)
+        .and(limited_body(max_body))
+        .and(with_state.clone())
+        .then(bundle::sync);
     let list = api
         .and(warp::path("policies"))
         .and(warp::path::end())
@@ -225,7 +290,9 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::query::<WorkloadQuery>())
         .and(with_state)
         .then(observations::get_workload);
-    list.or(push)
+    sync.or(list)
+        .unify()
+        .or(push)
         .unify()
         .or(get)
         .unify()

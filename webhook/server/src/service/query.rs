@@ -15,7 +15,7 @@ pub enum QueryError {
     Missing(&'static str),
     #[error("label {0:?} must be key=value")]
     Label(String),
-    #[error("wait must be whole seconds")]
+    #[error("wait must be a number of seconds")]
     Wait,
     #[error("{0} must be an integer (unix milliseconds)")]
     Number(&'static str),
@@ -68,7 +68,12 @@ impl BundleQuery {
         let labels = parse_labels(self.labels.as_deref().unwrap_or(""))?;
         let wait = match self.wait {
             None => Duration::ZERO,
-            Some(w) => Duration::from_secs(w.parse().map_err(|_| QueryError::Wait)?).min(max_wait),
+            Some(w) => w
+                .parse::<f64>()
+                .ok()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .ok_or(QueryError::Wait)?
+                .min(max_wait),
         };
         Ok(BundleRequest {
             namespace,
@@ -189,7 +194,16 @@ mod tests {
             .to_string()
         };
         assert_eq!(bad("app", "1"), "label \"app\" must be key=value");
-        assert_eq!(bad("", "soon"), "wait must be whole seconds");
+        assert_eq!(bad("", "soon"), "wait must be a number of seconds");
+        assert_eq!(bad("", "-1"), "wait must be a number of seconds");
+        let jittered = BundleQuery {
+            namespace: Some("shop".into()),
+            wait: Some("8.25".into()),
+            ..BundleQuery::default()
+        }
+        .parse(max)
+        .unwrap();
+        assert_eq!(jittered.wait, Duration::from_millis(8250));
     }
 
     #[test]

@@ -7,13 +7,32 @@ use palisade_common::wire::Heartbeat;
 
 use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
+/// Stores a heartbeat (through the batch writer) and answers once it is
+/// written.
 pub async fn record_heartbeat(
     auth: Option<String>,
     body: Bytes,
     state: Arc<ServiceState>,
 ) -> Answer {
     let caller = reporter(&state, auth.as_deref()).await?;
-    let beat: Heartbeat = serde_json::from_slice(&body)
+    let beat = parse_heartbeat(&body)?;
+    if let Reporter::Workload(w) = &caller {
+        if !w.may_report_for(&beat.pod.namespace, &beat.pod.name) {
+            return Err(forbidden_for(w, &beat.pod.namespace, &beat.pod.name));
+        }
+    }
+    let reply = serde_json::json!({"state": beat.enforcer.state});
+    state
+        .heartbeats
+        .record(beat)
+        .await
+        .map_err(|e| state.not_written(e))?;
+    ok(&reply)
+}
+
+/// A heartbeat body, with what the service needs of it present.
+pub(super) fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
+    let beat: Heartbeat = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed heartbeat: {e}")))?;
     if beat.pod.namespace.is_empty() || beat.pod.name.is_empty() || beat.enforcer.boot_id.is_empty()
     {
@@ -21,15 +40,7 @@ pub async fn record_heartbeat(
             "pod.namespace, pod.name and enforcer.bootId are required",
         ));
     }
-    if let Reporter::Workload(w) = &caller {
-        if !w.may_report_for(&beat.pod.namespace, &beat.pod.name) {
-            return Err(forbidden_for(w, &beat.pod.namespace, &beat.pod.name));
-        }
-    }
-    if let Some(e) = state.store.record_heartbeat(&beat).await? {
-        tracing::info!(namespace = %beat.pod.namespace, pod = %beat.pod.name, rule = %e.rule, "{}", e.message);
-    }
-    ok(&serde_json::json!({"state": beat.enforcer.state}))
+    Ok(beat)
 }
 
 pub async fn list_enforcers(state: Arc<ServiceState>) -> Answer {

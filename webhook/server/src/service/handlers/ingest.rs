@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use palisade_common::wire::{IngestResult, ReportBatch};
 
+use crate::metrics::Refused;
 use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
 pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<ServiceState>) -> Answer {
@@ -19,6 +20,7 @@ pub async fn ingest_reports(auth: Option<String>, body: Bytes, state: Arc<Servic
             return Err(forbidden_for(w, &batch.pod.namespace, &batch.pod.name));
         }
     }
+    let _turn = state.write_turn(Refused::Reports).await?;
     let stored = state.store.insert_events(&batch.pod, &batch.events).await?;
     state
         .metrics

@@ -12,6 +12,7 @@ use palisade_common::observe::{
 use palisade_common::policy::{Mode, PolicyDocument};
 use palisade_common::wire::IngestResult;
 
+use crate::metrics::Refused;
 use crate::service::query::{WorkloadQuery, WorkloadsQuery};
 use crate::service::{forbidden_for, ok, reporter, Answer, ApiError, Reporter, ServiceState};
 
@@ -50,6 +51,7 @@ pub async fn ingest(auth: Option<String>, body: Bytes, state: Arc<ServiceState>)
             }
         })
         .collect();
+    let _turn = state.write_turn(Refused::Observations).await?;
     let recorded = state
         .store
         .record_observations(
