@@ -22,22 +22,25 @@ EVENTS="${BENCH_FLEET_EVENTS:-2000}"
 # Simulated enforcers per process: each holds up to two connections, and a
 # process may open 20,000 files on these machines.
 PER_PROCESS="${BENCH_FLEET_PER_PROCESS:-4000}"
-RAMP=30
+RAMP="${BENCH_FLEET_RAMP:-30}"
 TOKEN="fleet-token-0123456789abcdef0123456789"
+if [[ "${1:-}" == --update && -z "${2:-}" ]]; then
+  echo "usage: $0 [--update RESULTS.md]" >&2; exit 2
+fi
+if [[ -z "${PALISADE_TEST_POSTGRES_URL:-}" ]]; then
+  if [[ -z "${PALISADE_BENCH_BIN:-}" ]]; then
+    cargo build --release -p palisade -p palisade-bench
+  fi
+  PALISADE_REQUIRE_POSTGRES=1 exec bash tests/with-postgres.sh bash "$0" "$@"
+fi
 W="$(mktemp -d /tmp/palisade-fleet.XXXXXX)"
 ulimit -n "$(ulimit -Hn)"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
-
-if [[ -z "${PALISADE_TEST_POSTGRES_URL:-}" ]]; then
-  cargo build --release -p palisade -p palisade-bench >/dev/null 2>&1
-  PALISADE_REQUIRE_POSTGRES=1 exec bash tests/with-postgres.sh bash "$0" "$@"
-fi
 PG="$PALISADE_TEST_POSTGRES_URL"
 
 # replica NAME PORT DATABASE_URL: started in the background; its pid in $W/NAME.pid.
@@ -64,9 +67,14 @@ replica() {
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-metric() { # port name: the value of an unlabelled metric
-  curl -fsS --cacert "$W/tls/ca.crt" "https://127.0.0.1:$1/metrics" 2>/dev/null |
-    awk -v m="$2" '$1 == m {print $2; exit}'
+metric() { # port name: the value of an unlabelled metric (0 when unreadable)
+  { curl -fsS --max-time 5 --cacert "$W/tls/ca.crt" "https://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
+    awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'
+}
+# busy PORT: requests the replica answered 429
+busy() {
+  { curl -fsS --max-time 5 --cacert "$W/tls/ca.crt" "https://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
+    awk '/^palisade_busy_replies_total/ {s += $2} END {print s + 0}'
 }
 
 # sample LABEL SECONDS PID PORT [PID PORT]: peak RSS, mean CPU, peak connections
@@ -82,7 +90,7 @@ sample() {
   while (($(date +%s) < end)); do
     for ((i = 0; i < n; i++)); do
       local r c
-      r=$(rss_kib "${pids[i]}"); c=$(metric "${ports[i]}" palisade_connections_open); c=${c:-0}
+      r=$(rss_kib "${pids[i]}"); c=$(metric "${ports[i]}" palisade_connections_open)
       ((r > peak[i])) && peak[i]=$r
       ((${c%.*} > conns[i])) && conns[i]=${c%.*}
     done
@@ -97,11 +105,12 @@ sample() {
   done >"$W/$label.samples"
 }
 
-# fleet LABEL N SECONDS EXTRA-ARGS...: N enforcers in processes of PER_PROCESS,
-# started together; process 0 pushes and silences. Output: $W/LABEL.json
-# (one line per process) and $W/LABEL.lat (push arrivals).
+# fleet LABEL N SECONDS SILENCE EXTRA-ARGS...: N enforcers in processes of
+# PER_PROCESS, started together; process 0 pushes and silences SILENCE of its
+# enforcers. Output: $W/LABEL.json (one line per process) and $W/LABEL.lat
+# (push arrivals).
 fleet() {
-  local label="$1" n="$2" secs="$3"; shift 3
+  local label="$1" n="$2" secs="$3" silence="$4"; shift 4
   local procs=$(((n + PER_PROCESS - 1) / PER_PROCESS)) start p each rate
   start=$(($(date +%s%3N) + 3000))
   : >"$W/$label.json"
@@ -110,7 +119,10 @@ fleet() {
     each=$((n / procs + (p < n % procs ? 1 : 0)))
     rate=$(awk -v e="$EVENTS" -v a="$each" -v n="$n" 'BEGIN{printf "%.3f", e * a / n}')
     local extra=()
-    ((p == 0)) && extra=(--pusher)
+    if ((p == 0)); then
+      extra=(--pusher)
+      ((silence > 0)) && extra+=(--silence "$silence" --silence-at "$SILENCE_AT")
+    fi
     "$BIN/palisade-bench" fleet --ca "$W/tls/ca.crt" --token "$TOKEN" --enforcers "$each" --process "$p" \
       --events-per-sec "$rate" --seconds "$secs" --start-unix-ms "$start" --ramp-secs "$RAMP" \
       --latencies "$W/$label.lat.$p" "${extra[@]}" "$@" >>"$W/$label.json" 2>"$W/$label.err.$p" &
@@ -128,7 +140,8 @@ sum() { jq -s "map(.$2 // 0) | add" "$W/$1.json"; }
 # pct LABEL P: the P-th percentile (0-100) of push arrival times (ms), all pushes.
 pct() { sort -n -k2 "$W/$1.lat" | awk -v p="$2" '{v[NR] = $2} END {if (NR == 0) {print "n/a"; exit} i = int(NR * p / 100 + 0.999); if (i < 1) i = 1; print v[i]}'; }
 db_bytes() { psql "$PG" -Atc "SELECT pg_database_size(current_database())"; }
-db_events() { psql "$PG" -Atc "SELECT count(*) FROM events WHERE namespace LIKE 'fleet-%'"; }
+# The events the simulators sent (not the service's own, such as enforcer/missing).
+db_events() { psql "$PG" -Atc "SELECT count(*) FROM events WHERE namespace LIKE 'fleet-%' AND rule IN ('drift/exec-from-tmp', 'enforcer/prevention')"; }
 reset_db() {
   psql "$PG" -qc "DROP SCHEMA public CASCADE; CREATE SCHEMA public" >/dev/null
 }
@@ -144,37 +157,37 @@ replica pg-a 19601 "$PG"
 replica pg-b 19602 "$PG"
 idle_a=$(rss_kib "$(cat "$W/pg-a.pid")") idle_b=$(rss_kib "$(cat "$W/pg-b.pid")")
 db0=$(db_bytes)
-fleet pg "$ENFORCERS" "$SECONDS_RUN" --addr 127.0.0.1:19601 --addr 127.0.0.1:19602 \
-  --push-at "$push_at" --silence 100 --silence-at "$SILENCE_AT"
+fleet pg "$ENFORCERS" "$SECONDS_RUN" 100 --addr 127.0.0.1:19601 --addr 127.0.0.1:19602 \
+  --push-at "$push_at"
 sample pg "$SECONDS_RUN" "$(cat "$W/pg-a.pid")" 19601 "$(cat "$W/pg-b.pid")" 19602
 fleet_wait pg
 db1=$(db_bytes)
 pg_stored=$(db_events)
 cat "$W/pg.json"
-kill "$(cat "$W/pg-a.pid")" "$(cat "$W/pg-b.pid")"
+kill "$(cat "$W/pg-a.pid")" "$(cat "$W/pg-b.pid")" 2>/dev/null || true
 
 echo "== 2. $ENFORCERS enforcers, one replica on SQLite, ${SQLITE_SECONDS}s"
 replica sqlite 19603 "sqlite://$W/sqlite-data/palisade.db"
 idle_s=$(rss_kib "$(cat "$W/sqlite.pid")")
 SQ_PUSH=$((RAMP + 30)),$((RAMP + 75))
-fleet sqlite "$ENFORCERS" "$SQLITE_SECONDS" --addr 127.0.0.1:19603 --push-at "$SQ_PUSH"
+fleet sqlite "$ENFORCERS" "$SQLITE_SECONDS" 0 --addr 127.0.0.1:19603 --push-at "$SQ_PUSH"
 sample sqlite "$SQLITE_SECONDS" "$(cat "$W/sqlite.pid")" 19603
 fleet_wait sqlite
 cat "$W/sqlite.json"
-kill "$(cat "$W/sqlite.pid")"
+kill "$(cat "$W/sqlite.pid")" 2>/dev/null || true
 
 echo "== 3. $HEAVY enforcers, two replicas on PostgreSQL, ${HEAVY_SECONDS}s"
 reset_db
 replica heavy-a 19604 "$PG"
 replica heavy-b 19605 "$PG"
+idle_ha=$(rss_kib "$(cat "$W/heavy-a.pid")") idle_hb=$(rss_kib "$(cat "$W/heavy-b.pid")")
 HV_PUSH=$((RAMP + 30)),$((RAMP + 75))
-fleet heavy "$HEAVY" "$HEAVY_SECONDS" --addr 127.0.0.1:19604 --addr 127.0.0.1:19605 --push-at "$HV_PUSH"
+fleet heavy "$HEAVY" "$HEAVY_SECONDS" 0 --addr 127.0.0.1:19604 --addr 127.0.0.1:19605 --push-at "$HV_PUSH"
 sample heavy "$HEAVY_SECONDS" "$(cat "$W/heavy-a.pid")" 19604 "$(cat "$W/heavy-b.pid")" 19605
 fleet_wait heavy
 heavy_stored=$(db_events)
 cat "$W/heavy.json"
-heavy_busy_a=$(curl -fsS --cacert "$W/tls/ca.crt" https://127.0.0.1:19604/metrics | awk '/^palisade_busy_replies_total/ {s += $2} END {print s + 0}')
-heavy_busy_b=$(curl -fsS --cacert "$W/tls/ca.crt" https://127.0.0.1:19605/metrics | awk '/^palisade_busy_replies_total/ {s += $2} END {print s + 0}')
+heavy_busy_a=$(busy 19604) heavy_busy_b=$(busy 19605)
 
 # ---- the section
 kib() { awk -v k="$1" 'BEGIN{printf "%.0f", k / 1024}'; }
@@ -193,12 +206,12 @@ section() {
   echo "| --- | ---: | ---: | ---: |"
   echo "| connections held at the peak (replica a / b) | $conn_a / $conn_b | $(field 1 3 "$s") | $(field 1 3 "$h") / $(field 2 3 "$h") |"
   echo "| service memory (RSS) at the peak, per replica | $(kib "$(field 1 1 "$a")") / $(kib "$(field 2 1 "$a")") MiB | $(kib "$(field 1 1 "$s")") MiB | $(kib "$(field 1 1 "$h")") / $(kib "$(field 2 1 "$h")") MiB |"
-  echo "| of that, per connected enforcer (above the idle replica) | $(per "$(($(field 1 1 "$a") + $(field 2 1 "$a")))" "$((idle_a + idle_b))" "$ENFORCERS") KiB | $(per "$(field 1 1 "$s")" "$idle_s" "$ENFORCERS") KiB | $(per "$(($(field 1 1 "$h") + $(field 2 1 "$h")))" "$((idle_a + idle_b))" "$HEAVY") KiB |"
+  echo "| of that, per connected enforcer (above the idle replica) | $(per "$(($(field 1 1 "$a") + $(field 2 1 "$a")))" "$((idle_a + idle_b))" "$ENFORCERS") KiB | $(per "$(field 1 1 "$s")" "$idle_s" "$ENFORCERS") KiB | $(per "$(($(field 1 1 "$h") + $(field 2 1 "$h")))" "$((idle_ha + idle_hb))" "$HEAVY") KiB |"
   echo "| CPU per replica, mean | $(field 1 2 "$a") % / $(field 2 2 "$a") % | $(field 1 2 "$s") % | $(field 1 2 "$h") % / $(field 2 2 "$h") % |"
   echo "| heartbeats answered per second | $(rate "$(sum pg syncs_answered)" "$SECONDS_RUN") | $(rate "$(sum sqlite syncs_answered)" "$SQLITE_SECONDS") | $(rate "$(sum heavy syncs_answered)" "$HEAVY_SECONDS") |"
   echo "| events acknowledged per second | $(rate "$(sum pg events_acked)" "$SECONDS_RUN") | $(rate "$(sum sqlite events_acked)" "$SQLITE_SECONDS") | $(rate "$(sum heavy events_acked)" "$HEAVY_SECONDS") |"
   echo "| events generated / acknowledged / abandoned by silenced enforcers | $(sum pg events_generated) / $(sum pg events_acked) / $(sum pg events_abandoned) | $(sum sqlite events_generated) / $(sum sqlite events_acked) / 0 | $(sum heavy events_generated) / $(sum heavy events_acked) / 0 |"
-  echo "| events stored (rows) | $pg_stored | n/a | $heavy_stored |"
+  echo "| events stored (rows in PostgreSQL) | $pg_stored | | $heavy_stored |"
   echo "| long-polls answered 429 / failed | $(sum pg syncs_busy) / $(sum pg syncs_failed) | $(sum sqlite syncs_busy) / $(sum sqlite syncs_failed) | $(sum heavy syncs_busy) / $(sum heavy syncs_failed) |"
   echo "| report batches answered 429 / failed | $(sum pg reports_busy) / $(sum pg reports_failed) | $(sum sqlite reports_busy) / $(sum sqlite reports_failed) | $(sum heavy reports_busy) / $(sum heavy reports_failed) |"
   echo "| connections refused or failed | $(sum pg connect_errors) | $(sum sqlite connect_errors) | $(sum heavy connect_errors) |"

@@ -582,13 +582,10 @@ async fn missing_after_silence(fleet: Arc<Fleet>) -> anyhow::Result<Option<u64>>
     let replica = &fleet.replicas[0];
     while !fleet.ended.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut sender = replica.connect().await?;
-        let request = Request::get("/api/v1/enforcers")
-            .header("host", "palisade")
-            .header("authorization", format!("Bearer {}", fleet.args.token))
-            .body(Full::new(Bytes::new()))?;
-        let answer = exchange(&mut sender, request).await?;
-        let records: Vec<serde_json::Value> = serde_json::from_slice(&answer.body)?;
+        // A failed look is tried again at the next turn.
+        let Ok(records) = enforcers(replica, &fleet.args.token).await else {
+            continue;
+        };
         let missing = records
             .iter()
             .filter(|r| {
@@ -603,6 +600,17 @@ async fn missing_after_silence(fleet: Arc<Fleet>) -> anyhow::Result<Option<u64>>
         }
     }
     Ok(None)
+}
+
+/// `GET /api/v1/enforcers`.
+async fn enforcers(replica: &Client, token: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut sender = replica.connect().await?;
+    let request = Request::get("/api/v1/enforcers")
+        .header("host", "palisade")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))?;
+    let answer = exchange(&mut sender, request).await?;
+    Ok(serde_json::from_slice(&answer.body)?)
 }
 
 /// Enforcers with an id below this have fallen silent.

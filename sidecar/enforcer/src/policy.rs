@@ -137,7 +137,11 @@ pub fn sync_loop(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "policy service did not answer the policy request; keeping the current policy");
-                let pause = backoff.failed(e.retry_after(), fastrand::f64());
+                // The heartbeat rides this request: never silent for longer
+                // than one interval, whatever the backoff or Retry-After.
+                let pause = backoff
+                    .failed(e.retry_after(), fastrand::f64())
+                    .min(settings.heartbeat);
                 sleep_unless_stopped(&stop, pause);
             }
         }

@@ -57,8 +57,16 @@ impl Store {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut steady = vec![false; beats.len()];
+        // Rows in one order on every replica: two batches touching the same
+        // pods cannot deadlock.
+        let mut order: Vec<usize> = (0..beats.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&beats[a].pod.namespace, &beats[a].pod.name)
+                .cmp(&(&beats[b].pod.namespace, &beats[b].pod.name))
+        });
         let mut tx = self.pool.begin().await?;
-        for (beat, steady) in beats.iter().zip(&mut steady) {
+        for i in order {
+            let (beat, steady) = (&beats[i], &mut steady[i]);
             let enforcer = &beat.enforcer;
             if enforcer.state != EnforcerState::Running {
                 continue;
@@ -119,6 +127,17 @@ impl Store {
             }),
             None => None,
         };
+        // A stopped enforcer never runs again (a restart has a new boot):
+        // its running heartbeat written after its stop was sent before it,
+        // on the long-poll, and is old news.
+        if let Some(b) = &before {
+            if b.state == Liveness::Stopped
+                && b.boot_id == enforcer.boot_id
+                && enforcer.state == EnforcerState::Running
+            {
+                return Ok(None);
+            }
+        }
         let state = match enforcer.state {
             EnforcerState::Running => Liveness::Reporting,
             EnforcerState::Stopping => Liveness::Stopped,
@@ -438,6 +457,12 @@ mod tests {
             assert_eq!((a.dropped, a.policy_etag.as_str()), (7, "v2"));
             let b = all.iter().find(|e| e.pod.name == "b").unwrap();
             assert_eq!(b.boot_id, "b2");
+            let c = all.iter().find(|e| e.pod.name == "c").unwrap();
+            assert_eq!(c.state, Liveness::Stopped);
+            // Its last periodic heartbeat, written after its stop: old news.
+            let late = [mk_beat("c", "b1", EnforcerState::Running)];
+            assert_eq!(store.record_heartbeats(&late).await.unwrap(), [None]);
+            let all = store.enforcers().await.unwrap();
             let c = all.iter().find(|e| e.pod.name == "c").unwrap();
             assert_eq!(c.state, Liveness::Stopped);
         })

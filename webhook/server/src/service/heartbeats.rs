@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 
 /// Most heartbeats written in one transaction.
 const MAX_BATCH: usize = 1000;
+/// How long a heartbeat someone waits for may wait for room in the queue.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a handler's heartbeat goes.
 #[derive(Clone)]
@@ -56,7 +58,7 @@ impl Heartbeats {
     }
 
     /// Queues `beat` without waiting for it to be written.
-    pub fn send(&self, beat: Heartbeat) -> Result<(), Full> {
+    pub fn send(&self, beat: Heartbeat) -> Result<(), NotWritten> {
         self.enqueue(Queued {
             beat,
             written: None,
@@ -64,13 +66,24 @@ impl Heartbeats {
     }
 
     /// Queues `beat` and waits until it is written: the event it caused,
-    /// if any (as [`Store::record_heartbeat`]).
+    /// if any (as [`Store::record_heartbeat`]). A full queue is waited on
+    /// for up to [`ROOM_WAIT`]: this is the heartbeat an enforcer sends once
+    /// (its last, or news it must not lose), not the periodic one.
     pub async fn record(&self, beat: Heartbeat) -> Result<Option<Event>, NotWritten> {
         let (written, outcome) = oneshot::channel();
-        self.enqueue(Queued {
+        let queued = Queued {
             beat,
             written: Some(written),
-        })?;
+        };
+        match self.queue.send_timeout(queued, ROOM_WAIT).await {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                return Err(NotWritten::Full(Full {
+                    capacity: self.queue.max_capacity(),
+                }))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(NotWritten::Stopping),
+        }
         match outcome.await {
             Ok(Ok(event)) => Ok(event),
             Ok(Err(e)) => Err(NotWritten::Store(e)),
@@ -78,9 +91,13 @@ impl Heartbeats {
         }
     }
 
-    fn enqueue(&self, queued: Queued) -> Result<(), Full> {
-        self.queue.try_send(queued).map_err(|_| Full {
-            capacity: self.queue.max_capacity(),
+    fn enqueue(&self, queued: Queued) -> Result<(), NotWritten> {
+        self.queue.try_send(queued).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NotWritten::Full(Full {
+                capacity: self.queue.max_capacity(),
+            }),
+            // The writer is gone: this replica is stopping.
+            mpsc::error::TrySendError::Closed(_) => NotWritten::Stopping,
         })
     }
 }
@@ -91,19 +108,46 @@ async fn write_loop(store: Store, metrics: Arc<Metrics>, mut receiver: mpsc::Rec
         let (beats, waiting): (Vec<Heartbeat>, Vec<_>) =
             batch.drain(..).map(|q| (q.beat, q.written)).unzip();
         let started = std::time::Instant::now();
-        let outcome = store.record_heartbeats(&beats).await;
+        let outcome = match store.record_heartbeats(&beats).await {
+            // One heartbeat the database refuses must not cost the others
+            // theirs: each is written alone, with its own outcome.
+            Err(e) if beats.len() > 1 => {
+                tracing::debug!(error = %e, heartbeats = beats.len(), "heartbeat batch refused; writing one by one");
+                let mut each = Vec::with_capacity(beats.len());
+                for beat in &beats {
+                    each.push(
+                        store
+                            .record_heartbeats(std::slice::from_ref(beat))
+                            .await
+                            .map(|mut events| events.pop().flatten())
+                            .map_err(Arc::new),
+                    );
+                }
+                Ok(each)
+            }
+            Err(e) => Err(e),
+            Ok(events) => Ok(events.into_iter().map(Ok).collect()),
+        };
         metrics
             .heartbeat_batch_seconds
             .observe(started.elapsed().as_secs_f64());
         let outcomes: Vec<Result<Option<Event>, Arc<StoreError>>> = match outcome {
-            Ok(events) => {
-                metrics.heartbeats_written.inc_by(beats.len() as u64);
-                for (beat, event) in beats.iter().zip(&events) {
-                    if let Some(e) = event {
-                        tracing::info!(namespace = %beat.pod.namespace, pod = %beat.pod.name, rule = %e.rule, "{}", e.message);
+            Ok(outcomes) => {
+                for (beat, outcome) in beats.iter().zip(&outcomes) {
+                    match outcome {
+                        Ok(Some(e)) => {
+                            tracing::info!(namespace = %beat.pod.namespace, pod = %beat.pod.name, rule = %e.rule, "{}", e.message)
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(namespace = %beat.pod.namespace, pod = %beat.pod.name, error = %e, "cannot store a heartbeat");
+                            metrics.heartbeats_failed.inc();
+                            continue;
+                        }
                     }
+                    metrics.heartbeats_written.inc();
                 }
-                events.into_iter().map(Ok).collect()
+                outcomes
             }
             Err(e) => {
                 tracing::warn!(error = %e, heartbeats = beats.len(), "cannot store heartbeats");
@@ -153,10 +197,15 @@ mod tests {
         heartbeats.send(beat("a")).unwrap();
         heartbeats.send(beat("b")).unwrap();
         let full = heartbeats.send(beat("c")).unwrap_err();
-        assert_eq!(full.capacity, 2);
+        assert!(matches!(full, NotWritten::Full(Full { capacity: 2 })));
         assert_eq!(full.to_string(), "2 heartbeats are waiting to be written");
         assert_eq!(receiver.recv().await.unwrap().beat.pod.name, "a");
         heartbeats.send(beat("c")).unwrap();
+        drop(receiver);
+        assert!(matches!(
+            heartbeats.send(beat("d")),
+            Err(NotWritten::Stopping)
+        ));
     }
 
     #[tokio::test]

@@ -113,7 +113,8 @@ impl ServiceState {
 /// Writes that may wait for the database at once, per replica: enough to
 /// keep every pooled connection busy, few enough that a slow database
 /// turns into `429`s rather than a pile of waiting requests.
-pub const CONCURRENT_WRITES: usize = 32;
+/// (Below the PostgreSQL pool of 16, which heartbeats and reads share.)
+pub const CONCURRENT_WRITES: usize = 12;
 
 /// Who is reporting or fetching policy.
 pub(crate) enum Reporter {

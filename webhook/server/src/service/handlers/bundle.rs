@@ -27,7 +27,7 @@ pub async fn runtime_bundle(
             return Err(forbidden_for(workload, &request.namespace, "*"));
         }
     }
-    Ok(wait_for_change(&state, &request).await)
+    wait_for_change(&state, &request).await
 }
 
 /// A heartbeat (the body, as `POST /api/v1/heartbeat` takes it) and then
@@ -54,7 +54,7 @@ pub async fn sync(
         }
     }
     queue(&state, beat)?;
-    Ok(wait_for_change(&state, &request).await)
+    wait_for_change(&state, &request).await
 }
 
 fn parse(query: BundleQuery, state: &ServiceState) -> Result<BundleRequest, ApiError> {
@@ -68,12 +68,14 @@ fn queue(state: &ServiceState, beat: Heartbeat) -> Result<(), ApiError> {
     state
         .heartbeats
         .send(beat)
-        .map_err(|full| state.not_written(full.into()))
+        .map_err(|e| state.not_written(e))
 }
 
 /// The pod's bundle once it differs from `request.etag`, or 304 when
-/// `request.wait` passes (or the service stops) first.
-async fn wait_for_change(state: &ServiceState, request: &BundleRequest) -> crate::service::Reply {
+/// `request.wait` passes first. A replica that is stopping answers 503
+/// instead of an early 304, so that enforcers back off (and reconnect to
+/// another replica) rather than poll it in a loop.
+async fn wait_for_change(state: &ServiceState, request: &BundleRequest) -> Answer {
     let mut changes = state.policies.subscribe();
     let mut stopping = state.stopping.clone();
     let deadline = tokio::time::Instant::now() + request.wait;
@@ -81,23 +83,23 @@ async fn wait_for_change(state: &ServiceState, request: &BundleRequest) -> crate
         let set = state.policies.current();
         let bundle = state.bundles.get(&set, &request.namespace, &request.labels);
         if bundle.etag != request.etag {
-            return Response::builder()
+            return Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(bundle.json.clone())
-                .unwrap_or_default();
+                .unwrap_or_default());
         }
         if *stopping.borrow() {
-            break;
+            return Err(ApiError::Stopping);
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
-            _ = stopping.changed() => break,
+            changed = changes.changed() => if changed.is_err() { return Err(ApiError::Stopping) },
+            _ = stopping.changed() => return Err(ApiError::Stopping),
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    Response::builder()
+    Ok(Response::builder()
         .status(StatusCode::NOT_MODIFIED)
         .body(Vec::new())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }

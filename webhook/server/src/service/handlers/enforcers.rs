@@ -30,6 +30,9 @@ pub async fn record_heartbeat(
     ok(&reply)
 }
 
+/// Longest text field of a heartbeat.
+const MAX_FIELD_BYTES: usize = 512;
+
 /// A heartbeat body, with what the service needs of it present.
 pub(super) fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     let beat: Heartbeat = serde_json::from_slice(body)
@@ -39,6 +42,23 @@ pub(super) fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
         return Err(ApiError::bad_request(
             "pod.namespace, pod.name and enforcer.bootId are required",
         ));
+    }
+    // Heartbeats are written in batches: one the database would refuse
+    // (a NUL in a text column) must be refused here, on its own.
+    let fields = [
+        ("pod.namespace", &beat.pod.namespace),
+        ("pod.name", &beat.pod.name),
+        ("pod.uid", &beat.pod.uid),
+        ("enforcer.bootId", &beat.enforcer.boot_id),
+        ("enforcer.policyEtag", &beat.enforcer.policy_etag),
+        ("enforcer.reason", &beat.enforcer.reason),
+    ];
+    for (name, value) in fields {
+        if value.len() > MAX_FIELD_BYTES || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be at most {MAX_FIELD_BYTES} bytes without control characters"
+            )));
+        }
     }
     Ok(beat)
 }
