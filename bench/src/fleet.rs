@@ -546,18 +546,31 @@ async fn push_loop(fleet: Arc<Fleet>) -> anyhow::Result<Vec<u64>> {
     let mut took = Vec::new();
     for (i, &at) in fleet.args.push_at.iter().enumerate() {
         let replica = &fleet.replicas[i % fleet.replicas.len()];
-        let mut sender = replica.connect().await?;
         let policy = format!(
             "apiVersion: palisade.dev/v1alpha1\nkind: RuntimePolicy\nmetadata: {{name: fleet}}\nspec:\n  selector: {{namespaces: [{}]}}\n  runtime: {{deniedProcesses: [nc, push-{i}]}}\n",
             namespaces.join(", ")
         );
-        let request = Request::put("/api/v1/policies")
-            .header("host", "palisade")
-            .header("authorization", format!("Bearer {}", fleet.args.token))
-            .body(Full::new(Bytes::from(policy)))?;
         sleep_until(fleet.at(at)).await;
         let sent = Instant::now();
-        let answer = exchange(&mut sender, request).await?;
+        // A loaded replica may refuse a connection: the push is tried
+        // again, and its time counts from the first try.
+        let mut attempt = 0;
+        let answer = loop {
+            let request = Request::put("/api/v1/policies")
+                .header("host", "palisade")
+                .header("authorization", format!("Bearer {}", fleet.args.token))
+                .body(Full::new(Bytes::from(policy.clone())))?;
+            let tried = async { exchange(&mut replica.connect().await?, request).await };
+            match tried.await {
+                Ok(answer) => break answer,
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    eprintln!("push {i}: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.context(format!("push {i}"))),
+            }
+        };
         anyhow::ensure!(
             answer.status == 200,
             "push {i} failed: HTTP {}: {}",
