@@ -34,8 +34,9 @@ use crate::{Client, Sender};
 const NAMESPACES: usize = 10;
 /// Applications (label `app`) per namespace.
 const APPS: usize = 20;
-/// An idle report connection is given up before the service's own idle
-/// timeout (`header_read_timeout_secs`, 10 s) would close it under a send.
+/// A report connection kept for more (after a `429`, say) is given up
+/// before the service's own idle timeout (`header_read_timeout_secs`,
+/// 10 s) would close it under a send.
 const REPORT_IDLE: Duration = Duration::from_secs(8);
 
 #[derive(clap::Args)]
@@ -450,10 +451,14 @@ impl Enforcer {
                 pod: self.pod.clone(),
                 events: pending[..sent].to_vec(),
             };
+            // As the enforcer: the connection stays open only while more
+            // is pending than this batch.
+            let more = pending.len() > sent;
             let request = Request::post("/api/v1/reports")
                 .header("host", "palisade")
                 .header("content-type", "application/json")
                 .header("authorization", &token)
+                .header("connection", if more { "keep-alive" } else { "close" })
                 .body(Full::new(Bytes::from(serde_json::to_vec(&batch)?)))
                 .expect("valid request");
             match tokio::time::timeout(Duration::from_secs(10), exchange(&mut sender, request))
@@ -466,7 +471,7 @@ impl Enforcer {
                         .events_acked
                         .fetch_add(sent as u64, Ordering::Relaxed);
                     backoff.succeeded();
-                    connection = Some((sender, Instant::now()));
+                    connection = more.then(|| (sender, Instant::now()));
                 }
                 Ok(Ok(answer)) => {
                     let counter = match answer.status {
@@ -474,7 +479,7 @@ impl Enforcer {
                         _ => &fleet.stats.reports_failed,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    connection = Some((sender, Instant::now()));
+                    connection = more.then(|| (sender, Instant::now()));
                     retry_at = Instant::now() + backoff.failed(answer.retry_after, fastrand::f64());
                 }
                 Ok(Err(_)) | Err(_) => {

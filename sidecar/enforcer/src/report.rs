@@ -535,12 +535,21 @@ impl Sender {
         }
         let mut next_observations = Instant::now() + self.settings.observations;
         loop {
-            let (batch, closing) = self.next_batch(next_observations);
+            let Next {
+                batch,
+                more,
+                closing,
+            } = self.next_batch(next_observations);
             if let Some(notice) = self.drop_notice() {
                 self.reporter.report(notice);
             }
             if !batch.is_empty() && (self.events.ready(Instant::now()) || closing.is_some()) {
-                self.deliver(batch);
+                let then = if more && closing.is_none() {
+                    Then::KeepOpen
+                } else {
+                    Then::Close
+                };
+                self.deliver(batch, then);
             }
             let now = Instant::now();
             if now >= next_observations || closing.is_some() {
@@ -578,7 +587,7 @@ impl Sender {
     /// Waits until there are events to send (and the backoff allows it),
     /// `due` comes (observations), a heartbeat is asked for, or the
     /// enforcer stops.
-    fn next_batch(&self, due: Instant) -> (Vec<(u64, Event)>, Option<String>) {
+    fn next_batch(&self, due: Instant) -> Next {
         let mut q = self.reporter.lock();
         loop {
             let now = Instant::now();
@@ -605,12 +614,16 @@ impl Sender {
             .take(BATCH)
             .map(|p| (p.seq, p.event.clone()))
             .collect();
-        (batch, q.closing.clone())
+        Next {
+            batch,
+            more: q.pending.len() > BATCH,
+            closing: q.closing.clone(),
+        }
     }
 
-    fn deliver(&mut self, batch: Vec<(u64, Event)>) {
+    fn deliver(&mut self, batch: Vec<(u64, Event)>, then: Then) {
         let (seqs, events): (Vec<u64>, Vec<Event>) = batch.into_iter().unzip();
-        match self.send(&events) {
+        match self.send(&events, then) {
             Ok(()) => {
                 self.reporter.lock().acknowledge(&seqs);
                 self.events.succeeded(Instant::now());
@@ -640,7 +653,12 @@ impl Sender {
                 observations: std::mem::replace(&mut pending, rest),
                 overflow: std::mem::take(&mut overflow),
             };
-            let error = match self.post("observations", &batch) {
+            let then = if pending.is_empty() && overflow == 0 {
+                Then::Close
+            } else {
+                Then::KeepOpen
+            };
+            let error = match self.post("observations", &batch, then) {
                 // Never accepted however often it is sent (the aggregator
                 // keeps out what the service refuses, so this is a bug).
                 Ok(Taken::Malformed) => {
@@ -705,10 +723,18 @@ impl Sender {
 
     /// `Ok` for a success or a `400` (what the service will never take);
     /// any other answer is an error to retry.
-    fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<Taken, SendError> {
+    fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        then: Then,
+    ) -> Result<Taken, SendError> {
         let mut request = self.client.post(&self.url(path));
         if let Some(header) = self.settings.token.as_ref().and_then(|t| t.header()) {
             request = request.header("Authorization", &header);
+        }
+        if then == Then::Close {
+            request = request.header("Connection", "close");
         }
         let response = request.send_json(body)?;
         match response.status().as_u16() {
@@ -718,7 +744,7 @@ impl Sender {
         }
     }
 
-    fn send(&self, events: &[Event]) -> Result<(), SendError> {
+    fn send(&self, events: &[Event], then: Then) -> Result<(), SendError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -726,7 +752,7 @@ impl Sender {
             pod: self.settings.pod.clone(),
             events: events.to_vec(),
         };
-        match self.post("reports", &batch)? {
+        match self.post("reports", &batch, then)? {
             Taken::Yes => Ok(()),
             // A batch the service will never accept is not retried forever.
             Taken::Malformed => {
@@ -745,8 +771,29 @@ impl Sender {
         let beat = self
             .reporter
             .heartbeat(&self.settings, state, reason, &etag);
-        self.post("heartbeat", &beat).map(|_| ())
+        self.post("heartbeat", &beat, Then::Close).map(|_| ())
     }
+}
+
+/// What [`Sender::next_batch`] found to do.
+struct Next {
+    /// The oldest pending events, at most [`BATCH`].
+    batch: Vec<(u64, Event)>,
+    /// More are pending than this batch.
+    more: bool,
+    /// Why the enforcer stops, once it does.
+    closing: Option<String>,
+}
+
+/// What becomes of the report connection after a request. Reports come in
+/// bursts, mostly further apart than the service keeps an idle connection
+/// (10 s): one kept between them would cost the service a connection's
+/// memory per enforcer beside the long-poll, for nothing. So only a request
+/// with more to follow keeps it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    KeepOpen,
+    Close,
 }
 
 /// What the service did with a batch.
@@ -789,6 +836,88 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<Event>(l).unwrap().id)
             .collect()
+    }
+
+    /// One request read off `stream`: (path, whether it said
+    /// `Connection: close`), or `None` at the end of the connection.
+    fn read_request(
+        stream: &mut std::io::BufReader<std::net::TcpStream>,
+    ) -> Option<(String, bool)> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let path = line.split_whitespace().nth(1)?.to_string();
+        let (mut length, mut close) = (0, false);
+        loop {
+            let mut header = String::new();
+            stream.read_line(&mut header).ok()?;
+            let header = header.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(n) = header.strip_prefix("content-length:") {
+                length = n.trim().parse().ok()?;
+            }
+            close |= header == "connection: close";
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).ok()?;
+        Some((path, close))
+    }
+
+    #[test]
+    fn the_report_connection_stays_open_only_while_more_is_pending() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, requests) = std::sync::mpsc::channel();
+        // Answers every request; tells (connection, path, close) and the
+        // end of each connection (path "EOF").
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while let Some((path, close)) = read_request(&mut reader) {
+                    let _ = tx.send((n, path, close));
+                    let _ = writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+                let _ = tx.send((n, "EOF".into(), true));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_env(|_| None).unwrap();
+        settings.policy_url = Some(url);
+        settings.observations = Duration::from_secs(3600);
+        let reporter = Reporter::new(dir.path(), false, 1 << 24);
+        for i in 0..=BATCH {
+            reporter.report(event(&format!("e{i}"), Rule::DeniedProcess));
+        }
+        let (policy, _) = crate::policy::PolicyHolder::start(dir.path());
+        let client: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let handle = spawn(settings, client, &reporter, Arc::new(policy));
+        let next = || requests.recv_timeout(Duration::from_secs(10)).unwrap();
+        let report = "/api/v1/reports".to_string();
+        assert_eq!(
+            next(),
+            (0, report.clone(), false),
+            "500 of 501: more follow"
+        );
+        assert_eq!(
+            next(),
+            (0, report, true),
+            "the last one, on the same connection"
+        );
+        assert_eq!(
+            next(),
+            (0, "EOF".into(), true),
+            "and the enforcer closed it"
+        );
+        handle.stop("test");
+        assert_eq!(next(), (1, "/api/v1/heartbeat".into(), true));
+        assert_eq!(reporter.pending(), 0);
     }
 
     #[test]

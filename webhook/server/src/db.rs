@@ -427,10 +427,12 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use palisade_common::policy::{Mode, PolicyDocument};
-    use palisade_common::wire::{Event, EventKind};
+    use palisade_common::wire::{
+        EnforcerState, EnforcerStatus, Event, EventKind, Heartbeat, PodRef,
+    };
 
     pub(crate) fn policy(name: &str, mode: &str) -> PolicyDocument {
         PolicyDocument::from_yaml(&format!(
@@ -452,6 +454,28 @@ mod tests {
             action: None,
             exception: None,
             coverage: None,
+        }
+    }
+
+    /// A heartbeat of pod `pod` in namespace `shop`.
+    pub(crate) fn mk_beat(pod: &str, boot: &str, state: EnforcerState) -> Heartbeat {
+        Heartbeat {
+            pod: PodRef {
+                namespace: "shop".into(),
+                name: pod.into(),
+                uid: format!("uid-{pod}"),
+            },
+            enforcer: EnforcerStatus {
+                boot_id: boot.into(),
+                started_ms: 1,
+                heartbeat_ms: 10_000,
+                state,
+                reason: String::new(),
+                dropped: 0,
+                unobserved: 0,
+                policy_etag: "etag".into(),
+                protections_off: Vec::new(),
+            },
         }
     }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -92,8 +92,12 @@ pub fn routes(
             .and_then(|| async { Err::<Response<Vec<u8>>, Rejection>(warp::reject::not_found()) })
             .boxed(),
     };
+    // Boxed: a request's future is as large as the largest route's, and
+    // the enforcers' long-polls (under `service`) are most of the requests
+    // held at once.
     review(Endpoint::Mutate)
-        .or(review(Endpoint::Validate))
+        .boxed()
+        .or(review(Endpoint::Validate).boxed())
         .or(healthz)
         .or(readyz)
         .or(metrics)
@@ -169,6 +173,11 @@ async fn decide(
         .body(admission::encode(&response))
         .unwrap_or_default()
 }
+
+/// hyper's HTTP/1 read buffer, the least it allows: each held connection
+/// (an enforcer's long-poll, most of them) keeps one. It also bounds a
+/// request's head (request line and headers), as nginx's default does.
+const HTTP1_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -268,13 +277,29 @@ pub async fn serve<F, R>(
                     return;
                 }
             };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(options.header_read_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(stream);
+            let ended = if h2 {
+                // The apiserver's, mostly: boxed, so that the many HTTP/1
+                // connections enforcers hold do not carry HTTP/2's state.
+                let connection = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .serve_connection(io, service);
+                Box::pin(watcher.watch(connection)).await
+            } else {
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(options.header_read_timeout)
+                    .max_buf_size(HTTP1_BUFFER_BYTES)
+                    // No read while a request is being answered: that read
+                    // would need a second buffer for each waiting long-poll.
+                    // A client gone meanwhile is noticed when its answer is
+                    // written, at most `service.max_wait_secs` later.
+                    .half_close(true)
+                    .serve_connection(io, service);
+                watcher.watch(connection).await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -71,6 +71,18 @@ pub enum Transition {
     Resumed { last_heartbeat_ms: i64, gap_ms: i64 },
 }
 
+/// A stopped enforcer never runs again (a restart has a new boot), so a
+/// running heartbeat of the boot stored as stopped was sent before the
+/// stop (on the long-poll, while the stop went on the report connection)
+/// and is old news: it changes nothing.
+pub fn is_late_heartbeat(before: Option<&LastKnown>, enforcer: &EnforcerStatus) -> bool {
+    before.is_some_and(|b| {
+        b.state == Liveness::Stopped
+            && b.boot_id == enforcer.boot_id
+            && enforcer.state == EnforcerState::Running
+    })
+}
+
 /// What `enforcer`'s heartbeat, arriving at `now_ms` from the pod with uid
 /// `pod_uid`, means after `before` (`None`: the first heard from the pod).
 pub fn transition(
@@ -206,6 +218,24 @@ mod tests {
 
     fn running(boot: &str) -> EnforcerStatus {
         mk_status(boot, EnforcerState::Running)
+    }
+
+    #[test]
+    fn only_a_running_heartbeat_of_the_stopped_boot_is_late() {
+        let stopped = mk_known("b1", Liveness::Stopped, 10_000);
+        assert!(is_late_heartbeat(Some(&stopped), &running("b1")));
+        assert!(
+            !is_late_heartbeat(Some(&stopped), &running("b2")),
+            "a restart"
+        );
+        let stopping = mk_status("b1", EnforcerState::Stopping);
+        assert!(!is_late_heartbeat(Some(&stopped), &stopping));
+        let missing = mk_known("b1", Liveness::Missing, 10_000);
+        assert!(
+            !is_late_heartbeat(Some(&missing), &running("b1")),
+            "resumed"
+        );
+        assert!(!is_late_heartbeat(None, &running("b1")));
     }
 
     #[test]

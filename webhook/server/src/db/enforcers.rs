@@ -127,16 +127,8 @@ impl Store {
             }),
             None => None,
         };
-        // A stopped enforcer never runs again (a restart has a new boot):
-        // its running heartbeat written after its stop was sent before it,
-        // on the long-poll, and is old news.
-        if let Some(b) = &before {
-            if b.state == Liveness::Stopped
-                && b.boot_id == enforcer.boot_id
-                && enforcer.state == EnforcerState::Running
-            {
-                return Ok(None);
-            }
+        if liveness::is_late_heartbeat(before.as_ref(), enforcer) {
+            return Ok(None);
         }
         let state = match enforcer.state {
             EnforcerState::Running => Liveness::Reporting,
@@ -295,31 +287,10 @@ fn protections_json(off: &[ProtectionOff]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use palisade_common::wire::{EnforcerProtection, EnforcerStatus};
+    use palisade_common::wire::EnforcerProtection;
 
-    use super::super::tests::each_backend;
+    use super::super::tests::{each_backend, mk_beat};
     use super::*;
-
-    fn mk_beat(pod: &str, boot: &str, state: EnforcerState) -> Heartbeat {
-        Heartbeat {
-            pod: PodRef {
-                namespace: "shop".into(),
-                name: pod.into(),
-                uid: format!("uid-{pod}"),
-            },
-            enforcer: EnforcerStatus {
-                boot_id: boot.into(),
-                started_ms: 1,
-                heartbeat_ms: 10_000,
-                state,
-                reason: String::new(),
-                dropped: 0,
-                unobserved: 0,
-                policy_etag: "etag".into(),
-                protections_off: Vec::new(),
-            },
-        }
-    }
 
     fn drift_off() -> ProtectionOff {
         ProtectionOff {

@@ -167,27 +167,10 @@ async fn write_loop(store: Store, metrics: Arc<Metrics>, mut receiver: mpsc::Rec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_common::wire::{EnforcerState, EnforcerStatus, PodRef};
+    use palisade_common::wire::EnforcerState;
 
     fn beat(pod: &str) -> Heartbeat {
-        Heartbeat {
-            pod: PodRef {
-                namespace: "shop".into(),
-                name: pod.into(),
-                uid: String::new(),
-            },
-            enforcer: EnforcerStatus {
-                boot_id: "b1".into(),
-                started_ms: 1,
-                heartbeat_ms: 10_000,
-                state: EnforcerState::Running,
-                reason: String::new(),
-                dropped: 0,
-                unobserved: 0,
-                policy_etag: String::new(),
-                protections_off: Vec::new(),
-            },
-        }
+        crate::db::tests::mk_beat(pod, "b1", EnforcerState::Running)
     }
 
     #[tokio::test]

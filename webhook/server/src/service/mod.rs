@@ -171,7 +171,8 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(auth)
         .and(limited_body(max_body))
         .and(with_state.clone())
-        .then(bundle::sync);
+        .then(bundle::sync)
+        .boxed();
     let list = api
         .and(warp::path("policies"))
         .and(warp::path::end())
@@ -291,8 +292,9 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .and(warp::query::<WorkloadQuery>())
         .and(with_state)
         .then(observations::get_workload);
-    sync.or(list)
-        .unify()
+    // Apart from the rest, boxed: a request's future is as large as the
+    // largest route's, and each connected enforcer holds a long-poll.
+    let rest = list
         .or(push)
         .unify()
         .or(get)
@@ -323,8 +325,8 @@ pub fn routes(state: Arc<ServiceState>, max_body: u64) -> BoxedFilter<(Reply,)> 
         .unify()
         .or(workload)
         .unify()
-        .map(error::respond)
-        .boxed()
+        .boxed();
+    sync.or(rest).unify().map(error::respond).boxed()
 }
 
 /// Passes callers with an admin token, as the author of what they change;

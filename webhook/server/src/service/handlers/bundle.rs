@@ -19,15 +19,30 @@ pub async fn runtime_bundle(
     auth: Option<String>,
     state: Arc<ServiceState>,
 ) -> Answer {
+    let request = Box::pin(accept_bundle(query, auth, &state)).await?;
+    wait_for_change(&state, &request).await
+}
+
+// The checks before a long-poll waits run in a future of their own (boxed
+// by the caller), so that what they hold, a token review's state, the
+// request body (which would pin hyper's 8 KiB read buffer) and the token,
+// is freed before the wait: a waiting long-poll is what each connected
+// enforcer costs the service.
+
+async fn accept_bundle(
+    query: BundleQuery,
+    auth: Option<String>,
+    state: &ServiceState,
+) -> Result<BundleRequest, ApiError> {
     // Enforcers in a cluster fetch with their pod-bound token, as they report.
-    let who = reporter(&state, auth.as_deref()).await?;
-    let request = parse(query, &state)?;
+    let who = reporter(state, auth.as_deref()).await?;
+    let request = parse(query, state)?;
     if let Reporter::Workload(workload) = &who {
         if workload.namespace != request.namespace {
             return Err(forbidden_for(workload, &request.namespace, "*"));
         }
     }
-    wait_for_change(&state, &request).await
+    Ok(request)
 }
 
 /// A heartbeat (the body, as `POST /api/v1/heartbeat` takes it) and then
@@ -39,8 +54,18 @@ pub async fn sync(
     body: Bytes,
     state: Arc<ServiceState>,
 ) -> Answer {
-    let who = reporter(&state, auth.as_deref()).await?;
-    let request = parse(query, &state)?;
+    let request = Box::pin(accept_sync(query, auth, body, &state)).await?;
+    wait_for_change(&state, &request).await
+}
+
+async fn accept_sync(
+    query: BundleQuery,
+    auth: Option<String>,
+    body: Bytes,
+    state: &ServiceState,
+) -> Result<BundleRequest, ApiError> {
+    let who = reporter(state, auth.as_deref()).await?;
+    let request = parse(query, state)?;
     let beat = super::enforcers::parse_heartbeat(&body)?;
     if beat.pod.namespace != request.namespace {
         return Err(ApiError::bad_request(format!(
@@ -53,8 +78,8 @@ pub async fn sync(
             return Err(forbidden_for(w, &beat.pod.namespace, &beat.pod.name));
         }
     }
-    queue(&state, beat)?;
-    wait_for_change(&state, &request).await
+    queue(state, beat)?;
+    Ok(request)
 }
 
 fn parse(query: BundleQuery, state: &ServiceState) -> Result<BundleRequest, ApiError> {
