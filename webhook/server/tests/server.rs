@@ -286,6 +286,41 @@ async fn http2_is_negotiated() {
 }
 
 #[tokio::test]
+async fn an_http1_request_head_over_8_kib_is_refused_but_a_larger_body_is_read_whole() {
+    let server = start(&repo_policies()).await;
+    let ca = std::fs::read(server.tls_dir.path().join("ca.crt")).unwrap();
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = h1
+        .get(format!("{}/healthz", server.base))
+        .header("x-padding", "x".repeat(9 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431, "request header fields too large");
+    // The bound is the head's: a review of over 100 KiB is read in pieces.
+    let mut review = fixture("pod-create.json");
+    review["request"]["object"]["metadata"]["annotations"]["padding"] =
+        json!("x".repeat(100 * 1024));
+    let resp = h1
+        .post(format!("{}/validate", server.base))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&review).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn policy_changes_apply_without_restart_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let policy = |mode: &str| {
