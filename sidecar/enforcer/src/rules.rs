@@ -554,6 +554,16 @@ pub fn socket_role(
     }
 }
 
+/// Whether `socket` is a connection the enforcer itself closed: a TCP
+/// socket no process holds any more (inode 0: in TIME_WAIT and the other
+/// closing states) whose peer is one of the enforcer's own connections'
+/// (`own_peers`, the policy service). It would otherwise be judged as the
+/// pod's egress. A connection of the app to that same peer is still judged
+/// while the app holds it.
+pub fn left_by_the_enforcer(socket: &Socket, own_peers: &HashSet<(IpAddr, u16)>) -> bool {
+    socket.proto == Proto::Tcp && socket.inode == 0 && own_peers.contains(&socket.remote)
+}
+
 fn unspecified(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -941,6 +951,23 @@ mod tests {
         assert_eq!(socket_role(&sneaky, &listeners, eph), SocketRole::Egress);
         let wildcard: HashSet<_> = [(Proto::Tcp, "0.0.0.0".parse().unwrap(), 8080)].into();
         assert_eq!(socket_role(&sneaky, &wildcard, eph), SocketRole::Inbound);
+    }
+
+    #[test]
+    fn only_an_unowned_tcp_socket_to_the_enforcers_own_peer_is_left_by_it() {
+        let own: HashSet<(IpAddr, u16)> = [("10.0.0.77".parse().unwrap(), 443)].into();
+        let mut closed = sock(Proto::Tcp, "192.0.2.1:40000", "10.0.0.77:443", 0x06);
+        closed.inode = 0;
+        assert!(left_by_the_enforcer(&closed, &own));
+        let mut held = closed.clone();
+        held.inode = 7;
+        assert!(!left_by_the_enforcer(&held, &own), "someone holds it");
+        let mut elsewhere = sock(Proto::Tcp, "192.0.2.1:40001", "10.9.9.9:443", 0x06);
+        elsewhere.inode = 0;
+        assert!(!left_by_the_enforcer(&elsewhere, &own));
+        let mut other_port = sock(Proto::Tcp, "192.0.2.1:40002", "10.0.0.77:80", 0x06);
+        other_port.inode = 0;
+        assert!(!left_by_the_enforcer(&other_port, &own));
     }
 
     #[test]

@@ -22,7 +22,13 @@ pub(super) struct Sockets {
     pub(super) last_full_scan: Option<Instant>,
     /// The kernel's ephemeral port range: a local port in it is a client's.
     pub(super) ephemeral: (u16, u16),
+    /// Peers of the enforcer's own TCP connections (the policy service):
+    /// the ones it closed linger unowned (see `rules::left_by_the_enforcer`).
+    pub(super) own_peers: HashSet<(IpAddr, u16)>,
 }
+
+/// More own peers than this (a Service moved many times) starts the set afresh.
+const MAX_OWN_PEERS: usize = 16;
 
 impl Sockets {
     pub(super) fn new(ephemeral: (u16, u16)) -> Self {
@@ -34,6 +40,7 @@ impl Sockets {
             counts: None,
             last_full_scan: None,
             ephemeral,
+            own_peers: HashSet::new(),
         }
     }
 
@@ -82,9 +89,19 @@ impl Monitor {
             .filter(|s| s.is_tcp_listener())
             .map(|s| (s.proto, s.local.0, s.local.1))
             .collect();
+        let is_own = |s: &Socket| s.inode != 0 && own.contains(&s.inode);
+        for socket in sockets
+            .iter()
+            .filter(|s| s.proto == Proto::Tcp && is_own(s))
+        {
+            if self.sockets.own_peers.len() >= MAX_OWN_PEERS {
+                self.sockets.own_peers.clear();
+            }
+            self.sockets.own_peers.insert(socket.remote);
+        }
         let mut present = HashSet::new();
         for socket in &sockets {
-            if socket.inode != 0 && own.contains(&socket.inode) {
+            if is_own(socket) || rules::left_by_the_enforcer(socket, &self.sockets.own_peers) {
                 continue;
             }
             let key = SocketKey {
