@@ -271,8 +271,7 @@ async fn health_readiness_and_metrics() {
 async fn http2_is_negotiated() {
     let server = start(&repo_policies()).await;
     let ca = std::fs::read(server.tls_dir.path().join("ca.crt")).unwrap();
-    let h2 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+    let h2 = client_builder_trusting(&ca)
         .http2_prior_knowledge()
         .build()
         .unwrap();
@@ -289,12 +288,7 @@ async fn http2_is_negotiated() {
 async fn an_http1_request_head_over_8_kib_is_refused_but_a_larger_body_is_read_whole() {
     let server = start(&repo_policies()).await;
     let ca = std::fs::read(server.tls_dir.path().join("ca.crt")).unwrap();
-    let h1 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
-        .http1_only()
-        .build()
-        .unwrap();
+    let h1 = client_builder_trusting(&ca).http1_only().build().unwrap();
     let resp = h1
         .get(format!("{}/healthz", server.base))
         .header("x-padding", "x".repeat(9 * 1024))

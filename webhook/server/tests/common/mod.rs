@@ -71,11 +71,14 @@ pub async fn start_with(policies: &Path, tweak: impl FnOnce(&mut Settings)) -> T
 }
 
 pub fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
+    client_builder_trusting(ca_pem).build().unwrap()
+}
+
+/// A client of the test server's CA, to be set further (HTTP version).
+pub fn client_builder_trusting(ca_pem: &[u8]) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
         .resolve("localhost", "127.0.0.1:0".parse().unwrap())
-        .build()
-        .unwrap()
 }
 
 impl TestServer {
